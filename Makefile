@@ -1,0 +1,56 @@
+# tritonops: the two commands are `make demo` and `make test`; both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_STAMP := .tritonops/.apt-installed
+APT_PACKAGES := prometheus wrk nghttp2-client
+PYTEST_ARGS ?=
+
+.PHONY: setup system-packages test test-fast lint typecheck demo bench clean help
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: system-packages $(STAMP)  ## Create .venv and install tritonops with every extra the tests use
+
+system-packages: $(APT_STAMP)
+
+$(APT_STAMP):
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mkdir -p $(dir $@) && touch $@
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) with $(PYTHON)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev,torch,loadtest]'
+	@touch $@
+
+test: setup  ## Set up, then run the whole test suite
+	@$(VENV)/bin/pytest $(PYTEST_ARGS); code=$$?; \
+	if [ $$code -eq 5 ]; then echo "pytest collected no tests (exit 5): not a failure"; code=0; fi; exit $$code
+
+test-fast: setup  ## Unit tests only
+	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup  ## ruff + mypy
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy
+
+demo: setup  ## Set up, then run the main job end to end on the embedded Triton
+	@$(PY) -m examples.demo
+
+bench: setup  ## Side-by-side benchmark (a few minutes)
+	@$(PY) -m loadtest.bench
+
+clean:  ## Remove the virtualenv, generated repository and run state
+	rm -rf $(VENV) .tritonops runs
+	find model_repository -mindepth 1 -not -name README.md -exec rm -rf {} +

@@ -1,0 +1,12 @@
+"""The ``tritonops`` command line: a thin layer that parses, calls one library function and renders.
+
+Each command group lives in its own module and registers itself on ``app`` here. Errors derived from
+``TritonOpsError`` become one red line on stderr and the error's exit code (see ``control_plane.cli.app``).
+"""
+
+from control_plane.cli.app import app, main
+
+# Command groups: importing a module registers its commands on ``app``.
+from control_plane.cli import server as _server  # noqa: F401  isort: skip
+
+__all__ = ["app", "main"]

@@ -1,0 +1,133 @@
+"""``tritonops server start|stop|status``: the embedded Triton server."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from control_plane.cli.app import app, console
+from serving.daemon import DEFAULT_PID_FILE, ServerRecord, server_status, stop_recorded_server
+from serving.errors import ServerStartError
+from serving.triton import ServerOptions, TritonServer
+from tritonops.settings import load_settings
+
+server_app = typer.Typer(help="Run the embedded Triton Inference Server.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+_STATE_DIR = Path(".tritonops")
+
+
+@server_app.command("start")
+def start(
+    model_repository: Path = typer.Option(
+        None, "--model-repository", "-r", help="Model repository [default: $TRITONOPS_REPOSITORY or ./model_repository]"
+    ),
+    load_model: list[str] = typer.Option([], "--load-model", "-m", help="Model to load at start (repeatable)."),
+    http_port: int = typer.Option(8000, help="HTTP/REST port (0 = pick a free one)."),
+    grpc_port: int = typer.Option(8001, help="gRPC port (0 = pick a free one)."),
+    metrics_port: int = typer.Option(8002, help="Prometheus metrics port (0 = pick a free one)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    binary: Path = typer.Option(None, help="tritonserver executable [default: $TRITONSERVER_BIN, then the wheel]."),
+    log_file: Path = typer.Option(_STATE_DIR / "tritonserver.log", help="Where the server log goes."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for the server to become ready."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; record it in a pid file."),
+    pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file used with --detach."),
+) -> None:
+    """Start tritonserver (explicit model control) and wait until it is ready.
+
+    In the foreground it serves until Ctrl-C; with --detach it returns once ready and `server stop` ends it.
+    """
+    settings = load_settings()
+    options = ServerOptions(
+        model_repository=model_repository or settings.repository,
+        load_models=tuple(load_model),
+        http_port=http_port or None,
+        grpc_port=grpc_port or None,
+        metrics_port=metrics_port or None,
+        host=host,
+        binary=binary,
+        admin_token=settings.admin_token,
+        work_dir=_STATE_DIR / "server",
+        log_path=log_file,
+        startup_timeout=timeout,
+    )
+    server = TritonServer(options, detach=detach)
+    with console.status("starting tritonserver ..."):
+        server.start()
+    _banner(server, locked=settings.admin_token is not None)
+    if detach:
+        assert server.pid is not None and server.ports is not None
+        ServerRecord(
+            pid=server.pid,
+            host=host,
+            http_port=server.ports.http,
+            grpc_port=server.ports.grpc,
+            metrics_port=server.ports.metrics,
+            repository=str(options.model_repository.resolve()),
+            log_path=str(log_file.resolve()),
+            started_at=time.time(),
+        ).write(pid_file)
+        console.print(f"detached: pid {server.pid}, recorded in {pid_file}; stop with `tritonops server stop`")
+        return
+    _serve_until_interrupted(server)
+
+
+def _banner(server: TritonServer, locked: bool) -> None:
+    console.print(f"[bold green]tritonserver ready[/] (pid {server.pid})")
+    console.print(f"  HTTP     http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)")
+    console.print(f"  gRPC     {server.grpc_url}")
+    console.print(f"  metrics  {server.metrics_url}")
+    console.print(f"  log      {server.log_path}")
+    console.print(f"  admin    model-repository API {'locked (admin-key)' if locked else 'open (no admin token set)'}")
+
+
+def _serve_until_interrupted(server: TritonServer) -> None:
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    console.print("serving; press Ctrl-C to stop")
+    while not stop.wait(0.5):
+        if not server.is_running():
+            raise ServerStartError(
+                f"tritonserver exited unexpectedly with code {server.process.returncode if server.process else '?'}",
+                server.log_tail(),
+                server.log_path,
+            )
+    console.print("stopping tritonserver ...")
+    code = server.stop()
+    console.print(f"stopped (exit code {code})")
+
+
+@server_app.command("stop")
+def stop(
+    pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file written by `server start --detach`."),
+    grace: float = typer.Option(10.0, help="Seconds between SIGTERM and SIGKILL."),
+) -> None:
+    """Stop a server started with --detach."""
+    record = stop_recorded_server(pid_file, grace)
+    console.print(f"stopped tritonserver pid {record.pid}")
+
+
+@server_app.command("status")
+def status(
+    pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file written by `server start --detach`."),
+) -> None:
+    """Show whether the detached server is running and ready. Exit code 1 when it is not ready."""
+    state = server_status(pid_file)
+    record = state.record
+    console.print(f"pid {record.pid}: {'running' if state.alive else 'not running'}, "
+                  f"{'ready' if state.ready else 'NOT ready'}")
+    console.print(f"  HTTP {record.host}:{record.http_port}  gRPC {record.host}:{record.grpc_port}  "
+                  f"metrics {record.host}:{record.metrics_port}")
+    console.print(f"  repository {record.repository}\n  log {record.log_path}")
+    if not state.ready:
+        raise typer.Exit(1)

@@ -1,0 +1,291 @@
+"""Start, watch and stop a real ``tritonserver`` process.
+
+``TritonServer`` is a context manager: it copies the backends into a writable work directory, picks free ports,
+starts the server in explicit model-control mode, waits for ``/v2/health/ready`` and stops it cleanly (SIGTERM, then
+SIGKILL after a grace period). The server is bound to our lifetime by ``PR_SET_PDEATHSIG`` unless detached, so a
+killed parent never leaves an orphan behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+from serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
+from serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
+
+DEFAULT_HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = DEFAULT_HOST) -> bool:
+    """True when ``port`` can be bound on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ServerPorts:
+    http: int
+    grpc: int
+    metrics: int
+
+
+@dataclass
+class ServerOptions:
+    """How to run one ``tritonserver``. Ports left as None are picked free at start."""
+
+    model_repository: Path
+    load_models: Sequence[str] = ()
+    http_port: int | None = None
+    grpc_port: int | None = None
+    metrics_port: int | None = None
+    host: str = DEFAULT_HOST
+    binary: Path | None = None
+    admin_token: str | None = None
+    work_dir: Path | None = None
+    log_path: Path | None = None
+    startup_timeout: float = 60.0
+    stop_grace: float = 10.0
+    cache_bytes: int = 64 * 1024 * 1024
+    log_verbose: int = 0
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+
+def _bind_to_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM to it when its parent dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class TritonServer:
+    """One ``tritonserver`` process.
+
+    >>> with TritonServer(ServerOptions(model_repository=Path("model_repository"))) as server:
+    ...     print(server.http_url)
+    """
+
+    def __init__(self, options: ServerOptions, *, detach: bool = False) -> None:
+        self.options = options
+        self.detach = detach
+        self.install: TritonInstallation | None = None
+        self.ports: ServerPorts | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+        self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    # -- addresses --------------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.host}:{self._ports().http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self._ports().grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.options.host}:{self._ports().metrics}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def _ports(self) -> ServerPorts:
+        if self.ports is None:
+            raise RuntimeError("the server has not been started")
+        return self.ports
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def command(self, backend_dir: Path, cache_dir: Path) -> list[str]:
+        """The full ``tritonserver`` command line for these options."""
+        opts, ports = self.options, self._ports()
+        assert self.install is not None
+        args = [
+            str(self.install.binary),
+            f"--model-repository={opts.model_repository.resolve()}",
+            f"--backend-directory={backend_dir}",
+            f"--cache-directory={cache_dir}",
+            f"--cache-config=local,size={opts.cache_bytes}",
+            "--model-control-mode=explicit",
+            f"--http-address={opts.host}",
+            f"--grpc-address={opts.host}",
+            f"--metrics-address={opts.host}",
+            f"--http-port={ports.http}",
+            f"--grpc-port={ports.grpc}",
+            f"--metrics-port={ports.metrics}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            "--metrics-config=summary_latencies=true",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=5",
+            f"--log-verbose={opts.log_verbose}",
+        ]
+        args += [f"--load-model={name}" for name in opts.load_models]
+        if opts.admin_token:
+            args += [
+                f"--grpc-restricted-protocol=model-repository:admin-key={opts.admin_token}",
+                f"--http-restricted-api=model-repository:admin-key={opts.admin_token}",
+            ]
+        args += list(opts.extra_args)
+        return args
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: our interpreter first on PATH (the Python stub imports from it)."""
+        assert self.install is not None
+        env = dict(os.environ)
+        interpreter_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([interpreter_bin, env.get("PATH", "/usr/bin:/bin")])
+        libs = [str(p) for p in self.install.library_dirs]
+        if env.get("LD_LIBRARY_PATH"):
+            libs.append(env["LD_LIBRARY_PATH"])
+        if libs:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+        # The stub does not see the venv's site-packages through sys.prefix; make imports explicit.
+        site_paths = [p for p in sys.path if p.endswith("site-packages")]
+        project_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([project_root, *site_paths, env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+        return env
+
+    def _check_inputs(self) -> None:
+        repo = self.options.model_repository
+        if not repo.is_dir():
+            raise RepositoryNotFoundError(repo)
+        for purpose, port in (
+            ("HTTP", self.options.http_port),
+            ("gRPC", self.options.grpc_port),
+            ("Metrics", self.options.metrics_port),
+        ):
+            if port is not None and not port_is_free(port, self.options.host):
+                raise PortInUseError(port, purpose)
+
+    def _pick_ports(self) -> ServerPorts:
+        chosen: list[int] = []
+        for port in (self.options.http_port, self.options.grpc_port, self.options.metrics_port):
+            if port is None:
+                port = free_port(self.options.host)
+                while port in chosen:
+                    port = free_port(self.options.host)
+            chosen.append(port)
+        return ServerPorts(*chosen)
+
+    def start(self) -> TritonServer:
+        """Start the server and wait until it is ready; raise a ``ServingError`` otherwise."""
+        self._check_inputs()
+        self.install = locate_tritonserver(self.options.binary)
+        self.ports = self._pick_ports()
+        if self.options.work_dir is not None:
+            work = self.options.work_dir
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            self._own_work_dir = tempfile.TemporaryDirectory(prefix="tritonops-server-")
+            work = Path(self._own_work_dir.name)
+        backend_dir = prepare_backend_directory(self.install, work / "backends")
+        self.log_path = self.options.log_path or work / "tritonserver.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = self.log_path.open("ab")
+        preexec: Callable[[], None] | None = None if self.detach else _bind_to_parent
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self.command(backend_dir, self.install.caches),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                start_new_session=True,  # a terminal's Ctrl-C reaches us only; we stop the server ourselves
+                preexec_fn=preexec,  # noqa: PLW1509 - only prctl, safe before exec
+            )
+        finally:
+            log_file.close()
+        try:
+            self.wait_ready(self.options.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll ``/v2/health/ready`` until 200; fail fast if the process exits."""
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.http_url}/v2/health/ready"
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerStartError(
+                    f"the process exited with code {self.process.returncode} before becoming ready",
+                    self.log_tail(),
+                    self.log_path,
+                )
+            try:
+                if requests.get(url, timeout=1.0).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass  # not listening yet: keep polling until the deadline
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"not ready after {timeout:.0f} s (polled {url})", self.log_tail(), self.log_path
+                )
+            time.sleep(0.1)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to ``stop_grace`` seconds, then SIGKILL. Returns the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(self.options.stop_grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._own_work_dir is not None:
+            self._own_work_dir.cleanup()
+            self._own_work_dir = None
+        return process.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the server log."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
