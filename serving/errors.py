@@ -1,11 +1,11 @@
 """Errors raised while finding, starting and talking to ``tritonserver``.
 
-    ServingError
-     ├── BinaryNotFoundError       no tritonserver binary where we looked
-     ├── PortInUseError            a requested port is taken
-     ├── RepositoryNotFoundError   the model repository does not exist
-     ├── ServerStartError          the server exited or never became ready
-     └── ModelConfigError          a model config can't be built or parsed
+ServingError
+ ├── BinaryNotFoundError       no tritonserver binary where we looked
+ ├── PortInUseError            a requested port is taken
+ ├── RepositoryNotFoundError   the model repository does not exist
+ ├── ServerStartError          the server exited or never became ready
+ └── ModelConfigError          a model config can't be built or parsed
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def _tensor(spec: TensorSpec, output: bool) -> mc.ModelInput | mc.ModelOutput:
     if spec.datatype not in _DATA_TYPES:
         raise ModelConfigError(f"tensor {spec.name!r}: unsupported datatype {spec.datatype!r}")
     cls = mc.ModelOutput if output else mc.ModelInput
-    return cls(name=spec.name, data_type=_DATA_TYPES[spec.datatype], dims=list(spec.dims))  # type: ignore[operator]
+    return cls(name=spec.name, data_type=_DATA_TYPES[spec.datatype], dims=list(spec.dims))
 
 
 def _common(

@@ -169,9 +169,7 @@ class TritonServer:
         # The stub does not see the venv's site-packages through sys.prefix; make imports explicit.
         site_paths = [p for p in sys.path if p.endswith("site-packages")]
         project_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([project_root, *site_paths, env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
+        env["PYTHONPATH"] = os.pathsep.join([project_root, *site_paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         return env
 
     def _check_inputs(self) -> None:
@@ -213,14 +211,14 @@ class TritonServer:
         log_file = self.log_path.open("ab")
         preexec: Callable[[], None] | None = None if self.detach else _bind_to_parent
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self.process = subprocess.Popen(
                 self.command(backend_dir, self.install.caches),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.environment(),
                 start_new_session=True,  # a terminal's Ctrl-C reaches us only; we stop the server ourselves
-                preexec_fn=preexec,  # noqa: PLW1509 - only prctl, safe before exec
+                preexec_fn=preexec,
             )
         finally:
             log_file.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from rich.console import Console
 
@@ -61,7 +59,3 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         raise
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

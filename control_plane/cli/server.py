@@ -25,7 +25,10 @@ _STATE_DIR = Path(".tritonops")
 @server_app.command("start")
 def start(
     model_repository: Path = typer.Option(
-        None, "--model-repository", "-r", help="Model repository [default: $TRITONOPS_REPOSITORY or ./model_repository]"
+        None,
+        "--model-repository",
+        "-r",
+        help="Model repository [default: $TRITONOPS_REPOSITORY or ./model_repository]",
     ),
     load_model: list[str] = typer.Option([], "--load-model", "-m", help="Model to load at start (repeatable)."),
     http_port: int = typer.Option(8000, help="HTTP/REST port (0 = pick a free one)."),
@@ -124,10 +127,13 @@ def status(
     """Show whether the detached server is running and ready. Exit code 1 when it is not ready."""
     state = server_status(pid_file)
     record = state.record
-    console.print(f"pid {record.pid}: {'running' if state.alive else 'not running'}, "
-                  f"{'ready' if state.ready else 'NOT ready'}")
-    console.print(f"  HTTP {record.host}:{record.http_port}  gRPC {record.host}:{record.grpc_port}  "
-                  f"metrics {record.host}:{record.metrics_port}")
+    console.print(
+        f"pid {record.pid}: {'running' if state.alive else 'not running'}, {'ready' if state.ready else 'NOT ready'}"
+    )
+    console.print(
+        f"  HTTP {record.host}:{record.http_port}  gRPC {record.host}:{record.grpc_port}  "
+        f"metrics {record.host}:{record.metrics_port}"
+    )
     console.print(f"  repository {record.repository}\n  log {record.log_path}")
     if not state.ready:
         raise typer.Exit(1)

@@ -1,0 +1,212 @@
+"""The embedded tritonserver: starts, answers, stops cleanly, and fails with one clear error when it can't start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from serving.daemon import process_alive
+from serving.errors import (
+    BinaryNotFoundError,
+    PortInUseError,
+    RepositoryNotFoundError,
+    ServerStartError,
+)
+from serving.triton import ServerOptions, TritonServer
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRITONOPS = [sys.executable, "-m", "control_plane.cli"]
+
+
+def _tritonserver_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-x", "tritonserver"], capture_output=True, text=True, check=False).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def test_session_server_is_ready_and_reports_its_version(triton_server: TritonServer) -> None:
+    ready = requests.get(f"http://{triton_server.http_url}/v2/health/ready", timeout=5)
+    assert ready.status_code == 200
+    meta = requests.get(f"http://{triton_server.http_url}/v2", timeout=5).json()
+    assert meta["name"] == "triton"
+    assert meta["version"] == "2.51.0"
+    metrics = requests.get(triton_server.metrics_url, timeout=5).text
+    assert "nv_cpu_utilization" in metrics
+
+
+def test_stop_terminates_the_process(tmp_path: Path) -> None:
+    server = TritonServer(ServerOptions(model_repository=tmp_path))
+    server.start()
+    pid = server.pid
+    assert pid is not None and process_alive(pid)
+    code = server.stop()
+    assert code == 0
+    assert not process_alive(pid)
+
+
+def test_missing_binary_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-tritonserver"
+    with pytest.raises(BinaryNotFoundError) as info:
+        TritonServer(ServerOptions(model_repository=tmp_path, binary=missing)).start()
+    assert str(missing) in str(info.value)
+    assert "TRITONSERVER_BIN" in str(info.value)
+
+
+def test_busy_port_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError) as info:
+            TritonServer(ServerOptions(model_repository=tmp_path, grpc_port=port)).start()
+    assert info.value.port == port
+    assert f"gRPC port {port} is already in use" in str(info.value)
+
+
+def test_missing_repository_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(RepositoryNotFoundError) as info:
+        TritonServer(ServerOptions(model_repository=missing)).start()
+    assert str(missing) in str(info.value)
+
+
+def test_server_dying_during_start_reports_its_log(tmp_path: Path) -> None:
+    """A real failure: a model that can't load at start makes tritonserver exit; we report why, quickly."""
+    broken = tmp_path / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text('backend: "no_such_backend"\nmax_batch_size: 0\n')
+    before = _tritonserver_pids()
+    started = time.monotonic()
+    with pytest.raises(ServerStartError) as info:
+        TritonServer(ServerOptions(model_repository=tmp_path, load_models=["broken"], startup_timeout=60)).start()
+    assert time.monotonic() - started < 30
+    message = str(info.value)
+    assert "exited with code" in message
+    assert "no_such_backend" in message  # the log tail names the real cause
+    assert _tritonserver_pids() <= before
+
+
+def test_hung_start_times_out_and_leaves_no_process(tmp_path: Path) -> None:
+    """A server that never becomes ready can't be produced with the real binary on demand, so this one fault uses a
+    stand-in executable that only sleeps; the point is our timeout and cleanup, not Triton."""
+    fake = tmp_path / "bin" / "tritonserver"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexec sleep 300\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    # locate_tritonserver expects <root>/bin/tritonserver with backends beside it
+    (tmp_path / "backends" / "python").mkdir(parents=True)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    server = TritonServer(ServerOptions(model_repository=repo, binary=fake, startup_timeout=2, stop_grace=2))
+    started = time.monotonic()
+    with pytest.raises(ServerStartError) as info:
+        server.start()
+    assert time.monotonic() - started < 10
+    assert "not ready after 2 s" in str(info.value)
+    assert server.process is not None and server.process.poll() is not None
+
+
+def test_killed_parent_leaves_no_orphan(tmp_path: Path) -> None:
+    """SIGKILL the Python process that started tritonserver: the kernel takes the server down with it."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from serving.triton import ServerOptions, TritonServer\n"
+        f"s = TritonServer(ServerOptions(model_repository=Path({str(tmp_path)!r}))).start()\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT) as parent:
+        assert parent.stdout is not None
+        server_pid = int(parent.stdout.readline())
+        assert process_alive(server_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while process_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(server_pid)
+
+
+def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([*TRITONOPS, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=90)
+
+
+def test_cli_detached_start_status_stop(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    started = _run_cli(
+        "server",
+        "start",
+        "--detach",
+        "-r",
+        str(repo),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        cwd=tmp_path,
+    )
+    assert started.returncode == 0, started.stderr
+    assert "tritonserver ready" in started.stdout
+    record = (tmp_path / ".tritonops" / "server.json").read_text()
+    import json
+
+    info = json.loads(record)
+    ready = requests.get(f"http://127.0.0.1:{info['http_port']}/v2/health/ready", timeout=5)
+    assert ready.status_code == 200
+
+    status = _run_cli("server", "status", cwd=tmp_path)
+    assert status.returncode == 0
+    assert "running, ready" in status.stdout
+
+    stopped = _run_cli("server", "stop", cwd=tmp_path)
+    assert stopped.returncode == 0
+    assert not process_alive(info["pid"])
+    after = _run_cli("server", "status", cwd=tmp_path)
+    assert after.returncode == 3
+    assert "no detached server recorded" in after.stderr
+
+
+def test_cli_foreground_ctrl_c_stops_the_server(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [*TRITONOPS, "server", "start", "-r", str(repo), "--http-port", "0", "--grpc-port", "0"]
+    command += ["--metrics-port", "0"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    assert proc.stdout is not None
+    banner: list[str] = []
+    for line in proc.stdout:
+        banner.append(line)
+        if "press Ctrl-C" in line:
+            break
+    text = "".join(banner)
+    pid = int(text.split("(pid ")[1].split(")")[0])
+    http = text.split("HTTP     http://")[1].split()[0]
+    assert requests.get(f"http://{http}/v2/health/ready", timeout=5).status_code == 200
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "stopped (exit code 0)" in out
+    assert not process_alive(pid)
+
+
+def test_cli_missing_repository_exits_with_one_line(tmp_path: Path) -> None:
+    result = _run_cli("server", "start", "-r", str(tmp_path / "missing"), cwd=tmp_path)
+    assert result.returncode == 3
+    assert "model repository" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
