@@ -1,0 +1,87 @@
+"""Errors raised while converting a trained model into a repository version.
+
+Nothing is written to the model repository when any of these is raised.
+
+    ConversionError
+     ├── UnsupportedModelError     estimator / step we can't convert (lists what we can)
+     ├── NotAClassifierError       a regressor, transformer or anything without classes
+     ├── NotFittedError            the model was never fitted
+     ├── FeatureMismatchError      sample columns don't match what the model was trained on
+     ├── ModelLoadError            a joblib / pickle / skops / TorchScript file fails to load
+     ├── ParityError               ONNX outputs differ from the original model beyond the thresholds
+     ├── ManifestError             a manifest.json is missing or doesn't match the schema
+     └── RepositoryError           model name, repository path or version directory problems
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tritonops.errors import TritonOpsError
+
+if TYPE_CHECKING:
+    from converters.manifest import ParityResult
+
+
+class ConversionError(TritonOpsError):
+    """A trained model could not be turned into a parity-checked ONNX model version."""
+
+    exit_code = 4
+
+
+class UnsupportedModelError(ConversionError):
+    def __init__(self, what: str, supported: Sequence[str]) -> None:
+        self.what = what
+        self.supported = tuple(supported)
+        super().__init__(f"cannot convert {what}: supported are {', '.join(self.supported)}")
+
+
+class NotAClassifierError(ConversionError):
+    def __init__(self, estimator: str, reason: str) -> None:
+        self.estimator = estimator
+        super().__init__(f"{estimator} is not a classifier ({reason}); tritonops converts classifiers only")
+
+
+class NotFittedError(ConversionError):
+    def __init__(self, estimator: str) -> None:
+        self.estimator = estimator
+        super().__init__(f"{estimator} is not fitted: call fit() on it before converting")
+
+
+class FeatureMismatchError(ConversionError):
+    """The sample's columns disagree with the model's training columns."""
+
+
+class ModelLoadError(ConversionError):
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(f"cannot load model file {path}: {reason}")
+
+
+class ParityError(ConversionError):
+    def __init__(self, parity: ParityResult) -> None:
+        self.parity = parity
+        thresholds = parity.thresholds
+        lines = [
+            f"parity check failed on {parity.rows} rows: label agreement {parity.label_agreement:.6f} "
+            f"(required >= {thresholds.min_label_agreement}), max |prob diff| {parity.max_abs_prob_diff:.3g} "
+            f"(allowed <= {thresholds.max_prob_diff}); nothing was written. Worst rows:"
+        ]
+        for row in parity.worst_rows:
+            lines.append(
+                f"  row {row.row}: original {row.label_expected!r}, onnx {row.label_onnx!r}, "
+                f"|prob diff| {row.prob_diff:.3g}"
+            )
+        super().__init__("\n".join(lines))
+
+
+class ManifestError(ConversionError):
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"manifest {path}: {reason}")
+
+
+class RepositoryError(ConversionError):
+    """The model name, the repository or a version directory is not usable."""

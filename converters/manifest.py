@@ -1,0 +1,210 @@
+"""The manifest of one model version (``<model>/<version>/manifest.json``), as typed pydantic models.
+
+The schema is the contract in ``docs/contracts.md``; the serving backend, the control plane and the clients
+read it with ``load_manifest``. Missing numbers (NaN) in ``reference.sample`` are stored as JSON ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from converters.errors import ManifestError
+
+SCHEMA_VERSION = 1
+OTHER_CATEGORY = "__other__"
+"""The bin that collects categories not seen in the reference data."""
+
+ClassLabel = str | int
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConverterVersions(_Frozen):
+    """Versions of the tools that produced the ONNX file, e.g. ``{"skl2onnx": "1.20.0", "onnx": ...}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    onnx: str
+    onnxruntime: str
+
+
+class Source(_Frozen):
+    framework: Literal["sklearn", "pytorch"]
+    framework_version: str
+    estimator: str
+    tritonops_version: str
+    converter: ConverterVersions
+
+
+class OnnxInfo(_Frozen):
+    file: str = "model.onnx"
+    sha256: str
+    opset: int
+    ir_version: int
+
+
+class Feature(_Frozen):
+    """One model feature: its name, the Triton tensor that carries it and the column inside that tensor."""
+
+    name: str
+    tensor: str
+    dtype: Literal["float", "string"]
+    kind: Literal["numeric", "categorical"]
+    column: int = Field(ge=0)
+    allow_nan: bool
+    categories: list[str] | None = None
+
+
+class InputTensor(_Frozen):
+    name: str
+    datatype: Literal["FP32", "BYTES"]
+    features: list[str]
+
+
+class ParityThresholds(_Frozen):
+    min_label_agreement: float = Field(default=1.0, ge=0.0, le=1.0)
+    max_prob_diff: float = Field(default=1e-4, ge=0.0)
+
+
+class ParityRow(_Frozen):
+    row: int
+    label_expected: ClassLabel
+    label_onnx: ClassLabel
+    prob_diff: float
+
+
+class ParityResult(_Frozen):
+    """Original model vs ONNX Runtime on the same rows.
+
+    ``label_agreement`` counts a disagreement on a *tie row* (the original's top two probabilities within
+    ``max_prob_diff`` of each other, so float32 rounding may legitimately pick the other class) as agreement;
+    ``tie_rows`` says how many rows were ties.
+    """
+
+    passed: bool
+    rows: int
+    label_agreement: float
+    max_abs_prob_diff: float
+    tie_rows: int
+    thresholds: ParityThresholds
+    worst_rows: list[ParityRow]
+
+
+class NumericReference(_Frozen):
+    """Quantile bins of a numeric feature: bins ``(-inf, e1], (e1, e2], ..., (ek-1, inf)`` plus a NaN bin."""
+
+    kind: Literal["numeric"] = "numeric"
+    bin_edges: list[float]
+    proportions: list[float]
+    nan_proportion: float
+
+    @model_validator(mode="after")
+    def _one_proportion_per_bin(self) -> NumericReference:
+        if len(self.proportions) != len(self.bin_edges) + 1:
+            raise ValueError(
+                f"numeric reference: {len(self.bin_edges)} inner edges need {len(self.bin_edges) + 1} "
+                f"proportions, got {len(self.proportions)}"
+            )
+        if any(b <= a for a, b in zip(self.bin_edges, self.bin_edges[1:], strict=False)):
+            raise ValueError("numeric reference: bin_edges must be strictly increasing")
+        return self
+
+
+class CategoricalReference(_Frozen):
+    """Category proportions; the last proportion belongs to ``__other__`` (categories not listed)."""
+
+    kind: Literal["categorical"] = "categorical"
+    categories: list[str]
+    proportions: list[float]
+
+    @model_validator(mode="after")
+    def _other_bin_last(self) -> CategoricalReference:
+        if len(self.proportions) != len(self.categories) + 1:
+            raise ValueError(
+                f"categorical reference: {len(self.categories)} categories need {len(self.categories) + 1} "
+                f"proportions (the last one for {OTHER_CATEGORY}), got {len(self.proportions)}"
+            )
+        return self
+
+
+FeatureReference = Annotated[NumericReference | CategoricalReference, Field(discriminator="kind")]
+
+
+class PredictionMix(_Frozen):
+    classes: list[str] | list[int]
+    proportions: list[float]
+
+
+class ExpectedOutputs(_Frozen):
+    labels: list[str] | list[int]
+    probabilities: list[list[float]]
+
+
+class Reference(_Frozen):
+    rows: int
+    features: dict[str, FeatureReference]
+    predictions: PredictionMix
+    sample: dict[str, list[float | str | None]]
+    expected: ExpectedOutputs
+
+
+class Manifest(_Frozen):
+    schema_version: Literal[1] = 1
+    name: str
+    version: int = Field(ge=1)
+    created_at: datetime
+    task: Literal["classification"] = "classification"
+    source: Source
+    onnx: OnnxInfo
+    features: list[Feature]
+    inputs: list[InputTensor]
+    classes: list[str] | list[int]
+    class_dtype: Literal["string", "int64"]
+    parity: ParityResult
+    reference: Reference
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        expected_dtype = "string" if all(isinstance(c, str) for c in self.classes) else "int64"
+        if self.class_dtype != expected_dtype:
+            raise ValueError(f"class_dtype is {self.class_dtype!r} but classes {self.classes!r} are {expected_dtype}")
+        names = {f.name for f in self.features}
+        for tensor in self.inputs:
+            unknown = [n for n in tensor.features if n not in names]
+            if unknown:
+                raise ValueError(f"input {tensor.name!r} lists unknown features {unknown}")
+        return self
+
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def parse_manifest(text: str, source: str = "<text>") -> Manifest:
+    """Parse manifest JSON; raise ``ManifestError`` naming ``source`` and the first bad field."""
+    try:
+        return Manifest.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<root>"
+        raise ManifestError(source, f"field {where}: {first['msg']} ({exc.error_count()} problem(s))") from exc
+
+
+def load_manifest(path: Path | str) -> Manifest:
+    """Read ``manifest.json`` (or the version directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(path, f"cannot read it ({exc.strerror})") from exc
+    return parse_manifest(text, str(path))
