@@ -1,0 +1,107 @@
+"""Errors raised by the control plane (state, fleet, rollout).
+
+ControlPlaneError
+ ├── StateError                 the state database is unusable (newer schema, corrupt, unwritable)
+ ├── RolloutInProgressError     another rollout of the same model holds the lock
+ ├── UnknownModelError          the model is not in the state or not in the repository
+ ├── UnknownVersionError        the version directory or its files are missing
+ ├── FleetError                 a bad endpoint address, a duplicate, an empty fleet
+ ├── EndpointUnreachableError   a Triton endpoint did not answer
+ ├── AdminAuthError             a Triton endpoint refused the admin key (missing or wrong)
+ ├── ModelLoadError             Triton could not load a version, or it never became ready
+ ├── GateError                  a promotion gate refused the version (parity, smoke, latency)
+ ├── InvalidRolloutError        a request that makes no sense in the current state (bad weight, nothing
+ │                              to roll back to, a canary of another version running)
+ └── FleetApplyError            some endpoints could not be brought to the desired state
+"""
+
+from __future__ import annotations
+
+from tritonops.errors import TritonOpsError
+
+
+class ControlPlaneError(TritonOpsError):
+    """Something in desired state, the fleet or a rollout went wrong."""
+
+    exit_code = 4
+
+
+class StateError(ControlPlaneError):
+    """The state database can't be used as it is."""
+
+
+class RolloutInProgressError(ControlPlaneError):
+    """Another process is changing the same model right now."""
+
+    exit_code = 5
+
+    def __init__(self, model: str, holder: str) -> None:
+        self.model = model
+        self.holder = holder
+        super().__init__(
+            f"model {model!r}: another rollout is in progress ({holder or 'holder unknown'}); "
+            "wait for it to finish, then run the command again"
+        )
+
+
+class UnknownModelError(ControlPlaneError):
+    def __init__(self, model: str, where: str) -> None:
+        self.model = model
+        super().__init__(f"model {model!r} is not known to {where}")
+
+
+class UnknownVersionError(ControlPlaneError):
+    def __init__(self, model: str, version: int, detail: str) -> None:
+        self.model = model
+        self.version = version
+        super().__init__(f"model {model!r} version {version}: {detail}")
+
+
+class FleetError(ControlPlaneError):
+    """The fleet definition is wrong (bad address, duplicate, empty)."""
+
+
+class EndpointUnreachableError(ControlPlaneError):
+    def __init__(self, endpoint: str, detail: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"endpoint {endpoint} is unreachable: {detail}")
+
+
+class AdminAuthError(ControlPlaneError):
+    def __init__(self, endpoint: str, token_set: bool) -> None:
+        self.endpoint = endpoint
+        expected = (
+            "the admin key sent was refused (wrong key)" if token_set else "no admin key was sent (none configured)"
+        )
+        super().__init__(
+            f"endpoint {endpoint} refused the model-repository call: {expected}; set the server's key in "
+            "TRITONOPS_ADMIN_TOKEN or TRITONOPS_ADMIN_TOKEN_FILE"
+        )
+
+
+class ModelLoadError(ControlPlaneError):
+    def __init__(self, endpoint: str, model: str, version: int | None, detail: str) -> None:
+        self.endpoint = endpoint
+        self.model = model
+        self.version = version
+        which = f"{model!r} version {version}" if version is not None else repr(model)
+        super().__init__(f"endpoint {endpoint}: loading {which} failed: {detail}")
+
+
+class GateError(ControlPlaneError):
+    def __init__(self, model: str, version: int, gate: str, detail: str) -> None:
+        self.model = model
+        self.version = version
+        self.gate = gate
+        super().__init__(f"model {model!r} version {version}: {gate} gate refused it: {detail}")
+
+
+class InvalidRolloutError(ControlPlaneError):
+    """The request does not fit the current desired state."""
+
+
+class FleetApplyError(ControlPlaneError):
+    def __init__(self, summary: str, failures: dict[str, str]) -> None:
+        self.failures = failures
+        lines = "; ".join(f"{endpoint}: {why}" for endpoint, why in failures.items())
+        super().__init__(f"{summary} ({lines})")
