@@ -1,0 +1,44 @@
+"""tritonops clients SDK: ``predict`` against a model served by Triton, over gRPC or HTTP, sync or asyncio.
+
+>>> from clients import TritonClient
+>>> with TritonClient("127.0.0.1:8001", "churn") as client:
+...     prediction = client.predict(frame)          # any column order; class names as trained
+...     prediction.to_frame()
+
+Feature order, dtypes and classes come from the model's ``tritonops.signature`` config parameter; the canary
+split from ``tritonops.canary`` (docs/contracts.md).
+"""
+
+from clients.client import AsyncTritonClient, ClientOptions, TritonClient
+from clients.errors import (
+    ClientError,
+    FeedbackError,
+    InferenceError,
+    InputError,
+    MissingFeatureError,
+    ServerUnavailableError,
+    SignatureError,
+)
+from clients.prediction import Prediction
+from clients.retry import RetryPolicy
+from clients.routing import CanaryRouter
+from clients.signature import CanarySplit, Feature, Signature
+
+__all__ = [
+    "AsyncTritonClient",
+    "CanaryRouter",
+    "CanarySplit",
+    "ClientError",
+    "ClientOptions",
+    "Feature",
+    "FeedbackError",
+    "InferenceError",
+    "InputError",
+    "MissingFeatureError",
+    "Prediction",
+    "RetryPolicy",
+    "ServerUnavailableError",
+    "Signature",
+    "SignatureError",
+    "TritonClient",
+]

@@ -1,0 +1,304 @@
+"""``TritonClient`` (blocking) and ``AsyncTritonClient`` (asyncio): ``predict`` in one call, over gRPC or HTTP.
+
+Both learn the model from Triton itself (``tritonops.signature`` and ``tritonops.canary`` in the live model's
+config, refreshed every ``refresh_interval`` seconds so a weight set by the control plane takes effect), route
+the canary's share to ``<model>__canary``, split large inputs into requests of at most ``rows_per_request``
+rows, and retry retryable failures with backoff inside one deadline per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import pandas as pd
+from tritonclient.utils import InferenceServerException
+
+from clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, concat, decode_labels, encode, split_rows, to_frame
+from clients.errors import InferenceError, ServerUnavailableError
+from clients.prediction import Prediction
+from clients.retry import RetryPolicy, describe, is_deadline, is_retryable
+from clients.routing import CanaryRouter
+from clients.signature import CanarySplit, Signature, parse_canary, parse_signature
+from clients.transport import (
+    Answer,
+    AsyncGrpcTransport,
+    AsyncHttpTransport,
+    AsyncTransport,
+    GrpcTransport,
+    HttpTransport,
+    Protocol_,
+    SyncTransport,
+)
+
+T = TypeVar("T")
+TRANSPORT_ERRORS = (InferenceServerException, OSError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a client behaves. ``deadline`` bounds one whole ``predict`` call, retries included."""
+
+    deadline: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rows_per_request: int | None = None
+    """At most this many rows per request (default: the model's ``max_batch_size``)."""
+    refresh_interval: float = 2.0
+    """Seconds a model config (signature + canary weight) is trusted before it is read again."""
+    headers: Mapping[str, str] | None = None
+    max_in_flight: int = 4
+    """Async client: requests of one ``predict`` call sent concurrently."""
+
+    def __post_init__(self) -> None:
+        if self.deadline <= 0:
+            raise ValueError(f"deadline must be > 0 seconds, got {self.deadline}")
+        if self.rows_per_request is not None and self.rows_per_request < 1:
+            raise ValueError(f"rows_per_request must be >= 1, got {self.rows_per_request}")
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+
+
+@dataclass
+class _ModelView:
+    """The cached knowledge about one model: the live signature, the canary split, canary signatures."""
+
+    live: Signature | None = None
+    split: CanarySplit | None = None
+    fetched_at: float = float("-inf")
+    canary_signatures: dict[tuple[str, int], Signature] | None = None
+
+    def stale(self, refresh_interval: float) -> bool:
+        return self.live is None or time.monotonic() - self.fetched_at > refresh_interval
+
+    def update(self, model: str, config: Mapping[str, Any]) -> None:
+        self.live = parse_signature(model, config)
+        self.split = parse_canary(model, config)
+        self.fetched_at = time.monotonic()
+
+
+class _Deadline:
+    """Remaining time of one call, and the record of its failed attempts."""
+
+    def __init__(self, url: str, seconds: float, policy: RetryPolicy) -> None:
+        self.url, self.seconds, self.policy = url, seconds, policy
+        self.start = time.monotonic()
+        self.attempts = 0
+
+    def remaining(self) -> float:
+        return self.seconds - (time.monotonic() - self.start)
+
+    def unavailable(self, last_error: str) -> ServerUnavailableError:
+        return ServerUnavailableError(self.url, self.seconds, self.attempts, time.monotonic() - self.start, last_error)
+
+    def next_wait(self, model: str, error: BaseException) -> float:
+        """Seconds to wait before retrying ``error``; raises when it must not or cannot be retried."""
+        if not (is_retryable(error) or is_deadline(error)):
+            status = str(error.status()) if isinstance(error, InferenceServerException) else type(error).__name__
+            text = error.message() if isinstance(error, InferenceServerException) else str(error)
+            raise InferenceError(model, status, (text or "").strip()) from error
+        if is_deadline(error) or self.attempts >= self.policy.max_attempts:
+            raise self.unavailable(describe(error)) from error
+        wait = self.policy.backoff(self.attempts)
+        if wait >= self.remaining():
+            raise self.unavailable(describe(error)) from error
+        return wait
+
+
+def _assemble(
+    signature: Signature, served: str, answers: Sequence[Answer], request_id: str, index: pd.Index[Any]
+) -> Prediction:
+    labels = concat([decode_labels(signature, answer.outputs[LABEL_OUTPUT]) for answer in answers])
+    probabilities = concat([answer.outputs[PROBABILITIES_OUTPUT] for answer in answers])
+    return Prediction(
+        labels=labels,
+        probabilities=probabilities,
+        classes=signature.classes,
+        model=served,
+        version=answers[0].model_version,
+        request_id=request_id,
+        index=index,
+    )
+
+
+def _rows_per_request(options: ClientOptions, signature: Signature) -> int:
+    return min(options.rows_per_request or signature.max_batch_size, signature.max_batch_size)
+
+
+class TritonClient:
+    """Blocking client for one model. Reuses one connection; thread-safe for gRPC (one HTTP client per thread).
+
+    >>> with TritonClient("127.0.0.1:8001", "churn") as client:
+    ...     prediction = client.predict(frame)
+    ...     prediction.labels, prediction.probability_frame()
+    """
+
+    def __init__(
+        self, url: str, model: str, *, protocol: Protocol_ = "grpc", options: ClientOptions | None = None
+    ) -> None:
+        self.url, self.model, self.protocol = url, model, protocol
+        self.options = options or ClientOptions()
+        self._transport: SyncTransport = (
+            GrpcTransport(url, self.options.headers)
+            if protocol == "grpc"
+            else HttpTransport(url, self.options.headers, timeout=self.options.deadline)
+        )
+        self._view = _ModelView(canary_signatures={})
+        self._router = CanaryRouter()
+        self._lock = threading.Lock()
+
+    def _call(self, model: str, deadline: _Deadline, action: Callable[[float], T]) -> T:
+        while True:
+            deadline.attempts += 1
+            try:
+                return action(max(deadline.remaining(), 0.001))
+            except TRANSPORT_ERRORS as error:
+                time.sleep(deadline.next_wait(model, error))
+
+    def _config(self, model: str, deadline: _Deadline) -> Mapping[str, Any]:
+        return self._call(model, deadline, lambda left: self._transport.model_config(model, left))
+
+    def _refresh(self, deadline: _Deadline) -> tuple[Signature, CanarySplit | None]:
+        with self._lock:
+            if self._view.stale(self.options.refresh_interval):
+                self._view.update(self.model, self._config(self.model, deadline))
+            assert self._view.live is not None
+            return self._view.live, self._view.split
+
+    def _canary_signature(self, split: CanarySplit, deadline: _Deadline) -> Signature:
+        cache = self._view.canary_signatures
+        assert cache is not None
+        key = (split.model, split.version)
+        with self._lock:
+            if key not in cache:
+                cache[key] = parse_signature(split.model, self._config(split.model, deadline))
+            return cache[key]
+
+    def signature(self) -> Signature:
+        """The live model's features, classes and batch limit (read from Triton, cached)."""
+        return self._refresh(_Deadline(self.url, self.options.deadline, self.options.retry))[0]
+
+    def canary(self) -> CanarySplit | None:
+        """The canary split currently set on the live model, or None."""
+        return self._refresh(_Deadline(self.url, self.options.deadline, self.options.retry))[1]
+
+    def predict(self, data: Any, *, key: str | None = None, request_id: str | None = None) -> Prediction:
+        """Labels and probabilities for ``data`` (DataFrame, mapping, array or list of rows).
+
+        ``key`` makes canary routing sticky (same key, same side); ``request_id`` (default: a new UUID) is
+        sent with the request and returned for ``feedback``.
+        """
+        deadline = _Deadline(self.url, self.options.deadline, self.options.retry)
+        live, split = self._refresh(deadline)
+        served = self._router.choose(self.model, split, key)
+        signature = live if split is None or served == self.model else self._canary_signature(split, deadline)
+        frame = to_frame(signature, data)
+        request_id = request_id or uuid.uuid4().hex
+        answers = []
+        for chunk in split_rows(frame, _rows_per_request(self.options, signature)):
+            tensors = encode(signature, chunk)
+            infer = functools.partial(self._transport.infer, served, tensors, request_id)
+            answers.append(self._call(served, deadline, infer))
+        return _assemble(signature, served, answers, request_id, frame.index)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> TritonClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncTritonClient:
+    """The asyncio twin of ``TritonClient``; one ``predict`` sends its requests concurrently."""
+
+    def __init__(
+        self, url: str, model: str, *, protocol: Protocol_ = "grpc", options: ClientOptions | None = None
+    ) -> None:
+        self.url, self.model, self.protocol = url, model, protocol
+        self.options = options or ClientOptions()
+        self._transport: AsyncTransport = (
+            AsyncGrpcTransport(url, self.options.headers)
+            if protocol == "grpc"
+            else AsyncHttpTransport(url, self.options.headers)
+        )
+        self._view = _ModelView(canary_signatures={})
+        self._router = CanaryRouter()
+        self._lock = asyncio.Lock()
+
+    async def _call(self, model: str, deadline: _Deadline, action: Callable[[float], Awaitable[T]]) -> T:
+        while True:
+            deadline.attempts += 1
+            try:
+                return await action(max(deadline.remaining(), 0.001))
+            except TRANSPORT_ERRORS as error:
+                await asyncio.sleep(deadline.next_wait(model, error))
+
+    async def _config(self, model: str, deadline: _Deadline) -> Mapping[str, Any]:
+        return await self._call(model, deadline, lambda left: self._transport.model_config(model, left))
+
+    async def _refresh(self, deadline: _Deadline) -> tuple[Signature, CanarySplit | None]:
+        async with self._lock:
+            if self._view.stale(self.options.refresh_interval):
+                self._view.update(self.model, await self._config(self.model, deadline))
+            assert self._view.live is not None
+            return self._view.live, self._view.split
+
+    async def _canary_signature(self, split: CanarySplit, deadline: _Deadline) -> Signature:
+        cache = self._view.canary_signatures
+        assert cache is not None
+        key = (split.model, split.version)
+        async with self._lock:
+            if key not in cache:
+                cache[key] = parse_signature(split.model, await self._config(split.model, deadline))
+            return cache[key]
+
+    async def signature(self) -> Signature:
+        """The live model's features, classes and batch limit (read from Triton, cached)."""
+        return (await self._refresh(_Deadline(self.url, self.options.deadline, self.options.retry)))[0]
+
+    async def canary(self) -> CanarySplit | None:
+        """The canary split currently set on the live model, or None."""
+        return (await self._refresh(_Deadline(self.url, self.options.deadline, self.options.retry)))[1]
+
+    async def predict(self, data: Any, *, key: str | None = None, request_id: str | None = None) -> Prediction:
+        """Labels and probabilities for ``data``; see ``TritonClient.predict``."""
+        deadline = _Deadline(self.url, self.options.deadline, self.options.retry)
+        live, split = await self._refresh(deadline)
+        served = self._router.choose(self.model, split, key)
+        signature = live if split is None or served == self.model else await self._canary_signature(split, deadline)
+        frame = to_frame(signature, data)
+        request_id = request_id or uuid.uuid4().hex
+        gate = asyncio.Semaphore(self.options.max_in_flight)
+
+        async def one(chunk: pd.DataFrame) -> Answer:
+            tensors = encode(signature, chunk)
+            async with gate:
+                return await self._call(
+                    served, deadline, lambda left: self._transport.infer(served, tensors, request_id, left)
+                )
+
+        chunks = split_rows(frame, _rows_per_request(self.options, signature))
+        answers = await asyncio.gather(*(one(chunk) for chunk in chunks))
+        return _assemble(signature, served, answers, request_id, frame.index)
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncTritonClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,212 @@
+"""One small interface over ``tritonclient``'s four clients (gRPC / HTTP, sync / asyncio).
+
+Each transport holds one long-lived ``InferenceServerClient`` (one gRPC channel, one HTTP connection pool), so
+connections are reused across calls. Transport errors are left as they come; ``clients.retry`` classifies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http as httpclient
+import tritonclient.http.aio as httpaio
+
+from clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, Tensor
+
+Protocol_ = Literal["grpc", "http"]
+OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The outputs of one inference and the model version that produced them."""
+
+    outputs: dict[str, npt.NDArray[Any]]
+    model_version: str
+
+
+class SyncTransport(Protocol):
+    url: str
+
+    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer: ...
+    def model_config(self, model: str, timeout: float) -> Mapping[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    url: str
+
+    async def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer: ...
+    async def model_config(self, model: str, timeout: float) -> Mapping[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+def _parameters(request_id: str) -> dict[str, str] | None:
+    return {"request_id": request_id} if request_id else None
+
+
+def _grpc_inputs(tensors: Sequence[Tensor]) -> list[grpcclient.InferInput]:
+    inputs = []
+    for tensor in tensors:
+        item = grpcclient.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
+        item.set_data_from_numpy(tensor.data)
+        inputs.append(item)
+    return inputs
+
+
+def _http_inputs(tensors: Sequence[Tensor]) -> list[httpclient.InferInput]:
+    inputs = []
+    for tensor in tensors:
+        item = httpclient.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
+        item.set_data_from_numpy(tensor.data, binary_data=True)
+        inputs.append(item)
+    return inputs
+
+
+def _outputs(result: Any) -> dict[str, npt.NDArray[Any]]:
+    values = {}
+    for name in OUTPUTS:
+        array = result.as_numpy(name)
+        values[name] = np.asarray(array) if array is not None else np.empty((0,))
+    return values
+
+
+class GrpcTransport:
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self._client = grpcclient.InferenceServerClient(url)
+        self._outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+
+    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+        result = self._client.infer(
+            model,
+            _grpc_inputs(tensors),
+            outputs=self._outputs,
+            request_id=request_id,
+            client_timeout=timeout,
+            headers=self.headers or None,
+            parameters=_parameters(request_id),
+        )
+        return Answer(_outputs(result), str(result.get_response().model_version))
+
+    def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
+        config: Mapping[str, Any] = self._client.get_model_config(
+            model, headers=self.headers or None, as_json=True, client_timeout=timeout
+        )
+        return config
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class HttpTransport:
+    """Blocking HTTP (geventhttpclient pool): use one instance per thread, ``concurrency`` connections each."""
+
+    def __init__(
+        self, url: str, headers: Mapping[str, str] | None = None, timeout: float = 60.0, concurrency: int = 1
+    ) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self._client = httpclient.InferenceServerClient(
+            url, concurrency=concurrency, connection_timeout=timeout, network_timeout=timeout
+        )
+        self._outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in OUTPUTS]
+
+    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+        result = self._client.infer(
+            model,
+            _http_inputs(tensors),
+            outputs=self._outputs,
+            request_id=request_id,
+            headers=self.headers or None,
+            parameters=_parameters(request_id),
+        )
+        return Answer(_outputs(result), str(result.get_response().get("model_version", "")))
+
+    def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
+        config: Mapping[str, Any] = self._client.get_model_config(model, headers=self.headers or None)
+        return config
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncGrpcTransport:
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self._client = grpcaio.InferenceServerClient(url)
+        self._outputs = [grpcaio.InferRequestedOutput(name) for name in OUTPUTS]
+
+    async def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+        result = await self._client.infer(
+            model,
+            _grpc_inputs(tensors),
+            outputs=self._outputs,
+            request_id=request_id,
+            client_timeout=timeout,
+            headers=self.headers or None,
+            parameters=_parameters(request_id),
+        )
+        return Answer(_outputs(result), str(result.get_response().model_version))
+
+    async def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
+        config: Mapping[str, Any] = await self._client.get_model_config(
+            model, headers=self.headers or None, as_json=True, client_timeout=timeout
+        )
+        return config
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class AsyncHttpTransport:
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None, connections: int = 100) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self._client = httpaio.InferenceServerClient(url, conn_limit=connections)
+        self._outputs = [httpaio.InferRequestedOutput(name, binary_data=True) for name in OUTPUTS]
+
+    async def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+        inputs = []
+        for tensor in tensors:
+            item = httpaio.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
+            item.set_data_from_numpy(tensor.data, binary_data=True)
+            inputs.append(item)
+        call = self._client.infer(
+            model,
+            inputs,
+            outputs=self._outputs,
+            request_id=request_id,
+            headers=self.headers or None,
+            parameters=_parameters(request_id),
+        )
+        result = await _bounded(call, timeout)
+        return Answer(_outputs(result), str(result.get_response().get("model_version", "")))
+
+    async def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
+        config: Mapping[str, Any] = await _bounded(
+            self._client.get_model_config(model, headers=self.headers or None), timeout
+        )
+        return config
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+async def _bounded(call: Any, timeout: float) -> Any:
+    """Await ``call`` for at most ``timeout`` seconds; aiohttp's connection errors become ``ConnectionError``."""
+    import aiohttp
+
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except aiohttp.ClientConnectionError as exc:
+        raise ConnectionError(str(exc)) from exc
