@@ -1,1 +1,183 @@
-"""placeholder"""
+"""The ``tritonops`` Triton backend: ONNX Runtime behind dynamic batching, with validation and drift counters.
+
+A Python-based backend (model configs say ``backend: "tritonops"``): model versions hold only ``model.onnx`` and
+``manifest.json``. Each instance owns one ONNX Runtime session (or forwards batches to another Triton model over
+BLS, for the GPU deployment in docs/gpu.md). The logic lives in the ``serving`` package; this module adapts it to
+``triton_python_backend_utils``: requests in, responses and metrics out.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from converters.manifest import Manifest, load_manifest
+from serving.backend_options import BackendOptions
+from serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
+from serving.scoring import (
+    OUTPUT_LABEL,
+    OUTPUT_PROBABILITIES,
+    OnnxRunner,
+    Prediction,
+    execution_providers,
+    score,
+    session_threads,
+)
+from serving.validation import REASONS, Batch, InputSchema, InvalidRequestError
+
+
+class _BlsRunner:
+    """Runs a batch on another Triton model (the native ``onnxruntime_onnx`` export) through BLS."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __call__(self, batch: Batch) -> Prediction:
+        request = pb_utils.InferenceRequest(
+            model_name=self.target,
+            requested_output_names=[OUTPUT_LABEL, OUTPUT_PROBABILITIES],
+            inputs=[pb_utils.Tensor(name, array) for name, array in batch.items()],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"model '{self.target}' failed: {response.error().message()}")
+        label = pb_utils.get_output_tensor_by_name(response, OUTPUT_LABEL).as_numpy()
+        probabilities = pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES).as_numpy()
+        return Prediction(label.reshape(-1, 1), probabilities.astype(np.float32, copy=False))
+
+
+class _Metrics:
+    """Triton custom metrics for one model version; ``flush`` adds a snapshot of counts to them."""
+
+    def __init__(self, manifest: Manifest, counters: DriftCounters, drift: bool) -> None:
+        base = {"model": manifest.name, "version": str(manifest.version)}
+        # Families must outlive their metrics: keep every one referenced here.
+        self.families = []
+        invalid = pb_utils.MetricFamily(
+            name="tritonops_invalid_requests_total",
+            description="Inference requests rejected by tritonops validation, by reason",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.families.append(invalid)
+        self.invalid = {reason: invalid.Metric(labels={**base, "reason": reason}) for reason in REASONS}
+        self.drift = drift
+        if not drift:
+            return
+        bins = pb_utils.MetricFamily(
+            name="tritonops_feature_bin_total",
+            description="Live input values per reference bin of each feature",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.families.append(bins)
+        self.bins = {
+            f.feature: [bins.Metric(labels={**base, "feature": f.feature, "bin": label}) for label in f.labels]
+            for f in counters.features
+        }
+        predictions = pb_utils.MetricFamily(
+            name="tritonops_prediction_total", description="Predictions per class", kind=pb_utils.MetricFamily.COUNTER
+        )
+        self.families.append(predictions)
+        self.predictions = [predictions.Metric(labels={**base, "class": c}) for c in counters.classes]
+        rows = pb_utils.MetricFamily(
+            name="tritonops_rows_total", description="Rows scored", kind=pb_utils.MetricFamily.COUNTER
+        )
+        self.families.append(rows)
+        self.rows = rows.Metric(labels=base)
+        duration = pb_utils.MetricFamily(
+            name="tritonops_request_duration_seconds",
+            description="Backend time (validation + model) per executed batch",
+            kind=pb_utils.MetricFamily.HISTOGRAM,
+        )
+        self.families.append(duration)
+        self.duration = duration.Metric(labels=base, buckets=list(DURATION_BUCKETS))
+
+    def flush(self, snapshot: Snapshot) -> None:
+        for reason, count in snapshot.invalid.items():
+            if count:
+                self.invalid[reason].increment(float(count))
+        if not self.drift or (snapshot.rows == 0 and not snapshot.durations):
+            return
+        self.rows.increment(float(snapshot.rows))
+        for feature, counts in snapshot.feature_bins.items():
+            for metric, count in zip(self.bins[feature], counts.tolist(), strict=True):
+                if count:
+                    metric.increment(float(count))
+        for metric, count in zip(self.predictions, snapshot.predictions.tolist(), strict=True):
+            if count:
+                metric.increment(float(count))
+        for seconds in snapshot.durations:
+            self.duration.observe(seconds)
+
+
+class TritonPythonModel:
+    """One model instance."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        self.options = BackendOptions.from_model_config(config)
+        manifest = load_manifest(Path(args["model_repository"]) / args["model_version"] / "manifest.json")
+        self.schema = InputSchema.from_manifest(manifest)
+        self.input_names = [rule.name for rule in self.schema.rules]
+        target = self.options.bls_target
+        if target is not None:
+            self.run: Any = _BlsRunner(target)
+        else:
+            providers = execution_providers(
+                args["model_instance_kind"], int(args["model_instance_device_id"]), self.options.tensorrt
+            )
+            model_path = Path(args["model_repository"]) / args["model_version"] / manifest.onnx.file
+            self.run = OnnxRunner(model_path, providers, session_threads(self.options.instance_count))
+        self.counters = DriftCounters(manifest)
+        self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters)
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, name="tritonops-flush", daemon=True)
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(self.options.drift_flush_seconds):
+            self.metrics.flush(self.counters.take())
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        started = time.perf_counter()
+        tensors = []
+        for request in requests:
+            one = {}
+            for name in self.input_names:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                one[name] = None if tensor is None else tensor.as_numpy()
+            tensors.append(one)
+        try:
+            scored = score(self.schema, self.run, tensors)
+        except Exception as exc:  # the model itself failed: every request gets the reason, the server lives on
+            error = pb_utils.TritonError(f"model execution failed: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        responses = []
+        for result in scored.results:
+            if isinstance(result, InvalidRequestError):
+                self.counters.count_invalid(result.reason)
+                responses.append(
+                    pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(result.message))
+                )
+            else:
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        output_tensors=[
+                            pb_utils.Tensor(OUTPUT_LABEL, result.label),
+                            pb_utils.Tensor(OUTPUT_PROBABILITIES, result.probabilities),
+                        ]
+                    )
+                )
+        if self.options.drift_counters and scored.outputs is not None:
+            self.counters.count_batch(scored.inputs, scored.outputs.label, time.perf_counter() - started)
+        return responses
+
+    def finalize(self) -> None:
+        self._stop.set()
+        self._flusher.join()
+        self.metrics.flush(self.counters.take())

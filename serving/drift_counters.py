@@ -1,0 +1,105 @@
+"""In-memory drift and traffic counters for one model version; the backend flushes them to Triton metrics.
+
+The hot path only adds numpy counts (``count_batch``, ``count_invalid``); ``take`` hands over what accumulated
+since the last call and starts again from zero, so a flush turns into a few metric increments. Bin numbering is
+``converters.reference.assign_bins``, the same function the converter and the drift statistics use.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from converters.manifest import FeatureReference, Manifest
+from converters.reference import assign_bins, bin_labels
+from serving.validation import REASONS, Batch, Reason
+
+DURATION_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""Upper bounds (seconds) of ``tritonops_request_duration_seconds``."""
+
+
+@dataclass(frozen=True)
+class FeatureBins:
+    """Where a feature lives in the request tensors and how its values are binned."""
+
+    feature: str
+    tensor: str
+    column: int
+    reference: FeatureReference
+    labels: tuple[str, ...]
+
+
+@dataclass
+class Snapshot:
+    """Counts accumulated between two flushes."""
+
+    rows: int = 0
+    feature_bins: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    predictions: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    invalid: dict[Reason, int] = field(default_factory=dict)
+    durations: list[float] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return self.rows == 0 and not any(self.invalid.values()) and not self.durations
+
+
+class DriftCounters:
+    """Thread-safe accumulators: per-feature bin counts, per-class predictions, rows, invalid requests."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.features = tuple(
+            FeatureBins(
+                feature=f.name,
+                tensor=f.tensor,
+                column=f.column,
+                reference=manifest.reference.features[f.name],
+                labels=tuple(bin_labels(manifest.reference.features[f.name])),
+            )
+            for f in manifest.features
+            if f.name in manifest.reference.features
+        )
+        self.classes: tuple[str, ...] = tuple(str(c) for c in manifest.classes)
+        self._class_index: dict[object, int] = {}
+        for index, cls in enumerate(manifest.classes):
+            self._class_index[cls] = index
+            self._class_index[str(cls)] = index
+        self._lock = threading.Lock()
+        self._current = self._fresh()
+
+    def _fresh(self) -> Snapshot:
+        return Snapshot(
+            feature_bins={f.feature: np.zeros(len(f.labels), dtype=np.int64) for f in self.features},
+            predictions=np.zeros(len(self.classes), dtype=np.int64),
+            invalid=dict.fromkeys(REASONS, 0),
+        )
+
+    def count_batch(self, batch: Batch, labels: npt.NDArray[np.generic], seconds: float | None = None) -> None:
+        """Add the inputs and predicted labels of one executed batch (``seconds``: its backend time)."""
+        bins = {
+            f.feature: np.bincount(assign_bins(f.reference, batch[f.tensor][:, f.column]), minlength=len(f.labels))
+            for f in self.features
+        }
+        values, counts = np.unique(labels.reshape(-1), return_counts=True)
+        with self._lock:
+            current = self._current
+            current.rows += int(labels.shape[0])
+            for name, counted in bins.items():
+                current.feature_bins[name] += counted
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                key = value.decode("utf-8") if isinstance(value, bytes) else value
+                current.predictions[self._class_index[key]] += count
+            if seconds is not None:
+                current.durations.append(seconds)
+
+    def count_invalid(self, reason: Reason) -> None:
+        with self._lock:
+            self._current.invalid[reason] += 1
+
+    def take(self) -> Snapshot:
+        """Everything counted since the previous ``take``; the counters start again from zero."""
+        with self._lock:
+            snapshot, self._current = self._current, self._fresh()
+        return snapshot

@@ -1,0 +1,125 @@
+"""Score a dynamic batch: validate each request, concatenate the good ones, run once, split the outputs back.
+
+Pure Python + numpy + ONNX Runtime, no Triton imports: the backend (``serving/backend/tritonops/model.py``)
+adapts Triton requests to ``score`` and its results back to responses, and unit tests call it directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from serving.errors import ServingError
+from serving.validation import Batch, InputSchema, InvalidRequestError
+
+OUTPUT_LABEL = "label"
+OUTPUT_PROBABILITIES = "probabilities"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The outputs of one request: ``label`` ``[rows, 1]`` and ``probabilities`` ``[rows, n_classes]``."""
+
+    label: npt.NDArray[np.generic]
+    probabilities: npt.NDArray[np.float32]
+
+
+Runner = Callable[[Batch], Prediction]
+"""Runs the model once on a whole (validated, concatenated) batch."""
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One result per request (a prediction or the error for that request) plus the batch as it was run."""
+
+    results: list[Prediction | InvalidRequestError]
+    inputs: Batch
+    outputs: Prediction | None
+
+
+def session_threads(instance_count: int, cpus: int | None = None) -> int:
+    """Intra-op threads per instance so that all instances together use the cores once."""
+    available = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    return max(1, available // max(1, instance_count))
+
+
+def execution_providers(instance_kind: str, device_id: int, tensorrt: bool) -> list[str | tuple[str, dict[str, str]]]:
+    """ONNX Runtime providers for a Triton instance kind: CPU, or CUDA (behind TensorRT when asked) on GPU."""
+    if instance_kind != "GPU":
+        return ["CPUExecutionProvider"]
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if tensorrt else ["CUDAExecutionProvider"]
+    missing = [p for p in wanted if p not in ort.get_available_providers()]
+    if missing:
+        raise ServingError(
+            f"instance kind GPU needs ONNX Runtime providers {missing}, but this onnxruntime has only "
+            f"{ort.get_available_providers()}: install the gpu extra (onnxruntime-gpu), see docs/gpu.md"
+        )
+    options = {"device_id": str(device_id)}
+    return [(provider, options) for provider in wanted] + ["CPUExecutionProvider"]
+
+
+class OnnxRunner:
+    """One ONNX Runtime session; Triton input names are the ONNX graph's input names."""
+
+    def __init__(self, model_path: Path, providers: Sequence[str | tuple[str, dict[str, str]]], threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # instances share the cores: a spinning idle pool would steal them from the busy one
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=list(providers))
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise ServingError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+        outputs = [o.name for o in self.session.get_outputs()]
+        if OUTPUT_LABEL not in outputs or OUTPUT_PROBABILITIES not in outputs:
+            raise ServingError(
+                f"{model_path}: expected ONNX outputs '{OUTPUT_LABEL}' and '{OUTPUT_PROBABILITIES}', got {outputs}"
+            )
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+
+    def __call__(self, batch: Batch) -> Prediction:
+        label, probabilities = self.session.run([OUTPUT_LABEL, OUTPUT_PROBABILITIES], batch)
+        return Prediction(
+            label=np.asarray(label).reshape(-1, 1),
+            probabilities=np.asarray(probabilities, dtype=np.float32),
+        )
+
+
+def score(
+    schema: InputSchema, run: Runner, requests: Sequence[Mapping[str, npt.NDArray[np.generic] | None]]
+) -> ScoredBatch:
+    """Validate every request, run the valid ones as one batch and give each request its rows back."""
+    results: list[Prediction | InvalidRequestError] = []
+    valid: list[Batch] = []
+    for tensors in requests:
+        try:
+            valid.append(schema.validate(tensors))
+        except InvalidRequestError as exc:
+            results.append(exc)
+            continue
+        results.append(_PENDING)
+    if not valid:
+        return ScoredBatch(results=results, inputs={}, outputs=None)
+    inputs = {name: np.concatenate([b[name] for b in valid]) for name in valid[0]}
+    outputs = run(inputs)
+    sizes = iter([next(iter(b.values())).shape[0] for b in valid])
+    start = 0
+    for index, result in enumerate(results):
+        if result is _PENDING:
+            stop = start + next(sizes)
+            results[index] = Prediction(outputs.label[start:stop], outputs.probabilities[start:stop])
+            start = stop
+    return ScoredBatch(results=results, inputs=inputs, outputs=outputs)
+
+
+_PENDING = Prediction(np.empty((0, 1), dtype=np.int64), np.empty((0, 0), dtype=np.float32))
+"""Placeholder for a valid request until the batch has run."""
