@@ -12,7 +12,11 @@ ControlPlaneError
  ├── GateError                  a promotion gate refused the version (parity, smoke, latency)
  ├── InvalidRolloutError        a request that makes no sense in the current state (bad weight, nothing
  │                              to roll back to, a canary of another version running)
- └── FleetApplyError            some endpoints could not be brought to the desired state
+ ├── FleetApplyError            some endpoints could not be brought to the desired state
+ ├── DriftInputError            drift statistics got data that does not fit the reference bins
+ ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
+ ├── PolicyError                a guardrail policy file is missing or malformed
+ └── FeedbackError              ground truth for an unknown request id, or a bad label
 """
 
 from __future__ import annotations
@@ -105,3 +109,27 @@ class FleetApplyError(ControlPlaneError):
         self.failures = failures
         lines = "; ".join(f"{endpoint}: {why}" for endpoint, why in failures.items())
         super().__init__(f"{summary} ({lines})")
+
+
+class DriftInputError(ControlPlaneError):
+    def __init__(self, field: str, expected: str, got: str) -> None:
+        self.field = field
+        super().__init__(f"drift: {field}: expected {expected}, got {got}")
+
+
+class MetricsError(ControlPlaneError):
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        super().__init__(f"metrics {url}: {detail}")
+
+
+class PolicyError(ControlPlaneError):
+    exit_code = 2
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        super().__init__(f"guardrail policy {source}: {detail}")
+
+
+class FeedbackError(ControlPlaneError):
+    """Ground truth that can't be recorded (unknown request id, bad label, bad arguments)."""
