@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 APT_STAMP := .tritonops/.apt-installed
 APT_PACKAGES := prometheus wrk nghttp2-client
 PYTEST_ARGS ?=
@@ -13,7 +15,7 @@ PYTEST_ARGS ?=
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: system-packages $(STAMP)  ## Create .venv and install tritonops with every extra the tests use
+setup: system-packages $(STAMP) $(TOOLS_STAMP)  ## Create .venv and install tritonops with every extra the tests use
 
 system-packages: $(APT_STAMP)
 
@@ -25,6 +27,15 @@ $(APT_STAMP):
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@mkdir -p $(dir $@) && touch $@
+
+# docker-compose 1.29 (validates docker-compose.yml without an engine) pins PyYAML<6 and jsonschema<4: own venv.
+# PyYAML 5.4.1 has no wheel for Python 3.11 and its sdist needs Cython<3 to build.
+$(TOOLS_STAMP):
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	@echo "cython==0.29.37" > $(TOOLS_VENV)/constraints.txt
+	@PIP_CONSTRAINT=$(abspath $(TOOLS_VENV))/constraints.txt $(TOOLS_VENV)/bin/pip install -q \
+	  PyYAML==5.4.1 docker-compose==1.29.2
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) with $(PYTHON)"
