@@ -1,0 +1,489 @@
+"""Rollout actions: deploy, promote, canary, abort_canary, rollback, history, status, and fleet membership.
+
+Plain functions over ``Settings`` (repository, state path, admin headers) and an ``actor``; the CLI and the
+guardrail watcher call the same names. Every call leaves audit events: ``started``, then ``ok``, ``refused`` (a
+gate or a precondition said no, nothing changed) or ``failed`` (something broke; the endpoints were put back).
+
+Two orders, on purpose:
+
+- moving forward (deploy, canary, promote): gates, then apply to every endpoint, then commit the desired state.
+  Any failure puts the endpoints back and leaves the state alone, so the live version keeps serving. A process
+  killed half way leaves the old desired state; ``reconcile`` puts every endpoint back to it.
+- moving back (rollback, abort_canary): commit the desired state first, then apply. The operator's intent is
+  final; an endpoint that can't be reached now is fixed by the next ``reconcile``.
+
+Each action holds the model's rollout lock, so a second concurrent action on the same model is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from control_plane.errors import (
+    AdminAuthError,
+    ControlPlaneError,
+    FleetApplyError,
+    FleetError,
+    GateError,
+    InvalidRolloutError,
+    RolloutInProgressError,
+    UnknownModelError,
+    UnknownVersionError,
+)
+from control_plane.fleet import (
+    Endpoint,
+    SmokeResult,
+    apply,
+    canary_alias,
+    canary_config,
+    canary_files,
+    live_config,
+    observe,
+    smoke_check,
+    version_config,
+    version_manifest,
+)
+from control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
+from converters.manifest import Manifest
+from tritonops.errors import TritonOpsError
+from tritonops.settings import Settings
+
+MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_REFUSALS = (
+    GateError,
+    InvalidRolloutError,
+    UnknownVersionError,
+    UnknownModelError,
+    FleetError,
+    AdminAuthError,
+    RolloutInProgressError,
+)
+LATENCY_SAMPLES = 20
+"""Requests per endpoint behind the optional latency gate."""
+
+
+def resolve_actor(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """Who acts: ``--actor``, else ``$TRITONOPS_ACTOR``, else ``$USER``, else ``unknown``."""
+    env = os.environ if env is None else env
+    return explicit or env.get("TRITONOPS_ACTOR") or env.get("USER") or "unknown"
+
+
+def check_model_name(model: str) -> str:
+    if not MODEL_NAME.match(model) or "__" in model:
+        raise InvalidRolloutError(
+            f"model name {model!r}: expected letters, digits, '_' or '-', starting with a letter, at most 63 "
+            "characters, without '__' (reserved for aliases)"
+        )
+    return model
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """What one rollout action did."""
+
+    action: str
+    model: str
+    from_version: int | None
+    to_version: int | None
+    endpoints: tuple[str, ...]
+    seconds: float
+    smoke: tuple[SmokeResult, ...] = ()
+    dry_run: bool = False
+    detail: str = ""
+
+
+# -- the frame every action runs in ----------------------------------------------------------------
+@dataclass
+class _Operation:
+    settings: Settings
+    store: StateStore
+    actor: str
+    action: str
+    model: str
+    to_version: int | None
+    reason: str
+    state: ModelState
+    started: float = field(default_factory=time.monotonic)
+    changed: bool = False
+    open_endpoints: list[Endpoint] = field(default_factory=list)
+
+    def entry(self, result: Result, detail: str = "", action: str | None = None) -> AuditEntry:
+        return AuditEntry(
+            actor=self.actor,
+            action=action or self.action,
+            model=self.model,
+            from_version=self.state.live,
+            to_version=self.to_version,
+            reason=self.reason,
+            result=result,
+            detail=_redact(detail, self.settings),
+        )
+
+    def endpoints(self, *, preflight: bool = True) -> list[Endpoint]:
+        """The fleet's endpoints; with ``preflight`` each must answer and accept our admin key."""
+        urls = self.store.fleet()
+        if not urls:
+            raise FleetError("the fleet is empty: add Triton gRPC endpoints with `tritonops fleet add HOST:PORT`")
+        headers = self.settings.admin_headers()
+        self.open_endpoints = [Endpoint(url, headers) for url in urls]
+        if preflight:
+            for endpoint in self.open_endpoints:
+                endpoint.check()
+        return self.open_endpoints
+
+    def result(self, detail: str, smoke: list[SmokeResult] | None = None, dry_run: bool = False) -> RolloutResult:
+        return RolloutResult(
+            action=self.action,
+            model=self.model,
+            from_version=self.state.live,
+            to_version=self.to_version,
+            endpoints=tuple(e.url for e in self.open_endpoints),
+            seconds=time.monotonic() - self.started,
+            smoke=tuple(smoke or ()),
+            dry_run=dry_run,
+            detail=detail,
+        )
+
+
+def _redact(text: str, settings: Settings) -> str:
+    return text.replace(settings.admin_token, "***") if settings.admin_token else text
+
+
+@contextlib.contextmanager
+def _operation(
+    settings: Settings, actor: str, action: str, model: str, to_version: int | None, reason: str
+) -> Iterator[_Operation]:
+    """Lock the model, audit the start, and audit a refusal or failure with its message before re-raising."""
+    check_model_name(model)
+    with StateStore.open(settings.state_path) as store, contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.rollout_lock(model, f"{action} by {actor}"))
+        except RolloutInProgressError as exc:
+            store.record(AuditEntry(actor, action, model, None, to_version, reason, "refused", str(exc)))
+            raise
+        store.close_interrupted(model, actor)
+        state = store.model(model) or ModelState(model, None, None, 0.0)
+        op = _Operation(settings, store, actor, action, model, to_version, reason, state)
+        operation_id = store.begin_operation(op.entry("started"))
+        outcome: Result = "failed"
+        try:
+            yield op
+            outcome = "ok"
+        except TritonOpsError as exc:
+            outcome = "refused" if isinstance(exc, _REFUSALS) or not op.changed else "failed"
+            store.record(op.entry(outcome, str(exc)))
+            raise
+        except BaseException as exc:
+            store.record(op.entry("failed", f"aborted: {type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            store.finish_operation(operation_id, outcome)
+            for endpoint in op.open_endpoints:
+                endpoint.close()
+
+
+def _gated_manifest(settings: Settings, model: str, version: int) -> Manifest:
+    """The version's manifest, after checking its files exist and its parity check passed."""
+    version_config(settings.repository, model, version)
+    manifest = version_manifest(settings.repository, model, version)
+    if not manifest.parity.passed:
+        parity = manifest.parity
+        raise GateError(
+            model,
+            version,
+            "parity",
+            f"the converter's parity check failed (label agreement {parity.label_agreement:.4f}, "
+            f"required {parity.thresholds.min_label_agreement}; max probability difference "
+            f"{parity.max_abs_prob_diff:.3g}, allowed {parity.thresholds.max_prob_diff})",
+        )
+    return manifest
+
+
+def _restore(endpoints: list[Endpoint], repository: Path, state: ModelState) -> list[str]:
+    """Put ``endpoints`` back to ``state``; returns the problems met (already failing: report, don't raise)."""
+    problems = []
+    for endpoint in endpoints:
+        try:
+            if state.live is None:
+                if endpoint.ready_versions(state.name):
+                    endpoint.unload(state.name)
+                if endpoint.ready_versions(canary_alias(state.name)) and state.canary is None:
+                    endpoint.unload(canary_alias(state.name))
+            else:
+                apply(endpoint, repository, state)
+        except ControlPlaneError as exc:
+            problems.append(f"{endpoint.url}: {exc}")
+    return problems
+
+
+def _failure_note(problems: list[str]) -> str:
+    if not problems:
+        return "endpoints restored to the previous state"
+    return "restoring some endpoints failed, run `tritonops reconcile`: " + "; ".join(problems)
+
+
+# -- forward: promote, deploy, canary --------------------------------------------------------------
+def promote(
+    settings: Settings,
+    model: str,
+    version: int,
+    *,
+    actor: str,
+    reason: str = "",
+    dry_run: bool = False,
+    max_latency_ms: float | None = None,
+) -> RolloutResult:
+    """Make ``version`` live on every endpoint, after its gates pass; ``dry_run`` runs the gates only.
+
+    Gates: the manifest's parity passed; the version, loaded as ``<model>__canary``, answers the reference sample
+    exactly as the manifest expects on every endpoint; optionally its p99 latency there is <= ``max_latency_ms``.
+    Then ``<model>`` is loaded with ``specific [version]`` on each endpoint (the old version serves until the new
+    one is ready), checked again, and the desired state is committed.
+    """
+    with _operation(settings, actor, "promote", model, version, reason) as op:
+        state = op.state
+        if state.live == version:
+            raise InvalidRolloutError(f"model {model!r}: version {version} is already live")
+        if state.canary is not None and state.canary != version:
+            raise InvalidRolloutError(
+                f"model {model!r}: candidate version {state.canary} is deployed (weight {state.canary_weight}); "
+                f"promote that one, or remove it with `tritonops canary {model} --abort` first"
+            )
+        manifest = _gated_manifest(settings, model, version)
+        endpoints = op.endpoints()
+        alias = canary_alias(model)
+        promoted = ModelState(model, version, None, 0.0)
+        try:
+            for endpoint in endpoints:
+                if endpoint.ready_versions(alias) != [version]:
+                    op.changed = True
+                    endpoint.load(
+                        canary_config(settings.repository, model, version),
+                        canary_files(settings.repository, model, version),
+                    )
+            repeats = LATENCY_SAMPLES if max_latency_ms is not None else 1
+            smoke = [smoke_check(e, alias, version, manifest, repeats) for e in endpoints]
+            if max_latency_ms is not None:
+                slow = [f"{s.endpoint} p99 {s.p99_ms:.1f} ms" for s in smoke if s.p99_ms > max_latency_ms]
+                if slow:
+                    raise GateError(model, version, "latency", f"{', '.join(slow)} > {max_latency_ms} ms")
+            if dry_run:
+                _restore(endpoints, settings.repository, state)
+                detail = "dry run: every gate passed, nothing changed"
+                op.store.record(op.entry("ok", detail))
+                return op.result(detail, smoke, dry_run=True)
+            for endpoint in endpoints:
+                op.changed = True
+                endpoint.load(live_config(settings.repository, promoted))
+                smoke_check(endpoint, model, version, manifest)
+        except BaseException as exc:
+            if op.changed:
+                note = _failure_note(_restore(endpoints, settings.repository, state))
+                if isinstance(exc, TritonOpsError):
+                    exc.message = f"{exc.message}; {note}"
+            raise
+        detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)"
+        op.store.set_live(model, version, op.entry("ok", detail))
+        warnings = _restore(endpoints, settings.repository, promoted)
+        if warnings:
+            detail += "; leftover canary alias not removed (reconcile will): " + "; ".join(warnings)
+        return op.result(detail, smoke)
+
+
+def deploy(settings: Settings, model: str, version: int, *, actor: str, reason: str = "") -> RolloutResult:
+    """Load ``version`` as the candidate ``<model>__canary`` on every endpoint, with no traffic (weight 0)."""
+    return _stage(settings, model, version, 0.0, actor=actor, reason=reason, action="deploy")
+
+
+def canary(
+    settings: Settings, model: str, version: int, weight: float, *, actor: str, reason: str = ""
+) -> RolloutResult:
+    """Send ``weight`` (0 < weight <= 1) of SDK traffic to ``version`` (loading it as the candidate if needed)."""
+    if not 0.0 < weight <= 1.0:
+        raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
+    return _stage(settings, model, version, weight, actor=actor, reason=reason, action="canary")
+
+
+def _stage(
+    settings: Settings, model: str, version: int, weight: float, *, actor: str, reason: str, action: str
+) -> RolloutResult:
+    with _operation(settings, actor, action, model, version, reason) as op:
+        state = op.state
+        if state.live is None:
+            raise InvalidRolloutError(f"model {model!r} has no live version; promote one first")
+        if state.live == version:
+            raise InvalidRolloutError(f"model {model!r}: version {version} is already live")
+        if state.canary is not None and state.canary != version:
+            raise InvalidRolloutError(
+                f"model {model!r}: candidate version {state.canary} is deployed (weight {state.canary_weight}); "
+                f"remove it with `tritonops canary {model} --abort` first"
+            )
+        manifest = _gated_manifest(settings, model, version)
+        endpoints = op.endpoints()
+        target = ModelState(model, state.live, version, weight)
+        alias = canary_alias(model)
+        try:
+            for endpoint in endpoints:
+                op.changed = True
+                apply(endpoint, settings.repository, target)
+            smoke = [smoke_check(e, alias, version, manifest) for e in endpoints]
+        except BaseException as exc:
+            note = _failure_note(_restore(endpoints, settings.repository, state))
+            if isinstance(exc, TritonOpsError):
+                exc.message = f"{exc.message}; {note}"
+            raise
+        detail = f"candidate {version} at weight {weight} beside live {state.live} on {len(endpoints)} endpoint(s)"
+        op.store.set_canary(model, version, weight, op.entry("ok", detail))
+        return op.result(detail, smoke)
+
+
+# -- back: abort_canary, rollback ------------------------------------------------------------------
+def abort_canary(settings: Settings, model: str, *, actor: str, reason: str = "") -> RolloutResult:
+    """Stop the canary (or drop the candidate): all traffic to live, ``<model>__canary`` unloaded."""
+    with _operation(settings, actor, "abort-canary", model, None, reason) as op:
+        state = op.state
+        if state.canary is None:
+            raise InvalidRolloutError(f"model {model!r} has no candidate or canary to abort")
+        op.to_version = state.live
+        target = ModelState(model, state.live, None, 0.0)
+        detail = f"canary {state.canary} (weight {state.canary_weight}) removed, live stays {state.live}"
+        op.changed = True
+        op.store.set_canary(model, None, 0.0, op.entry("ok", detail, action="desired-state"))
+        _apply_everywhere(op, target)
+        op.store.record(op.entry("ok", detail))
+        return op.result(detail)
+
+
+def rollback(settings: Settings, model: str, *, actor: str, to: int | None = None, reason: str = "") -> RolloutResult:
+    """Make the previous live version (or ``to``) live again on every endpoint; also ends any canary."""
+    with _operation(settings, actor, "rollback", model, to, reason) as op:
+        state = op.state
+        if state.live is None:
+            raise InvalidRolloutError(f"model {model!r} has no live version to roll back from")
+        target_version = to if to is not None else op.store.previous_live(model)
+        if target_version is None:
+            raise InvalidRolloutError(
+                f"model {model!r}: no earlier live version to roll back to; name one with --to VERSION"
+            )
+        op.to_version = target_version
+        if target_version == state.live:
+            raise InvalidRolloutError(f"model {model!r}: version {target_version} is already live")
+        _gated_manifest(settings, model, target_version)
+        target = ModelState(model, target_version, None, 0.0)
+        detail = f"live {state.live} -> {target_version}" + (
+            f", canary {state.canary} removed" if state.canary is not None else ""
+        )
+        op.changed = True
+        op.store.set_live(model, target_version, op.entry("ok", detail, action="desired-state"), rollback=True)
+        _apply_everywhere(op, target)
+        op.store.record(op.entry("ok", detail))
+        return op.result(detail)
+
+
+def _apply_everywhere(op: _Operation, target: ModelState) -> None:
+    """Apply ``target`` on every endpoint, trying all of them; raise ``FleetApplyError`` listing the failures."""
+    failures: dict[str, str] = {}
+    for endpoint in op.endpoints(preflight=False):
+        try:
+            apply(endpoint, op.settings.repository, target)
+        except ControlPlaneError as exc:
+            failures[endpoint.url] = str(exc)
+    if failures:
+        raise FleetApplyError(
+            f"model {op.model!r}: desired state saved, but {len(failures)} endpoint(s) are not there yet; "
+            "run `tritonops reconcile` once they are back",
+            failures,
+        )
+
+
+# -- reads -----------------------------------------------------------------------------------------
+def history(settings: Settings, model: str, limit: int | None = None) -> list[AuditEvent]:
+    """``model``'s audit events, oldest first (the last ``limit`` when given)."""
+    check_model_name(model)
+    with StateStore.open(settings.state_path) as store:
+        if store.model(model) is None and not store.audit(model, 1):
+            raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
+        return store.audit(model, limit)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model on one endpoint: desired vs what is there, and traffic counters."""
+
+    model: str
+    live: int | None
+    canary: int | None
+    canary_weight: float
+    ready_versions: tuple[int, ...]
+    canary_ready_versions: tuple[int, ...]
+    requests: int
+    failures: int
+    drift: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    endpoint: str
+    error: str | None
+    models: tuple[ModelStatus, ...]
+
+
+def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]:
+    """Per endpoint: for each model, versions loaded/ready, desired live and canary, request and error counts."""
+    with StateStore.open(settings.state_path) as store:
+        states = store.models() if model is None else [store.model(check_model_name(model))]
+        if model is not None and states[0] is None:
+            raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
+        urls = store.fleet()
+    report = []
+    for url in urls:
+        endpoint = Endpoint(url, settings.admin_headers())
+        try:
+            models = tuple(_model_status(endpoint, settings.repository, s) for s in states if s is not None)
+            report.append(EndpointStatus(url, None, models))
+        except ControlPlaneError as exc:
+            report.append(EndpointStatus(url, str(exc), ()))
+        finally:
+            endpoint.close()
+    return report
+
+
+def _model_status(endpoint: Endpoint, repository: Path, state: ModelState) -> ModelStatus:
+    alias = canary_alias(state.name)
+    counts = [*endpoint.statistics(state.name).values(), *endpoint.statistics(alias).values()]
+    return ModelStatus(
+        model=state.name,
+        live=state.live,
+        canary=state.canary,
+        canary_weight=state.canary_weight,
+        ready_versions=tuple(endpoint.ready_versions(state.name)),
+        canary_ready_versions=tuple(endpoint.ready_versions(alias)),
+        requests=sum(c.success + c.failure for c in counts),
+        failures=sum(c.failure for c in counts),
+        drift=tuple(observe(endpoint, repository, state)),
+    )
+
+
+# -- fleet membership ------------------------------------------------------------------------------
+def fleet_add(settings: Settings, endpoint: str, *, actor: str) -> None:
+    """Add a Triton gRPC endpoint (``host:port``) to the fleet; ``reconcile`` then brings it up to date."""
+    endpoint = check_endpoint(endpoint)
+    with StateStore.open(settings.state_path) as store:
+        store.add_endpoint(endpoint, AuditEntry(actor, "fleet-add", None, None, None, "", "ok", endpoint))
+
+
+def fleet_remove(settings: Settings, endpoint: str, *, actor: str) -> None:
+    """Remove an endpoint from the fleet (what it serves is left alone)."""
+    with StateStore.open(settings.state_path) as store:
+        store.remove_endpoint(endpoint, AuditEntry(actor, "fleet-remove", None, None, None, "", "ok", endpoint))
+
+
+def fleet_list(settings: Settings) -> list[str]:
+    with StateStore.open(settings.state_path) as store:
+        return store.fleet()
