@@ -1,0 +1,445 @@
+"""Read Triton's ``/metrics``: scrape, parse, turn counters into per-window numbers, keep snapshots.
+
+A ``Snapshot`` is one scrape of one endpoint, parsed with ``prometheus_client``'s text parser. Counters only mean
+something as increases, so windows are two snapshots: ``counter_delta(before, after)`` (a counter that went down
+was reset, e.g. by a model reload, and counts from zero; ``before=None`` means "since the version was loaded").
+``version_stats`` turns a delta into per model/version numbers (request rate, error rate, queue and compute time,
+batch size, cache hit rate, latency quantiles); ``feature_bin_counts`` / ``prediction_counts`` feed the drift
+statistics. ``SnapshotStore`` keeps snapshots in the control plane's SQLite file so ``drift --window 15m`` can
+look back.
+
+Triton's own families (``nv_*``) are labelled with the name Triton loaded the model under (``rf`` or the alias
+``rf__canary``); ours (``tritonops_*``) with the manifest's name and version. ``prometheus_client``'s parser
+names every counter sample ``<family>_total`` (Triton's ``nv_inference_count`` becomes
+``nv_inference_count_total``), so that is how series are addressed here. See docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from control_plane.errors import MetricsError
+
+Labels = tuple[tuple[str, str], ...]
+"""A series' labels, sorted by name: hashable and JSON-friendly."""
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+_COUNTER_SUFFIXES = {"counter": ("",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
+_KEPT_PREFIXES = ("nv_inference_", "nv_cache_num_", "tritonops_")
+
+
+def _labels(mapping: Mapping[str, str]) -> Labels:
+    return tuple(sorted(mapping.items()))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every sample of one scrape: ``series[sample name][labels] = value``; ``counters``: monotonic sample names."""
+
+    taken_at: float
+    series: Mapping[str, Mapping[Labels, float]]
+    counters: frozenset[str] = frozenset()
+
+    def samples(self, name: str, **match: str) -> Iterator[tuple[dict[str, str], float]]:
+        """The series of ``name`` whose labels include ``match``."""
+        wanted = match.items()
+        for labels, value in self.series.get(name, {}).items():
+            as_dict = dict(labels)
+            if all(as_dict.get(k) == v for k, v in wanted):
+                yield as_dict, value
+
+    def total(self, name: str, **match: str) -> float:
+        """Sum of the matching series of ``name`` (0 when there is none)."""
+        return float(sum(value for _, value in self.samples(name, **match)))
+
+    def has(self, name: str, **match: str) -> bool:
+        return any(True for _ in self.samples(name, **match))
+
+    def restricted(self, prefixes: Sequence[str] = _KEPT_PREFIXES) -> Snapshot:
+        """Only the families the control plane reads (what ``SnapshotStore`` keeps)."""
+        kept = {n: s for n, s in self.series.items() if n.startswith(tuple(prefixes))}
+        return Snapshot(self.taken_at, kept, frozenset(n for n in self.counters if n in kept))
+
+    def to_json(self) -> str:
+        body = {
+            "taken_at": self.taken_at,
+            "counters": sorted(self.counters),
+            "series": {n: [[dict(labels), v] for labels, v in s.items()] for n, s in self.series.items()},
+        }
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        body = json.loads(text)
+        series = {n: {_labels(labels): float(v) for labels, v in rows} for n, rows in body["series"].items()}
+        return cls(float(body["taken_at"]), series, frozenset(body["counters"]))
+
+
+def parse_metrics(text: str, taken_at: float | None = None, source: str = "<text>") -> Snapshot:
+    """Parse Prometheus text exposition format; raise ``MetricsError`` naming ``source`` when it is not."""
+    series: dict[str, dict[Labels, float]] = {}
+    counters: set[str] = set()
+    try:
+        for family in text_string_to_metric_families(text):
+            suffixes = _COUNTER_SUFFIXES.get(family.type, ())
+            for sample in family.samples:
+                series.setdefault(sample.name, {})[_labels(sample.labels)] = float(sample.value)
+                if any(sample.name == family.name + s or sample.name == family.name + "_total" for s in suffixes):
+                    counters.add(sample.name)
+    except ValueError as exc:
+        raise MetricsError(source, f"not Prometheus text format ({exc})") from exc
+    return Snapshot(time.time() if taken_at is None else taken_at, series, frozenset(counters))
+
+
+def scrape(url: str, timeout: float = 3.0, session: requests.Session | None = None) -> Snapshot:
+    """GET ``url`` (a Triton ``/metrics`` address) and parse it; ``MetricsError`` on any failure."""
+    getter = session or requests
+    try:
+        response = getter.get(url, timeout=timeout)
+    except requests.RequestException as exc:
+        raise MetricsError(url, f"scrape failed ({type(exc).__name__}: {exc})") from exc
+    if response.status_code != 200:
+        raise MetricsError(url, f"scrape failed: HTTP {response.status_code}, expected 200")
+    return parse_metrics(response.text, time.time(), url)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Counter increases between two scrapes of one endpoint, and the later scrape (gauges, summary quantiles)."""
+
+    start: float | None  # None: counters from zero, i.e. since the version was loaded
+    delta: Snapshot
+    latest: Snapshot
+
+    @property
+    def end(self) -> float:
+        return self.latest.taken_at
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.start is None else max(self.end - self.start, 0.0)
+
+
+def window(before: Snapshot | None, after: Snapshot) -> Window:
+    """The window from ``before`` to ``after``; a counter that shrank was reset and counts from zero."""
+    series: dict[str, dict[Labels, float]] = {}
+    for name in after.counters:
+        old = before.series.get(name, {}) if before is not None else {}
+        series[name] = {
+            labels: value - old.get(labels, 0.0) if value >= old.get(labels, 0.0) else value
+            for labels, value in after.series.get(name, {}).items()
+        }
+    delta = Snapshot(after.taken_at, series, after.counters)
+    return Window(before.taken_at if before is not None else None, delta, after)
+
+
+def merge_deltas(deltas: Iterable[Snapshot]) -> Snapshot:
+    """Counter increases of several endpoints added up (the fleet's traffic)."""
+    series: dict[str, dict[Labels, float]] = {}
+    counters: set[str] = set()
+    taken_at = 0.0
+    for delta in deltas:
+        taken_at = max(taken_at, delta.taken_at)
+        counters |= delta.counters
+        for name, values in delta.series.items():
+            target = series.setdefault(name, {})
+            for labels, value in values.items():
+                target[labels] = target.get(labels, 0.0) + value
+    return Snapshot(taken_at, series, frozenset(counters))
+
+
+# -- per model/version serving numbers --------------------------------------------------------------------------
+
+
+def base_model(triton_name: str) -> str:
+    """The model a Triton name serves: ``rf__canary`` -> ``rf`` (aliases use ``__``, see docs/contracts.md)."""
+    return triton_name.split("__", 1)[0]
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Quantile ``q`` of a cumulative histogram ``[(upper bound, count <= bound)]``, interpolated in its bucket.
+
+    Same rule as PromQL's ``histogram_quantile``: linear inside the bucket, the highest finite bound when the rank
+    falls into ``+Inf``; None without observations.
+    """
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """What one model version did over a window (one endpoint, or the fleet added up)."""
+
+    model: str  # the name Triton serves it under (may be an alias such as rf__canary)
+    version: str
+    seconds: float | None
+    success: float = 0.0
+    failure: float = 0.0
+    invalid: float = 0.0  # requests the backend answered with an error (validation), counted as success by Triton
+    inferences: float = 0.0
+    executions: float = 0.0
+    queue_us: float = 0.0
+    compute_us: float = 0.0
+    cache_hits: float = 0.0
+    cache_misses: float = 0.0
+    latency_ms: Mapping[float, float] = field(default_factory=dict)
+    latency_source: str = "none"
+
+    @property
+    def requests(self) -> float:
+        return self.success + self.failure
+
+    @property
+    def errors(self) -> float:
+        return self.failure + self.invalid
+
+    @property
+    def request_rate(self) -> float | None:
+        return self.requests / self.seconds if self.seconds else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return min(self.errors / self.requests, 1.0) if self.requests else None
+
+    @property
+    def mean_queue_ms(self) -> float | None:
+        return self.queue_us / self.requests / 1000 if self.requests else None
+
+    @property
+    def mean_compute_ms(self) -> float | None:
+        executed = self.requests - self.cache_hits
+        return self.compute_us / executed / 1000 if executed > 0 else None
+
+    @property
+    def avg_batch_size(self) -> float | None:
+        return self.inferences / self.executions if self.executions else None
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        lookups = self.cache_hits + self.cache_misses
+        return self.cache_hits / lookups if lookups else None
+
+    @property
+    def p99_ms(self) -> float | None:
+        return self.latency_ms.get(0.99)
+
+
+def _summary_quantiles(latest: Snapshot, model: str, version: str) -> dict[float, float]:
+    found = {}
+    for labels, value in latest.samples("nv_inference_request_summary_us", model=model, version=version):
+        if "quantile" in labels and not math.isnan(value):
+            found[float(labels["quantile"])] = value / 1000
+    return found
+
+
+def _histogram_quantiles(delta: Snapshot, model: str, version: str) -> dict[float, float]:
+    buckets = [
+        (float(labels["le"]), value)
+        for labels, value in delta.samples("tritonops_request_duration_seconds_bucket", model=model, version=version)
+    ]
+    found = {}
+    for q in QUANTILES:
+        seconds = histogram_quantile(q, buckets)
+        if seconds is not None:
+            found[q] = seconds * 1000
+    return found
+
+
+def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
+    """Per (Triton model name, version) numbers over ``win``.
+
+    Latency: Triton's ``nv_inference_request_summary_us`` quantiles (real percentiles of the whole request, over
+    the summary's own sliding time window) when the server exports them; otherwise quantiles estimated from the
+    backend's ``tritonops_request_duration_seconds`` histogram increases over this window (backend time only).
+    """
+    delta, latest = win.delta, win.latest
+    keys = {
+        (labels["model"], labels["version"])
+        for name in ("nv_inference_request_success_total", "nv_inference_request_failure_total")
+        for labels, _ in delta.samples(name)
+    }
+    result = {}
+    for model, version in sorted(keys):
+        m = {"model": model, "version": version}
+        base = {"model": base_model(model), "version": version}
+        latency = _summary_quantiles(latest, model, version)
+        source = "triton summary"
+        if not latency:
+            latency = _histogram_quantiles(delta, base["model"], version)
+            source = "backend histogram" if latency else "none"
+        result[(model, version)] = VersionStats(
+            model=model,
+            version=version,
+            seconds=win.seconds,
+            success=delta.total("nv_inference_request_success_total", **m),
+            failure=delta.total("nv_inference_request_failure_total", **m),
+            invalid=delta.total("tritonops_invalid_requests_total", **base),
+            inferences=delta.total("nv_inference_count_total", **m),
+            executions=delta.total("nv_inference_exec_count_total", **m),
+            queue_us=delta.total("nv_inference_queue_duration_us_total", **m),
+            compute_us=sum(
+                delta.total(f"nv_inference_compute_{part}_duration_us_total", **m)
+                for part in ("input", "infer", "output")
+            ),
+            cache_hits=delta.total("nv_cache_num_hits_per_model_total", **m),
+            cache_misses=delta.total("nv_cache_num_misses_per_model_total", **m),
+            latency_ms=latency,
+            latency_source=source,
+        )
+    return result
+
+
+def combine_stats(
+    per_endpoint: Iterable[Mapping[tuple[str, str], VersionStats]],
+) -> dict[tuple[str, str], VersionStats]:
+    """The fleet's numbers: counts added up; latency quantiles can't be merged, the worst endpoint's are kept."""
+    combined: dict[tuple[str, str], VersionStats] = {}
+    summed = ("success", "failure", "invalid", "inferences", "executions", "queue_us", "compute_us")
+    for stats in per_endpoint:
+        for key, s in stats.items():
+            old = combined.get(key)
+            if old is None:
+                combined[key] = s
+                continue
+            latency = dict(old.latency_ms)
+            for q, ms in s.latency_ms.items():
+                latency[q] = max(latency.get(q, ms), ms)
+            values = {name: getattr(old, name) + getattr(s, name) for name in summed}
+            combined[key] = VersionStats(
+                model=s.model,
+                version=s.version,
+                seconds=max(old.seconds or 0.0, s.seconds or 0.0) or None,
+                cache_hits=old.cache_hits + s.cache_hits,
+                cache_misses=old.cache_misses + s.cache_misses,
+                latency_ms=latency,
+                latency_source=old.latency_source if old.latency_ms else s.latency_source,
+                **values,
+            )
+    return combined
+
+
+# -- drift counters ---------------------------------------------------------------------------------------------
+
+
+def feature_bin_counts(delta: Snapshot, model: str, version: int | str) -> dict[str, dict[str, float]]:
+    """``tritonops_feature_bin_total`` increases: feature -> bin label -> count."""
+    counts: dict[str, dict[str, float]] = {}
+    for labels, value in delta.samples("tritonops_feature_bin_total", model=model, version=str(version)):
+        feature = counts.setdefault(labels["feature"], {})
+        feature[labels["bin"]] = feature.get(labels["bin"], 0.0) + value
+    return counts
+
+
+def prediction_counts(delta: Snapshot, model: str, version: int | str) -> dict[str, float]:
+    """``tritonops_prediction_total`` increases: class -> count."""
+    counts: dict[str, float] = {}
+    for labels, value in delta.samples("tritonops_prediction_total", model=model, version=str(version)):
+        counts[labels["class"]] = counts.get(labels["class"], 0.0) + value
+    return counts
+
+
+def rows_scored(delta: Snapshot, model: str, version: int | str) -> float:
+    """``tritonops_rows_total`` increase."""
+    return delta.total("tritonops_rows_total", model=model, version=str(version))
+
+
+# -- history ----------------------------------------------------------------------------------------------------
+
+_SNAPSHOT_TABLE = """
+CREATE TABLE IF NOT EXISTS tritonops_metric_snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    taken_at REAL NOT NULL,
+    body TEXT NOT NULL
+)
+"""
+_SNAPSHOT_INDEX = (
+    "CREATE INDEX IF NOT EXISTS tritonops_metric_snapshots_at ON tritonops_metric_snapshots (endpoint, taken_at)"
+)
+
+
+class SnapshotStore:
+    """Scrapes kept in the control plane's SQLite file (own table), so windows can reach back in time."""
+
+    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SNAPSHOT_TABLE)
+            self._db.execute(_SNAPSHOT_INDEX)
+        except (OSError, sqlite3.Error) as exc:
+            raise MetricsError(str(path), f"cannot open the snapshot history ({exc})") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SnapshotStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise MetricsError(str(self.path), f"snapshot history: {exc}") from exc
+
+    def record(self, endpoint: str, snapshot: Snapshot) -> None:
+        """Keep the families the control plane reads from ``snapshot``."""
+        with self._errors():
+            self._db.execute(
+                "INSERT INTO tritonops_metric_snapshots (endpoint, taken_at, body) VALUES (?, ?, ?)",
+                (endpoint, snapshot.taken_at, snapshot.restricted().to_json()),
+            )
+
+    def _one(self, query: str, args: tuple[object, ...]) -> Snapshot | None:
+        with self._errors():
+            row = self._db.execute(query, args).fetchone()
+        return Snapshot.from_json(row[0]) if row else None
+
+    def at_or_before(self, endpoint: str, at: float) -> Snapshot | None:
+        """The newest snapshot of ``endpoint`` taken at or before ``at``."""
+        return self._one(
+            "SELECT body FROM tritonops_metric_snapshots WHERE endpoint = ? AND taken_at <= ? "
+            "ORDER BY taken_at DESC LIMIT 1",
+            (endpoint, at),
+        )
+
+    def oldest(self, endpoint: str) -> Snapshot | None:
+        """The oldest snapshot kept for ``endpoint``."""
+        return self._one(
+            "SELECT body FROM tritonops_metric_snapshots WHERE endpoint = ? ORDER BY taken_at ASC LIMIT 1",
+            (endpoint,),
+        )
+
+    def prune(self, before: float) -> int:
+        """Forget snapshots taken before ``before``; returns how many."""
+        with self._errors():
+            cursor = self._db.execute("DELETE FROM tritonops_metric_snapshots WHERE taken_at < ?", (before,))
+        return cursor.rowcount
