@@ -1,0 +1,26 @@
+# Control plane image: `tritonops` (desired state, reconcile, rollout, drift, watch + Prometheus exporter).
+# It talks to Triton over gRPC/HTTP only, so it needs neither CUDA nor a Triton binary.
+#
+#   docker build -f deploy/docker/control-plane.Dockerfile -t tritonops/control-plane:0.1.0 .
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 \
+    TRITONOPS_REPOSITORY=/models \
+    TRITONOPS_STATE=/var/lib/tritonops/state.db
+
+WORKDIR /opt/tritonops/src
+COPY pyproject.toml README.md ./
+COPY tritonops ./tritonops
+COPY converters ./converters
+COPY serving ./serving
+COPY control_plane ./control_plane
+COPY clients ./clients
+COPY loadtest ./loadtest
+RUN pip install --upgrade pip && pip install . && useradd --system --uid 10001 tritonops \
+ && mkdir -p /var/lib/tritonops && chown tritonops /var/lib/tritonops
+
+USER tritonops
+WORKDIR /var/lib/tritonops
+EXPOSE 9108
+ENTRYPOINT ["tritonops"]
+CMD ["--help"]
