@@ -1,0 +1,1 @@
+"""Baselines the benchmark compares Triton against: the seed-style Flask + joblib server."""
