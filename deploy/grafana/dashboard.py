@@ -16,9 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import common
+from grafana_foundation_sdk.builders import common, prometheus, stat, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as models
 
@@ -152,8 +151,7 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "From the backend's histogram, aggregated over every replica.",
                 (
                     Query(
-                        "model_version_quantile:tritonops_request_duration_seconds:histogram_quantile1m"
-                        f"{{{BACKEND}}}",
+                        f"model_version_quantile:tritonops_request_duration_seconds:histogram_quantile1m{{{BACKEND}}}",
                         "{{model}} v{{version}} p{{quantile}}",
                     ),
                 ),

@@ -1,0 +1,136 @@
+"""docker-compose.yml validates with a real compose implementation (docker-compose 1.29 `config`, no engine
+needed), names the images we mean, and every bind mount points at something in the repository."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import ROOT
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKER_COMPOSE = ROOT / ".venv-tools" / "bin" / "docker-compose"
+
+
+def _config(compose_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    assert DOCKER_COMPOSE.is_file(), "docker-compose not installed: run `make setup` (.venv-tools)"
+    return subprocess.run(
+        [str(DOCKER_COMPOSE), "--project-directory", str(ROOT), "-f", str(compose_file), *extra, "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, Any]:
+    """The compose file as docker-compose resolves it (anchors merged, paths absolute), every profile on."""
+    result = _config(COMPOSE_FILE, "--profile", "native")
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """``{target: source}`` of a resolved service (docker-compose 1.29 prints ``source:target:mode``)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        mounts[target] = source
+    return mounts
+
+
+def test_services(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) == {"triton", "triton-native", "control-plane", "prometheus", "grafana"}
+
+
+def test_triton_is_our_gpu_image_with_a_gpu_and_a_locked_admin_api(resolved: dict[str, Any]) -> None:
+    triton = resolved["services"]["triton"]
+    assert triton["build"]["dockerfile"] == "deploy/docker/triton-gpu.Dockerfile"
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert triton["environment"]["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
+    assert [s["source"] for s in triton["secrets"]] == ["tritonops_admin_token"]
+    # the metrics port is not published outside the compose network
+    published = {str(p["target"]) for p in triton["ports"]}
+    assert published == {"8000", "8001"}
+
+
+def test_gpu_dockerfile_builds_on_the_ngc_image_of_our_triton_release() -> None:
+    dockerfile = (ROOT / "deploy" / "docker" / "triton-gpu.Dockerfile").read_text(encoding="utf-8")
+    # NGC 24.10 ships Triton 2.51.0, the release inside nvidia-pytriton 0.7.0 (pyproject pin).
+    assert "ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
+    assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "onnxruntime-gpu==" in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
+    for package in ("tritonops", "converters", "serving", "control_plane", "clients"):
+        assert f"COPY {package} ./{package}" in dockerfile
+        assert (ROOT / package).is_dir()
+
+
+def test_native_variant_uses_the_stock_ngc_image(resolved: dict[str, Any]) -> None:
+    native = resolved["services"]["triton-native"]
+    assert native["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert native["profiles"] == ["native"]
+    command = " ".join(native["command"])
+    assert "--grpc-restricted-protocol=model-repository:admin-key=" in command
+    assert "--metrics-config=summary_latencies=true" in command
+
+
+def test_images_are_pinned(resolved: dict[str, Any]) -> None:
+    for name, service in resolved["services"].items():
+        image = service["image"]
+        assert ":" in image.rsplit("/", 1)[-1], f"{name}: image {image} has no tag"
+        assert not image.endswith(":latest"), f"{name}: image {image} is not pinned"
+
+
+def test_bind_mounts_exist_in_the_repository(resolved: dict[str, Any]) -> None:
+    sources = [
+        Path(source)
+        for service in resolved["services"].values()
+        for source in _mounts(service).values()
+        if source.startswith("/")  # named volumes keep their name
+    ]
+    assert sources, "no bind mounts found"
+    for source in sources:
+        assert source.is_relative_to(ROOT), source
+        assert source.exists(), f"{source} is mounted but missing"
+    mounted = {s.relative_to(ROOT).as_posix() for s in sources}
+    assert {"model_repository", "deploy/prometheus", "deploy/grafana/provisioning", "deploy/grafana/dashboards"} <= (
+        mounted
+    )
+
+
+def test_prometheus_and_grafana_get_our_files(resolved: dict[str, Any]) -> None:
+    prometheus = resolved["services"]["prometheus"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert Path(_mounts(prometheus)["/etc/prometheus"]) == ROOT / "deploy" / "prometheus"
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    scraped = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert {"triton:8002", "control-plane:9108"} <= scraped
+    assert "8002" in resolved["services"]["triton"]["expose"]
+    assert "9108" in resolved["services"]["control-plane"]["expose"]
+    grafana = _mounts(resolved["services"]["grafana"])
+    assert (Path(grafana["/var/lib/grafana/dashboards"]) / "tritonops.json").is_file()
+
+
+def test_secret_file_is_git_ignored(resolved: dict[str, Any]) -> None:
+    secret = Path(resolved["secrets"]["tritonops_admin_token"]["file"])
+    assert secret.parent.is_dir()
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(secret)], cwd=ROOT, capture_output=True, check=False)
+    assert ignored.returncode == 0, f"{secret} would be committed"
+
+
+def test_validation_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The validator is real: a wrong type under a service fails `config`."""
+    broken = tmp_path / "docker-compose.yml"
+    text = COMPOSE_FILE.read_text(encoding="utf-8").replace("shm_size: 1gb", "shm_size: [1gb]", 1)
+    broken.write_text(text, encoding="utf-8")
+    result = _config(broken)
+    assert result.returncode != 0
+    assert "shm_size" in result.stderr
