@@ -6,8 +6,12 @@ Nothing is written to the model repository when any of these is raised.
      ├── UnsupportedModelError     estimator / step we can't convert (lists what we can)
      ├── NotAClassifierError       a regressor, transformer or anything without classes
      ├── NotFittedError            the model was never fitted
+     ├── ClassesError              class labels we can't serve (type, count, duplicates)
+     ├── ExportError               the ONNX exporter (skl2onnx / torch.onnx) failed
      ├── FeatureMismatchError      sample columns don't match what the model was trained on
+     ├── FeatureNameError          a feature name can't become a Triton tensor name
      ├── ModelLoadError            a joblib / pickle / skops / TorchScript file fails to load
+     ├── OnnxRuntimeError          ONNX Runtime can't load or run the converted model
      ├── ParityError               ONNX outputs differ from the original model beyond the thresholds
      ├── ManifestError             a manifest.json is missing or doesn't match the schema
      └── RepositoryError           model name, repository path or version directory problems
@@ -50,14 +54,32 @@ class NotFittedError(ConversionError):
         super().__init__(f"{estimator} is not fitted: call fit() on it before converting")
 
 
+class ClassesError(ConversionError):
+    """The class labels can't be served: not str/int, duplicated, or not matching the model's outputs."""
+
+
+class ExportError(ConversionError):
+    def __init__(self, exporter: str, reason: str) -> None:
+        self.exporter = exporter
+        super().__init__(f"{exporter} could not export the model to ONNX: {reason}")
+
+
 class FeatureMismatchError(ConversionError):
     """The sample's columns disagree with the model's training columns."""
+
+
+class FeatureNameError(ConversionError):
+    """A feature name is empty, reserved, or collides with another after sanitising."""
 
 
 class ModelLoadError(ConversionError):
     def __init__(self, path: Path, reason: str) -> None:
         self.path = path
         super().__init__(f"cannot load model file {path}: {reason}")
+
+
+class OnnxRuntimeError(ConversionError):
+    """The converted model does not load or run in ONNX Runtime (e.g. a corrupted file)."""
 
 
 class ParityError(ConversionError):

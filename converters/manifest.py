@@ -26,10 +26,10 @@ class _Frozen(BaseModel):
 
 
 class ConverterVersions(_Frozen):
-    """Versions of the tools that produced the ONNX file, e.g. ``{"skl2onnx": "1.20.0", "onnx": ...}``."""
+    """Versions of the tools that produced and checked the ONNX file (the exporter not used is null)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
+    skl2onnx: str | None = None
+    torch: str | None = None
     onnx: str
     onnxruntime: str
 

@@ -1,0 +1,289 @@
+"""The conversion flow shared by every framework: export -> parity gate -> reference statistics -> repository.
+
+Nothing touches the repository before the parity gate has passed; the version is then written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from converters.errors import ClassesError, ParityError
+from converters.features import LABEL_OUTPUT, PROBABILITIES_OUTPUT, FeatureLayout
+from converters.graph import opset
+from converters.manifest import (
+    ExpectedOutputs,
+    FeatureReference,
+    Manifest,
+    OnnxInfo,
+    ParityResult,
+    ParityThresholds,
+    PredictionMix,
+    Reference,
+)
+from converters.parity import check_parity, native_labels
+from converters.prepared import PreparedModel
+from converters.reference import DEFAULT_NUMERIC_BINS, categorical_reference, numeric_reference
+from converters.repository import NATIVE_SUFFIX, ModelVersion, VersionContent, validate_model_name, write_version
+from converters.runtime import OnnxClassifier
+from converters.torch import ModuleOutput
+from serving.model_config import (
+    GpuAccelerator,
+    ServingOptions,
+    TensorSpec,
+    embedded_config,
+    native_onnx_config,
+    to_pbtxt,
+)
+
+Progress = Callable[[str], None]
+LABELS_FILE = "labels.txt"
+SIGNATURE_PARAMETER = "tritonops.signature"
+
+
+@dataclass(frozen=True)
+class ConversionOptions:
+    """How to check, describe and serve a converted model."""
+
+    thresholds: ParityThresholds = field(default_factory=ParityThresholds)
+    serving: ServingOptions = field(default_factory=ServingOptions)
+    parity_rows: int = 2000
+    """Rows drawn (seeded) from the sample for the parity gate."""
+    sample_rows: int = 32
+    """Rows kept in the manifest for smoke tests (at most 64)."""
+    numeric_bins: int = DEFAULT_NUMERIC_BINS
+    seed: int = 0
+    native_export: bool = True
+    gpu_accelerator: GpuAccelerator | None = field(default_factory=lambda: GpuAccelerator(precision_mode="FP32"))
+    """TensorRT at FP32 by default: FP16 would move probabilities beyond the parity threshold."""
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _draw(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    if len(frame) <= rows:
+        return frame.reset_index(drop=True)
+    picked = np.sort(np.random.default_rng(seed).choice(len(frame), size=rows, replace=False))
+    return frame.iloc[picked].reset_index(drop=True)
+
+
+def run_parity(
+    prepared: PreparedModel, onnx_model: OnnxClassifier, options: ConversionOptions
+) -> tuple[ParityResult, pd.DataFrame]:
+    """Parity of original vs ONNX on a seeded draw from the sample; returns the result and the rows used."""
+    rows = prepared.layout.model_frame(_draw(prepared.frame, options.parity_rows, options.seed))
+    expected_labels, expected_probabilities = prepared.predict(rows)
+    if expected_probabilities.shape[1] != len(prepared.classes):
+        raise ClassesError(
+            f"the model outputs {expected_probabilities.shape[1]} probabilities per row but "
+            f"{len(prepared.classes)} classes were given ({prepared.classes})"
+        )
+    onnx_labels, onnx_probabilities = onnx_model.predict(prepared.layout.onnx_feeds(rows))
+    result = check_parity(
+        expected_labels, expected_probabilities, native_labels(onnx_labels), onnx_probabilities, options.thresholds
+    )
+    return result, rows
+
+
+def _json_column(values: pd.Series, dtype: str) -> list[float | str | None]:
+    if dtype == "string":
+        return [str(v) for v in values]
+    return [None if np.isnan(v) else float(v) for v in values.to_numpy(dtype=np.float64)]
+
+
+def build_reference(
+    prepared: PreparedModel, onnx_model: OnnxClassifier, parity_rows: pd.DataFrame, options: ConversionOptions
+) -> Reference:
+    """Drift reference from the whole sample, plus a smoke-test sample with its expected ONNX outputs."""
+    layout = prepared.layout
+    frame = layout.model_frame(prepared.frame)
+    features: dict[str, FeatureReference] = {}
+    for feature in layout.features:
+        if feature.dtype == "float":
+            features[feature.name] = numeric_reference(frame[feature.name], options.numeric_bins)
+        else:
+            features[feature.name] = categorical_reference(frame[feature.name], feature.categories)
+    predicted, _ = onnx_model.predict(layout.onnx_feeds(frame))
+    labels = native_labels(predicted)
+    counts = pd.Series(labels, dtype=object).value_counts()
+    mix = [float(counts.get(c, 0)) / max(len(labels), 1) for c in prepared.classes]
+    sample = parity_rows.iloc[: min(options.sample_rows, 64)].reset_index(drop=True)
+    sample_labels, sample_probabilities = onnx_model.predict(layout.onnx_feeds(sample))
+    return Reference(
+        rows=len(frame),
+        features=features,
+        predictions=PredictionMix(classes=prepared.classes, proportions=mix),
+        sample={f.name: _json_column(sample[f.name], f.dtype) for f in layout.features},
+        expected=ExpectedOutputs(
+            labels=native_labels(sample_labels),  # type: ignore[arg-type]  # all str or all int, as the classes
+            probabilities=sample_probabilities.astype(np.float64).tolist(),
+        ),
+    )
+
+
+def signature(layout: FeatureLayout, classes: Sequence[str] | Sequence[int], class_dtype: str) -> str:
+    """The compact ``tritonops.signature`` JSON clients read from the model config."""
+    return json.dumps(
+        {
+            "features": [
+                {"name": f.name, "tensor": f.tensor, "dtype": f.dtype, "column": f.column} for f in layout.features
+            ],
+            "classes": list(classes),
+            "class_dtype": class_dtype,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _output_specs(classes: Sequence[str] | Sequence[int], class_dtype: str) -> list[TensorSpec]:
+    return [
+        TensorSpec(LABEL_OUTPUT, "BYTES" if class_dtype == "string" else "INT64", (1,)),
+        TensorSpec(PROBABILITIES_OUTPUT, "FP32", (len(classes),)),
+    ]
+
+
+def _render(
+    name: str,
+    prepared: PreparedModel,
+    onnx_bytes: bytes,
+    parity: ParityResult,
+    reference: Reference,
+    options: ConversionOptions,
+) -> Callable[[int], VersionContent]:
+    classes = prepared.classes
+    class_dtype: Literal["string", "int64"] = "string" if all(isinstance(c, str) for c in classes) else "int64"
+    parameters = {
+        **options.serving.extra_parameters,
+        SIGNATURE_PARAMETER: signature(prepared.layout, classes, class_dtype),
+    }
+    inputs = prepared.layout.tensor_specs()
+    outputs = _output_specs(classes, class_dtype)
+    onnx_info = OnnxInfo(
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        opset=opset(prepared.onnx_model),
+        ir_version=int(prepared.onnx_model.ir_version),
+    )
+    labels_text = "".join(f"{c}\n" for c in classes).encode("utf-8")
+
+    def render(version: int) -> VersionContent:
+        manifest = Manifest(
+            name=name,
+            version=version,
+            created_at=datetime.now(UTC),
+            source=prepared.source,
+            onnx=onnx_info,
+            features=list(prepared.layout.features),
+            inputs=list(prepared.layout.inputs),
+            classes=classes,
+            class_dtype=class_dtype,
+            parity=parity,
+            reference=reference,
+        )
+        config = embedded_config(name, version, inputs, outputs, replace(options.serving, extra_parameters=parameters))
+        config.output[1].label_filename = f"{version}/{LABELS_FILE}"
+        config_bytes = to_pbtxt(config).encode("utf-8")
+        content = VersionContent(
+            files={
+                onnx_info.file: onnx_bytes,
+                "manifest.json": manifest.to_json().encode("utf-8"),
+                LABELS_FILE: labels_text,
+                "config.pbtxt": config_bytes,
+            },
+            model_config=config_bytes,
+        )
+        if not options.native_export:
+            return content
+        native = native_onnx_config(
+            f"{name}{NATIVE_SUFFIX}",
+            inputs,
+            outputs,
+            replace(options.serving, instance_kind="KIND_GPU", instance_count=1, extra_parameters=parameters),
+            options.gpu_accelerator,
+        )
+        native.output[1].label_filename = f"{version}/{LABELS_FILE}"
+        return replace(
+            content,
+            native_files={onnx_info.file: onnx_bytes, LABELS_FILE: labels_text},
+            native_config=to_pbtxt(native).encode("utf-8"),
+        )
+
+    return render
+
+
+def publish(
+    prepared: PreparedModel,
+    name: str,
+    repository: Path,
+    options: ConversionOptions,
+    progress: Progress = _quiet,
+) -> ModelVersion:
+    """Parity-check ``prepared``; if it passes, compute the reference and write the next version."""
+    validate_model_name(name)
+    onnx_bytes = prepared.onnx_model.SerializeToString()
+    onnx_model = OnnxClassifier(onnx_bytes)
+    progress("checking parity: original model vs ONNX Runtime")
+    parity, rows = run_parity(prepared, onnx_model, options)
+    if not parity.passed:
+        raise ParityError(parity)
+    progress(
+        f"parity passed on {parity.rows} rows: label agreement {parity.label_agreement:.4f}, "
+        f"max |prob diff| {parity.max_abs_prob_diff:.2e}"
+    )
+    progress("computing reference statistics")
+    reference = build_reference(prepared, onnx_model, rows, options)
+    progress(f"writing the next version of {name!r} to {repository}")
+    return write_version(repository, name, _render(name, prepared, onnx_bytes, parity, reference, options))
+
+
+def convert_sklearn(
+    model: object,
+    sample: pd.DataFrame | npt.ArrayLike,
+    *,
+    name: str,
+    repository: Path,
+    options: ConversionOptions | None = None,
+    progress: Progress = _quiet,
+) -> ModelVersion:
+    """Convert a fitted scikit-learn classifier (or pipeline) into the next version of ``name``.
+
+    ``sample`` holds rows in the training format (a DataFrame with the training columns, or a 2-D array for
+    models fitted on arrays): the parity gate runs on a seeded draw of it and the drift reference is built from it.
+    """
+    from converters.sklearn import prepare_sklearn
+
+    validate_model_name(name)
+    progress("exporting the scikit-learn model with skl2onnx")
+    prepared = prepare_sklearn(model, sample)
+    return publish(prepared, name, Path(repository), options or ConversionOptions(), progress)
+
+
+def convert_torch(
+    module: object,
+    sample: pd.DataFrame | npt.ArrayLike,
+    *,
+    classes: Sequence[str] | Sequence[int],
+    name: str,
+    repository: Path,
+    feature_names: Sequence[str] | None = None,
+    output: ModuleOutput = "logits",
+    options: ConversionOptions | None = None,
+    progress: Progress = _quiet,
+) -> ModelVersion:
+    """Convert a PyTorch classifier whose outputs are ``classes`` (logits or probabilities, in that order)."""
+    from converters.torch import prepare_torch
+
+    validate_model_name(name)
+    progress("exporting the PyTorch module with torch.onnx.export")
+    prepared = prepare_torch(module, sample, classes, feature_names, output)
+    return publish(prepared, name, Path(repository), options or ConversionOptions(), progress)

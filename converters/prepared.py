@@ -1,0 +1,29 @@
+"""What a framework-specific converter hands to the parity gate and the repository writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pandas as pd
+
+from converters.features import FeatureLayout
+from converters.manifest import ClassLabel, Source
+
+Predict = Callable[[pd.DataFrame], tuple[list[ClassLabel], npt.NDArray[np.float64]]]
+"""The original model on a model-order frame: labels and class probabilities."""
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """An ONNX graph with the standard interface, plus the original model to check it against."""
+
+    onnx_model: onnx.ModelProto
+    frame: pd.DataFrame
+    layout: FeatureLayout
+    classes: list[str] | list[int]
+    source: Source
+    predict: Predict

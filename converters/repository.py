@@ -1,0 +1,177 @@
+"""The model repository writer and reader: numbered versions, written atomically, never rewritten.
+
+A version is assembled in ``<model>/.tmp-<random>/`` and renamed to ``<model>/<version>/``; the number is taken
+under an exclusive ``fcntl.flock`` on ``<model>/.lock`` held until the version is in place, so concurrent
+writers (threads or processes) get distinct numbers and a crash or Ctrl-C leaves at most a ``.tmp-*`` directory,
+which Triton ignores and the next writer removes. The model-level ``config.pbtxt`` and the native export are
+updated after the rename, each file replaced atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from converters.errors import RepositoryError
+from converters.manifest import Manifest, load_manifest
+
+MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+NATIVE_SUFFIX = "__onnxruntime"
+"""Suffix of the directory holding the export for Triton's native ``onnxruntime_onnx`` platform."""
+LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp-"
+
+
+def validate_model_name(name: str) -> str:
+    """Return ``name`` if Triton and our aliases can use it, else raise ``RepositoryError``."""
+    if not MODEL_NAME.match(name) or "__" in name:
+        raise RepositoryError(
+            f"model name {name!r} is not allowed: expected a letter followed by up to 62 letters, digits, '_' "
+            "or '-', without '__' (reserved for aliases such as <model>__canary)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class VersionContent:
+    """Everything written for one version, rendered once its number is known."""
+
+    files: Mapping[str, bytes]
+    """Files of ``<model>/<version>/`` by name."""
+    model_config: bytes
+    """The new ``<model>/config.pbtxt``."""
+    native_files: Mapping[str, bytes] = field(default_factory=dict)
+    """Files of ``<model>__onnxruntime/<version>/`` (empty: no native export)."""
+    native_config: bytes = b""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version in the repository."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.onnx.file
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.pbtxt"
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """The version numbers present in ``model_dir`` (directories named by digits only), ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``path`` so readers see the old or the new content, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        _write_file(Path(tmp), data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _place_directory(parent: Path, version: int, files: Mapping[str, bytes]) -> Path:
+    """Write ``files`` into a temp directory of ``parent`` and rename it to ``parent/<version>``."""
+    target = parent / str(version)
+    if target.exists():
+        raise RepositoryError(f"{target} already exists; versions are never rewritten")
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent))
+    try:
+        for name, data in files.items():
+            _write_file(tmp / name, data)
+        tmp.chmod(0o755)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Remove temp directories/files of writers that died; only called while holding the model lock."""
+    for path in directory.glob(f"{TMP_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def write_version(repository: Path, name: str, render: Callable[[int], VersionContent]) -> ModelVersion:
+    """Add the next version of ``name`` to ``repository``; ``render(version)`` produces its files."""
+    validate_model_name(name)
+    model_dir = repository / name
+    native_dir = repository / f"{name}{NATIVE_SUFFIX}"
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepositoryError(f"cannot create {model_dir}: {exc.strerror}") from exc
+    with _exclusive(model_dir / LOCK_FILE):
+        _remove_leftovers(model_dir)
+        existing = version_numbers(model_dir)
+        version = (existing[-1] if existing else 0) + 1
+        content = render(version)
+        path = _place_directory(model_dir, version, content.files)
+        _replace_file(model_dir / "config.pbtxt", content.model_config)
+        if content.native_files:
+            native_dir.mkdir(exist_ok=True)
+            _remove_leftovers(native_dir)
+            _place_directory(native_dir, version, content.native_files)
+            _replace_file(native_dir / "config.pbtxt", content.native_config)
+    return ModelVersion(name, version, path, load_manifest(path))
+
+
+def list_versions(repository: Path, name: str) -> list[ModelVersion]:
+    """Every version of ``name``, oldest first; raise ``RepositoryError`` if the model has none."""
+    validate_model_name(name)
+    model_dir = repository / name
+    numbers = version_numbers(model_dir)
+    if not numbers:
+        raise RepositoryError(f"model {name!r} has no versions in {repository} (looked for {model_dir}/<n>/)")
+    return [ModelVersion(name, n, model_dir / str(n), load_manifest(model_dir / str(n))) for n in numbers]
+
+
+def list_models(repository: Path) -> list[str]:
+    """Names of the models in ``repository`` that have at least one version (aliases and exports left out)."""
+    if not repository.is_dir():
+        raise RepositoryError(f"model repository {repository} does not exist or is not a directory")
+    return sorted(
+        p.name
+        for p in repository.iterdir()
+        if p.is_dir() and MODEL_NAME.match(p.name) and "__" not in p.name and version_numbers(p)
+    )

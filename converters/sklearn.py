@@ -1,0 +1,291 @@
+"""scikit-learn classifiers (and pipelines around them) -> ONNX with skl2onnx, ZipMap off.
+
+Checks what we can serve before exporting: a fitted classifier, an estimator and transformers skl2onnx converts,
+int or string classes, a sample whose columns match the training columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pandas as pd
+import sklearn
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    MaxAbsScaler,
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+)
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.validation import check_is_fitted
+
+from converters.errors import (
+    ClassesError,
+    ExportError,
+    NotAClassifierError,
+    NotFittedError,
+    UnsupportedModelError,
+)
+from converters.features import (
+    LABEL_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    FeatureLayout,
+    align_sample,
+    as_frame,
+    build_layout,
+)
+from converters.graph import (
+    deduplicate_opsets,
+    label_as_column,
+    merge_numeric_inputs,
+    order_outputs,
+    rename_inputs,
+    rename_tensor,
+)
+from converters.manifest import ClassLabel, ConverterVersions, Source
+from converters.parity import native_labels
+from converters.prepared import Predict, PreparedModel
+from converters.runtime import OnnxClassifier
+from converters.versions import package_version
+
+CLASSIFIERS: tuple[type[BaseEstimator], ...] = (
+    LogisticRegression,
+    RandomForestClassifier,
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    DecisionTreeClassifier,
+    SVC,
+    KNeighborsClassifier,
+    MLPClassifier,
+    GaussianNB,
+)
+TRANSFORMERS: tuple[type[BaseEstimator], ...] = (
+    StandardScaler,
+    MinMaxScaler,
+    MaxAbsScaler,
+    RobustScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    SimpleImputer,
+    PCA,
+    VarianceThreshold,
+)
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+"""Opset 17 / IR 8 also loads in the onnxruntime builds of older Triton NGC images."""
+
+
+def supported_estimators() -> list[str]:
+    """Names of the classifiers and the pipeline steps we convert."""
+    return [cls.__name__ for cls in (*CLASSIFIERS, *TRANSFORMERS)] + ["Pipeline", "ColumnTransformer"]
+
+
+def _dotted(model: object) -> str:
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def _final_estimator(model: BaseEstimator) -> BaseEstimator:
+    return _final_estimator(model.steps[-1][1]) if isinstance(model, Pipeline) else model
+
+
+def _steps(model: object) -> Iterator[object]:
+    """Every estimator inside ``model`` (pipelines and column transformers opened), ``model`` included."""
+    yield model
+    if isinstance(model, Pipeline):
+        for _, step in model.steps:
+            yield from _steps(step)
+    elif isinstance(model, ColumnTransformer):
+        for _, transformer, _ in getattr(model, "transformers_", model.transformers):
+            yield from _steps(transformer)
+
+
+def check_sklearn_model(model: object) -> BaseEstimator:
+    """Raise a ``ConversionError`` unless ``model`` is a fitted classifier built from supported parts."""
+    if not isinstance(model, BaseEstimator):
+        raise UnsupportedModelError(f"an object of type {_dotted(model)}", supported_estimators())
+    if not is_classifier(model):
+        raise NotAClassifierError(_dotted(model), "sklearn.base.is_classifier() is False")
+    try:
+        check_is_fitted(model)
+    except SklearnNotFittedError as exc:
+        raise NotFittedError(_dotted(model)) from exc
+    for step in _steps(model):
+        if step in ("passthrough", "drop", None) or isinstance(step, Pipeline | ColumnTransformer):
+            continue
+        if not isinstance(step, CLASSIFIERS + TRANSFORMERS):
+            raise UnsupportedModelError(f"step {_dotted(step)}", supported_estimators())
+    final = _final_estimator(model)
+    if isinstance(final, SVC) and not final.probability:
+        raise UnsupportedModelError(
+            "SVC(probability=False): it has no predict_proba; refit with SVC(probability=True)",
+            supported_estimators(),
+        )
+    return model
+
+
+def model_classes(model: BaseEstimator) -> list[str] | list[int]:
+    """The fitted classes as JSON-native str or int values, in probability-column order."""
+    classes = np.asarray(model.classes_)
+    if classes.ndim != 1:
+        raise ClassesError(f"{_dotted(model)} is multi-output (classes_ has shape {classes.shape}); expected 1-D")
+    values = classes.tolist()
+    if all(isinstance(c, str) for c in values):
+        return [str(c) for c in values]
+    if classes.dtype.kind in "iu":
+        return [int(c) for c in values]
+    raise ClassesError(
+        f"class labels {values[:5]} have type {classes.dtype}; expected strings or integers "
+        "(encode other labels as str or int before fitting)"
+    )
+
+
+def _strict_categories(model: BaseEstimator, columns: list[str]) -> dict[str, list[str]]:
+    """Known categories of string columns whose encoder rejects unknown values (``handle_unknown='error'``)."""
+    found: dict[str, list[str]] = {}
+
+    def visit(step: object, selected: list[str]) -> None:
+        if isinstance(step, Pipeline):
+            for _, inner in step.steps:
+                visit(inner, selected)
+        elif isinstance(step, ColumnTransformer):
+            for _, transformer, spec in step.transformers_:
+                names = [columns[c] if isinstance(c, int | np.integer) else str(c) for c in np.atleast_1d(spec)]
+                visit(transformer, names)
+        elif isinstance(step, OneHotEncoder | OrdinalEncoder) and step.handle_unknown == "error":
+            for name, categories in zip(selected, step.categories_, strict=False):
+                found[name] = [str(c) for c in categories]
+
+    visit(model, columns)
+    return found
+
+
+def _has_named_column_transformer(model: BaseEstimator) -> bool:
+    return any(
+        isinstance(step, ColumnTransformer)
+        and any(isinstance(c, str) for _, _, spec in step.transformers_ for c in np.atleast_1d(spec))
+        for step in _steps(model)
+    )
+
+
+def _original_predict(model: BaseEstimator, named: bool) -> Predict:
+    def predict(frame: pd.DataFrame) -> tuple[list[ClassLabel], npt.NDArray[np.float64]]:
+        data: Any = frame if named else frame.to_numpy()
+        return native_labels(model.predict(data)), np.asarray(model.predict_proba(data), dtype=np.float64)
+
+    return predict
+
+
+def _initial_types(layout: FeatureLayout, per_column: bool) -> list[tuple[str, Any]]:
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    if not per_column:
+        return [(layout.inputs[0].name, FloatTensorType([None, len(layout.features)]))]
+    return [
+        (f.name, FloatTensorType([None, 1]) if f.dtype == "float" else StringTensorType([None, 1]))
+        for f in layout.features
+    ]
+
+
+def sklearn_to_onnx(model: BaseEstimator, layout: FeatureLayout) -> onnx.ModelProto:
+    """Export with skl2onnx (ZipMap off) and give the graph the standard inputs and outputs."""
+    from skl2onnx import convert_sklearn
+
+    per_column = not layout.numeric_only or _has_named_column_transformer(model)
+    try:
+        onx: onnx.ModelProto = convert_sklearn(
+            model,
+            initial_types=_initial_types(layout, per_column),
+            options={"zipmap": False},
+            target_opset=TARGET_OPSET,
+        )
+    except Exception as exc:  # skl2onnx raises RuntimeError, KeyError, NotImplementedError, ...
+        raise ExportError("skl2onnx", f"{type(exc).__name__}: {exc}") from exc
+    outputs = [value.name for value in onx.graph.output]
+    if len(outputs) != 2:
+        raise ExportError("skl2onnx", f"expected a label and a probabilities output, got {outputs}")
+    for old, new in zip(outputs, (LABEL_OUTPUT, PROBABILITIES_OUTPUT), strict=True):
+        rename_tensor(onx, old, new)
+    if layout.numeric_only and per_column:
+        merge_numeric_inputs(onx, layout.names)
+    elif not layout.numeric_only:
+        rename_inputs(onx, {f.name: f.tensor for f in layout.features})
+    label_as_column(onx)
+    order_outputs(onx)
+    deduplicate_opsets(onx)
+    return onx
+
+
+def _nan_tolerant(
+    model: BaseEstimator, frame: pd.DataFrame, layout: FeatureLayout, onnx_bytes: bytes, named: bool
+) -> dict[str, bool]:
+    """Numeric features for which the original and the ONNX model both take NaN and agree on the result."""
+    predict = _original_predict(model, named)
+    onnx_model = OnnxClassifier(onnx_bytes)
+    base = layout.model_frame(frame.iloc[:1])
+    tolerant: dict[str, bool] = {}
+    for feature in layout.features:
+        if feature.dtype != "float":
+            continue
+        row = base.copy()
+        row[feature.name] = np.nan
+        try:
+            labels, probabilities = predict(row)
+        except ValueError:  # sklearn refuses NaN: "Input X contains NaN"
+            tolerant[feature.name] = False
+            continue
+        onnx_labels, onnx_probabilities = onnx_model.predict(layout.onnx_feeds(row))
+        tolerant[feature.name] = native_labels(onnx_labels) == labels and bool(
+            np.allclose(onnx_probabilities, probabilities, atol=1e-4)
+        )
+    return tolerant
+
+
+def prepare_sklearn(model: object, sample: pd.DataFrame | npt.ArrayLike) -> PreparedModel:
+    """Validate ``model`` against ``sample`` and export it; the parity gate runs next."""
+    estimator = check_sklearn_model(model)
+    classes = model_classes(estimator)
+    names = getattr(estimator, "feature_names_in_", None)
+    expected = None if names is None else [str(n) for n in names]
+    named = expected is not None
+    frame = align_sample(as_frame(sample, expected), expected, int(getattr(estimator, "n_features_in_", 0)))
+    strict = _strict_categories(estimator, [str(c) for c in frame.columns])
+    draft = build_layout(frame, {}, strict)
+    onx = sklearn_to_onnx(estimator, draft)
+    allow_nan = _nan_tolerant(estimator, frame, draft, onx.SerializeToString(), named)
+    layout = build_layout(frame, allow_nan, strict)
+    source = Source(
+        framework="sklearn",
+        framework_version=sklearn.__version__,
+        estimator=_dotted(_final_estimator(estimator)),
+        tritonops_version=package_version("tritonops"),
+        converter=ConverterVersions(
+            skl2onnx=package_version("skl2onnx"),
+            onnx=package_version("onnx"),
+            onnxruntime=package_version("onnxruntime"),
+        ),
+    )
+    return PreparedModel(onx, frame, layout, classes, source, _original_predict(estimator, named))

@@ -1,0 +1,154 @@
+"""PyTorch classifiers (``nn.Module`` returning logits or probabilities) -> ONNX with ``torch.onnx.export``.
+
+The exported graph takes one FP32 ``input`` ``[N, n_features]`` (dynamic batch), applies softmax when the module
+returns logits, and maps the arg-max to the class names the user supplies, so ``label`` carries those names.
+torch is imported lazily: it is an optional extra.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import pandas as pd
+
+from converters.errors import ClassesError, ExportError, FeatureMismatchError, UnsupportedModelError
+from converters.features import NUMERIC_INPUT, PROBABILITIES_OUTPUT, as_frame, build_layout, is_string_column
+from converters.graph import deduplicate_opsets, labels_from_index, order_outputs
+from converters.manifest import ClassLabel, ConverterVersions, Source
+from converters.prepared import Predict, PreparedModel
+from converters.versions import package_version
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ModuleOutput = Literal["logits", "probabilities"]
+TORCH_OPSET = 17
+_INDEX_OUTPUT = "tritonops_label_index"
+
+
+def check_classes(classes: Sequence[object]) -> list[str] | list[int]:
+    """User-supplied class names as all-str or all-int, unique; raise ``ClassesError`` otherwise."""
+    values = list(classes)
+    if len(values) < 2:
+        raise ClassesError(f"need at least 2 class names, got {values}")
+    if len(set(values)) != len(values):
+        raise ClassesError(f"class names must be unique, got {values}")
+    if all(isinstance(c, str) for c in values):
+        return [str(c) for c in values]
+    if all(isinstance(c, int | np.integer) and not isinstance(c, bool) for c in values):
+        return [int(c) for c in values]  # type: ignore[call-overload]
+    raise ClassesError(f"class names must be all strings or all integers, got {values}")
+
+
+def _wrapped(module: nn.Module, output: ModuleOutput) -> nn.Module:
+    import torch
+
+    class _Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            scores = self.inner(x)
+            probabilities = torch.softmax(scores, dim=1) if output == "logits" else scores
+            return torch.argmax(probabilities, dim=1), probabilities
+
+    return _Classifier().eval()
+
+
+def torch_to_onnx(
+    module: nn.Module, n_features: int, classes: list[str] | list[int], output: ModuleOutput = "logits"
+) -> onnx.ModelProto:
+    """Export ``module`` (in eval mode) to the standard interface."""
+    import torch
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="tritonops-torch-") as workdir, warnings.catch_warnings():
+            # the TorchScript-based exporter is deprecated in favour of the dynamo one, which needs onnxscript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                _wrapped(module, output),
+                (torch.zeros(2, n_features, dtype=torch.float32),),
+                f"{workdir}/model.onnx",
+                input_names=[NUMERIC_INPUT],
+                output_names=[_INDEX_OUTPUT, PROBABILITIES_OUTPUT],
+                dynamic_axes={name: {0: "N"} for name in (NUMERIC_INPUT, _INDEX_OUTPUT, PROBABILITIES_OUTPUT)},
+                opset_version=TORCH_OPSET,
+                dynamo=False,
+            )
+            onx = onnx.load(f"{workdir}/model.onnx")
+    except Exception as exc:  # torch.onnx raises many error types (tracing, unsupported operators, shapes)
+        raise ExportError("torch.onnx.export", f"{type(exc).__name__}: {exc}") from exc
+    labels_from_index(onx, _INDEX_OUTPUT, classes)
+    order_outputs(onx)
+    deduplicate_opsets(onx)
+    return onx
+
+
+def _predict_fn(module: nn.Module, classes: list[str] | list[int], output: ModuleOutput) -> Predict:
+    import torch
+
+    names = np.asarray(classes, dtype=object)
+
+    def predict(frame: pd.DataFrame) -> tuple[list[ClassLabel], npt.NDArray[np.float64]]:
+        with torch.no_grad():
+            scores = module(torch.from_numpy(frame.to_numpy(dtype=np.float32, copy=True)))
+            probabilities = torch.softmax(scores, dim=1) if output == "logits" else scores
+        values = probabilities.numpy().astype(np.float64)
+        return list(names[values.argmax(axis=1)]), values
+
+    return predict
+
+
+def prepare_torch(
+    module: object,
+    sample: pd.DataFrame | npt.ArrayLike,
+    classes: Sequence[object],
+    feature_names: Sequence[str] | None = None,
+    output: ModuleOutput = "logits",
+) -> PreparedModel:
+    """Validate ``module`` against ``sample`` (numeric columns) and export it."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise UnsupportedModelError(
+            f"an object of type {type(module).__module__}.{type(module).__qualname__}",
+            ["torch.nn.Module (including TorchScript modules)"],
+        )
+    names = check_classes(classes)
+    frame = as_frame(sample, feature_names).reset_index(drop=True)
+    strings = [str(c) for c in frame.columns if is_string_column(frame[c])]
+    if strings:
+        raise FeatureMismatchError(f"PyTorch models take numbers only; sample columns {strings} hold strings")
+    frame.columns = [str(c) for c in frame.columns]
+    module.eval()
+    layout = build_layout(frame, {}, {})
+    predict = _predict_fn(module, names, output)
+    try:
+        _, probabilities = predict(layout.model_frame(frame.iloc[:2]))
+    except RuntimeError as exc:
+        raise FeatureMismatchError(
+            f"the module fails on the sample's {frame.shape[1]} columns ({exc}); check --input-dim / the sample"
+        ) from exc
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(names):
+        raise ClassesError(
+            f"the module returns {tuple(probabilities.shape[1:])} scores per row but {len(names)} class names "
+            f"were given ({names})"
+        )
+    onx = torch_to_onnx(module, frame.shape[1], names, output)
+    source = Source(
+        framework="pytorch",
+        framework_version=torch.__version__,
+        estimator=f"{type(module).__module__}.{type(module).__qualname__}",
+        tritonops_version=package_version("tritonops"),
+        converter=ConverterVersions(
+            torch=torch.__version__, onnx=package_version("onnx"), onnxruntime=package_version("onnxruntime")
+        ),
+    )
+    return PreparedModel(onx, frame, layout, names, source, predict)
