@@ -443,3 +443,95 @@ class SnapshotStore:
         with self._errors():
             cursor = self._db.execute("DELETE FROM tritonops_metric_snapshots WHERE taken_at < ?", (before,))
         return cursor.rowcount
+
+
+class MemoryHistory:
+    """Snapshots kept in memory (a watcher without a state file, tests); same reads as ``SnapshotStore``."""
+
+    def __init__(self, keep_seconds: float = 3600.0) -> None:
+        self.keep_seconds = keep_seconds
+        self._kept: dict[str, list[Snapshot]] = {}
+
+    def record(self, endpoint: str, snapshot: Snapshot) -> None:
+        kept = self._kept.setdefault(endpoint, [])
+        kept.append(snapshot.restricted())
+        kept.sort(key=lambda s: s.taken_at)
+        horizon = snapshot.taken_at - self.keep_seconds
+        self._kept[endpoint] = [s for s in kept if s.taken_at >= horizon]
+
+    def at_or_before(self, endpoint: str, at: float) -> Snapshot | None:
+        earlier = [s for s in self._kept.get(endpoint, []) if s.taken_at <= at]
+        return earlier[-1] if earlier else None
+
+    def oldest(self, endpoint: str) -> Snapshot | None:
+        kept = self._kept.get(endpoint, [])
+        return kept[0] if kept else None
+
+
+History = SnapshotStore | MemoryHistory
+
+
+@dataclass(frozen=True)
+class FleetWindow:
+    """One scrape of every endpoint against its baseline: windows, endpoints that failed, notes for the reader."""
+
+    windows: Mapping[str, Window]
+    failures: Mapping[str, str]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def delta(self) -> Snapshot:
+        return merge_deltas(w.delta for w in self.windows.values())
+
+    @property
+    def stats(self) -> dict[tuple[str, str], VersionStats]:
+        return combine_stats(version_stats(w) for w in self.windows.values())
+
+    @property
+    def seconds(self) -> float | None:
+        """The shortest window among endpoints; None when some endpoint counts since load."""
+        spans = [w.seconds for w in self.windows.values()]
+        if not spans or any(s is None for s in spans):
+            return None
+        return min(s for s in spans if s is not None)
+
+
+def fleet_window(
+    urls: Sequence[str],
+    lookback_seconds: float | None,
+    history: History | None,
+    *,
+    timeout: float = 3.0,
+    session: requests.Session | None = None,
+) -> FleetWindow:
+    """Scrape every URL and pair it with the snapshot ``lookback_seconds`` ago from ``history``.
+
+    Without that old a snapshot, the oldest one kept is used (a shorter window, noted); without any, the counters
+    count since the version was loaded (noted). ``lookback_seconds=None`` always means since load. A URL that can't
+    be scraped is reported in ``failures`` and left out; the others still count. Every scrape is recorded.
+    """
+    windows: dict[str, Window] = {}
+    failures: dict[str, str] = {}
+    notes: list[str] = []
+    for url in urls:
+        try:
+            now = scrape(url, timeout, session)
+        except MetricsError as exc:
+            failures[url] = str(exc)
+            continue
+        before = None
+        if lookback_seconds is not None and history is not None:
+            before = history.at_or_before(url, now.taken_at - lookback_seconds)
+            if before is None:
+                before = history.oldest(url)
+                if before is not None:
+                    notes.append(
+                        f"{url}: only {now.taken_at - before.taken_at:.0f} s of history, "
+                        f"shorter than the {lookback_seconds:.0f} s window"
+                    )
+        if before is None:
+            notes.append(f"{url}: no earlier snapshot; counting since the version was loaded")
+        windows[url] = window(before, now)
+        if history is not None:
+            history.record(url, now)
+    return FleetWindow(windows, failures, tuple(notes))

@@ -1,0 +1,109 @@
+"""The control plane's own Prometheus metrics (names in docs/contracts.md), served on a port of its own.
+
+The watcher feeds it after every step; Prometheus scrapes it next to Triton. Families:
+
+- ``tritonops_live_version{model}``, ``tritonops_canary_version{model}`` (0 = none), ``tritonops_canary_weight{model}``
+- ``tritonops_drift_statistic{model,version,feature,statistic}`` (``psi``, ``jensenshannon``, ``ks``, ``chisquare_p``)
+- ``tritonops_drift_detected{model,version}`` (1 = dataset drift)
+- ``tritonops_guardrail_breached{model,guardrail}`` (1 while the guardrail is breached)
+- ``tritonops_last_rollback_timestamp_seconds{model}``, ``tritonops_rollbacks_total{model,trigger}``
+"""
+
+from __future__ import annotations
+
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+
+from control_plane.drift import DriftReport, FeatureDrift
+from control_plane.state import ModelState
+
+_STATISTICS = ("psi", "jensenshannon", "ks", "chisquare_p")
+
+
+def _statistics(feature: FeatureDrift) -> dict[str, float | None]:
+    return {
+        "psi": feature.psi,
+        "jensenshannon": feature.jensen_shannon,
+        "ks": feature.ks.statistic if feature.ks else None,
+        "chisquare_p": feature.chi_squared.p_value if feature.chi_squared else None,
+    }
+
+
+class ControlPlaneExporter:
+    """Gauges and counters in a registry of their own (so tests and several watchers never collide)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.live_version = Gauge("tritonops_live_version", "Live version per model", ["model"], registry=r)
+        self.canary_version = Gauge(
+            "tritonops_canary_version", "Canary (candidate) version per model, 0 when none", ["model"], registry=r
+        )
+        self.canary_weight = Gauge(
+            "tritonops_canary_weight", "Share of traffic sent to the canary", ["model"], registry=r
+        )
+        self.drift_statistic = Gauge(
+            "tritonops_drift_statistic",
+            "Drift statistic of a feature over the watch window",
+            ["model", "version", "feature", "statistic"],
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            "tritonops_drift_detected",
+            "1 when the share of drifted features reaches the threshold",
+            ["model", "version"],
+            registry=r,
+        )
+        self.guardrail_breached = Gauge(
+            "tritonops_guardrail_breached", "1 while a guardrail is breached", ["model", "guardrail"], registry=r
+        )
+        self.last_rollback = Gauge(
+            "tritonops_last_rollback_timestamp_seconds", "Unix time of the last automatic action", ["model"], registry=r
+        )
+        self.rollbacks = Counter(
+            "tritonops_rollbacks", "Automatic rollbacks and canary aborts", ["model", "trigger"], registry=r
+        )
+        self._server: WSGIServer | None = None
+        self._thread: Thread | None = None
+
+    def set_state(self, state: ModelState) -> None:
+        self.live_version.labels(state.name).set(state.live or 0)
+        self.canary_version.labels(state.name).set(state.canary or 0)
+        self.canary_weight.labels(state.name).set(state.canary_weight if state.canary is not None else 0.0)
+
+    def set_drift(self, report: DriftReport) -> None:
+        version = str(report.version)
+        features = [*report.features, *([report.prediction] if report.prediction else [])]
+        for feature in features:
+            for name, value in _statistics(feature).items():
+                if value is not None:
+                    self.drift_statistic.labels(report.model, version, feature.name, name).set(value)
+        self.drift_detected.labels(report.model, version).set(1.0 if report.dataset_drift else 0.0)
+
+    def set_guardrail(self, model: str, guardrail: str, breached: bool) -> None:
+        self.guardrail_breached.labels(model, guardrail).set(1.0 if breached else 0.0)
+
+    def record_action(self, model: str, trigger: str, at: float) -> None:
+        """An automatic rollback or canary abort happened at ``at`` (Unix seconds)."""
+        self.rollbacks.labels(model, trigger).inc()
+        self.last_rollback.labels(model).set(at)
+
+    def render(self) -> bytes:
+        """The exposition text, as a scrape would get it."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` on ``address:port`` in a daemon thread (port 0 picks one); returns the port."""
+        self._server, self._thread = start_http_server(port, address, registry=self.registry)
+        return int(self._server.server_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
