@@ -45,6 +45,10 @@ CANARY_PARAMETER = "tritonops.canary"
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 """Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
 
+CANARY_DRAIN_SECONDS = 2.5
+"""Wait between un-publishing a canary split and unloading its alias: SDK clients re-read the split every 2 s
+(``clients.ClientOptions.refresh_interval``), so none still sends to an alias that is gone."""
+
 _T = TypeVar("_T")
 
 
@@ -155,10 +159,13 @@ class Endpoint:
             raise
 
     def check(self) -> None:
-        """Reachable, ready, and our admin key accepted; raise otherwise."""
-        ready = self._call(self._client.is_server_ready, client_timeout=self._timeout)
-        if not ready:
-            raise EndpointUnreachableError(self.url, "the server answers but is not ready")
+        """Reachable, live, and our admin key accepted; raise otherwise.
+
+        Liveness, not readiness: with ``--strict-readiness`` a server reports "not ready" as soon as any version
+        it once served is unloaded, which every version switch does.
+        """
+        if not self._call(self._client.is_server_live, client_timeout=self._timeout):
+            raise EndpointUnreachableError(self.url, "the server answers but is not live")
         self.repository_index()
 
     def repository_index(self) -> list[dict[str, str]]:
@@ -365,11 +372,14 @@ def observe(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str
     return drift
 
 
-def apply(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str]:
+def apply(
+    endpoint: Endpoint, repository: Path, state: ModelState, drain_seconds: float = CANARY_DRAIN_SECONDS
+) -> list[str]:
     """Bring one endpoint to ``state`` for one model, loading only what differs; returns the actions taken.
 
     Order keeps clients safe: the canary alias is loaded before the live config points at it, and unloaded only
-    after the live config stops pointing at it. Each version loaded is warmed up and checked with the sample.
+    ``drain_seconds`` after the live config stopped sending traffic to it. Each version loaded is warmed up and
+    checked with the reference sample.
     """
     actions: list[str] = []
     alias = canary_alias(state.name)
@@ -379,17 +389,30 @@ def apply(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str]:
         )
         smoke_check(endpoint, alias, state.canary, version_manifest(repository, state.name, state.canary))
         actions.append(f"loaded {alias} version {state.canary} (warmed up)")
+    routed_before = False
     if state.live is not None:
         wanted = live_config(repository, state)
         loaded = endpoint.loaded_config(state.name)
+        routed_before = loaded is not None and _canary_weight(loaded) > 0
         if loaded is None or _differs(loaded, wanted) or endpoint.ready_versions(state.name) != [state.live]:
             endpoint.load(wanted)
             smoke_check(endpoint, state.name, state.live, version_manifest(repository, state.name, state.live))
             actions.append(f"loaded {state.name} version {state.live} (warmed up)")
     if state.canary is None and endpoint.ready_versions(alias):
+        if routed_before:
+            time.sleep(drain_seconds)
         endpoint.unload(alias)
         actions.append(f"unloaded {alias}")
     return actions
+
+
+def _canary_weight(config: mc.ModelConfig) -> float:
+    if CANARY_PARAMETER not in config.parameters:
+        return 0.0
+    try:
+        return float(json.loads(config.parameters[CANARY_PARAMETER].string_value).get("weight", 0.0))
+    except (ValueError, AttributeError):
+        return 0.0
 
 
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:

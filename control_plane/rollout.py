@@ -37,6 +37,7 @@ from control_plane.errors import (
     UnknownVersionError,
 )
 from control_plane.fleet import (
+    CANARY_DRAIN_SECONDS,
     Endpoint,
     SmokeResult,
     apply,
@@ -290,6 +291,8 @@ def promote(
             raise
         detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)"
         op.store.set_live(model, version, op.entry("ok", detail))
+        if state.canary_weight > 0:  # SDK clients may still route by the old split for a moment
+            time.sleep(CANARY_DRAIN_SECONDS)
         warnings = _restore(endpoints, settings.repository, promoted)
         if warnings:
             detail += "; leftover canary alias not removed (reconcile will): " + "; ".join(warnings)
