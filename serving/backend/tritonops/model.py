@@ -162,7 +162,10 @@ class TritonPythonModel:
             if isinstance(result, InvalidRequestError):
                 self.counters.count_invalid(result.reason)
                 responses.append(
-                    pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(result.message))
+                    pb_utils.InferenceResponse(
+                        output_tensors=[],
+                        error=pb_utils.TritonError(result.message, pb_utils.TritonError.INVALID_ARG),
+                    )
                 )
             else:
                 responses.append(
