@@ -401,3 +401,56 @@ def drift_report(
         rows=total,
         notes=tuple(notes),
     )
+
+
+def _feature_dict(f: FeatureDrift) -> dict[str, object]:
+    return {
+        "name": f.name,
+        "kind": f.kind,
+        "method": f.method.value,
+        "threshold": f.threshold,
+        "score": f.score,
+        "drifted": f.drifted,
+        "enough_data": f.enough_data,
+        "live_rows": f.live_rows,
+        "psi": f.psi,
+        "psi_band": f.psi_band,
+        "jensenshannon": f.jensen_shannon,
+        "ks": {"statistic": f.ks.statistic, "p_value": f.ks.p_value} if f.ks else None,
+        "chisquare": (
+            {"statistic": f.chi_squared.statistic, "p_value": f.chi_squared.p_value} if f.chi_squared else None
+        ),
+        "bins": list(f.labels),
+        "reference": list(f.reference),
+        "live": list(f.live),
+    }
+
+
+def report_to_dict(report: DriftReport) -> dict[str, object]:
+    """The report as JSON-ready data (``tritonops drift --json``); infinities become the string ``"inf"``."""
+
+    def clean(value: object) -> object:
+        if isinstance(value, float) and math.isinf(value):
+            return "inf"
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return {
+        "model": report.model,
+        "version": report.version,
+        "window_seconds": report.window_seconds,
+        "rows": report.rows,
+        "min_rows": report.min_rows,
+        "enough_data": report.enough_data,
+        "drift_share": report.drift_share,
+        "drifted_share": report.drifted_share,
+        "drifted_features": report.drifted_features,
+        "dataset_drift": report.dataset_drift,
+        "prediction_drift": report.prediction_drift,
+        "features": [clean(_feature_dict(f)) for f in report.features],
+        "prediction": clean(_feature_dict(report.prediction)) if report.prediction else None,
+        "notes": list(report.notes),
+    }

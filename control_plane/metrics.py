@@ -535,3 +535,14 @@ def fleet_window(
         if history is not None:
             history.record(url, now)
     return FleetWindow(windows, failures, tuple(notes))
+
+
+def metrics_urls(explicit: Sequence[str], grpc_endpoints: Sequence[str]) -> list[str]:
+    """Where to scrape: ``explicit`` URLs, else each fleet endpoint's metrics port (its gRPC port + 1)."""
+    if explicit:
+        return list(explicit)
+    urls = []
+    for endpoint in grpc_endpoints:
+        host, _, port = endpoint.rpartition(":")
+        urls.append(f"http://{host}:{int(port) + 1}/metrics")
+    return urls

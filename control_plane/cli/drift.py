@@ -1,0 +1,156 @@
+"""``tritonops drift NAME``: per-feature drift of the live version over a window, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from control_plane.cli.app import app, console
+from control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDrift, report_to_dict
+from control_plane.guardrails import load_policy, measure_drift
+from control_plane.metrics import SnapshotStore, metrics_urls
+from control_plane.state import StateStore
+from tritonops.settings import load_settings
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_BARS = " ▁▂▃▄▅▆▇█"
+
+METRICS_URL_HELP = (
+    "Triton /metrics URL to scrape (repeatable; also $TRITONOPS_METRICS_URLS, space separated). "
+    "Default: each fleet endpoint's gRPC port + 1, e.g. 10.0.0.5:8001 -> http://10.0.0.5:8002/metrics."
+)
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None or float(match[1]) <= 0:
+        raise typer.BadParameter(f"expected a positive duration such as 30s, 15m or 2h, got {text!r}")
+    return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+def resolve_metrics_urls(explicit: list[str]) -> list[str]:
+    """``--metrics-url`` values, else the fleet's endpoints from the state file."""
+    settings = load_settings()
+    fleet: list[str] = []
+    if not explicit:
+        with StateStore.open(settings.state_path) as store:
+            fleet = store.fleet()
+        if not fleet:
+            raise typer.BadParameter(
+                "no --metrics-url given and the fleet is empty; add endpoints with `tritonops fleet add`",
+                param_hint="--metrics-url",
+            )
+    return metrics_urls(explicit, fleet)
+
+
+def sparkline(shares: tuple[float, ...]) -> str:
+    """One character per bin, the tallest bin full height."""
+    top = max(shares) if shares else 0.0
+    if top <= 0:
+        return " " * len(shares)
+    return "".join(_BARS[round(s / top * (len(_BARS) - 1))] for s in shares)
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _verdict(f: FeatureDrift) -> str:
+    if not f.enough_data:
+        return "[dim]too few rows[/]"
+    return "[bold red]DRIFT[/]" if f.drifted else "[green]ok[/]"
+
+
+def render(report: DriftReport) -> None:
+    window = (
+        f"last {report.window_seconds:.0f} s" if report.window_seconds is not None else "since the version was loaded"
+    )
+    console.print(f"[bold]{report.model}[/] version {report.version}: {report.rows:.0f} rows scored, {window}")
+    for note in report.notes:
+        console.print(f"  [yellow]note:[/] {note}")
+    table = Table(
+        "feature",
+        "kind",
+        "rows",
+        "method",
+        "score",
+        "threshold",
+        "verdict",
+        "PSI",
+        "JS",
+        "KS",
+        "chi² p",
+        "reference",
+        "live",
+    )
+    rows = [*report.features, *([report.prediction] if report.prediction else [])]
+    for f in rows:
+        table.add_row(
+            "(class mix)" if f.name == PREDICTION else f.name,
+            f.kind,
+            f"{f.live_rows:.0f}",
+            f.method.value,
+            _number(f.score),
+            f"{'<' if f.method.is_p_value else '>='} {f.threshold:g}",
+            _verdict(f),
+            f"{_number(f.psi)} {f.psi_band or ''}".strip(),
+            _number(f.jensen_shannon),
+            _number(f.ks.statistic if f.ks else None),
+            _number(f.chi_squared.p_value if f.chi_squared else None),
+            sparkline(f.reference),
+            sparkline(f.live_shares()),
+        )
+    console.print(table)
+    if not report.enough_data:
+        console.print(
+            f"[yellow]not enough data:[/] {report.rows:.0f} rows in the window, at least {report.min_rows} needed "
+            "for a verdict; no drift is reported"
+        )
+        return
+    share = f"{len(report.drifted_features)}/{len(report.features)} features drifted"
+    if report.dataset_drift:
+        console.print(f"[bold red]dataset drift[/]: {share} (threshold share {report.drift_share:g})")
+    else:
+        console.print(f"[green]no dataset drift[/]: {share} (threshold share {report.drift_share:g})")
+    if report.prediction_drift:
+        console.print("[bold red]prediction drift[/]: the class mix moved away from the reference")
+
+
+@app.command("drift")
+def drift(
+    model: str = typer.Argument(..., help="Model name."),
+    window: str = typer.Option(
+        "15m", "--window", "-w", help="Look back this far (30s, 15m, 2h) using recorded snapshots; 'load' = since load."
+    ),
+    version: int | None = typer.Option(None, "--version", help="Version to check (default: the live one)."),
+    metrics_url: list[str] = typer.Option([], "--metrics-url", envvar="TRITONOPS_METRICS_URLS", help=METRICS_URL_HELP),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="Guardrail policy file (YAML/TOML) whose drift thresholds to use."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Drift of each input feature and of the class mix against the manifest's reference.
+
+    Snapshots of the counters are kept in the state file; with none old enough the window starts at the oldest one,
+    and with none at all the counters count since the version was loaded. Each run records a snapshot too.
+    """
+    settings = load_settings()
+    seconds = None if window == "load" else parse_duration(window)
+    config = DriftConfig()
+    if policy is not None:
+        loaded = load_policy(policy)
+        config = loaded.drift.thresholds if loaded.drift is not None else config
+    urls = resolve_metrics_urls(metrics_url)
+    with SnapshotStore(settings.state_path) as history:
+        report = measure_drift(
+            settings, model, urls, version=version, window_seconds=seconds, config=config, history=history
+        )
+    if as_json:
+        typer.echo(json.dumps(report_to_dict(report), indent=2))
+    else:
+        render(report)

@@ -1,0 +1,131 @@
+"""``tritonops watch NAME``: run the guardrail policy in a loop; roll back or abort the canary on a breach."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from control_plane.cli.app import app, console, error_console
+from control_plane.cli.drift import METRICS_URL_HELP, resolve_metrics_urls
+from control_plane.exporter import ControlPlaneExporter
+from control_plane.guardrails import Policy, Step, Watcher, load_policy
+from control_plane.metrics import SnapshotStore
+from control_plane.rollout import resolve_actor
+from tritonops.settings import load_settings
+
+EXIT_ACTED = 10
+"""Exit status of ``watch --exit-on-action`` after an automatic rollback or canary abort."""
+
+
+def _describe(step: Step) -> str:
+    state = step.state
+    parts = [time.strftime("%H:%M:%S", time.localtime(step.at)), f"live v{state.live}"]
+    if state.canary is not None:
+        parts.append(f"canary v{state.canary} @ {state.canary_weight:g}")
+    for check in step.checks:
+        if check.value is None:
+            continue
+        streak = step.streaks.get(f"{check.target}:{check.guardrail}", 0)
+        mark = "[red]" if check.breached else ("[dim]" if not check.enough_data else "")
+        end = "[/]" if mark else ""
+        parts.append(
+            f"{mark}{check.target}.{check.guardrail} {check.value:.4g}/{check.limit:g}"
+            f"{f' x{streak}' if streak else ''}{end}"
+        )
+    return "  ".join(parts)
+
+
+def _render(step: Step) -> None:
+    console.print(_describe(step), highlight=False)
+    for url, why in step.scrape_failures.items():
+        error_console.print(f"  [yellow]scrape failed[/] {url}: {why}", highlight=False)
+    if step.action is not None:
+        if step.action_error is None:
+            console.print(f"  [bold red]{step.action}[/]: {step.action_detail}", highlight=False)
+        else:
+            error_console.print(f"  [bold red]{step.action} failed[/]: {step.action_error}", highlight=False)
+
+
+def _interruptible(stop: threading.Event) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        stop.wait(seconds)
+
+    return sleep
+
+
+@app.command("watch")
+def watch(
+    model: str = typer.Argument(..., help="Model name."),
+    policy_file: Path | None = typer.Option(
+        None, "--policy", "-p", help="Guardrail policy, YAML or TOML (default: built-in defaults)."
+    ),
+    metrics_url: list[str] = typer.Option([], "--metrics-url", envvar="TRITONOPS_METRICS_URLS", help=METRICS_URL_HELP),
+    iterations: int | None = typer.Option(None, "--iterations", "-n", min=1, help="Stop after this many steps."),
+    once: bool = typer.Option(False, "--once", help="One step, then exit (same as --iterations 1)."),
+    interval: float | None = typer.Option(
+        None, "--interval", min=0.1, help="Seconds between steps (overrides the policy)."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Serve the control plane's own Prometheus metrics on this port (0 = any free one)."
+    ),
+    metrics_address: str = typer.Option("127.0.0.1", "--metrics-address", help="Address for --metrics-port."),
+    exit_on_action: bool = typer.Option(
+        False, "--exit-on-action", help=f"Stop after an automatic action and exit with status {EXIT_ACTED}."
+    ),
+    actor: str | None = typer.Option(None, help="Who acts, for the audit log (default: tritonops-watch@$USER)."),
+) -> None:
+    """Check error rate, p99 latency, drift and canary-vs-live every interval; act after repeated breaches.
+
+    A breaching canary is aborted, a breaching live version rolled back (policy `action`), each with an audit
+    event holding the evidence. An endpoint that can't be scraped is reported and the others still count.
+    """
+    settings = load_settings()
+    policy = load_policy(policy_file) if policy_file is not None else Policy()
+    if interval is not None:
+        policy = policy.model_copy(update={"interval_seconds": interval})
+    urls = resolve_metrics_urls(metrics_url)
+    exporter = ControlPlaneExporter() if metrics_port is not None else None
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    with SnapshotStore(settings.state_path) as history:
+        watcher = Watcher(
+            settings,
+            model,
+            policy,
+            urls,
+            actor=actor or f"tritonops-watch@{resolve_actor()}",
+            exporter=exporter,
+            history=history,
+            sleep=_interruptible(stop),
+        )
+        if exporter is not None and metrics_port is not None:
+            port = exporter.serve(metrics_port, metrics_address)
+            console.print(f"control plane metrics on http://{metrics_address}:{port}/metrics")
+        console.print(
+            f"watching {model} on {len(urls)} endpoint(s): every {policy.interval_seconds:g} s, window "
+            f"{policy.window_seconds:g} s, {policy.consecutive} breaches in a row to act ({policy.action.value})"
+        )
+        try:
+            steps = watcher.run(
+                1 if once else iterations,
+                stop_after_action=exit_on_action,
+                on_step=_render,
+                should_stop=stop.is_set,
+            )
+        finally:
+            if exporter is not None:
+                exporter.stop()
+    acted = [s for s in steps if s.action is not None]
+    if exit_on_action and acted:
+        raise typer.Exit(EXIT_ACTED if acted[-1].action_error is None else 1)
