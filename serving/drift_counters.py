@@ -19,6 +19,8 @@ from serving.validation import REASONS, Batch, Reason
 
 DURATION_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 """Upper bounds (seconds) of ``tritonops_request_duration_seconds``."""
+MAX_PENDING_ROWS = 200_000
+"""Rows queued for binning before the hot path bins them itself (bounds memory between flushes)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,15 @@ class Snapshot:
     invalid: dict[Reason, int] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
 
-    def is_empty(self) -> bool:
-        return self.rows == 0 and not any(self.invalid.values()) and not self.durations
+    def add(self, other: Snapshot) -> None:
+        """Add ``other``'s counts to these."""
+        self.rows += other.rows
+        for name, counts in other.feature_bins.items():
+            self.feature_bins[name] += counts
+        self.predictions += other.predictions
+        for reason, count in other.invalid.items():
+            self.invalid[reason] += count
+        self.durations.extend(other.durations)
 
 
 class DriftCounters:
@@ -68,6 +77,8 @@ class DriftCounters:
             self._class_index[str(cls)] = index
         self._lock = threading.Lock()
         self._current = self._fresh()
+        self._pending: list[tuple[Batch, npt.NDArray[np.generic]]] = []
+        self._pending_rows = 0
 
     def _fresh(self) -> Snapshot:
         return Snapshot(
@@ -77,22 +88,23 @@ class DriftCounters:
         )
 
     def count_batch(self, batch: Batch, labels: npt.NDArray[np.generic], seconds: float | None = None) -> None:
-        """Add the inputs and predicted labels of one executed batch (``seconds``: its backend time)."""
-        bins = {
-            f.feature: np.bincount(assign_bins(f.reference, batch[f.tensor][:, f.column]), minlength=len(f.labels))
-            for f in self.features
-        }
-        values, counts = np.unique(labels.reshape(-1), return_counts=True)
+        """Queue the inputs and predicted labels of one executed batch (``seconds``: its backend time).
+
+        The hot path only keeps references; binning happens in ``take`` over everything queued, where one
+        numpy pass over thousands of rows costs less than many small ones. ``batch`` must own its memory
+        (the backend passes the concatenated copy, never views of Triton's request buffers).
+        """
         with self._lock:
-            current = self._current
-            current.rows += int(labels.shape[0])
-            for name, counted in bins.items():
-                current.feature_bins[name] += counted
-            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-                key = value.decode("utf-8") if isinstance(value, bytes) else value
-                current.predictions[self._class_index[key]] += count
+            self._pending.append((batch, labels))
+            self._pending_rows += int(labels.shape[0])
             if seconds is not None:
-                current.durations.append(seconds)
+                self._current.durations.append(seconds)
+            overflow = self._pending_rows >= MAX_PENDING_ROWS
+        if overflow:  # bound the memory held between flushes
+            counted = self._fresh()
+            self._bin_into(counted, self._swap_pending())
+            with self._lock:
+                self._current.add(counted)
 
     def count_invalid(self, reason: Reason) -> None:
         with self._lock:
@@ -102,4 +114,24 @@ class DriftCounters:
         """Everything counted since the previous ``take``; the counters start again from zero."""
         with self._lock:
             snapshot, self._current = self._current, self._fresh()
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+        self._bin_into(snapshot, pending)
         return snapshot
+
+    def _swap_pending(self) -> list[tuple[Batch, npt.NDArray[np.generic]]]:
+        with self._lock:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+        return pending
+
+    def _bin_into(self, snapshot: Snapshot, pending: list[tuple[Batch, npt.NDArray[np.generic]]]) -> None:
+        if not pending:
+            return
+        labels = np.concatenate([batch_labels.reshape(-1) for _, batch_labels in pending])
+        snapshot.rows += int(labels.shape[0])
+        for f in self.features:
+            column = np.concatenate([batch[f.tensor][:, f.column] for batch, _ in pending])
+            snapshot.feature_bins[f.feature] += np.bincount(assign_bins(f.reference, column), minlength=len(f.labels))
+        values, counts = np.unique(labels, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            key = value.decode("utf-8") if isinstance(value, bytes) else value
+            snapshot.predictions[self._class_index[key]] += count
