@@ -12,7 +12,6 @@ split from ``tritonops.canary`` (docs/contracts.md).
 from clients.client import AsyncTritonClient, ClientOptions, TritonClient
 from clients.errors import (
     ClientError,
-    FeedbackError,
     InferenceError,
     InputError,
     MissingFeatureError,
@@ -31,7 +30,6 @@ __all__ = [
     "ClientError",
     "ClientOptions",
     "Feature",
-    "FeedbackError",
     "InferenceError",
     "InputError",
     "MissingFeatureError",

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -55,6 +57,10 @@ class ClientOptions:
     headers: Mapping[str, str] | None = None
     max_in_flight: int = 4
     """Async client: requests of one ``predict`` call sent concurrently."""
+    record_predictions: bool = False
+    """Record every answered row (request id, model, version, label) for ground-truth feedback."""
+    feedback_path: Path | None = None
+    """The control plane's state file holding feedback (default: ``TRITONOPS_STATE``)."""
 
     def __post_init__(self) -> None:
         if self.deadline <= 0:
@@ -89,25 +95,24 @@ class _Deadline:
     def __init__(self, url: str, seconds: float, policy: RetryPolicy) -> None:
         self.url, self.seconds, self.policy = url, seconds, policy
         self.start = time.monotonic()
-        self.attempts = 0
 
     def remaining(self) -> float:
         return self.seconds - (time.monotonic() - self.start)
 
-    def unavailable(self, last_error: str) -> ServerUnavailableError:
-        return ServerUnavailableError(self.url, self.seconds, self.attempts, time.monotonic() - self.start, last_error)
+    def unavailable(self, attempts: int, last_error: str) -> ServerUnavailableError:
+        return ServerUnavailableError(self.url, self.seconds, attempts, time.monotonic() - self.start, last_error)
 
-    def next_wait(self, model: str, error: BaseException) -> float:
-        """Seconds to wait before retrying ``error``; raises when it must not or cannot be retried."""
+    def next_wait(self, model: str, error: BaseException, attempt: int) -> float:
+        """Seconds to wait before retrying ``error`` (after ``attempt`` tries); raises when it must not or cannot."""
         if not (is_retryable(error) or is_deadline(error)):
             status = str(error.status()) if isinstance(error, InferenceServerException) else type(error).__name__
             text = error.message() if isinstance(error, InferenceServerException) else str(error)
-            raise InferenceError(model, status, (text or "").strip()) from error
-        if is_deadline(error) or self.attempts >= self.policy.max_attempts:
-            raise self.unavailable(describe(error)) from error
-        wait = self.policy.backoff(self.attempts)
+            raise InferenceError(model, status, (text or "").strip(), attempt) from error
+        if is_deadline(error) or attempt >= self.policy.max_attempts:
+            raise self.unavailable(attempt, describe(error)) from error
+        wait = self.policy.backoff(attempt)
         if wait >= self.remaining():
-            raise self.unavailable(describe(error)) from error
+            raise self.unavailable(attempt, describe(error)) from error
         return wait
 
 
@@ -125,6 +130,23 @@ def _assemble(
         request_id=request_id,
         index=index,
     )
+
+
+def record_predictions(model: str, prediction: Prediction, path: Path | None) -> None:
+    """Store which version answered each row of ``prediction`` (``control_plane.feedback``)."""
+    from control_plane.feedback import FeedbackStore
+    from tritonops.settings import load_settings
+
+    with FeedbackStore(path if path is not None else load_settings().state_path) as store:
+        for row_id, label in zip(prediction.request_ids, prediction.labels.tolist(), strict=True):
+            store.record_prediction(row_id, model, int(prediction.version), label)
+
+
+def record_feedback(request_id: str, label: object, path: Path | None) -> None:
+    """Store the right answer for one row id (``Prediction.request_ids``)."""
+    from control_plane.feedback import record_feedback as store_feedback
+
+    store_feedback(request_id, label, path=path)
 
 
 def _rows_per_request(options: ClientOptions, signature: Signature) -> int:
@@ -154,12 +176,12 @@ class TritonClient:
         self._lock = threading.Lock()
 
     def _call(self, model: str, deadline: _Deadline, action: Callable[[float], T]) -> T:
-        while True:
-            deadline.attempts += 1
+        for attempt in itertools.count(1):
             try:
                 return action(max(deadline.remaining(), 0.001))
             except TRANSPORT_ERRORS as error:
-                time.sleep(deadline.next_wait(model, error))
+                time.sleep(deadline.next_wait(model, error, attempt))
+        raise AssertionError("unreachable")
 
     def _config(self, model: str, deadline: _Deadline) -> Mapping[str, Any]:
         return self._call(model, deadline, lambda left: self._transport.model_config(model, left))
@@ -205,7 +227,14 @@ class TritonClient:
             tensors = encode(signature, chunk)
             infer = functools.partial(self._transport.infer, served, tensors, request_id)
             answers.append(self._call(served, deadline, infer))
-        return _assemble(signature, served, answers, request_id, frame.index)
+        prediction = _assemble(signature, served, answers, request_id, frame.index)
+        if self.options.record_predictions:
+            record_predictions(self.model, prediction, self.options.feedback_path)
+        return prediction
+
+    def feedback(self, request_id: str, label: object) -> None:
+        """The true label for a row answered earlier (an id from ``Prediction.request_ids``)."""
+        record_feedback(request_id, label, self.options.feedback_path)
 
     def close(self) -> None:
         self._transport.close()
@@ -237,12 +266,12 @@ class AsyncTritonClient:
         self._lock = asyncio.Lock()
 
     async def _call(self, model: str, deadline: _Deadline, action: Callable[[float], Awaitable[T]]) -> T:
-        while True:
-            deadline.attempts += 1
+        for attempt in itertools.count(1):
             try:
                 return await action(max(deadline.remaining(), 0.001))
             except TRANSPORT_ERRORS as error:
-                await asyncio.sleep(deadline.next_wait(model, error))
+                await asyncio.sleep(deadline.next_wait(model, error, attempt))
+        raise AssertionError("unreachable")
 
     async def _config(self, model: str, deadline: _Deadline) -> Mapping[str, Any]:
         return await self._call(model, deadline, lambda left: self._transport.model_config(model, left))
@@ -290,7 +319,14 @@ class AsyncTritonClient:
 
         chunks = split_rows(frame, _rows_per_request(self.options, signature))
         answers = await asyncio.gather(*(one(chunk) for chunk in chunks))
-        return _assemble(signature, served, answers, request_id, frame.index)
+        prediction = _assemble(signature, served, answers, request_id, frame.index)
+        if self.options.record_predictions:
+            await asyncio.to_thread(record_predictions, self.model, prediction, self.options.feedback_path)
+        return prediction
+
+    async def feedback(self, request_id: str, label: object) -> None:
+        """The true label for a row answered earlier (an id from ``Prediction.request_ids``)."""
+        await asyncio.to_thread(record_feedback, request_id, label, self.options.feedback_path)
 
     async def close(self) -> None:
         await self._transport.close()

@@ -5,8 +5,9 @@ ClientError
  ├── InputError              the data given to ``predict`` does not fit the model's features
  │    └── MissingFeatureError    a DataFrame lacks columns the model needs
  ├── InferenceError          Triton answered with an error that retrying will not fix
- ├── ServerUnavailableError  no answer within the deadline (server down, overloaded or unreachable)
- └── FeedbackError           ground truth could not be recorded
+ └── ServerUnavailableError  no answer within the deadline (server down, overloaded or unreachable)
+
+Ground-truth feedback is stored by the control plane; its refusals are ``control_plane.errors.FeedbackError``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ class MissingFeatureError(InputError):
 class InferenceError(ClientError):
     """Triton rejected the request (bad input, unknown model...): not retried."""
 
-    def __init__(self, model: str, status: str, detail: str) -> None:
+    def __init__(self, model: str, status: str, detail: str, attempts: int = 1) -> None:
         self.model = model
         self.status = status
         self.detail = detail
+        self.attempts = attempts
         super().__init__(f"model {model!r}: Triton rejected the request ({status}): {detail}")
 
 
@@ -69,7 +71,3 @@ class ServerUnavailableError(ClientError):
             f"Triton at {url} gave no answer: {attempts} attempt(s) in {elapsed:.2f} s "
             f"(deadline {deadline:g} s); last error: {last_error}"
         )
-
-
-class FeedbackError(ClientError):
-    """Ground-truth feedback was refused (unknown request id, label not a class of the model...)."""

@@ -26,6 +26,13 @@ class Prediction:
         return len(self.labels)
 
     @property
+    def request_ids(self) -> tuple[str, ...]:
+        """One id per row for ``feedback``: ``request_id`` itself for one row, ``<request_id>/<row>`` otherwise."""
+        if len(self.labels) == 1:
+            return (self.request_id,)
+        return tuple(f"{self.request_id}/{row}" for row in range(len(self.labels)))
+
+    @property
     def canary(self) -> bool:
         return self.model.endswith("__canary")
 

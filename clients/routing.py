@@ -2,7 +2,8 @@
 
 With a key (user id, session...) the choice is sticky: the key's hash decides, so one key always lands on the
 same side while the weight stays the same, and raising the weight only moves keys from live to canary. Without a
-key, a counter keeps the canary's count at floor(requests x weight): the exact share over any run of requests (no sampling noise).
+key, a counter keeps the canary's count at floor(requests x weight): the exact share over any run of
+requests, with no sampling noise.
 """
 
 from __future__ import annotations

@@ -53,7 +53,6 @@ def test_public_names_are_pinned() -> None:
         "ClientError",
         "ClientOptions",
         "Feature",
-        "FeedbackError",
         "InferenceError",
         "InputError",
         "MissingFeatureError",
