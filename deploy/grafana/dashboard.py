@@ -109,7 +109,7 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             ),
             PanelSpec(
                 "Error ratio",
-                "Failed requests / all requests (Triton).",
+                "(Triton failures + requests the backend rejected as invalid) / all requests.",
                 (Query(f"model_version:nv_inference_error_ratio:rate1m{{{TRITON}}}"),),
                 unit="percentunit",
                 width=8,

@@ -193,6 +193,8 @@ def test_every_triton_and_backend_panel_returns_series_for_the_demo_model(
     invalid = _query(
         prometheus, f'sum by (reason) (model_version_reason:tritonops_invalid_requests:rate1m{{model="{MODEL}"}})'
     )
+    errors = _query(prometheus, f'model_version:nv_inference_error_ratio:rate1m{{model="{MODEL}"}}')
+    assert 0 < float(errors[0]["value"][1]) < 0.2  # 1 row in 25 is NaN; Triton alone would say 0
     by_reason = {r["metric"]["reason"]: float(r["value"][1]) for r in invalid}
     assert by_reason["nan"] > 0, by_reason  # only NaN rows were sent as bad input
     assert all(rate == 0 for reason, rate in by_reason.items() if reason != "nan"), by_reason
