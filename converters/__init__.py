@@ -1,7 +1,51 @@
-"""converters: trained sklearn / PyTorch classifiers -> parity-checked ONNX model versions in a Triton repository."""
+"""converters: trained sklearn / PyTorch classifiers -> parity-checked ONNX model versions in a Triton repository.
 
-from converters.errors import ConversionError
-from converters.manifest import Manifest, load_manifest
+version = convert_sklearn(pipeline, training_frame, name="churn", repository=Path("model_repository"))
+version.manifest.parity.max_abs_prob_diff
+"""
+
+from converters.convert import ConversionOptions, convert_sklearn, convert_torch
+from converters.errors import (
+    ClassesError,
+    ConversionError,
+    ExportError,
+    FeatureMismatchError,
+    FeatureNameError,
+    ManifestError,
+    ModelLoadError,
+    NotAClassifierError,
+    NotFittedError,
+    OnnxRuntimeError,
+    ParityError,
+    RepositoryError,
+    UnsupportedModelError,
+)
+from converters.manifest import Manifest, ParityThresholds, load_manifest
 from converters.reference import assign_bins
+from converters.repository import ModelVersion, list_models, list_versions
 
-__all__ = ["ConversionError", "Manifest", "assign_bins", "load_manifest"]
+__all__ = [
+    "ClassesError",
+    "ConversionError",
+    "ConversionOptions",
+    "ExportError",
+    "FeatureMismatchError",
+    "FeatureNameError",
+    "Manifest",
+    "ManifestError",
+    "ModelLoadError",
+    "ModelVersion",
+    "NotAClassifierError",
+    "NotFittedError",
+    "OnnxRuntimeError",
+    "ParityError",
+    "ParityThresholds",
+    "RepositoryError",
+    "UnsupportedModelError",
+    "assign_bins",
+    "convert_sklearn",
+    "convert_torch",
+    "list_models",
+    "list_versions",
+    "load_manifest",
+]

@@ -21,6 +21,7 @@ from converters.errors import ClassesError, ParityError
 from converters.features import LABEL_OUTPUT, PROBABILITIES_OUTPUT, FeatureLayout
 from converters.graph import opset
 from converters.manifest import (
+    ClassLabel,
     ExpectedOutputs,
     FeatureReference,
     Manifest,
@@ -30,7 +31,7 @@ from converters.manifest import (
     PredictionMix,
     Reference,
 )
-from converters.parity import check_parity, native_labels
+from converters.parity import BOUNDARY_JUMP, check_parity, native_labels
 from converters.prepared import PreparedModel
 from converters.reference import DEFAULT_NUMERIC_BINS, categorical_reference, numeric_reference
 from converters.repository import NATIVE_SUFFIX, ModelVersion, VersionContent, validate_model_name, write_version
@@ -46,6 +47,7 @@ from serving.model_config import (
 )
 
 Progress = Callable[[str], None]
+_FLOAT32_ULPS = 4 * 2.0**-24
 LABELS_FILE = "labels.txt"
 SIGNATURE_PARAMETER = "tritonops.signature"
 
@@ -91,9 +93,41 @@ def run_parity(
         )
     onnx_labels, onnx_probabilities = onnx_model.predict(prepared.layout.onnx_feeds(rows))
     result = check_parity(
-        expected_labels, expected_probabilities, native_labels(onnx_labels), onnx_probabilities, options.thresholds
+        expected_labels,
+        expected_probabilities,
+        native_labels(onnx_labels),
+        onnx_probabilities,
+        options.thresholds,
+        boundary_rows(prepared, rows, expected_labels, expected_probabilities),
     )
     return result, rows
+
+
+def boundary_rows(
+    prepared: PreparedModel,
+    rows: pd.DataFrame,
+    labels: Sequence[ClassLabel],
+    probabilities: npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """Rows where the original model jumps when every numeric input moves by ~4 float32 ulps up or down.
+
+    The step scales with the value and its column's typical magnitude, so it also covers the rounding of
+    centring (``x - mean``) in float32.
+    """
+    numeric = [f.name for f in prepared.layout.features if f.dtype == "float"]
+    jumped = np.zeros(len(rows), dtype=bool)
+    if not numeric or rows.empty:
+        return jumped
+    values = rows[numeric].to_numpy(dtype=np.float64)
+    magnitude = np.nan_to_num(np.abs(values)) + np.nan_to_num(np.nanmean(np.abs(values), axis=0))
+    step = _FLOAT32_ULPS * magnitude
+    for sign in (1.0, -1.0):
+        moved = rows.copy()
+        moved[numeric] = values + sign * step
+        moved_labels, moved_probabilities = prepared.predict(moved)
+        jumped |= np.array([a != b for a, b in zip(labels, moved_labels, strict=True)], dtype=bool)
+        jumped |= np.abs(moved_probabilities - probabilities).max(axis=1) > BOUNDARY_JUMP
+    return jumped
 
 
 def _json_column(values: pd.Series, dtype: str) -> list[float | str | None]:

@@ -109,3 +109,71 @@ def deduplicate_opsets(model: onnx.ModelProto) -> None:
         best[entry.domain] = max(best.get(entry.domain, 0), int(entry.version))
     del model.opset_import[:]
     model.opset_import.extend([helper.make_opsetid(domain, version) for domain, version in best.items()])
+
+
+def inputs_as_float32(model: onnx.ModelProto) -> None:
+    """Make float64 graph inputs float32 (what Triton sends), cast to float64 inside the graph (exact)."""
+    graph = model.graph
+    casts = []
+    for value in graph.input:
+        tensor_type = value.type.tensor_type
+        if tensor_type.elem_type != TensorProto.DOUBLE:
+            continue
+        inner = f"tritonops_f64_{value.name}"
+        for node in graph.node:
+            node.input[:] = [inner if name == value.name else name for name in node.input]
+        tensor_type.elem_type = TensorProto.FLOAT
+        casts.append(helper.make_node("Cast", [value.name], [inner], to=TensorProto.DOUBLE))
+    for cast in reversed(casts):
+        graph.node.insert(0, cast)
+
+
+def join_stages(front: onnx.ModelProto, back: onnx.ModelProto, back_input: str) -> onnx.ModelProto:
+    """One graph: ``front``'s single output, cast to float32, feeds ``back``'s input ``back_input``.
+
+    ``back``'s tensors get a prefix so the two graphs' names can't collide; its outputs keep their names.
+    """
+    (link,) = [value.name for value in front.graph.output]
+    prefix = "tritonops_stage2_"
+    back = onnx.compose.add_prefix(back, prefix, rename_outputs=False)
+    joined = onnx.ModelProto()
+    joined.CopyFrom(front)
+    graph = joined.graph
+    graph.node.append(helper.make_node("Cast", [link], [prefix + back_input], to=TensorProto.FLOAT))
+    graph.node.extend(back.graph.node)
+    graph.initializer.extend(back.graph.initializer)
+    graph.value_info.extend(back.graph.value_info)
+    del graph.output[:]
+    graph.output.extend(back.graph.output)
+    joined.opset_import.extend(back.opset_import)
+    joined.ir_version = max(front.ir_version, back.ir_version)
+    deduplicate_opsets(joined)
+    return joined
+
+
+def imputers_as_where(model: onnx.ModelProto) -> None:
+    """Rewrite ``ai.onnx.ml.Imputer`` nodes as ``Where(IsNaN(x) | x == v, fill, x)`` in float64.
+
+    ONNX Runtime implements ``Imputer`` for float32 only; the float64 preprocessing stage needs this form.
+    """
+    graph = model.graph
+    rewritten: list[onnx.NodeProto] = []
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Imputer" or node.domain != "ai.onnx.ml":
+            rewritten.append(node)
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        fill = np.asarray(attributes.get("imputed_value_floats", []), dtype=np.float64)
+        missing = float(attributes.get("replaced_value_float", np.nan))
+        base = f"tritonops_imputer{index}"
+        graph.initializer.append(numpy_helper.from_array(fill.reshape(1, -1), f"{base}_fill"))
+        (source,) = node.input
+        (target,) = node.output
+        if np.isnan(missing):
+            rewritten.append(helper.make_node("IsNaN", [source], [f"{base}_mask"]))
+        else:
+            graph.initializer.append(numpy_helper.from_array(np.array(missing, dtype=np.float64), f"{base}_value"))
+            rewritten.append(helper.make_node("Equal", [source, f"{base}_value"], [f"{base}_mask"]))
+        rewritten.append(helper.make_node("Where", [f"{base}_mask", f"{base}_fill", source], [target]))
+    del graph.node[:]
+    graph.node.extend(rewritten)

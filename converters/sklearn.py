@@ -6,6 +6,7 @@ int or string classes, a sample whose columns match the training columns.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
+    FunctionTransformer,
     MaxAbsScaler,
     MinMaxScaler,
     OneHotEncoder,
@@ -60,6 +62,9 @@ from converters.features import (
 )
 from converters.graph import (
     deduplicate_opsets,
+    imputers_as_where,
+    inputs_as_float32,
+    join_stages,
     label_as_column,
     merge_numeric_inputs,
     order_outputs,
@@ -136,6 +141,8 @@ def check_sklearn_model(model: object) -> BaseEstimator:
     for step in _steps(model):
         if step in ("passthrough", "drop", None) or isinstance(step, Pipeline | ColumnTransformer):
             continue
+        if isinstance(step, FunctionTransformer) and step.func is None:  # identity, e.g. remainder="passthrough"
+            continue
         if not isinstance(step, CLASSIFIERS + TRANSFORMERS):
             raise UnsupportedModelError(f"step {_dotted(step)}", supported_estimators())
     final = _final_estimator(model)
@@ -193,42 +200,77 @@ def _has_named_column_transformer(model: BaseEstimator) -> bool:
 
 def _original_predict(model: BaseEstimator, named: bool) -> Predict:
     def predict(frame: pd.DataFrame) -> tuple[list[ClassLabel], npt.NDArray[np.float64]]:
-        data: Any = frame if named else frame.to_numpy()
+        data = _original_input(frame, model)
         return native_labels(model.predict(data)), np.asarray(model.predict_proba(data), dtype=np.float64)
 
     return predict
 
 
-def _initial_types(layout: FeatureLayout, per_column: bool) -> list[tuple[str, Any]]:
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+def _initial_types(layout: FeatureLayout, per_column: bool, double: bool) -> list[tuple[str, Any]]:
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
+    number = DoubleTensorType if double else FloatTensorType
     if not per_column:
-        return [(layout.inputs[0].name, FloatTensorType([None, len(layout.features)]))]
-    return [
-        (f.name, FloatTensorType([None, 1]) if f.dtype == "float" else StringTensorType([None, 1]))
-        for f in layout.features
-    ]
+        return [(layout.inputs[0].name, number([None, len(layout.features)]))]
+    return [(f.name, number([None, 1]) if f.dtype == "float" else StringTensorType([None, 1])) for f in layout.features]
 
 
-def sklearn_to_onnx(model: BaseEstimator, layout: FeatureLayout) -> onnx.ModelProto:
-    """Export with skl2onnx (ZipMap off) and give the graph the standard inputs and outputs."""
+def _skl2onnx(model: BaseEstimator, initial_types: list[tuple[str, Any]]) -> onnx.ModelProto:
+    options = {"zipmap": False} if is_classifier(model) else None
     from skl2onnx import convert_sklearn
 
-    per_column = not layout.numeric_only or _has_named_column_transformer(model)
     try:
-        onx: onnx.ModelProto = convert_sklearn(
-            model,
-            initial_types=_initial_types(layout, per_column),
-            options={"zipmap": False},
-            target_opset=TARGET_OPSET,
-        )
+        with warnings.catch_warnings():
+            # skl2onnx passes numpy bools into integer attributes (protobuf deprecates that) and reads SVC's
+            # probA_/probB_ (deprecated with probability=True in sklearn 1.9); the exported graph is fine
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            onx: onnx.ModelProto = convert_sklearn(
+                model, initial_types=initial_types, options=options, target_opset=TARGET_OPSET
+            )
     except Exception as exc:  # skl2onnx raises RuntimeError, KeyError, NotImplementedError, ...
         raise ExportError("skl2onnx", f"{type(exc).__name__}: {exc}") from exc
+    deduplicate_opsets(onx)
+    return onx
+
+
+def _two_stage(model: Pipeline, layout: FeatureLayout, per_column: bool, probe: pd.DataFrame) -> onnx.ModelProto:
+    """Preprocessing in float64 then the estimator in float32, as scikit-learn computes them.
+
+    scikit-learn transforms in float64 and its trees cast the result to float32 before comparing it with
+    thresholds that sit at training values; computing the preprocessing in float32 instead would send rows
+    whose value equals a threshold (common for integer features) down the other branch.
+    """
+    preprocess, estimator = model[:-1], model.steps[-1][1]
+    front = _skl2onnx(preprocess, _initial_types(layout, per_column, double=True))
+    imputers_as_where(front)
+    width = int(np.asarray(preprocess.transform(_original_input(probe, model))).shape[1])
+    from skl2onnx.common.data_types import FloatTensorType
+
+    back = _skl2onnx(estimator, [("features", FloatTensorType([None, width]))])
+    return join_stages(front, back, "features")
+
+
+def _original_input(frame: pd.DataFrame, model: BaseEstimator) -> Any:
+    return frame if getattr(model, "feature_names_in_", None) is not None else frame.to_numpy()
+
+
+def sklearn_to_onnx(model: BaseEstimator, layout: FeatureLayout, probe: pd.DataFrame) -> onnx.ModelProto:
+    """Export with skl2onnx (ZipMap off) and give the graph the standard inputs and outputs.
+
+    ``probe``: a few rows in model order, used to learn the width of the preprocessing output.
+    """
+    per_column = not layout.numeric_only or _has_named_column_transformer(model)
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        onx = _two_stage(model, layout, per_column, layout.model_frame(probe))
+    else:
+        onx = _skl2onnx(model, _initial_types(layout, per_column, double=False))
     outputs = [value.name for value in onx.graph.output]
     if len(outputs) != 2:
         raise ExportError("skl2onnx", f"expected a label and a probabilities output, got {outputs}")
     for old, new in zip(outputs, (LABEL_OUTPUT, PROBABILITIES_OUTPUT), strict=True):
         rename_tensor(onx, old, new)
+    inputs_as_float32(onx)
     if layout.numeric_only and per_column:
         merge_numeric_inputs(onx, layout.names)
     elif not layout.numeric_only:
@@ -274,7 +316,7 @@ def prepare_sklearn(model: object, sample: pd.DataFrame | npt.ArrayLike) -> Prep
     frame = align_sample(as_frame(sample, expected), expected, int(getattr(estimator, "n_features_in_", 0)))
     strict = _strict_categories(estimator, [str(c) for c in frame.columns])
     draft = build_layout(frame, {}, strict)
-    onx = sklearn_to_onnx(estimator, draft)
+    onx = sklearn_to_onnx(estimator, draft, frame.iloc[:2])
     allow_nan = _nan_tolerant(estimator, frame, draft, onx.SerializeToString(), named)
     layout = build_layout(frame, allow_nan, strict)
     source = Source(
