@@ -1,0 +1,319 @@
+"""Side-by-side benchmark: in-process ONNX Runtime, Triton (HTTP + gRPC), Flask + joblib, MLServer.
+
+``python -m loadtest.bench`` (``make bench``) trains one model (RandomForest, 50 trees, depth 8, 20 features),
+converts it with tritonops, then puts each server under the same load from a real generator (``wrk`` for JSON
+over HTTP, ``h2load`` for gRPC) at the same number of connections, one target at a time, on this machine.
+Prints a table (req/s, p50, p99, rows/s, ratio to Flask and to the in-process limit), writes ``bench.json``
+and ``bench.png`` to ``--out``, and says which DESIGN targets were met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import grpc
+import joblib
+import numpy as np
+import numpy.typing as npt
+import requests
+import tritonclient.grpc as grpcclient
+from rich.console import Console
+from tritonclient.grpc import service_pb2
+
+from loadtest import payloads
+from loadtest.errors import BenchmarkError
+from loadtest.generators import LoadResult, run_h2load, run_wrk
+from loadtest.inprocess import measure
+from loadtest.peers import flask_baseline, mlserver_peer
+from loadtest.report import BenchRow, render, with_ratios, write_chart, write_json
+from serving.triton import ServerOptions, TritonServer
+
+MODEL = "bench"
+ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "flask", "mlserver")
+INPROCESS_BATCHES = (1, 32, 256)
+
+console = Console(highlight=False, width=160)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run and for how long."""
+
+    duration: float = 10.0
+    connections: int = 64
+    targets: tuple[str, ...] = ALL_TARGETS
+    out: Path = Path("runs/bench")
+    inprocess_seconds: float = 3.0
+    batch_rows: int = 256
+    generator_threads: int = 1
+    n_features: int = 20
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.targets) - set(ALL_TARGETS))
+        if unknown:
+            raise BenchmarkError(f"--targets: unknown {unknown}; choose from {list(ALL_TARGETS)}")
+        if self.duration < 1 or self.connections < 1 or self.batch_rows < 1:
+            raise BenchmarkError(
+                f"--duration (>= 1 s), --connections and --batch-rows (>= 1) got "
+                f"{self.duration}, {self.connections}, {self.batch_rows}"
+            )
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    onnx_path: Path
+    joblib_path: Path
+    repository: Path
+    rows: npt.NDArray[np.float32]
+
+
+def prepare_model(work: Path, n_features: int) -> BenchModel:
+    """Train the bench model, convert it into a fresh repository, and pickle it for the peers."""
+    from converters.convert import convert_sklearn
+    from examples.train import train_numeric_pipeline
+
+    trained = train_numeric_pipeline(n_rows=600, n_features=n_features, seed=0)
+    repository = work / "model_repository"
+    repository.mkdir(parents=True)
+    written = convert_sklearn(trained.model, trained.frame, name=MODEL, repository=repository)
+    joblib_path = work / "model.joblib"
+    joblib.dump(trained.model, joblib_path)
+    rows = trained.frame.to_numpy(dtype=np.float32)
+    return BenchModel(written.path / "model.onnx", joblib_path, repository, rows)
+
+
+def _batch(rows: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
+    return np.ascontiguousarray(np.tile(rows, (-(-n // len(rows)), 1))[:n])
+
+
+def _row(target: str, protocol: str, rows_per_request: int, load: LoadResult) -> BenchRow:
+    return BenchRow(
+        target=target,
+        protocol=protocol,
+        rows_per_request=rows_per_request,
+        connections=load.connections,
+        requests=load.requests,
+        failures=load.failures,
+        rps=load.rps,
+        p50_ms=load.p50_ms,
+        p99_ms=load.p99_ms,
+        rows_per_s=load.rps * rows_per_request,
+    )
+
+
+def _check_http(url: str, body: str, expect_key: str) -> None:
+    """One request before the load: the body must be answered with a 200 carrying ``expect_key``."""
+    answer = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+    if answer.status_code != 200 or expect_key not in answer.text:
+        raise BenchmarkError(f"pre-flight POST {url} answered {answer.status_code}: {answer.text[:300]}")
+
+
+def _check_grpc(target: str, framed: bytes, rows: int) -> None:
+    """Send the exact gRPC body h2load will send; it must come back with ``rows`` labels."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(payloads.GRPC_INFER_PATH)
+        raw = call(framed[5:], timeout=10)
+    response = service_pb2.ModelInferResponse.FromString(raw)
+    names = [output.name for output in response.outputs]
+    if "label" not in names or response.outputs[names.index("label")].shape[0] != rows:
+        raise BenchmarkError(f"pre-flight gRPC ModelInfer answered outputs {names} for {rows} rows")
+
+
+def _success_count(grpc_url: str) -> int:
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+        stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"]
+    return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+
+
+def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
+    rows = []
+    for batch in INPROCESS_BATCHES:
+        result = measure(model.onnx_path, model.rows, batch, config.inprocess_seconds)
+        console.print(f"  in-process ORT batch {batch}: {result.rows_per_s:,.0f} rows/s")
+        rows.append(
+            BenchRow(
+                "onnxruntime", "in-process", batch, 0, result.calls, 0,
+                result.calls / result.seconds, result.p50_ms, result.p99_ms, result.rows_per_s,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> list[BenchRow]:
+    rows: list[BenchRow] = []
+    options = ServerOptions(model_repository=model.repository, load_models=[MODEL], work_dir=work / "triton")
+    with TritonServer(options) as server:
+        for n in (1, config.batch_rows):
+            data = _batch(model.rows, n)
+            if "triton-http" in config.targets:
+                url = f"http://{server.http_url}/v2/models/{MODEL}/infer"
+                body = payloads.triton_json(data)
+                _check_http(url, body, '"label"')
+                load = run_wrk(url, body, config.connections, config.duration, config.generator_threads)
+                rows.append(_row("triton", "http", n, load))
+                console.print(f"  triton http {n} row(s)/req: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+            if "triton-grpc" in config.targets:
+                framed = payloads.triton_grpc(MODEL, data)
+                _check_grpc(server.grpc_url, framed, n)
+                before = _success_count(server.grpc_url)
+                load = run_h2load(
+                    f"http://{server.grpc_url}{payloads.GRPC_INFER_PATH}",
+                    framed,
+                    config.connections,
+                    config.duration,
+                    payloads.GRPC_HEADERS,
+                    config.generator_threads,
+                )
+                unanswered = max(0, load.requests - (_success_count(server.grpc_url) - before))
+                rows.append(_row("triton", "grpc", n, replace(load, failures=load.failures + unanswered)))
+                console.print(f"  triton grpc {n} row(s)/req: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+    return rows
+
+
+def bench_flask(model: BenchModel, config: BenchConfig, work: Path) -> list[BenchRow]:
+    process, base = flask_baseline(model.joblib_path, work)
+    body = payloads.flask_json(model.rows[:1])
+    with process:
+        _check_http(f"{base}/predict", body, '"labels"')
+        load = run_wrk(f"{base}/predict", body, config.connections, config.duration, config.generator_threads)
+    console.print(f"  flask+gunicorn: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+    return [_row("flask", "http", 1, load)]
+
+
+def bench_mlserver(model: BenchModel, config: BenchConfig, work: Path) -> list[BenchRow]:
+    process, base = mlserver_peer(model.joblib_path, MODEL, work)
+    url = f"{base}/v2/models/{MODEL}/infer"
+    body = payloads.mlserver_json(model.rows[:1])
+    with process:
+        _check_http(url, body, '"predict_proba"')
+        load = run_wrk(url, body, config.connections, config.duration, config.generator_threads)
+    console.print(f"  mlserver: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+    return [_row("mlserver", "http", 1, load)]
+
+
+def verdicts(rows: Sequence[BenchRow], batch_rows: int) -> list[dict[str, Any]]:
+    """The DESIGN performance targets, each with the measured value and whether it was met."""
+    found: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, threshold: float, higher_is_better: bool = True) -> None:
+        if value is not None:
+            met = value >= threshold if higher_is_better else value <= threshold
+            found.append({"target": name, "value": round(value, 3), "threshold": threshold, "met": met})
+
+    for r in rows:
+        if r.target == "triton" and r.rows_per_request == 1:
+            add(f"triton {r.protocol} req/s >= 60x Flask", r.x_flask, 60.0)
+            add(f"triton {r.protocol} p99 <= 10 ms", r.p99_ms, 10.0, higher_is_better=False)
+            add(f"triton {r.protocol} req/s >= 20x MLServer", r.x_mlserver, 20.0)
+        if r.target == "triton" and r.protocol == "grpc" and r.rows_per_request == batch_rows:
+            add(f"triton grpc {batch_rows} rows/req >= 50% of in-process rows/s", r.of_limit, 0.5)
+    return found
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: version(p) for p in ("nvidia-pytriton", "onnxruntime", "scikit-learn", "Flask", "gunicorn")},
+    }
+
+
+STEPS: dict[str, Callable[[BenchModel, BenchConfig, Path], list[BenchRow]]] = {
+    "flask": bench_flask,
+    "mlserver": bench_mlserver,
+}
+
+
+def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path]:
+    """Run every selected target in turn; returns the rows (with ratios), the verdicts and the JSON path."""
+    started = time.monotonic()
+    config.out.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {"machine_before": machine(), "config": {**asdict(config), "out": str(config.out)}}
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix="tritonops-bench-") as tmp:
+        work = Path(tmp)
+        console.print(f"[bold]preparing[/] the model ({config.n_features} features) and its repository")
+        model = prepare_model(work, config.n_features)
+        if "inprocess" in config.targets:
+            console.print("[bold]in-process[/] ONNX Runtime, 1 thread")
+            rows += bench_inprocess(model, config)
+        if {"triton-http", "triton-grpc"} & set(config.targets):
+            console.print(f"[bold]triton[/] {config.connections} connections, {config.duration:g} s per run")
+            rows += bench_triton(model, config, work)
+        for name, step in STEPS.items():
+            if name in config.targets:
+                console.print(f"[bold]{name}[/] {config.connections} connections, {config.duration:g} s")
+                rows += step(model, config, work)
+    rows = with_ratios(rows)
+    found = verdicts(rows, config.batch_rows)
+    meta["machine_after"] = {"load_average": os.getloadavg()}
+    meta["seconds"] = round(time.monotonic() - started, 1)
+    title = f"tritonops bench: {meta['machine_before']['cores']} cores, {config.connections} connections"
+    render(rows, console, title)
+    for verdict in found:
+        mark = "[green]met[/]" if verdict["met"] else "[red]missed[/]"
+        console.print(f"  {mark}  {verdict['target']}: {verdict['value']}")
+    json_path = config.out / "bench.json"
+    write_json(json_path, rows, meta, found)
+    write_chart(config.out / "bench.png", rows, title)
+    console.print(f"wrote {json_path} and {config.out / 'bench.png'} in {meta['seconds']} s")
+    return rows, found, json_path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per target (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help=f"comma-separated subset of {','.join(ALL_TARGETS)} (default: all)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.json and bench.png")
+    parser.add_argument("--inprocess-seconds", type=float, default=3.0, help="seconds per in-process batch size")
+    parser.add_argument("--batch-rows", type=int, default=256, help="rows per request in the batched runs")
+    parser.add_argument("--threads", type=int, default=1, help="load-generator threads (wrk / h2load)")
+    args = parser.parse_args(argv)
+    return BenchConfig(
+        duration=args.duration,
+        connections=args.connections,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        out=args.out,
+        inprocess_seconds=args.inprocess_seconds,
+        batch_rows=args.batch_rows,
+        generator_threads=args.threads,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except BenchmarkError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

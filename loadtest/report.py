@@ -1,0 +1,115 @@
+"""The benchmark's results: one row per target, ratios to Flask and to the in-process limit, table/JSON/PNG."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One measured target. ``x_flask`` and ``of_limit`` are filled in by ``with_ratios``."""
+
+    target: str
+    protocol: str
+    rows_per_request: int
+    connections: int
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    rows_per_s: float
+    x_flask: float | None = None
+    x_mlserver: float | None = None
+    of_limit: float | None = None
+
+
+def with_ratios(rows: list[BenchRow]) -> list[BenchRow]:
+    """Request-rate ratios to the Flask and MLServer rows and rows/s as a share of the best in-process rate."""
+    flask = next((r.rps for r in rows if r.target == "flask"), None)
+    mlserver = next((r.rps for r in rows if r.target == "mlserver"), None)
+    limit = max((r.rows_per_s for r in rows if r.protocol == "in-process"), default=None)
+    return [
+        replace(
+            row,
+            x_flask=row.rps / flask if flask and row.protocol != "in-process" else None,
+            x_mlserver=row.rps / mlserver if mlserver and row.protocol != "in-process" else None,
+            of_limit=row.rows_per_s / limit if limit else None,
+        )
+        for row in rows
+    ]
+
+
+def _ratio(value: float | None, suffix: str = "x") -> str:
+    return "-" if value is None else f"{value:,.1f}{suffix}"
+
+
+def render(rows: list[BenchRow], console: Console, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("target", "protocol", "rows/req", "conns", "requests", "fail", "req/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="left" if column in ("target", "protocol") else "right")
+    for column in ("rows/s", "x Flask", "x MLServer", "of limit"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            r.target,
+            r.protocol,
+            str(r.rows_per_request),
+            str(r.connections) if r.connections else "-",
+            f"{r.requests:,}",
+            str(r.failures),
+            f"{r.rps:,.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.rows_per_s:,.0f}",
+            _ratio(r.x_flask),
+            _ratio(r.x_mlserver),
+            "-" if r.of_limit is None else f"{100 * r.of_limit:.0f}%",
+        )
+    console.print(table)
+
+
+def write_json(path: Path, rows: list[BenchRow], meta: dict[str, Any], verdicts: list[dict[str, Any]]) -> None:
+    path.write_text(
+        json.dumps({"meta": meta, "results": [asdict(r) for r in rows], "targets": verdicts}, indent=2),
+        encoding="utf-8",
+    )
+
+
+def write_chart(path: Path, rows: list[BenchRow], title: str) -> None:
+    """Two panels: requests/s (log scale) and rows/s, one bar per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    served = [r for r in rows if r.protocol != "in-process"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 0.55 * len(rows) + 2.0))
+    labels = [f"{r.target} ({r.rows_per_request} row{'s' if r.rows_per_request > 1 else ''}/req)" for r in served]
+    colors = ["#76b900" if r.target.startswith("triton") else "#888888" for r in served]
+    left.barh(labels, [r.rps for r in served], color=colors)
+    left.set_xscale("log")
+    left.set_xlabel("requests / s (log scale)")
+    left.invert_yaxis()
+    for index, r in enumerate(served):
+        left.text(r.rps, index, f" {r.rps:,.0f}  p99 {r.p99_ms:.1f} ms", va="center", fontsize=8)
+    all_labels = [f"{r.target} ({r.rows_per_request}/req)" for r in rows]
+    all_colors = ["#1f77b4" if r.protocol == "in-process" else c for r, c in zip(rows, _colors(rows), strict=True)]
+    right.barh(all_labels, [r.rows_per_s for r in rows], color=all_colors)
+    right.set_xscale("log")
+    right.set_xlabel("rows / s (log scale)")
+    right.invert_yaxis()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _colors(rows: list[BenchRow]) -> list[str]:
+    return ["#76b900" if r.target.startswith("triton") else "#888888" for r in rows]
