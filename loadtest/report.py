@@ -82,34 +82,41 @@ def write_json(path: Path, rows: list[BenchRow], meta: dict[str, Any], verdicts:
     )
 
 
+def _label(row: BenchRow) -> str:
+    where = "in-process" if row.protocol == "in-process" else f"{row.target} {row.protocol}"
+    return f"{where}, {row.rows_per_request} row{'s' if row.rows_per_request > 1 else ''}/req"
+
+
+def _color(row: BenchRow) -> str:
+    if row.protocol == "in-process":
+        return "#1f77b4"
+    return "#76b900" if row.target == "triton" else "#888888"
+
+
 def write_chart(path: Path, rows: list[BenchRow], title: str) -> None:
-    """Two panels: requests/s (log scale) and rows/s, one bar per target."""
+    """Two panels: requests/s of the servers and rows/s of everything, one bar per target (log scales)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     served = [r for r in rows if r.protocol != "in-process"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 0.55 * len(rows) + 2.0))
-    labels = [f"{r.target} ({r.rows_per_request} row{'s' if r.rows_per_request > 1 else ''}/req)" for r in served]
-    colors = ["#76b900" if r.target.startswith("triton") else "#888888" for r in served]
-    left.barh(labels, [r.rps for r in served], color=colors)
-    left.set_xscale("log")
-    left.set_xlabel("requests / s (log scale)")
-    left.invert_yaxis()
-    for index, r in enumerate(served):
-        left.text(r.rps, index, f" {r.rps:,.0f}  p99 {r.p99_ms:.1f} ms", va="center", fontsize=8)
-    all_labels = [f"{r.target} ({r.rows_per_request}/req)" for r in rows]
-    all_colors = ["#1f77b4" if r.protocol == "in-process" else c for r, c in zip(rows, _colors(rows), strict=True)]
-    right.barh(all_labels, [r.rows_per_s for r in rows], color=all_colors)
-    right.set_xscale("log")
-    right.set_xlabel("rows / s (log scale)")
-    right.invert_yaxis()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 0.45 * len(rows) + 2.0))
+    for axis, chosen, values, label in (
+        (left, served, [r.rps for r in served], "requests / s"),
+        (right, rows, [r.rows_per_s for r in rows], "rows / s"),
+    ):
+        positions = list(range(len(chosen)))
+        axis.barh(positions, values, color=[_color(r) for r in chosen])
+        axis.set_yticks(positions, [_label(r) for r in chosen])
+        axis.set_xscale("log")
+        axis.set_xlabel(f"{label} (log scale)")
+        axis.invert_yaxis()
+        axis.set_xlim(right=max(values) * 30)
+        for position, (row, value) in enumerate(zip(chosen, values, strict=True)):
+            note = f" {value:,.0f}" + ("" if row.protocol == "in-process" else f"  p99 {row.p99_ms:.1f} ms")
+            axis.text(value, position, note, va="center", fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def _colors(rows: list[BenchRow]) -> list[str]:
-    return ["#76b900" if r.target.startswith("triton") else "#888888" for r in rows]
