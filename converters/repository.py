@@ -113,8 +113,8 @@ def _place_directory(parent: Path, version: int, files: Mapping[str, bytes]) -> 
         raise RepositoryError(f"{target} already exists; versions are never rewritten")
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent))
     try:
-        for name, data in files.items():
-            _write_file(tmp / name, data)
+        for name in files:
+            _write_file(tmp / name, files[name])
         tmp.chmod(0o755)
         os.rename(tmp, target)
     except BaseException:

@@ -4,7 +4,7 @@ numeric + mixed (string) inputs. Each case is also checked on rows the converter
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,15 @@ TREES = {"random_forest", "extra_trees", "gradient_boosting", "hist_gradient_boo
 INT_CODES = {"alpha": 10, "beta": 20, "gamma": 30, "churn": 1, "stay": 0, "escalate": 7}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """OpenMP threads spinning on a busy 2-core CI box make HistGradientBoosting 10x slower; one is plenty."""
+    with threadpool_limits(1):
+        yield
+
+
 def _fit(model: BaseEstimator, frame: pd.DataFrame, labels: pd.Series) -> BaseEstimator:
-    # training the fixtures only; one thread: OpenMP on a busy 2-core CI box slows HistGradientBoosting a lot
-    with warnings.catch_warnings(), threadpool_limits(1):
+    with warnings.catch_warnings():  # training the fixtures only
         warnings.simplefilter("ignore", ConvergenceWarning)  # short MLP runs
         warnings.simplefilter("ignore", FutureWarning)  # SVC(probability=True) is deprecated in sklearn 1.9
         return model.fit(frame, labels)
