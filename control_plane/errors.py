@@ -16,6 +16,7 @@ ControlPlaneError
  ├── DriftInputError            drift statistics got data that does not fit the reference bins
  ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
  ├── PolicyError                a guardrail policy file is missing or malformed
+ ├── GuardrailActedError        `watch --exit-on-action` stopped after an automatic rollback / canary abort
  └── FeedbackError              ground truth for an unknown request id, or a bad label
 """
 
@@ -133,3 +134,14 @@ class PolicyError(ControlPlaneError):
 
 class FeedbackError(ControlPlaneError):
     """Ground truth that can't be recorded (unknown request id, bad label, bad arguments)."""
+
+
+class GuardrailActedError(ControlPlaneError):
+    """Not a failure of ours: ``watch --exit-on-action`` ends with this status after acting."""
+
+    exit_code = 10
+
+    def __init__(self, model: str, action: str, detail: str) -> None:
+        self.model = model
+        self.action = action
+        super().__init__(f"watch {model!r}: stopped after an automatic {action}: {detail}")

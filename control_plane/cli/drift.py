@@ -14,6 +14,7 @@ from control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDri
 from control_plane.guardrails import load_policy, measure_drift
 from control_plane.metrics import SnapshotStore, metrics_urls
 from control_plane.state import StateStore
+from tritonops.errors import ConfigurationError
 from tritonops.settings import load_settings
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -29,7 +30,7 @@ def parse_duration(text: str) -> float:
     """``90``, ``30s``, ``15m``, ``2h``, ``1d`` -> seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if match is None or float(match[1]) <= 0:
-        raise typer.BadParameter(f"expected a positive duration such as 30s, 15m or 2h, got {text!r}")
+        raise ConfigurationError(f"--window: expected a positive duration such as 30s, 15m or 2h, got {text!r}")
     return float(match[1]) * _UNITS[match[2] or "s"]
 
 
@@ -41,9 +42,9 @@ def resolve_metrics_urls(explicit: list[str]) -> list[str]:
         with StateStore.open(settings.state_path) as store:
             fleet = store.fleet()
         if not fleet:
-            raise typer.BadParameter(
-                "no --metrics-url given and the fleet is empty; add endpoints with `tritonops fleet add`",
-                param_hint="--metrics-url",
+            raise ConfigurationError(
+                "--metrics-url: none given and the fleet is empty; pass --metrics-url or add endpoints with "
+                "`tritonops fleet add HOST:PORT`"
             )
     return metrics_urls(explicit, fleet)
 

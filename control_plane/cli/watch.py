@@ -13,13 +13,14 @@ import typer
 
 from control_plane.cli.app import app, console, error_console
 from control_plane.cli.drift import METRICS_URL_HELP, resolve_metrics_urls
+from control_plane.errors import ControlPlaneError, GuardrailActedError
 from control_plane.exporter import ControlPlaneExporter
 from control_plane.guardrails import Policy, Step, Watcher, load_policy
 from control_plane.metrics import SnapshotStore
 from control_plane.rollout import resolve_actor
 from tritonops.settings import load_settings
 
-EXIT_ACTED = 10
+EXIT_ACTED = GuardrailActedError.exit_code
 """Exit status of ``watch --exit-on-action`` after an automatic rollback or canary abort."""
 
 
@@ -128,4 +129,7 @@ def watch(
                 exporter.stop()
     acted = [s for s in steps if s.action is not None]
     if exit_on_action and acted:
-        raise typer.Exit(EXIT_ACTED if acted[-1].action_error is None else 1)
+        last = acted[-1]
+        if last.action_error is not None:
+            raise ControlPlaneError(f"watch {model!r}: the automatic {last.action} failed: {last.action_error}")
+        raise GuardrailActedError(model, last.action or "", last.action_detail)
