@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from tritonclient.utils import InferenceServerException
 
 from control_plane.feedback import FeedbackStore
-from control_plane.rollout import fleet_add, promote
+from control_plane.rollout import canary, fleet_add, promote
 from control_plane.state import StateStore
 from converters.convert import ConversionOptions, convert_sklearn
 from examples.data import sensor_frame
@@ -74,7 +74,8 @@ def settings(
 class Traffic:
     """Single-row requests to the live model in a thread; every third row has a NaN."""
 
-    def __init__(self, server: TritonServer, rows: np.ndarray) -> None:
+    def __init__(self, server: TritonServer, rows: np.ndarray, targets: tuple[str, ...] = (MODEL,)) -> None:
+        self.targets = targets
         self.client = grpcclient.InferenceServerClient(server.grpc_url)
         self.rows = rows.astype(np.float32)
         self.ok = 0
@@ -86,12 +87,12 @@ class Traffic:
         i = 0
         while not self.stop.is_set() and i < 20_000:  # bounded: at most 20k requests
             row = self.rows[i % len(self.rows)].copy()
-            if i % 3 == 0:
+            if i % 3 == 0 or (len(self.targets) > 1 and i % 4 == 1):
                 row[1] = np.nan
             tensor = grpcclient.InferInput("input", [1, row.size], "FP32")
             tensor.set_data_from_numpy(row.reshape(1, -1))
             try:
-                self.client.infer(MODEL, [tensor])
+                self.client.infer(self.targets[i % len(self.targets)], [tensor])
                 self.ok += 1
             except InferenceServerException:
                 self.refused += 1
@@ -219,3 +220,41 @@ def test_feedback_cli_tracks_accuracy_per_version(settings: Settings) -> None:
     assert "0.5000" in shown.stdout and "1.0000" in shown.stdout
     unknown = _cli(settings, "feedback", "label", "never-sent", "alpha")
     assert unknown.returncode == 4 and "no prediction recorded" in unknown.stderr
+
+
+def test_watch_aborts_a_bad_canary_and_leaves_live_alone(
+    rolled_back: tuple[subprocess.CompletedProcess[str], float, Traffic],
+    settings: Settings,
+    triton_server: TritonServer,
+    tmp_path: Path,
+) -> None:
+    canary(settings, MODEL, 2, 0.5, actor="test", reason="try the regression again")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        "interval_seconds = 0.5\nwindow_seconds = 3\nmin_requests = 20\n[error_rate]\nmax = 0.05\n"
+        "[canary]\nmax_error_rate_increase = 0.05\naccuracy_alpha = 0.05\n"
+    )
+    rows = sensor_frame(n_rows=600, n_features=6, seed=5).frame.to_numpy()
+    # a third of the requests reach the canary alias directly, as a raw HTTP/gRPC client taking part would
+    with Traffic(triton_server, rows, targets=(MODEL, MODEL, f"{MODEL}__canary")):
+        result = _cli(
+            settings,
+            "watch",
+            MODEL,
+            "--policy",
+            str(policy),
+            "--metrics-url",
+            triton_server.metrics_url,
+            "--iterations",
+            "60",
+            "--exit-on-action",
+        )
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert "abort-canary" in result.stdout
+    with StateStore.open(settings.state_path) as store:
+        state = store.model(MODEL)
+        events = store.audit(MODEL)
+    assert state is not None and (state.live, state.canary) == (1, None)
+    breach = [e for e in events if e.action == "guardrail-breach"][-1]
+    assert breach.from_version == 2 and "canary v2" in breach.reason and "live v1" not in breach.reason
+    assert [e.result for e in events if e.action == "abort-canary"] == ["started", "ok"]
