@@ -69,6 +69,25 @@ def label_as_column(model: onnx.ModelProto, label: str = LABEL_OUTPUT) -> None:
     _replace_output(model, flat, helper.make_tensor_value_info(LABEL_OUTPUT, elem_type, [BATCH, 1]))
 
 
+def classifier_head(model: onnx.ModelProto, scores: str, softmax: bool, classes: Sequence[str] | Sequence[int]) -> None:
+    """Turn the ``scores`` ``[N, C]`` output into ``probabilities`` (softmax of logits, or as is) and ``label``.
+
+    ``label`` is the arg-max (first maximum on ties, as ``torch.argmax``) looked up in ``classes``.
+    """
+    graph = model.graph
+    if softmax:
+        graph.node.append(helper.make_node("Softmax", [scores], [PROBABILITIES_OUTPUT], axis=1))
+    else:
+        graph.node.append(helper.make_node("Identity", [scores], [PROBABILITIES_OUTPUT]))
+    index = "tritonops_label_index"
+    graph.node.append(helper.make_node("ArgMax", [PROBABILITIES_OUTPUT], [index], axis=1, keepdims=0))
+    _replace_output(
+        model, scores, helper.make_tensor_value_info(PROBABILITIES_OUTPUT, TensorProto.FLOAT, [BATCH, len(classes)])
+    )
+    graph.output.append(helper.make_tensor_value_info(index, TensorProto.INT64, [BATCH]))
+    labels_from_index(model, index, classes)
+
+
 def labels_from_index(model: onnx.ModelProto, index_output: str, classes: Sequence[str] | Sequence[int]) -> None:
     """Map the int64 class-index output ``index_output`` ``[N]`` to the class names as ``label`` ``[N, 1]``."""
     table = "tritonops_classes"

@@ -145,11 +145,10 @@ def check_sklearn_model(model: object) -> BaseEstimator:
             continue
         if not isinstance(step, CLASSIFIERS + TRANSFORMERS):
             raise UnsupportedModelError(f"step {_dotted(step)}", supported_estimators())
-    final = _final_estimator(model)
-    if isinstance(final, SVC) and not final.probability:
+    if not hasattr(model, "predict_proba"):
+        hint = "refit with SVC(probability=True)" if isinstance(_final_estimator(model), SVC) else "no predict_proba"
         raise UnsupportedModelError(
-            "SVC(probability=False): it has no predict_proba; refit with SVC(probability=True)",
-            supported_estimators(),
+            f"{_dotted(_final_estimator(model))} without class probabilities ({hint})", supported_estimators()
         )
     return model
 

@@ -1,7 +1,8 @@
 """PyTorch classifiers (``nn.Module`` returning logits or probabilities) -> ONNX with ``torch.onnx.export``.
 
-The exported graph takes one FP32 ``input`` ``[N, n_features]`` (dynamic batch), applies softmax when the module
-returns logits, and maps the arg-max to the class names the user supplies, so ``label`` carries those names.
+The module is exported as it is (TorchScript modules too), taking one FP32 ``input`` ``[N, n_features]`` with a
+dynamic batch; ONNX nodes appended to its scores apply softmax when they are logits and map the arg-max to the
+class names the user supplies, so ``label`` carries those names.
 torch is imported lazily: it is an optional extra.
 """
 
@@ -18,8 +19,8 @@ import onnx
 import pandas as pd
 
 from converters.errors import ClassesError, ExportError, FeatureMismatchError, UnsupportedModelError
-from converters.features import NUMERIC_INPUT, PROBABILITIES_OUTPUT, as_frame, build_layout, is_string_column
-from converters.graph import deduplicate_opsets, labels_from_index, order_outputs
+from converters.features import NUMERIC_INPUT, as_frame, build_layout, is_string_column
+from converters.graph import classifier_head, deduplicate_opsets, order_outputs
 from converters.manifest import ClassLabel, ConverterVersions, Source
 from converters.prepared import Predict, PreparedModel
 from converters.versions import package_version
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 ModuleOutput = Literal["logits", "probabilities"]
 TORCH_OPSET = 17
-_INDEX_OUTPUT = "tritonops_label_index"
+_SCORES = "tritonops_scores"
 
 
 def check_classes(classes: Sequence[object]) -> list[str] | list[int]:
@@ -46,22 +47,6 @@ def check_classes(classes: Sequence[object]) -> list[str] | list[int]:
     raise ClassesError(f"class names must be all strings or all integers, got {values}")
 
 
-def _wrapped(module: nn.Module, output: ModuleOutput) -> nn.Module:
-    import torch
-
-    class _Classifier(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = module
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            scores = self.inner(x)
-            probabilities = torch.softmax(scores, dim=1) if output == "logits" else scores
-            return torch.argmax(probabilities, dim=1), probabilities
-
-    return _Classifier().eval()
-
-
 def torch_to_onnx(
     module: nn.Module, n_features: int, classes: list[str] | list[int], output: ModuleOutput = "logits"
 ) -> onnx.ModelProto:
@@ -73,19 +58,19 @@ def torch_to_onnx(
             # the TorchScript-based exporter is deprecated in favour of the dynamo one, which needs onnxscript
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                _wrapped(module, output),
+                module,
                 (torch.zeros(2, n_features, dtype=torch.float32),),
                 f"{workdir}/model.onnx",
                 input_names=[NUMERIC_INPUT],
-                output_names=[_INDEX_OUTPUT, PROBABILITIES_OUTPUT],
-                dynamic_axes={name: {0: "N"} for name in (NUMERIC_INPUT, _INDEX_OUTPUT, PROBABILITIES_OUTPUT)},
+                output_names=[_SCORES],
+                dynamic_axes={NUMERIC_INPUT: {0: "N"}, _SCORES: {0: "N"}},
                 opset_version=TORCH_OPSET,
                 dynamo=False,
             )
             onx = onnx.load(f"{workdir}/model.onnx")
     except Exception as exc:  # torch.onnx raises many error types (tracing, unsupported operators, shapes)
         raise ExportError("torch.onnx.export", f"{type(exc).__name__}: {exc}") from exc
-    labels_from_index(onx, _INDEX_OUTPUT, classes)
+    classifier_head(onx, _SCORES, softmax=output == "logits", classes=classes)
     order_outputs(onx)
     deduplicate_opsets(onx)
     return onx
