@@ -383,8 +383,9 @@ _SNAPSHOT_INDEX = (
 class SnapshotStore:
     """Scrapes kept in the control plane's SQLite file (own table), so windows can reach back in time."""
 
-    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0, keep_seconds: float = 86400.0) -> None:
         self.path = path
+        self.keep_seconds = keep_seconds
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
@@ -411,12 +412,13 @@ class SnapshotStore:
             raise MetricsError(str(self.path), f"snapshot history: {exc}") from exc
 
     def record(self, endpoint: str, snapshot: Snapshot) -> None:
-        """Keep the families the control plane reads from ``snapshot``."""
+        """Keep the families the control plane reads from ``snapshot``; forget those older than ``keep_seconds``."""
         with self._errors():
             self._db.execute(
                 "INSERT INTO tritonops_metric_snapshots (endpoint, taken_at, body) VALUES (?, ?, ?)",
                 (endpoint, snapshot.taken_at, snapshot.restricted().to_json()),
             )
+        self.prune(snapshot.taken_at - self.keep_seconds)
 
     def _one(self, query: str, args: tuple[object, ...]) -> Snapshot | None:
         with self._errors():

@@ -183,3 +183,10 @@ def test_snapshot_history_round_trips_and_looks_back(tmp_path: Path) -> None:
         assert store.prune(before=250.0) == 2
         again = store.oldest("h:8002")
         assert again is not None and again.taken_at == 300.0
+    with SnapshotStore(db, keep_seconds=1000.0) as store:  # recording forgets what is older than keep_seconds
+        store.record("h:8002", parse_metrics(exposition(40, 0, 0, (1, 0, 0)), taken_at=1250.0))
+        kept = store.oldest("h:8002")
+        assert kept is not None and kept.taken_at == 300.0
+        store.record("h:8002", parse_metrics(exposition(50, 0, 0, (1, 0, 0)), taken_at=1400.0))
+        kept = store.oldest("h:8002")
+        assert kept is not None and kept.taken_at == 1250.0
