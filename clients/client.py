@@ -23,7 +23,16 @@ from typing import Any, TypeVar
 import pandas as pd
 from tritonclient.utils import InferenceServerException
 
-from clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, concat, decode_labels, encode, split_rows, to_frame
+from clients.encoding import (
+    LABEL_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    Rows,
+    concat,
+    decode_labels,
+    encode,
+    split_rows,
+    to_rows,
+)
 from clients.errors import InferenceError, ServerUnavailableError
 from clients.prediction import Prediction
 from clients.retry import RetryPolicy, describe, is_deadline, is_retryable
@@ -220,14 +229,14 @@ class TritonClient:
         live, split = self._refresh(deadline)
         served = self._router.choose(self.model, split, key)
         signature = live if split is None or served == self.model else self._canary_signature(split, deadline)
-        frame = to_frame(signature, data)
+        rows = to_rows(signature, data)
         request_id = request_id or uuid.uuid4().hex
         answers = []
-        for chunk in split_rows(frame, _rows_per_request(self.options, signature)):
+        for chunk in split_rows(rows, _rows_per_request(self.options, signature)):
             tensors = encode(signature, chunk)
             infer = functools.partial(self._transport.infer, served, tensors, request_id)
             answers.append(self._call(served, deadline, infer))
-        prediction = _assemble(signature, served, answers, request_id, frame.index)
+        prediction = _assemble(signature, served, answers, request_id, rows.index)
         if self.options.record_predictions:
             record_predictions(self.model, prediction, self.options.feedback_path)
         return prediction
@@ -306,20 +315,20 @@ class AsyncTritonClient:
         live, split = await self._refresh(deadline)
         served = self._router.choose(self.model, split, key)
         signature = live if split is None or served == self.model else await self._canary_signature(split, deadline)
-        frame = to_frame(signature, data)
+        rows = to_rows(signature, data)
         request_id = request_id or uuid.uuid4().hex
         gate = asyncio.Semaphore(self.options.max_in_flight)
 
-        async def one(chunk: pd.DataFrame) -> Answer:
+        async def one(chunk: Rows) -> Answer:
             tensors = encode(signature, chunk)
             async with gate:
                 return await self._call(
                     served, deadline, lambda left: self._transport.infer(served, tensors, request_id, left)
                 )
 
-        chunks = split_rows(frame, _rows_per_request(self.options, signature))
+        chunks = split_rows(rows, _rows_per_request(self.options, signature))
         answers = await asyncio.gather(*(one(chunk) for chunk in chunks))
-        prediction = _assemble(signature, served, answers, request_id, frame.index)
+        prediction = _assemble(signature, served, answers, request_id, rows.index)
         if self.options.record_predictions:
             await asyncio.to_thread(record_predictions, self.model, prediction, self.options.feedback_path)
         return prediction

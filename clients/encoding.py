@@ -30,35 +30,55 @@ class Tensor:
     data: npt.NDArray[Any]
 
 
-def _as_frame(signature: Signature, data: Any) -> pd.DataFrame:
-    names = list(signature.feature_names)
-    if isinstance(data, pd.DataFrame):
-        missing = [name for name in names if name not in data.columns]
-        if missing:
-            raise MissingFeatureError(signature.model, missing, names)
-        return data.loc[:, names]
-    if isinstance(data, Mapping):
-        return _as_frame(signature, pd.DataFrame([data]))
-    array = np.asarray(data, dtype=object if _has_strings(signature) else None)
-    if array.ndim == 1:
-        array = array.reshape(1, -1)
-    if array.ndim != 2:
-        raise InputError(
-            f"model {signature.model!r}: expected a 2-D table of rows, got an array of shape {array.shape}"
-        )
-    if array.shape[1] != len(names):
-        raise InputError(
-            f"model {signature.model!r}: expected {len(names)} columns in feature order {names}, got {array.shape[1]}"
-        )
-    return pd.DataFrame(array, columns=names)
+@dataclass(frozen=True)
+class Rows:
+    """Input rows reduced to the model's features: one 1-D column per feature, and the caller's row index."""
+
+    columns: dict[str, npt.NDArray[Any]]
+    index: pd.Index[Any]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def slice(self, start: int, stop: int) -> Rows:
+        return Rows({name: values[start:stop] for name, values in self.columns.items()}, self.index[start:stop])
 
 
 def _has_strings(signature: Signature) -> bool:
     return any(feature.dtype == "string" for feature in signature.features)
 
 
-def _column(signature: Signature, frame: pd.DataFrame, name: str, dtype: str) -> npt.NDArray[Any]:
-    values = frame[name].to_numpy()
+def to_rows(signature: Signature, data: Any) -> Rows:
+    """``data`` (DataFrame, mapping, array or list of rows) reduced to the model's features.
+
+    DataFrame columns are matched by name (any order, extras ignored); arrays by position, in feature order.
+    """
+    names = list(signature.feature_names)
+    if isinstance(data, pd.DataFrame):
+        missing = [name for name in names if name not in data.columns]
+        if missing:
+            raise MissingFeatureError(signature.model, missing, names)
+        rows = Rows({name: data[name].to_numpy() for name in names}, data.index)
+    elif isinstance(data, Mapping):
+        return to_rows(signature, pd.DataFrame([data]))
+    else:
+        array = np.asarray(data, dtype=object if _has_strings(signature) else None)
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        if array.ndim != 2:
+            raise InputError(f"model {signature.model!r}: expected a 2-D table of rows, got shape {array.shape}")
+        if array.shape[1] != len(names):
+            raise InputError(
+                f"model {signature.model!r}: expected {len(names)} columns in feature order {names}, "
+                f"got {array.shape[1]}"
+            )
+        rows = Rows({name: array[:, i] for i, name in enumerate(names)}, pd.RangeIndex(len(array)))
+    if len(rows) == 0:
+        raise InputError(f"model {signature.model!r}: the input has no rows")
+    return rows
+
+
+def _column(signature: Signature, name: str, dtype: str, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     if dtype == "string":
         return np.array([str(v) for v in values], dtype=object)
     try:
@@ -71,34 +91,20 @@ def _column(signature: Signature, frame: pd.DataFrame, name: str, dtype: str) ->
         ) from exc
 
 
-def row_count(signature: Signature, data: Any) -> int:
-    """How many rows ``data`` holds once shaped for ``signature``."""
-    return len(_as_frame(signature, data))
-
-
-def to_frame(signature: Signature, data: Any) -> pd.DataFrame:
-    """``data`` (DataFrame, mapping, array or list of rows) as a DataFrame with the model's columns, in order."""
-    frame = _as_frame(signature, data)
-    if frame.empty:
-        raise InputError(f"model {signature.model!r}: the input has no rows")
-    return frame
-
-
-def encode(signature: Signature, frame: pd.DataFrame) -> list[Tensor]:
-    """The input tensors for ``frame`` (already in feature order, see ``to_frame``)."""
+def encode(signature: Signature, rows: Rows) -> list[Tensor]:
+    """The input tensors for ``rows`` in the layout of docs/contracts.md."""
     tensors: list[Tensor] = []
     for name, features in signature.tensors().items():
         string_tensor = features[0].dtype == "string"
-        columns = [_column(signature, frame, feature.name, feature.dtype) for feature in features]
-        data = np.stack(columns, axis=1)
-        tensors.append(Tensor(name, "BYTES" if string_tensor else "FP32", data))
+        columns = [_column(signature, f.name, f.dtype, rows.columns[f.name]) for f in features]
+        tensors.append(Tensor(name, "BYTES" if string_tensor else "FP32", np.stack(columns, axis=1)))
     return tensors
 
 
-def split_rows(frame: pd.DataFrame, rows_per_request: int) -> Iterator[pd.DataFrame]:
-    """``frame`` in consecutive slices of at most ``rows_per_request`` rows."""
-    for start in range(0, len(frame), rows_per_request):
-        yield frame.iloc[start : start + rows_per_request]
+def split_rows(rows: Rows, rows_per_request: int) -> Iterator[Rows]:
+    """``rows`` in consecutive slices of at most ``rows_per_request`` rows."""
+    for start in range(0, len(rows), rows_per_request):
+        yield rows.slice(start, start + rows_per_request)
 
 
 def decode_labels(signature: Signature, raw: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -223,7 +223,7 @@ def test_rejected_input_is_not_retried(served: Served, protocol: str) -> None:
 
 def test_canary_split_accuracy_and_sticky_keys(served: Served) -> None:
     _set_weight(served, 0.2)
-    rows = served.sensor[0].frame.iloc[:1]
+    rows = served.sensor[0].frame.iloc[:1].to_numpy()
     live_before, canary_before = _success_counts(served, SENSOR)[0], _success_counts(served, CANARY)[0]
     options = ClientOptions(refresh_interval=0.2)
     with TritonClient(served.server.grpc_url, SENSOR, options=options) as client:

@@ -11,7 +11,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 import clients
-from clients.encoding import decode_labels, encode, split_rows, to_frame
+from clients.encoding import decode_labels, encode, split_rows, to_rows
 from clients.errors import InputError, MissingFeatureError, SignatureError
 from clients.retry import RetryPolicy, is_retryable
 from clients.routing import CanaryRouter, key_position
@@ -97,7 +97,7 @@ def test_canary_split_parsed_and_zero_weight_means_none() -> None:
 def test_shuffled_columns_are_reordered_and_extra_ignored() -> None:
     signature = parse_signature("m", _config(NUMERIC))
     frame = pd.DataFrame({"c": [3.0, 6.0], "extra": ["x", "y"], "a": [1, 4], "b": [2.0, 5.0]})
-    (tensor,) = encode(signature, to_frame(signature, frame))
+    (tensor,) = encode(signature, to_rows(signature, frame))
     assert tensor.name == "input" and tensor.datatype == "FP32"
     np.testing.assert_array_equal(tensor.data, np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32))
 
@@ -105,22 +105,22 @@ def test_shuffled_columns_are_reordered_and_extra_ignored() -> None:
 def test_missing_column_lists_what_is_missing() -> None:
     signature = parse_signature("m", _config(NUMERIC))
     with pytest.raises(MissingFeatureError, match=r"missing column\(s\) \['b'\]; expected all of \['a', 'b', 'c'\]"):
-        to_frame(signature, pd.DataFrame({"a": [1.0], "c": [2.0]}))
+        to_rows(signature, pd.DataFrame({"a": [1.0], "c": [2.0]}))
 
 
 def test_array_with_wrong_width_and_non_numeric_value() -> None:
     signature = parse_signature("m", _config(NUMERIC))
     with pytest.raises(InputError, match=r"expected 3 columns in feature order \['a', 'b', 'c'\], got 2"):
-        to_frame(signature, [[1.0, 2.0]])
+        to_rows(signature, [[1.0, 2.0]])
     with pytest.raises(InputError, match=r"feature 'b' must be numeric, got 'high' \(str\)"):
-        encode(signature, to_frame(signature, pd.DataFrame({"a": [1.0], "b": ["high"], "c": [0.0]})))
+        encode(signature, to_rows(signature, pd.DataFrame({"a": [1.0], "b": ["high"], "c": [0.0]})))
     with pytest.raises(InputError, match="has no rows"):
-        to_frame(signature, pd.DataFrame({"a": [], "b": [], "c": []}))
+        to_rows(signature, pd.DataFrame({"a": [], "b": [], "c": []}))
 
 
 def test_mixed_model_gets_one_tensor_per_feature() -> None:
     signature = parse_signature("m", _config(MIXED))
-    tensors = encode(signature, to_frame(signature, {"plan type": "gold", "age": 31}))
+    tensors = encode(signature, to_rows(signature, {"plan type": "gold", "age": 31}))
     assert [(t.name, t.datatype, t.data.shape) for t in tensors] == [
         ("age", "FP32", (1, 1)),
         ("plan_type", "BYTES", (1, 1)),
@@ -130,8 +130,11 @@ def test_mixed_model_gets_one_tensor_per_feature() -> None:
 
 
 def test_split_rows_covers_every_row_once() -> None:
-    frame = pd.DataFrame({"a": range(10)})
-    assert [len(chunk) for chunk in split_rows(frame, 4)] == [4, 4, 2]
+    signature = parse_signature("m", _config(NUMERIC))
+    rows = to_rows(signature, np.arange(30).reshape(10, 3))
+    chunks = list(split_rows(rows, 4))
+    assert [len(chunk) for chunk in chunks] == [4, 4, 2]
+    assert np.concatenate([chunk.columns["b"] for chunk in chunks]).tolist() == list(range(1, 30, 3))
 
 
 def test_unkeyed_routing_gives_the_exact_share() -> None:
