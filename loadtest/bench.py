@@ -214,6 +214,7 @@ def verdicts(rows: Sequence[BenchRow], batch_rows: int) -> list[dict[str, Any]]:
         if r.target == "triton" and r.rows_per_request == 1:
             add(f"triton {r.protocol} req/s >= 60x Flask", r.x_flask, 60.0)
             add(f"triton {r.protocol} p99 <= 10 ms", r.p99_ms, 10.0, higher_is_better=False)
+            add(f"triton {r.protocol} req/s ahead of MLServer", r.x_mlserver, 1.0)
             add(f"triton {r.protocol} req/s >= 20x MLServer", r.x_mlserver, 20.0)
         if r.target == "triton" and r.protocol == "grpc" and r.rows_per_request == batch_rows:
             add(f"triton grpc {batch_rows} rows/req >= 50% of in-process rows/s", r.of_limit, 0.5)

@@ -1,0 +1,66 @@
+"""Benchmark pieces that need no server: request bodies, ratios, verdicts, option checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2
+
+from loadtest import payloads
+from loadtest.bench import BenchConfig, verdicts
+from loadtest.errors import BenchmarkError
+from loadtest.report import BenchRow, with_ratios
+
+
+def _row(target: str, protocol: str, rps: float, rows: int = 1, p99: float = 5.0) -> BenchRow:
+    return BenchRow(target, protocol, rows, 64, int(rps * 10), 0, rps, 1.0, p99, rps * rows)
+
+
+def test_grpc_body_is_a_framed_model_infer_request() -> None:
+    rows = np.arange(6, dtype=np.float32).reshape(2, 3)
+    framed = payloads.triton_grpc("m", rows)
+    assert framed[0] == 0 and int.from_bytes(framed[1:5], "big") == len(framed) - 5
+    request = service_pb2.ModelInferRequest.FromString(framed[5:])
+    assert (request.model_name, request.inputs[0].name, list(request.inputs[0].shape)) == ("m", "input", [2, 3])
+    np.testing.assert_array_equal(np.frombuffer(request.raw_input_contents[0], dtype=np.float32), rows.ravel())
+    assert [o.name for o in request.outputs] == ["label", "probabilities"]
+
+
+def test_json_bodies_carry_the_same_rows() -> None:
+    rows = np.array([[1.5, 2.0]], dtype=np.float32)
+    assert json.loads(payloads.flask_json(rows)) == {"instances": [[1.5, 2.0]]}
+    triton = json.loads(payloads.triton_json(rows))["inputs"][0]
+    mlserver = json.loads(payloads.mlserver_json(rows))["inputs"][0]
+    assert triton["data"] == mlserver["data"] == [[1.5, 2.0]] and triton["shape"] == [1, 2]
+
+
+def test_ratios_and_verdicts_follow_the_measurements() -> None:
+    rows = with_ratios(
+        [
+            _row("onnxruntime", "in-process", 100_000, rows=256),
+            _row("onnxruntime", "in-process", 40_000, rows=1),
+            _row("triton", "grpc", 6_000, p99=12.0),
+            _row("triton", "grpc", 300, rows=256),
+            _row("flask", "http", 100),
+            _row("mlserver", "http", 400),
+        ]
+    )
+    grpc_single = rows[2]
+    assert grpc_single.x_flask == pytest.approx(60.0) and grpc_single.x_mlserver == pytest.approx(15.0)
+    assert rows[3].of_limit == pytest.approx(300 * 256 / (100_000 * 256))
+    assert rows[0].x_flask is None and rows[0].of_limit == pytest.approx(1.0)
+    met = {v["target"]: v["met"] for v in verdicts(rows, 256)}
+    assert met == {
+        "triton grpc req/s >= 60x Flask": True,
+        "triton grpc p99 <= 10 ms": False,
+        "triton grpc req/s ahead of MLServer": True,
+        "triton grpc req/s >= 20x MLServer": False,
+        "triton grpc 256 rows/req >= 50% of in-process rows/s": False,
+    }
+
+
+def test_unknown_target_is_refused() -> None:
+    with pytest.raises(BenchmarkError, match=r"--targets: unknown \['torchserve'\]"):
+        BenchConfig(targets=("flask", "torchserve"))
