@@ -198,7 +198,11 @@ class Check:
     detail: str
 
     def evidence(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items()}
+        return dict(self.__dict__)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _stats_for(stats: Mapping[tuple[str, str], VersionStats], name: str, version: int) -> VersionStats | None:
@@ -494,9 +498,8 @@ class Watcher:
     def _act(self, step: Step, action: str, causes: Sequence[Check]) -> Step:
         state = step.state
         summary = "; ".join(
-            f"{c.target} v{c.version} {c.guardrail} {c.value:.4g} > {c.limit:.4g} ({self._streaks[_key(c)]} in a row)"
-            if c.value is not None
-            else f"{c.target} v{c.version} {c.guardrail}"
+            f"{c.target} v{c.version} {c.guardrail} {_number(c.value)} (limit {c.limit:.4g}; {c.detail}; "
+            f"{self._streaks[_key(c)]} steps in a row)"
             for c in causes
         )
         reason = f"guardrail breach: {summary}"
