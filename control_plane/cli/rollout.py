@@ -8,7 +8,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from control_plane.cli.app import app, console, error_console
+from control_plane.cli.app import app, console
+from control_plane.errors import FleetApplyError
 from control_plane.fleet import reconcile as reconcile_fleet
 from control_plane.rollout import (
     RolloutResult,
@@ -189,8 +190,10 @@ def reconcile(
     for line in report.skipped:
         console.print(f"[yellow]skipped[/] {line}")
     if not report.ok:
-        error_console.print("[bold red]error:[/] reconcile did not finish on every endpoint (see above)")
-        raise typer.Exit(4)
+        failures = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
+        if report.skipped:
+            failures["skipped"] = "; ".join(report.skipped)
+        raise FleetApplyError("reconcile did not finish on every endpoint", failures)
     console.print("[bold green]in sync[/]" if not dry_run or report.drift_count == 0 else "drift found (dry run)")
 
 
