@@ -1,14 +1,33 @@
-"""Paths shared by the deployment tests."""
+"""Shared by the deployment tests: paths, promtool, and the demo stack (a real tritonserver serving the demo model
+live and as a canary, put there by the control plane's rollout library) with a bounded load generator."""
 
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from control_plane.rollout import canary, fleet_add, promote
+from converters.convert import ConversionOptions, convert_sklearn
+from examples.train import train_numeric_pipeline
+from serving.model_config import ServingOptions
+from serving.triton import TritonServer
+from tritonops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+MODEL = "demo"
+CANARY = f"{MODEL}__canary"
+N_FEATURES = 6
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +36,78 @@ def promtool() -> str:
     path = shutil.which("promtool")
     assert path, "promtool not found: run `make setup` (Debian package prometheus)"
     return path
+
+
+@dataclass(frozen=True)
+class DemoStack:
+    server: TritonServer
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def demo_stack(
+    triton_server: TritonServer, triton_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> DemoStack:
+    """demo v1 live and v2 as a 50% canary with the response cache on, through `fleet add`/`promote`/`canary`.
+
+    Triton 2.51 reports per-model cache hits only where the cache is enabled, and then leaves out the request
+    latency summary: live (no cache) feeds the latency panels, the canary the cache panel.
+    """
+    cached = ConversionOptions(serving=ServingOptions(response_cache=True))
+    for seed, options in ((0, ConversionOptions()), (1, cached)):
+        trained = train_numeric_pipeline(n_rows=300, n_features=N_FEATURES, seed=seed)
+        convert_sklearn(trained.model, trained.frame, name=MODEL, repository=triton_repository, options=options)
+    state = tmp_path_factory.mktemp("control_plane") / "state.db"
+    settings = Settings(repository=triton_repository, state_path=state, admin_token=None)
+    fleet_add(settings, triton_server.grpc_url, actor="tests")
+    promote(settings, MODEL, 1, actor="tests")
+    canary(settings, MODEL, 2, 0.5, actor="tests")
+    return DemoStack(triton_server, settings)
+
+
+@dataclass
+class Load:
+    """Requests sent so far, and how often a NaN row (an invalid request) goes to each model."""
+
+    nan_every: MutableMapping[str, int] = field(default_factory=lambda: {MODEL: 25, CANARY: 0})
+    ok: int = 0
+    rejected: int = 0
+
+
+def _send(server: TritonServer, stop: threading.Event, load: Load, seconds: float) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    rows = np.random.default_rng(0).normal(size=(4, N_FEATURES)).astype(np.float32)
+    deadline = time.monotonic() + seconds
+    i = 0
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            model = MODEL if i % 2 else CANARY
+            batch = rows[i % 4 : i % 4 + 1].copy()
+            every = load.nan_every.get(model, 0)
+            if every and (i // 2) % every == 0:
+                batch[0, 0] = np.nan
+                batch[0, 1] = i  # a fresh row each time: the response cache would answer a repeated one
+            tensor = httpclient.InferInput("input", list(batch.shape), "FP32")
+            tensor.set_data_from_numpy(batch)
+            try:
+                client.infer(model, [tensor])
+                load.ok += 1
+            except InferenceServerException:  # a rejected NaN row is part of the load: counted
+                load.rejected += 1
+            i += 1
+            time.sleep(0.004)
+    finally:
+        client.close()
+
+
+@contextmanager
+def running_load(server: TritonServer, load: Load, seconds: float = 90.0) -> Iterator[Load]:
+    """Send ``load`` to demo and its canary from a thread for at most ``seconds``; stop on exit."""
+    stop = threading.Event()
+    thread = threading.Thread(target=_send, args=(server, stop, load, seconds), daemon=True)
+    thread.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        thread.join(10)
