@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +94,7 @@ class FeedbackStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last commits, never corrupts
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except (OSError, sqlite3.Error) as exc:
@@ -131,6 +132,34 @@ class FeedbackStore:
                 raise FeedbackError(
                     f"request_id {request_id!r}: a prediction is already recorded for it; ids must be unique"
                 ) from None
+
+    def record_predictions(self, model: str, version: int, answers: Iterable[tuple[str, object]]) -> int:
+        """Many ``(request_id, label)`` answers of one version in one transaction: all recorded, or none."""
+        _check_text("model", model)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise FeedbackError(f"version: expected a version number >= 1, got {version!r}")
+        now = time.time()
+        rows = []
+        for request_id, label in answers:
+            _check_text("request_id", request_id)
+            rows.append((request_id, model, version, _label_text(label), now))
+        with self._errors() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO tritonops_predictions (request_id, model, version, label, at) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK")
+                raise FeedbackError(
+                    f"record_predictions: a request id among {len(rows)} is already recorded; nothing was recorded"
+                ) from None
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return len(rows)
 
     def record_feedback(self, request_id: str, true_label: object) -> None:
         """The right answer for ``request_id``; it must have a recorded prediction. A later label replaces one."""

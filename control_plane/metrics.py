@@ -390,6 +390,7 @@ class SnapshotStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last commits, never corrupts
             self._db.execute(_SNAPSHOT_TABLE)
             self._db.execute(_SNAPSHOT_INDEX)
         except (OSError, sqlite3.Error) as exc:

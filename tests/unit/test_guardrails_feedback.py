@@ -78,3 +78,13 @@ def test_canary_comparison_needs_enough_labels(tmp_path: Path) -> None:
         assert comparison.p_value_worse is not None and comparison.p_value_worse < 1e-6
         strict = store.compare_accuracy("m", live=1, canary=2, min_labels=150)
         assert not strict.enough_labels and not strict.canary_worse(alpha=0.05)
+
+
+def test_a_batch_of_predictions_is_recorded_whole_or_not_at_all(tmp_path: Path) -> None:
+    with FeedbackStore(tmp_path / "s.db") as store:
+        assert store.record_predictions("m", 2, [(f"b{i}", "x") for i in range(300)]) == 300
+        with pytest.raises(FeedbackError, match="already recorded; nothing was recorded"):
+            store.record_predictions("m", 2, [("new-1", "x"), ("b7", "x")])
+        with pytest.raises(FeedbackError, match="request_id: expected a non-empty string"):
+            store.record_predictions("m", 2, [("new-2", "x"), ("", "x")])
+        assert [(a.version, a.predictions) for a in store.accuracy_report("m")] == [(2, 300)]
