@@ -8,9 +8,11 @@ from control_plane.cli.app import app, main
 
 # Command groups: importing a module registers its commands on ``app``.
 from control_plane.cli import server as _server  # noqa: F401  isort: skip
+from control_plane.cli import convert as _convert  # noqa: F401  isort: skip
 from control_plane.cli import rollout as _rollout  # noqa: F401  isort: skip
 from control_plane.cli import drift as _drift  # noqa: F401  isort: skip
 from control_plane.cli import watch as _watch  # noqa: F401  isort: skip
 from control_plane.cli import feedback as _feedback  # noqa: F401  isort: skip
+from control_plane.cli import top as _top  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

@@ -1,0 +1,170 @@
+"""``tritonops convert`` and ``tritonops models list|show``: thin wrappers over ``converters``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from control_plane.cli.app import app, console
+from converters import ConversionOptions, ModelVersion, ParityThresholds, list_models, list_versions
+from converters.files import convert_file, parse_classes
+from converters.torch import ModuleOutput
+from serving.model_config import ServingOptions
+from tritonops.settings import load_settings
+
+models_app = typer.Typer(help="Inspect the converted models in the model repository.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+_REPOSITORY_HELP = "Model repository (default: $TRITONOPS_REPOSITORY, else ./model_repository)."
+
+
+def _repository(value: Path | None) -> Path:
+    return value if value is not None else load_settings().repository
+
+
+@app.command("convert")
+def convert(
+    model_file: Path = typer.Argument(..., help="Trained model: .joblib/.pkl/.pickle, .skops, or .pt/.pth/.ts."),
+    name: str = typer.Option(..., "--name", "-n", help="Model name in the repository."),
+    sample: Path = typer.Option(
+        ..., "--sample", "-s", help="CSV or Parquet rows in the training format (parity check + drift reference)."
+    ),
+    repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP),
+    label_column: str = typer.Option(None, help="Column of the sample to drop (the target), if present."),
+    classes: str = typer.Option(
+        None, help="PyTorch only: class names in output order, comma-separated (all digits -> integers)."
+    ),
+    torch_factory: str = typer.Option(
+        None, help="PyTorch state dict: 'module:function' that builds the untrained nn.Module."
+    ),
+    input_dim: int = typer.Option(None, help="Argument passed to --torch-factory (number of input features)."),
+    torch_output: str = typer.Option("logits", help="What the PyTorch module returns: logits or probabilities."),
+    max_batch_size: int = typer.Option(1024, help="Triton max_batch_size."),
+    preferred_batch_size: list[int] = typer.Option(
+        [16, 64, 256], help="Dynamic batching preferred batch size (repeatable)."
+    ),
+    max_queue_delay_us: int = typer.Option(200, help="Dynamic batching max queue delay in microseconds."),
+    instances: int = typer.Option(2, help="Model instances (CPU)."),
+    cache: bool = typer.Option(False, "--cache/--no-cache", help="Enable Triton's response cache for the model."),
+    min_label_agreement: float = typer.Option(1.0, help="Parity: minimum label agreement outside ties (0..1)."),
+    max_prob_diff: float = typer.Option(1e-4, help="Parity: maximum |probability difference| allowed."),
+    parity_rows: int = typer.Option(2000, help="Rows drawn from the sample for the parity check."),
+    native_export: bool = typer.Option(
+        True, "--native-export/--no-native-export", help="Also write <name>__onnxruntime for the NGC image."
+    ),
+) -> None:
+    """Convert a trained classifier to ONNX, check parity, and write the next version into the repository."""
+    if torch_output not in ("logits", "probabilities"):
+        raise typer.BadParameter(f"expected logits or probabilities, got {torch_output!r}", param_hint="--torch-output")
+    module_output: ModuleOutput = "logits" if torch_output == "logits" else "probabilities"
+    options = ConversionOptions(
+        thresholds=ParityThresholds(min_label_agreement=min_label_agreement, max_prob_diff=max_prob_diff),
+        serving=ServingOptions(
+            max_batch_size=max_batch_size,
+            preferred_batch_sizes=tuple(preferred_batch_size),
+            max_queue_delay_microseconds=max_queue_delay_us,
+            instance_count=instances,
+            response_cache=cache,
+        ),
+        parity_rows=parity_rows,
+        native_export=native_export,
+    )
+    started = time.perf_counter()
+    version = convert_file(
+        model_file,
+        sample,
+        name=name,
+        repository=_repository(repository),
+        classes=parse_classes(classes) if classes else None,
+        torch_factory=torch_factory,
+        input_dim=input_dim,
+        torch_output=module_output,
+        label_column=label_column,
+        options=options,
+        progress=lambda step: console.print(f"[dim]>[/] {step}", highlight=False),
+    )
+    _summary(version, time.perf_counter() - started)
+
+
+def _summary(version: ModelVersion, seconds: float | None) -> None:
+    manifest = version.manifest
+    parity = manifest.parity
+    table = Table(title=f"[bold green]converted[/] {manifest.name} version {manifest.version}", show_header=False)
+    table.add_row("path", str(version.path))
+    source = manifest.source
+    table.add_row("source", f"{source.estimator} ({source.framework} {source.framework_version})")
+    table.add_row("inputs", ", ".join(f"{t.name} {t.datatype}[{len(t.features)}]" for t in manifest.inputs))
+    table.add_row("classes", ", ".join(str(c) for c in manifest.classes))
+    table.add_row(
+        "parity",
+        f"{parity.rows} rows, label agreement {parity.label_agreement:.4f}, "
+        f"max |prob diff| {parity.max_abs_prob_diff:.2e}, tie rows {parity.tie_rows}",
+    )
+    table.add_row("onnx", f"opset {manifest.onnx.opset}, sha256 {manifest.onnx.sha256[:16]}...")
+    if seconds is not None:
+        table.add_row("took", f"{seconds:.1f} s")
+    console.print(table)
+
+
+@models_app.command("list")
+def list_command(repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP)) -> None:
+    """Every model in the repository with its versions and newest manifest."""
+    root = _repository(repository)
+    names = list_models(root)
+    if not names:
+        console.print(f"no models in {root}: convert one with `tritonops convert MODEL_FILE --name NAME --sample ...`")
+        return
+    table = Table("model", "versions", "latest", "framework", "estimator", "classes", "created (UTC)")
+    for name in names:
+        versions = list_versions(root, name)
+        latest = versions[-1].manifest
+        table.add_row(
+            name,
+            ", ".join(str(v.version) for v in versions),
+            str(latest.version),
+            latest.source.framework,
+            latest.source.estimator.rsplit(".", 1)[-1],
+            ", ".join(str(c) for c in latest.classes),
+            latest.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Option(None, "--version", "-v", help="Version to show [default: the newest]."),
+    repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest JSON instead of tables."),
+) -> None:
+    """One version's manifest: source, features, parity and reference statistics."""
+    versions = list_versions(_repository(repository), name)
+    chosen = versions[-1] if version is None else next((v for v in versions if v.version == version), None)
+    if chosen is None:
+        raise typer.BadParameter(
+            f"{name} has versions {[v.version for v in versions]}, not {version}", param_hint="--version"
+        )
+    manifest = chosen.manifest
+    if as_json:
+        print(manifest.to_json())
+        return
+    _summary(chosen, None)
+    features = Table("feature", "tensor", "column", "dtype", "NaN ok", "reference")
+    for feature in manifest.features:
+        reference = manifest.reference.features[feature.name]
+        if reference.kind == "numeric":
+            described = f"{len(reference.bin_edges) + 1} bins, NaN {reference.nan_proportion:.1%}"
+        else:
+            described = f"{len(reference.categories)} categories + other"
+        nan_ok = "yes" if feature.allow_nan else "no"
+        features.add_row(feature.name, feature.tensor, str(feature.column), feature.dtype, nan_ok, described)
+    console.print(features)
+    mix = manifest.reference.predictions
+    console.print(
+        "prediction mix on the sample: "
+        + ", ".join(f"{c} {p:.1%}" for c, p in zip(mix.classes, mix.proportions, strict=True)),
+        highlight=False,
+    )
