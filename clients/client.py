@@ -48,6 +48,7 @@ from clients.transport import (
     Protocol_,
     SyncTransport,
 )
+from tritonops.errors import ConfigurationError
 
 T = TypeVar("T")
 TRANSPORT_ERRORS = (InferenceServerException, OSError, asyncio.TimeoutError)
@@ -73,11 +74,11 @@ class ClientOptions:
 
     def __post_init__(self) -> None:
         if self.deadline <= 0:
-            raise ValueError(f"deadline must be > 0 seconds, got {self.deadline}")
+            raise ConfigurationError(f"ClientOptions.deadline must be > 0 seconds, got {self.deadline}")
         if self.rows_per_request is not None and self.rows_per_request < 1:
-            raise ValueError(f"rows_per_request must be >= 1, got {self.rows_per_request}")
+            raise ConfigurationError(f"ClientOptions.rows_per_request must be >= 1, got {self.rows_per_request}")
         if self.max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+            raise ConfigurationError(f"ClientOptions.max_in_flight must be >= 1, got {self.max_in_flight}")
 
 
 @dataclass
@@ -158,6 +159,12 @@ def record_feedback(request_id: str, label: object, path: Path | None) -> None:
     store_feedback(request_id, label, path=path)
 
 
+def _check_protocol(protocol: str) -> Protocol_:
+    if protocol not in ("grpc", "http"):
+        raise ConfigurationError(f"protocol: expected 'grpc' or 'http', got {protocol!r}")
+    return "grpc" if protocol == "grpc" else "http"
+
+
 def _rows_per_request(options: ClientOptions, signature: Signature) -> int:
     return min(options.rows_per_request or signature.max_batch_size, signature.max_batch_size)
 
@@ -173,7 +180,7 @@ class TritonClient:
     def __init__(
         self, url: str, model: str, *, protocol: Protocol_ = "grpc", options: ClientOptions | None = None
     ) -> None:
-        self.url, self.model, self.protocol = url, model, protocol
+        self.url, self.model, self.protocol = url, model, _check_protocol(protocol)
         self.options = options or ClientOptions()
         self._transport: SyncTransport = (
             GrpcTransport(url, self.options.headers)
@@ -263,7 +270,7 @@ class AsyncTritonClient:
     def __init__(
         self, url: str, model: str, *, protocol: Protocol_ = "grpc", options: ClientOptions | None = None
     ) -> None:
-        self.url, self.model, self.protocol = url, model, protocol
+        self.url, self.model, self.protocol = url, model, _check_protocol(protocol)
         self.options = options or ClientOptions()
         self._transport: AsyncTransport = (
             AsyncGrpcTransport(url, self.options.headers)

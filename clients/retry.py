@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from tritonclient.utils import InferenceServerException
 
+from tritonops.errors import ConfigurationError
+
 RETRYABLE_GRPC = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})
 RETRYABLE_HTTP = frozenset({"429", "502", "503", "504"})
 DEADLINE_GRPC = "StatusCode.DEADLINE_EXCEEDED"
@@ -29,9 +31,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+            raise ConfigurationError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
         if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
-            raise ValueError(f"backoff must satisfy 0 <= initial ({self.initial_backoff}) <= max ({self.max_backoff})")
+            raise ConfigurationError(
+                f"RetryPolicy backoff must satisfy 0 <= initial ({self.initial_backoff}) <= max ({self.max_backoff})"
+            )
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to sleep after failed attempt number ``attempt`` (1-based)."""

@@ -16,6 +16,7 @@ from clients.errors import InputError, MissingFeatureError, SignatureError
 from clients.retry import RetryPolicy, is_retryable
 from clients.routing import CanaryRouter, key_position
 from clients.signature import CanarySplit, parse_canary, parse_signature
+from tritonops.errors import ConfigurationError
 
 
 def _config(signature: dict[str, Any], canary: dict[str, Any] | None = None, grpc: bool = False) -> dict[str, Any]:
@@ -161,3 +162,12 @@ def test_retry_classification() -> None:
     assert not is_retryable(InferenceServerException("bad", status="400"))
     policy = RetryPolicy(initial_backoff=0.1, max_backoff=0.3)
     assert all(0.0 <= policy.backoff(n) <= min(0.3, 0.1 * 2 ** (n - 1)) for n in range(1, 8) for _ in range(20))
+
+
+def test_bad_options_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match=r"protocol: expected 'grpc' or 'http', got 'grcp'"):
+        clients.TritonClient("127.0.0.1:1", "m", protocol="grcp")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"ClientOptions.deadline must be > 0 seconds, got 0"):
+        clients.ClientOptions(deadline=0)
+    with pytest.raises(ConfigurationError, match=r"RetryPolicy.max_attempts must be >= 1, got 0"):
+        RetryPolicy(max_attempts=0)
