@@ -143,6 +143,7 @@ def main(demo: Demo, workspace: Workspace, quick: bool) -> None:  # noqa: PLR091
     with demo.step("Start the embedded Triton (explicit model control, admin API locked)") as step:
         server.start()
         console.print(f"HTTP {server.http_url}   gRPC {server.grpc_url}   metrics {server.metrics_url}")
+        demo.cli_env = {**demo.cli_env, "TRITONOPS_METRICS_URLS": server.metrics_url}
         index = requests.post(f"http://{server.http_url}/v2/repository/index", timeout=5)
         if index.status_code == 200:
             raise StepFailed("the model-repository API answered without the admin key")
@@ -192,10 +193,11 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
     with demo.step("Canary v2 at 20% of SDK traffic, then promote it") as step:
         demo.cli("canary", SENSOR, "2", "--weight", "0.2", "--reason", "gradient boosting candidate")
         served = {"live": 0, "canary": 0}
-        batch = sensor_frame(n_rows=1, n_features=16, seed=3).frame
+        requests_sent = 300 if quick else 1000
+        rows = sensor_frame(n_rows=requests_sent, n_features=16, seed=3).frame
         with TritonClient(server.grpc_url, SENSOR, protocol="grpc", options=options) as client:
-            for i in range(300 if quick else 1000):
-                prediction = client.predict(batch, key=f"user-{i}")
+            for i in range(requests_sent):
+                prediction = client.predict(rows.iloc[[i]], key=f"user-{i}")
                 served["canary" if prediction.canary else "live"] += 1
         share = served["canary"] / sum(served.values())
         if not 0.1 < share < 0.3:
@@ -210,8 +212,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
             client.predict(shifted)
         time.sleep(1.5)  # the backend flushes its drift counters every second
         report = demo.cli("drift", SENSOR, "--json", check=False)
-        payload = json.loads(report.stdout)
-        drifted = sorted(f["feature"] for f in payload["features"] if f["drift"])
+        drifted = sorted(json.loads(report.stdout)["drifted_features"])
         if "f03" not in drifted:
             raise StepFailed(f"drift should flag f03, it flagged {drifted}")
         demo.cli("drift", SENSOR, check=False)
@@ -222,7 +223,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         with RawCallers(server, SENSOR, rows) as callers:
             time.sleep(1.0)
             demo.cli("promote", SENSOR, "3", "--reason", "new sensor column")
-            watch = demo.cli("watch", SENSOR, "--iterations", "10", "--interval", "1", "--exit-on-rollback", check=False)
+            watch = demo.cli("watch", SENSOR, "--iterations", "15", "--interval", "1", "--exit-on-action", expect_code=10)
             ok_during, failed_during = callers.snapshot()
             time.sleep(2.0)
             ok_end, failed_end = callers.snapshot()
@@ -247,9 +248,10 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         step.detail = f"sensor back to v1 in {time.monotonic() - started:.1f} s"
 
     with demo.step("A short Locust load (gRPC) against the live version") as step:
-        result = demo.cli(
-            "loadtest", "--host", server.grpc_url, "--model", SENSOR, "--protocol", "grpc",
-            "--users", "8", "--duration", "5" if quick else "15", check=True,
+        result = demo.run(
+            "-m", "loadtest.run", "--model", SENSOR, "--version", "1", "--grpc", server.grpc_url,
+            "--http", server.http_url, "--protocol", "both", "--users", "8", "--duration", "5" if quick else "15",
+            "--max-failures", "0",
         )
         step.detail = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 

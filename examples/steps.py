@@ -7,7 +7,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 class StepFailed(Exception):
@@ -35,7 +35,7 @@ class Demo:
     """Runs titled steps in order; stops at the first failure and prints a summary either way."""
 
     total_steps: int
-    cli_env: Mapping[str, str] = field(default_factory=dict)
+    cli_env: dict[str, str] = field(default_factory=dict)
     results: list[StepResult] = field(default_factory=list)
 
     @contextmanager
@@ -59,12 +59,20 @@ class Demo:
         console.print(f"[bold]$ tritonops {shlex.join(args)}[/]")
         env = {**os.environ, **self.cli_env, "COLUMNS": "120"}
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-        for stream in (done.stdout, done.stderr):
-            if stream.strip():
-                console.print(stream.rstrip(), markup=False)
+        _echo(done)
         wanted = expect_code if expect_code is not None else (0 if check else None)
         if wanted is not None and done.returncode != wanted:
             raise StepFailed(f"`tritonops {shlex.join(args)}` exited {done.returncode}, expected {wanted}")
+        return done
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``python ARGS`` (e.g. ``-m loadtest.run ...``) with the demo's environment; it must succeed."""
+        console.print(f"[bold]$ python {shlex.join(args)}[/]")
+        env = {**os.environ, **self.cli_env, "COLUMNS": "120"}
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+        _echo(done)
+        if done.returncode != 0:
+            raise StepFailed(f"`python {shlex.join(args)}` exited {done.returncode}")
         return done
 
     def summary(self) -> bool:
@@ -84,6 +92,14 @@ class Demo:
             )
         console.print(table)
         return all(r.ok for r in self.results) and len(self.results) == self.total_steps
+
+
+def _echo(done: subprocess.CompletedProcess[str]) -> None:
+    """Show a command's own output as it printed it (no re-wrapping)."""
+    for stream in (done.stdout, done.stderr):
+        if stream.strip():
+            sys.stdout.write(stream.rstrip() + "\n")
+    sys.stdout.flush()
 
 
 def run_demo(main: Callable[[Demo], None], demo: Demo) -> int:

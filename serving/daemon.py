@@ -83,7 +83,7 @@ def server_status(pid_file: Path = DEFAULT_PID_FILE) -> ServerStatus:
     return ServerStatus(record=record, alive=alive, ready=ready)
 
 
-def stop_recorded_server(pid_file: Path = DEFAULT_PID_FILE, grace: float = 10.0) -> ServerRecord:
+def stop_recorded_server(pid_file: Path = DEFAULT_PID_FILE, grace: float = 30.0) -> ServerRecord:
     """SIGTERM the recorded server's process group, SIGKILL after ``grace`` seconds, remove the pid file."""
     record = ServerRecord.read(pid_file)
     if process_alive(record.pid):

@@ -70,7 +70,8 @@ class ServerOptions:
     work_dir: Path | None = None
     log_path: Path | None = None
     startup_timeout: float = 60.0
-    stop_grace: float = 10.0
+    stop_grace: float = 30.0
+    """Seconds between SIGTERM and SIGKILL; Triton gets 5 s less to unload its models (busy hosts need ~10 s)."""
     cache_bytes: int = 64 * 1024 * 1024
     log_verbose: int = 0
     extra_args: Sequence[str] = field(default_factory=tuple)
@@ -143,7 +144,7 @@ class TritonServer:
             "--allow-cpu-metrics=true",
             "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
-            "--exit-timeout-secs=5",
+            f"--exit-timeout-secs={max(1, int(opts.stop_grace) - 5)}",
             f"--log-verbose={opts.log_verbose}",
         ]
         args += [f"--load-model={name}" for name in opts.load_models]

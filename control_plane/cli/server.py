@@ -113,7 +113,7 @@ def _serve_until_interrupted(server: TritonServer) -> None:
 @server_app.command("stop")
 def stop(
     pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file written by `server start --detach`."),
-    grace: float = typer.Option(10.0, help="Seconds between SIGTERM and SIGKILL."),
+    grace: float = typer.Option(30.0, help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
     """Stop a server started with --detach."""
     record = stop_recorded_server(pid_file, grace)
