@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc as grpcclient
@@ -204,8 +205,6 @@ class AsyncHttpTransport:
 
 async def _bounded(call: Any, timeout: float) -> Any:
     """Await ``call`` for at most ``timeout`` seconds; aiohttp's connection errors become ``ConnectionError``."""
-    import aiohttp
-
     try:
         return await asyncio.wait_for(call, timeout)
     except aiohttp.ClientConnectionError as exc:

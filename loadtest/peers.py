@@ -7,6 +7,7 @@ ours; it gets the same scikit-learn and joblib versions so it unpickles the very
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -117,8 +118,6 @@ def mlserver_peer(
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     return env
