@@ -28,6 +28,7 @@ from converters import ConversionOptions, Manifest, ModelVersion, convert_sklear
 from converters.reference import assign_bins, bin_labels
 from examples.train import train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
 from serving.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
+from serving.native import check_gpu_model, front_config, native_name
 from serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,7 @@ class Served:
             if spec.datatype == "FP32":
                 tensors[spec.name] = block.to_numpy(dtype=np.float32, copy=True)
             else:
-                tensors[spec.name] = block.astype(str).to_numpy(dtype=object)
+                tensors[spec.name] = block.astype(str).to_numpy(dtype=object, copy=True)
         return tensors
 
     def config_json(self, alias: str, cache: bool = False, **parameters: str) -> str:
@@ -105,9 +106,9 @@ def _strict_categories() -> tuple[Pipeline, pd.DataFrame]:
 
 
 def convert_models(repository: Path) -> dict[str, Served]:
-    def options(**serving: object) -> ConversionOptions:
+    def options(native_export: bool = False, **serving: object) -> ConversionOptions:
         base = {"drift_flush_seconds": FLUSH, "max_queue_delay_microseconds": 100, **serving}
-        return ConversionOptions(serving=ServingOptions(**base), parity_rows=300, native_export=False)  # type: ignore[arg-type]
+        return ConversionOptions(serving=ServingOptions(**base), parity_rows=300, native_export=native_export)  # type: ignore[arg-type]
 
     served: dict[str, Served] = {}
     model, frame = _int_classes()
@@ -127,7 +128,9 @@ def convert_models(repository: Path) -> dict[str, Served]:
     )
     served["torch_mlp"] = Served(version, trained.frame)
     trained = train_mixed_pipeline(n_rows=300)
-    version = convert_sklearn(trained.model, trained.frame, name="bk_churn", repository=repository, options=options())
+    version = convert_sklearn(
+        trained.model, trained.frame, name="bk_churn", repository=repository, options=options(native_export=True)
+    )
     served["churn"] = Served(version, trained.frame)
     model, frame = _strict_categories()
     version = convert_sklearn(model, frame, name="bk_strict", repository=repository, options=options())
@@ -143,8 +146,7 @@ def models(triton_server: TritonServer, triton_repository: Path) -> Iterator[dic
     for model in served.values():
         client.load_model(model.name)
     yield served
-    for model in served.values():
-        unload(client, model.name)
+    unload(client, *(model.name for model in served.values()))
 
 
 @pytest.fixture(scope="module")
@@ -203,15 +205,16 @@ def wait_for_metric(server: TritonServer, family: str, expected: float, **labels
         time.sleep(FLUSH)
 
 
-def unload(client: grpcclient.InferenceServerClient, model: str) -> None:
-    """Unload and wait until it is gone (the Python stub takes ~2 s), so server readiness is not disturbed."""
-    client.unload_model(model)
+def unload(client: grpcclient.InferenceServerClient, *models: str) -> None:
+    """Unload and wait until they are gone (a Python stub takes ~2 s), so server readiness is not disturbed."""
+    for model in models:
+        client.unload_model(model)
     deadline = time.monotonic() + 30
     while any(
-        m["name"] == model and m.get("state") == "UNLOADING"
+        m["name"] in models and m.get("state") == "UNLOADING"
         for m in client.get_model_repository_index(as_json=True)["models"]
     ):
-        assert time.monotonic() < deadline, f"{model} still unloading after 30 s"
+        assert time.monotonic() < deadline, f"{models} still unloading after 30 s"
         time.sleep(0.1)
 
 
@@ -295,7 +298,7 @@ def test_bad_requests_fail_alone_inside_one_dynamic_batch(
     assert '"preferred_batch_size": [8]' in config and "5000000" in config
     grpc.load_model(alias, config=config, files=served.files())
     try:
-        nan_before = metric(triton_server, "tritonops_invalid_requests_total", model=served.name, reason="nan")
+        bad_before = metric(triton_server, "tritonops_invalid_requests_total", model=served.name, reason="nan")
         rows = served.tensors(served.rows(8))["input"]
         bad = {1: np.nan, 4: np.inf, 6: np.nan}
         for index, value in bad.items():
@@ -334,9 +337,9 @@ def test_bad_requests_fail_alone_inside_one_dynamic_batch(
         batches = batch_executions(grpc, alias, expected_requests=8)
         assert batches == {8: 1}, f"expected a single execution of all 8 requests, got {batches}"
         got = wait_for_metric(
-            triton_server, "tritonops_invalid_requests_total", nan_before + 3, model=served.name, reason="nan"
+            triton_server, "tritonops_invalid_requests_total", bad_before + 3, model=served.name, reason="nan"
         )
-        assert got == nan_before + 3
+        assert got == bad_before + 3
     finally:
         unload(grpc, alias)
 
@@ -503,27 +506,43 @@ def test_response_cache_hits_for_repeated_inputs(
         unload(grpc, alias)
 
 
-def test_bls_runner_validates_and_counts_in_front_of_another_model(
+def test_native_export_parses_in_triton_up_to_the_missing_backend(
+    models: dict[str, Served], triton_repository: Path, grpc: grpcclient.InferenceServerClient
+) -> None:
+    """This Triton has no onnxruntime backend: loading the native export gets past config parsing and
+    validation and stops exactly at the backend lookup."""
+    served = models["churn"]
+    pair = check_gpu_model(triton_repository, served.name)
+    assert pair.versions == (1,)
+    with pytest.raises(InferenceServerException, match="unable to find backend library for backend 'onnxruntime'"):
+        grpc.load_model(native_name(served.name))
+
+
+def test_gpu_front_validates_and_counts_before_forwarding_over_bls(
     models: dict[str, Served], triton_server: TritonServer, grpc: grpcclient.InferenceServerClient
 ) -> None:
-    """The GPU layout of docs/gpu.md with the native model played by a counter-less tritonops model."""
-    served = models["int"]
-    target, front = "bk_bls__onnxruntime", "bk_bls"
-    quiet = served.config_json(target, **{"tritonops.drift_counters": "false"})
-    grpc.load_model(target, config=quiet, files=served.files())
-    forward = served.config_json(front, **{"tritonops.runner": f"bls:{target}"})
-    grpc.load_model(front, config=forward, files=served.files())
+    """The GPU layout of docs/gpu.md, with the native model played by a counter-less tritonops model."""
+    served = models["churn"]
+    front = "bk_gpu"
+    embedded = read_pbtxt(served.version.config_path)
+    embedded.name = front
+    target = native_name(front)
+    grpc.load_model(
+        target, config=served.config_json(target, **{"tritonops.drift_counters": "false"}), files=served.files()
+    )
+    grpc.load_model(front, config=to_json(with_specific_versions(front_config(embedded), [1])), files=served.files())
     try:
         rows_before = metric(triton_server, "tritonops_rows_total", model=served.name)
-        nan_before = metric(triton_server, "tritonops_invalid_requests_total", model=served.name, reason="nan")
-        rows = served.tensors(served.rows(6))["input"]
-        labels, probabilities = infer(grpc, front, {"input": rows})
-        want_labels, want_probabilities = expected_outputs(served, {"input": rows})
-        assert labels.tolist() == want_labels.tolist()
+        bad_before = metric(triton_server, "tritonops_invalid_requests_total", model=served.name, reason="dtype")
+        tensors = served.tensors(served.rows(6))
+        labels, probabilities = infer(grpc, front, tensors)
+        want_labels, want_probabilities = expected_outputs(served, tensors)
+        assert _as_text(labels) == _as_text(want_labels)
         np.testing.assert_allclose(probabilities, want_probabilities, atol=1e-5)
-        rows[0, 0] = np.nan
-        with pytest.raises(InferenceServerException, match=r"\[reason: nan\]"):
-            infer(grpc, front, {"input": rows})
+        text = next(spec.name for spec in served.manifest.inputs if spec.datatype == "BYTES")
+        tensors[text][0, 0] = b"\xff\xfe"
+        with pytest.raises(InferenceServerException, match=r"not valid UTF-8 text .*\[reason: dtype\]"):
+            infer(grpc, front, tensors)
         target_stats = grpc.get_inference_statistics(target, as_json=True)["model_stats"][0]
         assert int(target_stats["inference_count"]) == 6  # the bad request never reached the model
         assert (
@@ -532,10 +551,9 @@ def test_bls_runner_validates_and_counts_in_front_of_another_model(
         )
         assert (
             wait_for_metric(
-                triton_server, "tritonops_invalid_requests_total", nan_before + 1, model=served.name, reason="nan"
+                triton_server, "tritonops_invalid_requests_total", bad_before + 1, model=served.name, reason="dtype"
             )
-            == nan_before + 1
+            == bad_before + 1
         )
     finally:
-        unload(grpc, front)
-        unload(grpc, target)
+        unload(grpc, front, target)

@@ -103,7 +103,6 @@ class _Metrics:
                 self.invalid[reason].increment(float(count))
         if not self.drift or (snapshot.rows == 0 and not snapshot.durations):
             return
-        self.rows.increment(float(snapshot.rows))
         for feature, counts in snapshot.feature_bins.items():
             for metric, count in zip(self.bins[feature], counts.tolist(), strict=True):
                 if count:
@@ -113,6 +112,8 @@ class _Metrics:
                 metric.increment(float(count))
         for seconds in snapshot.durations:
             self.duration.observe(seconds)
+        # rows last: a reader that sees rows_total move sees every bin and class of those rows too
+        self.rows.increment(float(snapshot.rows))
 
 
 class TritonPythonModel:
