@@ -37,25 +37,16 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: run the app, turning our errors into one line and an exit code."""
+    """Console-script entry point: run the app, turning our errors into one line and an exit code.
+
+    Typer (standalone mode) handles usage errors, ``typer.Exit`` and Ctrl-C itself and ends with ``SystemExit``;
+    everything of ours derives from ``TritonOpsError`` and becomes one red line plus its ``exit_code``.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except TritonOpsError as exc:
         error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except typer.Abort:
-        error_console.print("aborted")
-        return 130
-    except KeyboardInterrupt:
-        error_console.print("interrupted")
-        return 130
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

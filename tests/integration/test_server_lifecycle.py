@@ -210,3 +210,10 @@ def test_cli_missing_repository_exits_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "model repository" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
+    result = _run_cli("no-such-command", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "No such command 'no-such-command'" in result.stderr
+    assert "Traceback" not in result.stderr
