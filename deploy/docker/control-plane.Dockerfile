@@ -16,11 +16,13 @@ COPY serving ./serving
 COPY control_plane ./control_plane
 COPY clients ./clients
 COPY loadtest ./loadtest
+COPY deploy/docker/control-plane-entrypoint.sh /usr/local/bin/tritonops-control-plane
 RUN pip install --upgrade pip && pip install . && useradd --system --uid 10001 tritonops \
  && mkdir -p /var/lib/tritonops && chown tritonops /var/lib/tritonops
 
 USER tritonops
 WORKDIR /var/lib/tritonops
 EXPOSE 9108
-ENTRYPOINT ["tritonops"]
-CMD ["--help"]
+# fleet add + reconcile loop + `tritonops watch` with the exporter (see the script); any `tritonops ...` command
+# can be run instead, e.g. `docker compose run control-plane tritonops promote demo 2`.
+ENTRYPOINT ["/usr/local/bin/tritonops-control-plane"]

@@ -134,3 +134,14 @@ def test_validation_rejects_a_broken_file(tmp_path: Path) -> None:
     result = _config(broken)
     assert result.returncode != 0
     assert "shm_size" in result.stderr
+
+
+def test_control_plane_reconciles_triton_and_exports_where_prometheus_scrapes(resolved: dict[str, Any]) -> None:
+    control = resolved["services"]["control-plane"]
+    assert control["environment"]["TRITONOPS_ENDPOINTS"] == "triton:8001"
+    assert control["environment"]["TRITONOPS_EXPORTER_PORT"] == "9108"
+    assert control["environment"]["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
+    assert control["depends_on"]["triton"]["condition"] == "service_healthy"
+    dockerfile = (ROOT / "deploy" / "docker" / "control-plane.Dockerfile").read_text(encoding="utf-8")
+    assert "COPY deploy/docker/control-plane-entrypoint.sh /usr/local/bin/tritonops-control-plane" in dockerfile
+    assert (ROOT / "deploy" / "docker" / "control-plane-entrypoint.sh").is_file()

@@ -83,8 +83,8 @@ def test_control_plane_reconciles_every_replica(resources: dict[tuple[str, str],
     assert headless["spec"]["clusterIP"] == "None"
     deployment = resources[("Deployment", "tritonops-control-plane")]
     assert deployment["spec"]["replicas"] == 1  # SQLite: one writer
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    endpoints = [args[i + 1] for i, arg in enumerate(args) if arg == "--endpoint"]
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    endpoints = env["TRITONOPS_ENDPOINTS"].split()
     expected = [
         f"triton-{i}.{headless['metadata']['name']}.tritonops.svc.cluster.local:8001"
         for i in range(triton["spec"]["replicas"])
