@@ -382,7 +382,7 @@ def test_a_thousand_malformed_requests_leave_the_server_ready(
         statuses.setdefault(kind, set()).add(reply.status_code)
         assert "error" in reply.json()
     # huge payloads: a 10 MB tensor body whose data disagrees with its shape, and JSON nested 100,000 deep
-    # (Triton 2.51's JSON parser overflows its stack near 500,000 levels and the server dies: docs/gpu.md)
+    # (Triton 2.51's JSON parser overflows its stack near 500,000 levels and the server dies)
     flat = b'{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[' + b"1," * 5_000_000 + b"1]}]}"
     for payload in (flat, b"[" * 100_000):
         statuses.setdefault("huge", set()).add(session.post(url, data=payload, timeout=60).status_code)
