@@ -286,6 +286,22 @@ def test_plain_curl_style_json_works(models: dict[str, Served], triton_server: T
     np.testing.assert_allclose(outputs["probabilities"]["data"], want_probabilities[0], atol=1e-5)
 
 
+def test_refusal_names_input_reason_and_the_clients_request_id(
+    models: dict[str, Served], triton_server: TritonServer
+) -> None:
+    body = {
+        "parameters": {"request_id": "order-42"},
+        "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
+    }
+    url = f"http://{triton_server.http_url}/v2/models/{models['int'].name}/infer"
+    reply = requests.post(url, json=body, timeout=5)
+    assert reply.status_code == 400
+    names = models["int"].manifest.feature_names()
+    assert reply.json()["error"] == (
+        f"input 'input': expected 4 feature column(s) {names}, got 3 [reason: feature_count] (request_id=order-42)"
+    )
+
+
 def test_bad_requests_fail_alone_inside_one_dynamic_batch(
     models: dict[str, Served], grpc: grpcclient.InferenceServerClient, triton_server: TritonServer
 ) -> None:

@@ -116,6 +116,15 @@ class _Metrics:
         self.rows.increment(float(snapshot.rows))
 
 
+def _with_request_id(message: str, request: Any) -> str:
+    """The error message plus the client's ``request_id`` parameter, when it sent one (error path only)."""
+    try:
+        request_id = json.loads(request.parameters() or "{}").get("request_id")
+    except json.JSONDecodeError:
+        request_id = None
+    return f"{message} (request_id={request_id})" if isinstance(request_id, str) and request_id else message
+
+
 class TritonPythonModel:
     """One model instance."""
 
@@ -159,13 +168,15 @@ class TritonPythonModel:
             error = pb_utils.TritonError(f"model execution failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses = []
-        for result in scored.results:
+        for request, result in zip(requests, scored.results, strict=True):
             if isinstance(result, InvalidRequestError):
                 self.counters.count_invalid(result.reason)
                 responses.append(
                     pb_utils.InferenceResponse(
                         output_tensors=[],
-                        error=pb_utils.TritonError(result.message, pb_utils.TritonError.INVALID_ARG),
+                        error=pb_utils.TritonError(
+                            _with_request_id(result.message, request), pb_utils.TritonError.INVALID_ARG
+                        ),
                     )
                 )
             else:
