@@ -21,7 +21,6 @@ from converters.errors import ClassesError, ParityError
 from converters.features import LABEL_OUTPUT, PROBABILITIES_OUTPUT, FeatureLayout
 from converters.graph import opset
 from converters.manifest import (
-    ClassLabel,
     ExpectedOutputs,
     FeatureReference,
     Manifest,
@@ -31,7 +30,7 @@ from converters.manifest import (
     PredictionMix,
     Reference,
 )
-from converters.parity import BOUNDARY_JUMP, check_parity, native_labels
+from converters.parity import Outputs, check_parity, native_labels
 from converters.prepared import PreparedModel
 from converters.reference import DEFAULT_NUMERIC_BINS, categorical_reference, numeric_reference
 from converters.repository import NATIVE_SUFFIX, ModelVersion, VersionContent, validate_model_name, write_version
@@ -98,36 +97,28 @@ def run_parity(
         native_labels(onnx_labels),
         onnx_probabilities,
         options.thresholds,
-        boundary_rows(prepared, rows, expected_labels, expected_probabilities),
+        neighbour_outputs(prepared, rows),
     )
     return result, rows
 
 
-def boundary_rows(
-    prepared: PreparedModel,
-    rows: pd.DataFrame,
-    labels: Sequence[ClassLabel],
-    probabilities: npt.NDArray[np.float64],
-) -> npt.NDArray[np.bool_]:
-    """Rows where the original model jumps when every numeric input moves by ~4 float32 ulps up or down.
+def neighbour_outputs(prepared: PreparedModel, rows: pd.DataFrame) -> list[Outputs]:
+    """The original model on ``rows`` with every numeric input moved ~4 float32 ulps up, then down.
 
     The step scales with the value and its column's typical magnitude, so it also covers the rounding of
-    centring (``x - mean``) in float32.
+    centring (``x - mean``).
     """
     numeric = [f.name for f in prepared.layout.features if f.dtype == "float"]
-    jumped = np.zeros(len(rows), dtype=bool)
     if not numeric or rows.empty:
-        return jumped
+        return []
     values = rows[numeric].to_numpy(dtype=np.float64)
     magnitude = np.nan_to_num(np.abs(values)) + np.nan_to_num(np.nanmean(np.abs(values), axis=0))
-    step = _FLOAT32_ULPS * magnitude
+    outputs: list[Outputs] = []
     for sign in (1.0, -1.0):
         moved = rows.copy()
-        moved[numeric] = values + sign * step
-        moved_labels, moved_probabilities = prepared.predict(moved)
-        jumped |= np.array([a != b for a, b in zip(labels, moved_labels, strict=True)], dtype=bool)
-        jumped |= np.abs(moved_probabilities - probabilities).max(axis=1) > BOUNDARY_JUMP
-    return jumped
+        moved[numeric] = values + sign * _FLOAT32_ULPS * magnitude
+        outputs.append(prepared.predict(moved))
+    return outputs
 
 
 def _json_column(values: pd.Series, dtype: str) -> list[float | str | None]:

@@ -89,7 +89,7 @@ class ParityError(ConversionError):
         lines = [
             f"parity check failed on {parity.rows} rows: label agreement {parity.label_agreement:.6f} "
             f"(required >= {thresholds.min_label_agreement}), max |prob diff| {parity.max_abs_prob_diff:.3g} "
-            f"(allowed <= {thresholds.max_prob_diff}); nothing was written. Worst rows:"
+            f"(allowed <= {thresholds.max_prob_diff}), {parity.tie_rows} tie rows; nothing was written. Worst rows:"
         ]
         for row in parity.worst_rows:
             lines.append(
