@@ -34,6 +34,7 @@ from clients.encoding import (
     to_rows,
 )
 from clients.errors import InferenceError, ServerUnavailableError
+from clients.feedback import record_feedback, record_predictions
 from clients.prediction import Prediction
 from clients.retry import RetryPolicy, describe, is_deadline, is_retryable
 from clients.routing import CanaryRouter
@@ -88,7 +89,7 @@ class _ModelView:
     live: Signature | None = None
     split: CanarySplit | None = None
     fetched_at: float = float("-inf")
-    canary_signatures: dict[tuple[str, int], Signature] | None = None
+    canary_signatures: dict[tuple[str, int], Signature] = field(default_factory=dict)
 
     def stale(self, refresh_interval: float) -> bool:
         return self.live is None or time.monotonic() - self.fetched_at > refresh_interval
@@ -100,7 +101,7 @@ class _ModelView:
 
 
 class _Deadline:
-    """Remaining time of one call, and the record of its failed attempts."""
+    """The time left to one ``predict`` call, and whether a failed attempt may be retried within it."""
 
     def __init__(self, url: str, seconds: float, policy: RetryPolicy) -> None:
         self.url, self.seconds, self.policy = url, seconds, policy
@@ -142,23 +143,6 @@ def _assemble(
     )
 
 
-def record_predictions(model: str, prediction: Prediction, path: Path | None) -> None:
-    """Store which version answered each row of ``prediction`` (``control_plane.feedback``)."""
-    from control_plane.feedback import FeedbackStore
-    from tritonops.settings import load_settings
-
-    with FeedbackStore(path if path is not None else load_settings().state_path) as store:
-        for row_id, label in zip(prediction.request_ids, prediction.labels.tolist(), strict=True):
-            store.record_prediction(row_id, model, int(prediction.version), label)
-
-
-def record_feedback(request_id: str, label: object, path: Path | None) -> None:
-    """Store the right answer for one row id (``Prediction.request_ids``)."""
-    from control_plane.feedback import record_feedback as store_feedback
-
-    store_feedback(request_id, label, path=path)
-
-
 def _check_protocol(protocol: str) -> Protocol_:
     if protocol not in ("grpc", "http"):
         raise ConfigurationError(f"protocol: expected 'grpc' or 'http', got {protocol!r}")
@@ -187,7 +171,7 @@ class TritonClient:
             if protocol == "grpc"
             else HttpTransport(url, self.options.headers, timeout=self.options.deadline)
         )
-        self._view = _ModelView(canary_signatures={})
+        self._view = _ModelView()
         self._router = CanaryRouter()
         self._lock = threading.Lock()
 
@@ -211,7 +195,6 @@ class TritonClient:
 
     def _canary_signature(self, split: CanarySplit, deadline: _Deadline) -> Signature:
         cache = self._view.canary_signatures
-        assert cache is not None
         key = (split.model, split.version)
         with self._lock:
             if key not in cache:
@@ -277,7 +260,7 @@ class AsyncTritonClient:
             if protocol == "grpc"
             else AsyncHttpTransport(url, self.options.headers)
         )
-        self._view = _ModelView(canary_signatures={})
+        self._view = _ModelView()
         self._router = CanaryRouter()
         self._lock = asyncio.Lock()
 
@@ -301,7 +284,6 @@ class AsyncTritonClient:
 
     async def _canary_signature(self, split: CanarySplit, deadline: _Deadline) -> Signature:
         cache = self._view.canary_signatures
-        assert cache is not None
         key = (split.model, split.version)
         async with self._lock:
             if key not in cache:
