@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -36,6 +37,14 @@ def promtool() -> str:
     path = shutil.which("promtool")
     assert path, "promtool not found: run `make setup` (Debian package prometheus)"
     return path
+
+
+def answers(url: str) -> bool:
+    """True once ``url`` answers 200; a refused connection only means "not listening yet"."""
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,12 @@ def test_gpu_dockerfile_builds_on_the_ngc_image_of_our_triton_release() -> None:
     assert "ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
     assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert "onnxruntime-gpu==" in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
+    # the 3.11 stub of the same Triton release, our backend beside NGC's, and the entrypoint tests/deploy runs
+    assert "python_backend_stubs/3.11/triton_python_backend_stub" in dockerfile
+    assert "cp serving/backend/tritonops/model.py /opt/tritonserver/backends/tritonops/model.py" in dockerfile
+    assert (ROOT / "serving" / "backend" / "tritonops" / "model.py").is_file()
+    assert "COPY deploy/docker/triton-entrypoint.sh /usr/local/bin/tritonops-triton" in dockerfile
+    assert 'ENTRYPOINT ["/usr/local/bin/tritonops-triton"]' in dockerfile
     for package in ("tritonops", "converters", "serving", "control_plane", "clients"):
         assert f"COPY {package} ./{package}" in dockerfile
         assert (ROOT / package).is_dir()

@@ -22,7 +22,7 @@ import requests
 
 from control_plane.state import StateStore
 from serving.triton import free_port
-from tests.deploy.conftest import CANARY, DEPLOY, MODEL, DemoStack, Load, running_load
+from tests.deploy.conftest import CANARY, DEPLOY, MODEL, DemoStack, Load, answers, running_load
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,8 @@ def _value(url: str, expr: str) -> float:
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
     deadline = time.monotonic() + 30
-    while True:
+    while not answers(url):
         assert process.poll() is None, f"{what} exited: " + log.read_text(errors="replace")[-2000:]
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass  # not listening yet
         assert time.monotonic() < deadline, f"{what} not ready after 30 s"
         time.sleep(0.2)
 
