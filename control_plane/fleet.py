@@ -174,6 +174,18 @@ class Endpoint:
         )
         return list(index.get("models", []))
 
+    def wait_settled(self, name: str, timeout: float = 120.0) -> bool:
+        """Wait until no version of ``name`` is LOADING or UNLOADING (a load whose caller died still finishes
+        inside Triton); True when it settled in time."""
+        deadline = time.monotonic() + timeout
+        while any(
+            e.get("name") == name and e.get("state") in ("LOADING", "UNLOADING") for e in self.repository_index()
+        ):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
     def load(self, config: mc.ModelConfig, files: Mapping[str, bytes] | None = None) -> None:
         """Load ``config.name`` with this config; its old versions serve until the new ones are ready."""
         versions = list(config.version_policy.specific.versions)
@@ -513,6 +525,9 @@ def _reconcile_one(
     if report.unusable:
         return
     try:
+        if not endpoint.wait_settled(state.name):
+            report.errors.append(f"{state.name}: a load or unload inside Triton did not finish in time")
+            return
         drift = observe(endpoint, repository, state)
         report.drift.extend(drift)
         if drift and not dry_run:

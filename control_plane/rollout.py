@@ -21,7 +21,8 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +122,7 @@ class _Operation:
             model=self.model,
             from_version=self.state.live,
             to_version=self.to_version,
-            reason=self.reason,
+            reason=_redact(self.reason, self.settings),
             result=result,
             detail=_redact(detail, self.settings),
         )
@@ -261,13 +262,13 @@ def promote(
         alias = canary_alias(model)
         promoted = ModelState(model, version, None, 0.0)
         try:
-            for endpoint in endpoints:
-                if endpoint.ready_versions(alias) != [version]:
-                    op.changed = True
-                    endpoint.load(
-                        canary_config(settings.repository, model, version),
-                        canary_files(settings.repository, model, version),
-                    )
+            to_stage = [e for e in endpoints if e.ready_versions(alias) != [version]]
+            op.changed = bool(to_stage)
+            config = canary_config(settings.repository, model, version)
+            files = canary_files(settings.repository, model, version)
+            staging = _in_parallel(to_stage, lambda endpoint: endpoint.load(config, files))
+            if staging:
+                raise next(iter(staging.values()))
             repeats = LATENCY_SAMPLES if max_latency_ms is not None else 1
             smoke = [smoke_check(e, alias, version, manifest, repeats) for e in endpoints]
             if max_latency_ms is not None:
@@ -390,19 +391,31 @@ def rollback(settings: Settings, model: str, *, actor: str, to: int | None = Non
 
 
 def _apply_everywhere(op: _Operation, target: ModelState) -> None:
-    """Apply ``target`` on every endpoint, trying all of them; raise ``FleetApplyError`` listing the failures."""
-    failures: dict[str, str] = {}
-    for endpoint in op.endpoints(preflight=False):
-        try:
-            apply(endpoint, op.settings.repository, target)
-        except ControlPlaneError as exc:
-            failures[endpoint.url] = str(exc)
+    """Apply ``target`` on every endpoint at once; raise ``FleetApplyError`` listing the ones that failed."""
+    repository = op.settings.repository
+    failures = _in_parallel(op.endpoints(preflight=False), lambda endpoint: apply(endpoint, repository, target))
     if failures:
         raise FleetApplyError(
             f"model {op.model!r}: desired state saved, but {len(failures)} endpoint(s) are not there yet; "
             "run `tritonops reconcile` once they are back",
-            failures,
+            {url: str(exc) for url, exc in failures.items()},
         )
+
+
+def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]) -> dict[str, ControlPlaneError]:
+    """Run ``action`` on every endpoint concurrently (each endpoint has its own client); the errors by endpoint."""
+    if not endpoints:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
+        futures = {endpoint.url: pool.submit(action, endpoint) for endpoint in endpoints}
+    failures: dict[str, ControlPlaneError] = {}
+    for url, future in futures.items():
+        error = future.exception()
+        if isinstance(error, ControlPlaneError):
+            failures[url] = error
+        elif error is not None:
+            raise error
+    return failures
 
 
 # -- reads -----------------------------------------------------------------------------------------

@@ -26,12 +26,14 @@ import requests
 import tritonclient.grpc as grpcclient
 
 from clients import TritonClient
+from control_plane import rollout
 from control_plane.state import StateStore
 from converters.convert import ConversionOptions, convert_sklearn
 from converters.manifest import load_manifest
 from examples.train import train_numeric_pipeline
 from serving.model_config import ServingOptions
 from serving.triton import ServerOptions, TritonServer, free_port, port_is_free
+from tritonops.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +41,7 @@ TOKEN = "e2e-admin-" + secrets.token_hex(8)
 MODEL = "rf"
 SEEDS = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 TRITONOPS = str(Path(sys.executable).parent / "tritonops")
+ADMIN_GRPC = {"triton-grpc-protocol-admin-key": TOKEN}
 
 
 # -- the load generator: a raw HTTP client per server, unversioned requests ------------------------------
@@ -317,6 +320,13 @@ def test_deploy_and_canary_keep_unversioned_traffic_on_live(fleet: Fleet) -> Non
     for name in fleet.servers:  # raw unversioned requests never reached version 3
         assert fleet.load.versions_since(name, since) == {"2"}
     assert "3 @ 0.5" in fleet.cli("status", MODEL)
+    settings = Settings(fleet.repository, fleet.state_path, TOKEN)
+    for endpoint in rollout.status(settings, MODEL):
+        (model,) = endpoint.models
+        assert endpoint.error is None and model.drift == ()
+        assert (model.live, model.canary, model.canary_weight) == (2, 3, 0.5)
+        assert model.ready_versions == (2,) and model.canary_ready_versions == (3,)
+        assert model.requests > 100 and model.failures == 0
 
 
 def test_promote_the_canary(fleet: Fleet) -> None:
@@ -432,24 +442,29 @@ def test_a_concurrent_second_promote_is_refused(fleet: Fleet) -> None:
 def test_promote_killed_half_way_then_reconcile(fleet: Fleet) -> None:
     assert fleet.desired() == (3, None)
     process = fleet.popen("promote", MODEL, "1")
-    client = grpcclient.InferenceServerClient(fleet.endpoint("B"))
-    try:  # the candidate is staged on A, then B; the switch of A starts right after: kill in the middle of it
-        deadline = time.monotonic() + 60
-        while not client.is_model_ready(f"{MODEL}__canary", "1") and time.monotonic() < deadline:
-            time.sleep(0.02)
+    admin = grpcclient.InferenceServerClient(fleet.endpoint("A"))
+    try:  # candidate staged on A and B, gates run, then A starts loading v1 as live: kill right then
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            index = admin.get_model_repository_index(headers=ADMIN_GRPC, as_json=True).get("models", [])
+            if any(
+                m.get("name") == MODEL and m.get("version") == "1" and m.get("state") in ("LOADING", "READY")
+                for m in index
+            ):
+                break
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
     finally:
-        client.close()
-    time.sleep(0.4)
-    process.send_signal(signal.SIGKILL)
+        admin.close()
     code, _ = fleet.collect(process)
     assert code == -signal.SIGKILL
-    time.sleep(2.5)  # Triton finishes a load its caller abandoned: A may now serve the version never committed
-    fleet.timings["after the kill, A serves version"] = max(fleet.serving("A")[0], default=0)
     assert fleet.desired() == (3, None)  # state never moved
     with StateStore.open(fleet.state_path) as store:
         assert [op.to_version for op in store.unfinished_operations(MODEL)] == [1]
     output = fleet.cli("reconcile")
+    print("\n[rollout e2e] reconcile after the killed promote:\n" + output)
     assert "closed interrupted rollout" in output
+    assert f"unloaded {MODEL}__canary" in output  # the candidate staged before the kill is gone
     assert fleet.audit()[-1][:2] == ("promote", "interrupted")
     assert all(fleet.serving(n) == ([3], False) for n in fleet.servers)
     again = fleet.cli("reconcile")
