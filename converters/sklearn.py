@@ -45,6 +45,7 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
 
+from converters.boosting import boosting_classifiers
 from converters.errors import (
     ClassesError,
     ExportError,
@@ -106,7 +107,8 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 def supported_estimators() -> list[str]:
     """Names of the classifiers and the pipeline steps we convert."""
-    return [cls.__name__ for cls in (*CLASSIFIERS, *TRANSFORMERS)] + ["Pipeline", "ColumnTransformer"]
+    classes = (*CLASSIFIERS, *boosting_classifiers(), *TRANSFORMERS)
+    return [cls.__name__ for cls in classes] + ["Pipeline", "ColumnTransformer"]
 
 
 def _dotted(model: object) -> str:
@@ -143,7 +145,7 @@ def check_sklearn_model(model: object) -> BaseEstimator:
             continue
         if isinstance(step, FunctionTransformer) and step.func is None:  # identity, e.g. remainder="passthrough"
             continue
-        if not isinstance(step, CLASSIFIERS + TRANSFORMERS):
+        if not isinstance(step, CLASSIFIERS + boosting_classifiers() + TRANSFORMERS):
             raise UnsupportedModelError(f"step {_dotted(step)}", supported_estimators())
     if not hasattr(model, "predict_proba"):
         hint = "refit with SVC(probability=True)" if isinstance(_final_estimator(model), SVC) else "no predict_proba"

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from lightgbm import LGBMClassifier
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -43,8 +44,9 @@ ESTIMATORS: dict[str, Callable[[], BaseEstimator]] = {
     "svc": lambda: SVC(probability=True, random_state=0),
     "k_neighbors": lambda: KNeighborsClassifier(n_neighbors=5),
     "mlp": lambda: MLPClassifier(hidden_layer_sizes=(16,), max_iter=200, random_state=0),
+    "lightgbm": lambda: LGBMClassifier(n_estimators=15, num_leaves=8, n_jobs=1, random_state=0, verbose=-1),
 }
-TREES = {"random_forest", "extra_trees", "gradient_boosting", "hist_gradient_boosting"}
+TREES = {"random_forest", "extra_trees", "gradient_boosting", "hist_gradient_boosting", "lightgbm"}
 INT_CODES = {"alpha": 10, "beta": 20, "gamma": 30, "churn": 1, "stay": 0, "escalate": 7}
 
 
