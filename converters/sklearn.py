@@ -16,6 +16,7 @@ import onnx
 import pandas as pd
 import sklearn
 from sklearn.base import BaseEstimator, is_classifier
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.ensemble import (
@@ -86,6 +87,7 @@ CLASSIFIERS: tuple[type[BaseEstimator], ...] = (
     HistGradientBoostingClassifier,
     DecisionTreeClassifier,
     SVC,
+    CalibratedClassifierCV,
     KNeighborsClassifier,
     MLPClassifier,
     GaussianNB,
@@ -128,6 +130,8 @@ def _steps(model: object) -> Iterator[object]:
     elif isinstance(model, ColumnTransformer):
         for _, transformer, _ in getattr(model, "transformers_", model.transformers):
             yield from _steps(transformer)
+    elif isinstance(model, CalibratedClassifierCV) and model.estimator is not None:
+        yield from _steps(model.estimator)
 
 
 def check_sklearn_model(model: object) -> BaseEstimator:

@@ -186,3 +186,12 @@ def test_colliding_feature_names(tmp_path: Path) -> None:
 def test_every_conversion_error_is_a_tritonops_error() -> None:
     assert issubclass(ConversionError, TritonOpsError)
     assert ConversionError.exit_code == 4
+
+
+def test_calibrated_wrapper_around_unsupported(tmp_path: Path, data: tuple[pd.DataFrame, pd.Series]) -> None:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import Perceptron
+
+    model = CalibratedClassifierCV(Perceptron(random_state=0), ensemble=False).fit(*data)
+    with pytest.raises(UnsupportedModelError, match=r"step sklearn\.linear_model\._perceptron\.Perceptron"):
+        convert_sklearn(model, data[0], name="m", repository=tmp_path)

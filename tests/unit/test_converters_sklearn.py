@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from lightgbm import LGBMClassifier
 from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -44,6 +45,7 @@ ESTIMATORS: dict[str, Callable[[], BaseEstimator]] = {
     "svc": lambda: SVC(probability=True, random_state=0),
     "k_neighbors": lambda: KNeighborsClassifier(n_neighbors=5),
     "mlp": lambda: MLPClassifier(hidden_layer_sizes=(16,), max_iter=200, random_state=0),
+    "calibrated_svc": lambda: CalibratedClassifierCV(SVC(), ensemble=False),  # sklearn's successor of probability=True
     "lightgbm": lambda: LGBMClassifier(n_estimators=15, num_leaves=8, n_jobs=1, random_state=0, verbose=-1),
 }
 TREES = {"random_forest", "extra_trees", "gradient_boosting", "hist_gradient_boosting", "lightgbm"}
