@@ -249,7 +249,7 @@ def _two_stage(model: Pipeline, layout: FeatureLayout, per_column: bool, probe: 
     preprocess, estimator = model[:-1], model.steps[-1][1]
     front = _skl2onnx(preprocess, _initial_types(layout, per_column, double=True))
     imputers_as_where(front)
-    width = int(np.asarray(preprocess.transform(_original_input(probe, model))).shape[1])
+    width = int(preprocess.transform(_original_input(probe, model)).shape[1])  # dense or sparse
     from skl2onnx.common.data_types import FloatTensorType
 
     back = _skl2onnx(estimator, [("features", FloatTensorType([None, width]))])

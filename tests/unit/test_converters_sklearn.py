@@ -224,3 +224,16 @@ def test_hist_gradient_boosting_behind_a_scaler_on_its_training_rows_is_refused(
     assert caught.value.parity.max_abs_prob_diff > 1e-2
     assert caught.value.parity.tie_rows > 0  # most off rows were explained by float32 resolution, not all
     assert list(tmp_path.iterdir()) == []
+
+
+def test_strings_only_through_a_sparse_one_hot_encoder(tmp_path: Path) -> None:
+    data = churn_frame(n_rows=200, seed=8)
+    frame = data.frame[list(CHURN_CATEGORICAL)]
+    model = _fit(Pipeline([("onehot", OneHotEncoder(handle_unknown="ignore")), ("c", LogisticRegression())]), frame,
+                 data.labels)  # fmt: skip
+    version = convert_sklearn(model, frame, name="strings", repository=tmp_path)
+    assert {t.datatype for t in version.manifest.inputs} == {"BYTES"}
+    fresh = churn_frame(n_rows=30, seed=9).frame[list(CHURN_CATEGORICAL)]
+    fresh.loc[0, "contract"] = "never-seen"  # handle_unknown="ignore": any string is accepted
+    assert all(f.categories is None for f in version.manifest.features)
+    _check(version, model, fresh)
