@@ -26,7 +26,8 @@ from tritonops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-MODEL = "demo"
+MODEL = "obsdemo"
+"""The demo model under a name of its own: the session's model repository is shared with other tests."""
 CANARY = f"{MODEL}__canary"
 N_FEATURES = 6
 
@@ -57,15 +58,20 @@ class DemoStack:
 def demo_stack(
     triton_server: TritonServer, triton_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> DemoStack:
-    """demo v1 live and v2 as a 50% canary with the response cache on, through `fleet add`/`promote`/`canary`.
+    """The demo model: v1 live, v2 a 50% canary with the response cache on (`fleet add`, `promote`, `canary`).
 
     Triton 2.51 reports per-model cache hits only where the cache is enabled, and then leaves out the request
     latency summary: live (no cache) feeds the latency panels, the canary the cache panel.
     """
     cached = ConversionOptions(serving=ServingOptions(response_cache=True))
+    versions = []
     for seed, options in ((0, ConversionOptions()), (1, cached)):
         trained = train_numeric_pipeline(n_rows=300, n_features=N_FEATURES, seed=seed)
-        convert_sklearn(trained.model, trained.frame, name=MODEL, repository=triton_repository, options=options)
+        written = convert_sklearn(
+            trained.model, trained.frame, name=MODEL, repository=triton_repository, options=options
+        )
+        versions.append(written.version)
+    assert versions == [1, 2], f"{MODEL} already had versions in the session repository: {versions}"
     state = tmp_path_factory.mktemp("control_plane") / "state.db"
     settings = Settings(repository=triton_repository, state_path=state, admin_token=None)
     fleet_add(settings, triton_server.grpc_url, actor="tests")
