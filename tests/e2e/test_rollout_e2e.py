@@ -35,7 +35,7 @@ from serving.model_config import ServingOptions
 from serving.triton import ServerOptions, TritonServer, free_port, port_is_free
 from tritonops.settings import Settings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TOKEN = "e2e-admin-" + secrets.token_hex(8)
 MODEL = "rf"
