@@ -90,9 +90,11 @@ def convert(
 
 
 def _summary(version: ModelVersion, seconds: float | None) -> None:
+    """Key facts of one version; ``seconds`` is the conversion time (None when only showing it)."""
     manifest = version.manifest
     parity = manifest.parity
-    table = Table(title=f"[bold green]converted[/] {manifest.name} version {manifest.version}", show_header=False)
+    heading = "[bold green]converted[/]" if seconds is not None else "model"
+    table = Table(title=f"{heading} {manifest.name} version {manifest.version}", show_header=False)
     table.add_row("path", str(version.path))
     source = manifest.source
     table.add_row("source", f"{source.estimator} ({source.framework} {source.framework_version})")
