@@ -34,11 +34,15 @@ Runner = Callable[[Batch], Prediction]
 """Runs the model once on a whole (validated, concatenated) batch."""
 
 
+class ModelRunError(ServingError):
+    """The model failed on a batch of valid requests; each of them is answered with this error."""
+
+
 @dataclass(frozen=True)
 class ScoredBatch:
     """One result per request (a prediction or the error for that request) plus the batch as it was run."""
 
-    results: list[Prediction | InvalidRequestError]
+    results: list[Prediction | InvalidRequestError | ModelRunError]
     inputs: Batch
     outputs: Prediction | None
 
@@ -97,8 +101,11 @@ class OnnxRunner:
 def score(
     schema: InputSchema, run: Runner, requests: Sequence[Mapping[str, npt.NDArray[np.generic] | None]]
 ) -> ScoredBatch:
-    """Validate every request, run the valid ones as one batch and give each request its rows back."""
-    results: list[Prediction | InvalidRequestError] = []
+    """Validate every request, run the valid ones as one batch and give each request its rows back.
+
+    Never raises for a request or a model failure: each result is a prediction or that request's error.
+    """
+    results: list[Prediction | InvalidRequestError | ModelRunError] = []
     valid: list[Batch] = []
     for tensors in requests:
         try:
@@ -110,7 +117,12 @@ def score(
     if not valid:
         return ScoredBatch(results=results, inputs={}, outputs=None)
     inputs = {name: np.concatenate([b[name] for b in valid]) for name in valid[0]}
-    outputs = run(inputs)
+    try:
+        outputs = run(inputs)
+    except Exception as exc:  # ONNX Runtime / BLS errors are untyped: the valid requests get the reason
+        failure = ModelRunError(f"the model failed on a batch of {len(valid)} request(s): {exc}")
+        results = [failure if r is _PENDING else r for r in results]
+        return ScoredBatch(results=results, inputs=inputs, outputs=None)
     sizes = iter([next(iter(b.values())).shape[0] for b in valid])
     start = 0
     for index, result in enumerate(results):

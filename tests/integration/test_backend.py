@@ -29,7 +29,7 @@ from converters.reference import assign_bins, bin_labels
 from examples.train import train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
 from serving.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
 from serving.native import check_gpu_model, front_config, native_name
-from serving.triton import TritonServer
+from serving.triton import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -409,7 +409,7 @@ def test_a_thousand_malformed_requests_leave_the_server_ready(
 
     # Triton answers malformed JSON with 500 and a config mismatch with 400; the backend's refusals are 400
     assert statuses == {"dtype": {400}, "shape": {400}, "garbage": {500}, "feature_count": {400}, "huge": {500}}
-    index = grpc.get_model_repository_index(as_json=True)
+    index = [m for m in grpc.get_model_repository_index(as_json=True)["models"] if m.get("state") != "READY"]
     assert requests.get(f"http://{triton_server.http_url}/v2/health/ready", timeout=5).status_code == 200, index
     assert grpc.is_model_ready(served.name)
     reply = session.post(url, json=good_body, timeout=5)
@@ -523,15 +523,38 @@ def test_response_cache_hits_for_repeated_inputs(
 
 
 def test_native_export_parses_in_triton_up_to_the_missing_backend(
-    models: dict[str, Served], triton_repository: Path, grpc: grpcclient.InferenceServerClient
+    models: dict[str, Served], triton_repository: Path, tmp_path: Path
 ) -> None:
     """This Triton has no onnxruntime backend: loading the native export gets past config parsing and
-    validation and stops exactly at the backend lookup."""
+    validation and stops exactly at the backend lookup. A failed load stays UNAVAILABLE and turns a
+    strict-readiness server unready for good, so this runs on a server of its own."""
     served = models["churn"]
     pair = check_gpu_model(triton_repository, served.name)
     assert pair.versions == (1,)
-    with pytest.raises(InferenceServerException, match="unable to find backend library for backend 'onnxruntime'"):
-        grpc.load_model(native_name(served.name))
+    with TritonServer(ServerOptions(model_repository=triton_repository, work_dir=tmp_path)) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        with pytest.raises(InferenceServerException, match="unable to find backend library for backend 'onnxruntime'"):
+            client.load_model(native_name(served.name))
+
+
+def test_a_failing_model_answers_errors_and_the_server_stays_ready(
+    models: dict[str, Served], triton_server: TritonServer, grpc: grpcclient.InferenceServerClient
+) -> None:
+    """A BLS target that is not loaded is a real model failure: every valid request gets the reason."""
+    served = models["int"]
+    grpc.load_model(
+        "bk_orphan",
+        config=served.config_json("bk_orphan", **{"tritonops.runner": "bls:bk_absent"}),
+        files=served.files(),
+    )
+    try:
+        with pytest.raises(InferenceServerException, match=r"the model failed on a batch of 1 request.*bk_absent"):
+            infer(grpc, "bk_orphan", served.tensors(served.rows(2)))
+        assert grpc.is_server_ready() and grpc.is_model_ready("bk_orphan")
+        labels, _ = infer(grpc, served.name, served.tensors(served.rows(2)))
+        assert labels.shape == (2, 1)
+    finally:
+        unload(grpc, "bk_orphan")
 
 
 def test_gpu_front_validates_and_counts_before_forwarding_over_bls(

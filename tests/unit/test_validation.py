@@ -28,7 +28,7 @@ from examples.train import train_mixed_pipeline
 from serving.backend_options import BackendOptions
 from serving.drift_counters import DriftCounters
 from serving.errors import ModelConfigError, ServingError
-from serving.scoring import OnnxRunner, Prediction, execution_providers, score, session_threads
+from serving.scoring import ModelRunError, OnnxRunner, Prediction, execution_providers, score, session_threads
 from serving.validation import Batch, InputSchema, InvalidRequestError
 
 PLANS = ["basic", "pro"]
@@ -232,6 +232,19 @@ def test_score_with_only_bad_requests_never_runs_the_model(numeric: Converted) -
     scored = score(numeric.schema, never, [{"input": np.ones((1, 3), np.float32)}, {"input": None}])
     assert scored.outputs is None and scored.inputs == {}
     assert [r.reason for r in scored.results if isinstance(r, InvalidRequestError)] == ["feature_count", "other"]
+
+
+def test_a_failing_model_fails_only_the_valid_requests(numeric: Converted) -> None:
+    def broken(batch: Batch) -> Prediction:
+        raise RuntimeError("CUDA out of memory")
+
+    good, bad = np.ones((2, 4), np.float32), np.ones((1, 5), np.float32)
+    scored = score(numeric.schema, broken, [{"input": good}, {"input": bad}, {"input": good}])
+    failed, refused, failed_too = scored.results
+    assert isinstance(failed, ModelRunError) and failed is failed_too
+    assert failed.message == "the model failed on a batch of 2 request(s): CUDA out of memory"
+    assert isinstance(refused, InvalidRequestError) and refused.reason == "feature_count"
+    assert scored.outputs is None
 
 
 def test_runner_refuses_broken_files_and_foreign_outputs(tmp_path: Path) -> None:

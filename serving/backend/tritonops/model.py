@@ -23,6 +23,7 @@ from serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
 from serving.scoring import (
     OUTPUT_LABEL,
     OUTPUT_PROBABILITIES,
+    ModelRunError,
     OnnxRunner,
     Prediction,
     execution_providers,
@@ -151,7 +152,10 @@ class TritonPythonModel:
 
     def _flush_periodically(self) -> None:
         while not self._stop.wait(self.options.drift_flush_seconds):
-            self.metrics.flush(self.counters.take())
+            try:
+                self.metrics.flush(self.counters.take())
+            except Exception as exc:  # keep counting: one failed flush must not stop the thread for good
+                pb_utils.Logger.log_error(f"tritonops: flushing metrics failed: {exc}")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         started = time.perf_counter()
@@ -162,11 +166,7 @@ class TritonPythonModel:
                 tensor = pb_utils.get_input_tensor_by_name(request, name)
                 one[name] = None if tensor is None else tensor.as_numpy()
             tensors.append(one)
-        try:
-            scored = score(self.schema, self.run, tensors)
-        except Exception as exc:  # the model itself failed: every request gets the reason, the server lives on
-            error = pb_utils.TritonError(f"model execution failed: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        scored = score(self.schema, self.run, tensors)
         responses = []
         for request, result in zip(requests, scored.results, strict=True):
             if isinstance(result, InvalidRequestError):
@@ -178,6 +178,10 @@ class TritonPythonModel:
                             _with_request_id(result.message, request), pb_utils.TritonError.INVALID_ARG
                         ),
                     )
+                )
+            elif isinstance(result, ModelRunError):
+                responses.append(
+                    pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(result.message))
                 )
             else:
                 responses.append(
