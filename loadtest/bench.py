@@ -265,7 +265,11 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
         for name, step in STEPS.items():
             if name in config.targets:
                 console.print(f"[bold]{name}[/] {config.connections} connections, {config.duration:g} s")
-                rows += step(model, config, work)
+                try:
+                    rows += step(model, config, work)
+                except BenchmarkError as exc:  # a peer that can't run is reported, the others still count
+                    console.print(f"  [yellow]skipped {name}:[/] {exc}")
+                    meta.setdefault("skipped", {})[name] = str(exc)
     rows = with_ratios(rows)
     found = verdicts(rows, config.batch_rows)
     meta["machine_after"] = {"load_average": os.getloadavg()}
