@@ -39,8 +39,9 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 def port_is_free(port: int, host: str = DEFAULT_HOST) -> bool:
-    """True when ``port`` can be bound on ``host``."""
+    """True when ``port`` can be bound on ``host`` (as a server binds it: TIME_WAIT leftovers don't count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -143,7 +144,9 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--allow-cpu-metrics=true",
             "--metrics-config=summary_latencies=true",
-            "--strict-readiness=true",
+            # Ready = the server is up; per-model readiness is /v2/models/<m>/ready. Strict readiness reports the
+            # whole server unready for a moment after every version switch, which would make balancers drop it.
+            "--strict-readiness=false",
             f"--exit-timeout-secs={max(1, int(opts.stop_grace) - 5)}",
             f"--log-verbose={opts.log_verbose}",
         ]
