@@ -35,7 +35,7 @@ from loadtest.errors import BenchmarkError
 from loadtest.generators import LoadResult, run_h2load, run_wrk
 from loadtest.inprocess import measure
 from loadtest.peers import flask_baseline, mlserver_peer
-from loadtest.report import BenchRow, render, with_ratios, write_chart, write_json
+from loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
 from serving.triton import ServerOptions, TritonServer
 
 MODEL = "bench"
@@ -282,7 +282,8 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
     json_path = config.out / "bench.json"
     write_json(json_path, rows, meta, found)
     write_chart(config.out / "bench.png", rows, title)
-    console.print(f"wrote {json_path} and {config.out / 'bench.png'} in {meta['seconds']} s")
+    (config.out / "bench.md").write_text(markdown(rows, found), encoding="utf-8")
+    console.print(f"wrote bench.json, bench.png and bench.md to {config.out} in {meta['seconds']} s")
     return rows, found, json_path
 
 

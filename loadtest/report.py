@@ -75,6 +75,25 @@ def render(rows: list[BenchRow], console: Console, title: str) -> None:
     console.print(table)
 
 
+def markdown(rows: list[BenchRow], verdicts: list[dict[str, Any]]) -> str:
+    """The results table and the target verdicts as Markdown (pasted into docs/benchmarks.md)."""
+    lines = [
+        "| target | protocol | rows/req | conns | requests | failures | req/s | p50 ms | p99 ms | rows/s "
+        "| x Flask | x MLServer | of in-process limit |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        limit = "-" if r.of_limit is None else f"{100 * r.of_limit:.0f}%"
+        lines.append(
+            f"| {r.target} | {r.protocol} | {r.rows_per_request} | {r.connections or '-'} | {r.requests:,} "
+            f"| {r.failures} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rows_per_s:,.0f} "
+            f"| {_ratio(r.x_flask)} | {_ratio(r.x_mlserver)} | {limit} |"
+        )
+    lines += ["", "| DESIGN target | measured | met |", "|---|--:|---|"]
+    lines += [f"| {v['target']} | {v['value']} | {'yes' if v['met'] else 'no'} |" for v in verdicts]
+    return "\n".join(lines) + "\n"
+
+
 def write_json(path: Path, rows: list[BenchRow], meta: dict[str, Any], verdicts: list[dict[str, Any]]) -> None:
     path.write_text(
         json.dumps({"meta": meta, "results": [asdict(r) for r in rows], "targets": verdicts}, indent=2),

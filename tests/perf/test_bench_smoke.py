@@ -59,3 +59,5 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     assert {v["target"] for v in saved["targets"]} == {v["target"] for v in verdicts}
     assert "triton grpc req/s >= 60x Flask" in {v["target"] for v in verdicts}
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (tmp_path / "bench.md").read_text()
+    assert f"| triton | grpc | 1 | 8 | {by_key[('triton', 'grpc', 1)].requests:,} | 0 |" in table
