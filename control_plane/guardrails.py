@@ -6,7 +6,8 @@ the inputs, and for a canary its error rate, latency and accuracy against live. 
 traffic in the window (``min_requests``), and a guardrail acts only after ``consecutive`` breached steps in a row,
 so one slow request or one noisy window does not roll anything back. Acting means the rollout library's
 ``abort_canary`` (a breaching canary) or ``rollback`` (a breaching live version), after an audit event that holds
-the evidence.
+the evidence. A due breach the policy does not act on (``alert``, or a live breach under ``abort-canary``) is
+recorded once per run of breaches as a ``guardrail-alert`` audit event with the same evidence.
 
     interval_seconds: 15       # one step every 15 s
     window_seconds: 300        # counters compared with the snapshot 5 min ago
@@ -382,6 +383,7 @@ class Step:
     action_detail: str = ""
     action_error: str | None = None
     drift: Mapping[Target, DriftReport] = field(default_factory=dict)
+    alerts: tuple[Check, ...] = ()  # due breaches recorded without an action (first step of each run)
 
 
 def _key(check: Check) -> str:
@@ -463,8 +465,13 @@ class Watcher:
             drift=drift,
         )
         decision = self._decide(state, due)
+        acted_on = [c for c in due if decision == "rollback" or (decision is not None and c.target == "canary")]
+        alerts = [c for c in due if c not in acted_on and self._streaks[_key(c)] == self.policy.consecutive]
+        if alerts:
+            self._record("guardrail-alert", alerts[0].version, alerts, step.scrape_failures)
+            step = replace(step, alerts=tuple(alerts))
         if decision is not None:
-            step = self._act(step, decision, [c for c in due if decision == "rollback" or c.target == "canary"])
+            step = self._act(step, decision, acted_on)
         if self.exporter is not None:
             self._export(step)
         return step
@@ -495,32 +502,42 @@ class Watcher:
             return "rollback"
         return None
 
-    def _act(self, step: Step, action: str, causes: Sequence[Check]) -> Step:
-        state = step.state
+    def _record(
+        self, event: str, version: int | None, causes: Sequence[Check], scrape_failures: Mapping[str, str]
+    ) -> str:
+        """Audit ``causes`` (with their evidence as JSON) as ``event`` about ``version``; returns the reason."""
         summary = "; ".join(
             f"{c.target} v{c.version} {c.guardrail} {_number(c.value)} (limit {c.limit:.4g}; {c.detail}; "
             f"{self._streaks[_key(c)]} steps in a row)"
             for c in causes
         )
         reason = f"guardrail breach: {summary}"
+        if event == "guardrail-alert":
+            reason += f" (policy action {self.policy.action.value}: recorded, no action)"
         evidence = {
             "checks": [c.evidence() for c in causes],
             "window_seconds": self.policy.window_seconds,
-            "scrape_failures": dict(step.scrape_failures),
+            "scrape_failures": dict(scrape_failures),
         }
         with StateStore.open(self.settings.state_path) as store:
             store.record(
                 AuditEntry(
                     actor=self.actor,
-                    action="guardrail-breach",
+                    action=event,
                     model=self.model,
-                    from_version=state.live if action == "rollback" else state.canary,
+                    from_version=version,
                     to_version=None,
                     reason=reason,
                     result="ok",
                     detail=json.dumps(evidence, default=str, sort_keys=True),
                 )
             )
+        return reason
+
+    def _act(self, step: Step, action: str, causes: Sequence[Check]) -> Step:
+        state = step.state
+        acted_on = state.live if action == "rollback" else state.canary
+        reason = self._record("guardrail-breach", acted_on, causes, step.scrape_failures)
         error = None
         detail = ""
         try:

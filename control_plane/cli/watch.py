@@ -46,6 +46,12 @@ def _render(step: Step) -> None:
     console.print(_describe(step), highlight=False)
     for url, why in step.scrape_failures.items():
         error_console.print(f"  [yellow]scrape failed[/] {url}: {why}", highlight=False)
+    for check in step.alerts:
+        console.print(
+            f"  [bold yellow]alert[/]: {check.target} v{check.version} {check.guardrail} breached "
+            f"{step.streaks.get(f'{check.target}:{check.guardrail}', 0)} steps in a row (recorded, no action)",
+            highlight=False,
+        )
     if step.action is not None:
         if step.action_error is None:
             console.print(f"  [bold red]{step.action}[/]: {step.action_detail}", highlight=False)

@@ -113,6 +113,14 @@ def test_a_breach_must_repeat_before_it_counts_and_a_dead_endpoint_is_reported(
     assert exported.total("tritonops_guardrail_breached", model="rf", guardrail="error_rate") == 1.0
     assert exported.total("tritonops_live_version", model="rf") == 2.0
     assert exported.total("tritonops_canary_version", model="rf") == 0.0
+    # alert mode records the breach once per run of breaches, when it first becomes due (streak 2)
+    with StateStore.open(settings.state_path) as store:
+        alerts = [e for e in store.audit("rf") if e.action == "guardrail-alert"]
+    assert len(alerts) == 1 and alerts[0].from_version == 2 and alerts[0].result == "ok"
+    assert alerts[0].reason == (
+        "guardrail breach: live v2 error_rate 0.15 (limit 0.05; 30 errors in 200 requests; 2 steps in a row) "
+        "(policy action alert: recorded, no action)"
+    )
 
 
 def test_one_good_step_resets_the_streak(metrics: MetricsText, settings: Settings) -> None:
