@@ -1,0 +1,57 @@
+"""serving: the embedded ``tritonserver`` (start, readiness, stop) and the typed model config of our Triton backend.
+
+>>> from serving import ServerOptions, TritonServer
+>>> with TritonServer(ServerOptions(model_repository=Path("model_repository"))) as server:
+...     server.grpc_url
+
+``ServingOptions`` (batching, instances, cache) goes into ``converters.ConversionOptions``. The backend itself
+(``serving/backend/tritonops/model.py``) runs inside Triton, not in user code.
+"""
+
+import importlib as _importlib
+import typing as _typing
+
+from serving.errors import (
+    BinaryNotFoundError,
+    ModelConfigError,
+    PortInUseError,
+    RepositoryNotFoundError,
+    ServerStartError,
+    ServingError,
+)
+from serving.model_config import ServingOptions
+
+if _typing.TYPE_CHECKING:
+    from serving.install import TritonInstallation, locate_tritonserver
+    from serving.triton import ServerOptions, TritonServer
+
+# Every model instance's backend stub imports serving.* modules (and so this file): the server launcher pulls in
+# the HTTP client stack, so its names load on first use and a model load does not pay for them.
+_LAZY = {
+    "ServerOptions": "serving.triton",
+    "TritonServer": "serving.triton",
+    "TritonInstallation": "serving.install",
+    "locate_tritonserver": "serving.install",
+}
+
+__all__ = [
+    "BinaryNotFoundError",
+    "ModelConfigError",
+    "PortInUseError",
+    "RepositoryNotFoundError",
+    "ServerOptions",
+    "ServerStartError",
+    "ServingError",
+    "ServingOptions",
+    "TritonInstallation",
+    "TritonServer",
+    "locate_tritonserver",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'serving' has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""The public names of each top-level package, pinned: adding or removing one is a decision, made here on purpose.
+
+Every name in ``__all__`` must import, and no public, non-module attribute of a package may sit outside ``__all__``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import types
+
+import pytest
+
+PUBLIC: dict[str, set[str]] = {
+    "tritonops": {"Settings", "TritonOpsError", "__version__", "load_settings"},
+    "converters": {
+        "ClassesError",
+        "ConversionError",
+        "ConversionOptions",
+        "ExportError",
+        "FeatureMismatchError",
+        "FeatureNameError",
+        "Manifest",
+        "ManifestError",
+        "ModelLoadError",
+        "ModelVersion",
+        "NotAClassifierError",
+        "NotFittedError",
+        "OnnxRuntimeError",
+        "ParityError",
+        "ParityThresholds",
+        "RepositoryError",
+        "UnsupportedModelError",
+        "assign_bins",
+        "convert_sklearn",
+        "convert_torch",
+        "list_models",
+        "list_versions",
+        "load_manifest",
+    },
+    "clients": {
+        "AsyncTritonClient",
+        "CanaryRouter",
+        "CanarySplit",
+        "ClientError",
+        "ClientOptions",
+        "Feature",
+        "InferenceError",
+        "InputError",
+        "MissingFeatureError",
+        "Prediction",
+        "RetryPolicy",
+        "ServerUnavailableError",
+        "Signature",
+        "SignatureError",
+        "TritonClient",
+    },
+    "control_plane": {
+        "AuditEvent",
+        "EndpointStatus",
+        "ModelState",
+        "ModelStatus",
+        "ReconcileReport",
+        "RolloutResult",
+        "StateStore",
+        "abort_canary",
+        "canary",
+        "deploy",
+        "fleet_add",
+        "fleet_list",
+        "fleet_remove",
+        "history",
+        "promote",
+        "reconcile",
+        "resolve_actor",
+        "rollback",
+        "status",
+    },
+    "serving": {
+        "BinaryNotFoundError",
+        "ModelConfigError",
+        "PortInUseError",
+        "RepositoryNotFoundError",
+        "ServerOptions",
+        "ServerStartError",
+        "ServingError",
+        "ServingOptions",
+        "TritonInstallation",
+        "TritonServer",
+        "locate_tritonserver",
+    },
+}
+
+
+@pytest.mark.parametrize("package", sorted(PUBLIC))
+def test_all_is_exactly_the_pinned_names(package: str) -> None:
+    exported = importlib.import_module(package).__all__
+    assert len(exported) == len(set(exported)), f"{package}.__all__ repeats a name"
+    assert set(exported) == PUBLIC[package], (
+        f"{package}.__all__ changed: added {sorted(set(exported) - PUBLIC[package])}, "
+        f"removed {sorted(PUBLIC[package] - set(exported))}"
+    )
+
+
+@pytest.mark.parametrize("package", sorted(PUBLIC))
+def test_every_public_name_imports(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+    namespace: dict[str, object] = {}
+    exec(f"from {package} import *", namespace)  # what `import *` gives a user is exactly __all__
+    assert set(namespace) - {"__builtins__"} == set(module.__all__)
+
+
+@pytest.mark.parametrize("package", sorted(PUBLIC))
+def test_nothing_public_leaks_outside_all(package: str) -> None:
+    module = importlib.import_module(package)
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public <= set(module.__all__), f"{package} leaks {sorted(public - set(module.__all__))}"
+
+
+def test_public_errors_derive_from_the_one_root() -> None:
+    from tritonops import TritonOpsError
+
+    for package, names in PUBLIC.items():
+        module = importlib.import_module(package)
+        for name in names:
+            value = getattr(module, name)
+            if isinstance(value, type) and issubclass(value, Exception):
+                assert issubclass(value, TritonOpsError), f"{package}.{name}"
+
+
+def test_the_backend_stub_does_not_load_the_server_launcher() -> None:
+    # Triton's backend stub imports serving.* (and so serving/__init__) in every model instance
+    probe = (
+        "import sys, serving.backend_options, serving.validation, serving.scoring; "
+        "print(sorted(m for m in ('serving.triton', 'requests') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
