@@ -193,6 +193,7 @@ def _render(
         SIGNATURE_PARAMETER: signature(prepared.layout, classes, class_dtype),
     }
     inputs = prepared.layout.tensor_specs()
+    embedded_inputs = prepared.layout.tensor_specs(variable_width=True)
     outputs = _output_specs(classes, class_dtype)
     onnx_info = OnnxInfo(
         sha256=hashlib.sha256(onnx_bytes).hexdigest(),
@@ -215,7 +216,9 @@ def _render(
             parity=parity,
             reference=reference,
         )
-        config = embedded_config(name, version, inputs, outputs, replace(options.serving, extra_parameters=parameters))
+        config = embedded_config(
+            name, version, embedded_inputs, outputs, replace(options.serving, extra_parameters=parameters)
+        )
         config.output[1].label_filename = f"{version}/{LABELS_FILE}"
         config_bytes = to_pbtxt(config).encode("utf-8")
         content = VersionContent(

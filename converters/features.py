@@ -48,10 +48,19 @@ class FeatureLayout:
     def numeric_only(self) -> bool:
         return all(f.dtype == "float" for f in self.features)
 
-    def tensor_specs(self) -> list[TensorSpec]:
-        """Input tensors for the Triton config (batch dimension left out)."""
+    def tensor_specs(self, variable_width: bool = False) -> list[TensorSpec]:
+        """Input tensors for the Triton config (batch dimension left out).
+
+        ``variable_width`` declares the numeric matrix ``[-1]`` wide, so a request with the wrong feature count
+        reaches our backend, which names the problem and counts it; Triton's own shape check counts nothing.
+        """
+        numeric_width = -1 if variable_width else None
         return [
-            TensorSpec(tensor.name, tensor.datatype, (len(tensor.features),) if self.numeric_only else (1,))
+            TensorSpec(
+                tensor.name,
+                tensor.datatype,
+                (numeric_width or len(tensor.features),) if self.numeric_only else (1,),
+            )
             for tensor in self.inputs
         ]
 

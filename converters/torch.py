@@ -76,16 +76,20 @@ def torch_to_onnx(
     return onx
 
 
-def _predict_fn(module: nn.Module, classes: list[str] | list[int], output: ModuleOutput) -> Predict:
+def _probabilities(module: nn.Module, frame: pd.DataFrame, output: ModuleOutput) -> npt.NDArray[np.float64]:
     import torch
 
+    with torch.no_grad():
+        scores = module(torch.from_numpy(frame.to_numpy(dtype=np.float32, copy=True)))
+        probabilities = torch.softmax(scores, dim=1) if output == "logits" else scores
+    return np.asarray(probabilities.numpy(), dtype=np.float64)
+
+
+def _predict_fn(module: nn.Module, classes: list[str] | list[int], output: ModuleOutput) -> Predict:
     names = np.asarray(classes, dtype=object)
 
     def predict(frame: pd.DataFrame) -> tuple[list[ClassLabel], npt.NDArray[np.float64]]:
-        with torch.no_grad():
-            scores = module(torch.from_numpy(frame.to_numpy(dtype=np.float32, copy=True)))
-            probabilities = torch.softmax(scores, dim=1) if output == "logits" else scores
-        values = probabilities.numpy().astype(np.float64)
+        values = _probabilities(module, frame, output)
         return list(names[values.argmax(axis=1)]), values
 
     return predict
@@ -116,7 +120,7 @@ def prepare_torch(
     layout = build_layout(frame, {}, {})
     predict = _predict_fn(module, names, output)
     try:
-        _, probabilities = predict(layout.model_frame(frame.iloc[:2]))
+        probabilities = _probabilities(module, layout.model_frame(frame.iloc[:2]), output)
     except RuntimeError as exc:
         raise FeatureMismatchError(
             f"the module fails on the sample's {frame.shape[1]} columns ({exc}); check --input-dim / the sample"

@@ -28,15 +28,21 @@ class Dataset(NamedTuple):
     labels: pd.Series
 
 
-def sensor_frame(n_rows: int = 600, n_features: int = 12, seed: int = 0) -> Dataset:
-    """Three Gaussian classes in ``n_features`` dimensions; only the first half of the columns carry signal."""
+def sensor_frame(n_rows: int = 600, n_features: int = 12, seed: int = 0, sample_seed: int | None = None) -> Dataset:
+    """Three Gaussian classes in ``n_features`` dimensions; only the first half of the columns carry signal.
+
+    ``seed`` fixes the distribution (class centres, column units); ``sample_seed`` (default: ``seed``) draws the
+    rows, so ``sensor_frame(seed=0, sample_seed=7)`` is fresh data from the distribution a model trained on
+    ``sensor_frame(seed=0)`` knows.
+    """
     rng = np.random.default_rng(seed)
     n_classes = len(SENSOR_CLASSES)
     centers = rng.normal(0.0, 1.5, size=(n_classes, n_features))
     centers[:, n_features // 2 :] = 0.0
-    target = rng.integers(0, n_classes, size=n_rows)
     scales = rng.uniform(0.5, 20.0, size=n_features)  # different units per column, so scaling matters
-    values = (centers[target] + rng.normal(0.0, 1.0, size=(n_rows, n_features))) * scales
+    rows = rng if sample_seed is None else np.random.default_rng(sample_seed)
+    target = rows.integers(0, n_classes, size=n_rows)
+    values = (centers[target] + rows.normal(0.0, 1.0, size=(n_rows, n_features))) * scales
     columns = [f"f{i:02d}" for i in range(n_features)]
     labels = pd.Series(np.asarray(SENSOR_CLASSES, dtype=object)[target], name="label", dtype=object)
     return Dataset(pd.DataFrame(values, columns=columns), labels)

@@ -91,7 +91,7 @@ class RawCallers:
         return self.ok, self.failed
 
 
-def main(demo: Demo, workspace: Workspace, quick: bool) -> None:  # noqa: PLR0915 - one story, told in order
+def main(demo: Demo, workspace: Workspace, quick: bool) -> None:
     traffic_rows = 200 if quick else 1000
 
     with demo.step("Train the demo models (sklearn numeric, sklearn mixed numeric + strings, PyTorch MLP)") as step:
@@ -118,10 +118,13 @@ def main(demo: Demo, workspace: Workspace, quick: bool) -> None:  # noqa: PLR091
 
     with demo.step("Convert to ONNX with the parity gate (tritonops convert)") as step:
         a = workspace.artifacts
-        demo.cli("convert", str(a / "sensor_rf.joblib"), "--name", SENSOR, "--sample", str(a / "sensor_sample.csv"))
-        demo.cli("convert", str(a / "sensor_gb.joblib"), "--name", SENSOR, "--sample", str(a / "sensor_sample.csv"))
-        demo.cli("convert", str(a / "sensor_rf_17.joblib"), "--name", SENSOR, "--sample", str(a / "sensor17_sample.csv"))
-        demo.cli("convert", str(a / "churn.joblib"), "--name", CHURN, "--sample", str(a / "churn_sample.csv"))
+        for model_file, name, sample in (
+            ("sensor_rf.joblib", SENSOR, "sensor_sample.csv"),
+            ("sensor_gb.joblib", SENSOR, "sensor_sample.csv"),
+            ("sensor_rf_17.joblib", SENSOR, "sensor17_sample.csv"),
+            ("churn.joblib", CHURN, "churn_sample.csv"),
+        ):
+            demo.cli("convert", str(a / model_file), "--name", name, "--sample", str(a / sample))
         demo.cli(
             "convert", str(a / "sensor_mlp.pt"), "--name", MLP, "--sample", str(a / "sensor_sample.csv"),
             "--classes", ",".join(mlp.classes),
@@ -150,7 +153,10 @@ def main(demo: Demo, workspace: Workspace, quick: bool) -> None:  # noqa: PLR091
         locked = requests.post(
             f"http://{server.http_url}/v2/repository/index", headers={ADMIN_HEADER: workspace.token}, timeout=5
         )
-        step.detail = f"pid {server.pid}; repository API without key -> HTTP {index.status_code}, with key -> {locked.status_code}"
+        step.detail = (
+            f"pid {server.pid}; repository API without key -> HTTP {index.status_code}, "
+            f"with key -> {locked.status_code}"
+        )
 
     try:
         _serve(demo, workspace, server, traffic_rows, quick)
@@ -169,7 +175,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
 
     options = ClientOptions(deadline=10.0)
     with demo.step("Predict through the SDK over gRPC and HTTP (DataFrames in, class names out)") as step:
-        test = sensor_frame(n_rows=traffic_rows, n_features=16, seed=7)
+        test = sensor_frame(n_rows=traffic_rows, n_features=16, seed=0, sample_seed=7)
         shuffled = test.frame[list(reversed(test.frame.columns))]  # any column order works
         with TritonClient(server.grpc_url, SENSOR, protocol="grpc", options=options) as client:
             grpc_prediction = client.predict(shuffled)
@@ -194,7 +200,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         demo.cli("canary", SENSOR, "2", "--weight", "0.2", "--reason", "gradient boosting candidate")
         served = {"live": 0, "canary": 0}
         requests_sent = 300 if quick else 1000
-        rows = sensor_frame(n_rows=requests_sent, n_features=16, seed=3).frame
+        rows = sensor_frame(n_rows=requests_sent, n_features=16, seed=0, sample_seed=3).frame
         with TritonClient(server.grpc_url, SENSOR, protocol="grpc", options=options) as client:
             for i in range(requests_sent):
                 prediction = client.predict(rows.iloc[[i]], key=f"user-{i}")
@@ -206,7 +212,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         step.detail = f"canary share {share:.1%} of {sum(served.values())} requests; v2 promoted"
 
     with demo.step("Inject drifted traffic and let `tritonops drift` flag it") as step:
-        shifted = sensor_frame(n_rows=traffic_rows, n_features=16, seed=9).frame
+        shifted = sensor_frame(n_rows=traffic_rows, n_features=16, seed=0, sample_seed=9).frame
         shifted["f03"] = shifted["f03"] + 4 * shifted["f03"].std()
         with TritonClient(server.grpc_url, SENSOR, protocol="grpc", options=options) as client:
             client.predict(shifted)
@@ -219,11 +225,13 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         step.detail = f"drifted features: {', '.join(drifted)}"
 
     with demo.step("A bad v3 (trained on a column callers don't send) trips `watch`, which rolls back") as step:
-        rows = sensor_frame(n_rows=120, n_features=16, seed=5).frame.to_numpy(dtype=np.float32)
+        rows = sensor_frame(n_rows=120, n_features=16, seed=0, sample_seed=5).frame.to_numpy(dtype=np.float32)
         with RawCallers(server, SENSOR, rows) as callers:
             time.sleep(1.0)
             demo.cli("promote", SENSOR, "3", "--reason", "new sensor column")
-            watch = demo.cli("watch", SENSOR, "--iterations", "15", "--interval", "1", "--exit-on-action", expect_code=10)
+            watch = demo.cli(
+                "watch", SENSOR, "--iterations", "15", "--interval", "1", "--exit-on-action", expect_code=10
+            )
             ok_during, failed_during = callers.snapshot()
             time.sleep(2.0)
             ok_end, failed_end = callers.snapshot()
