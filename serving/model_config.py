@@ -55,10 +55,6 @@ class ServingOptions:
     instance_count: int = 2
     instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     response_cache: bool = False
-    backend_checks_shapes: bool = False
-    """Embedded backend only: declare input dims variable (``-1``) so that malformed shapes and empty requests
-    reach the tritonops backend, which rejects them per request and counts them by reason. Off: Triton's
-    frontend refuses them first (same error per request, but no metric counts them)."""
     drift_flush_seconds: float = 1.0
     extra_parameters: Mapping[str, str] = field(default_factory=dict)
 
@@ -118,9 +114,6 @@ def embedded_config(
     """Config for our Python-based backend serving ``name`` version ``version``."""
     config = _common(name, inputs, outputs, options)
     config.backend = BACKEND_NAME
-    if options.backend_checks_shapes:
-        for tensor in config.input:
-            tensor.dims[:] = [-1] * len(tensor.dims)
     _set_parameters(
         config,
         {

@@ -90,14 +90,14 @@ def check_pair(front: mc.ModelConfig, native: mc.ModelConfig) -> list[str]:
                     f"{native.name}: {kind} {name!r} has type {mc.DataType.Name(their_type)}, "
                     f"the front {mc.DataType.Name(data_type)}"
                 )
-            fixed = all(d > 0 for d in dims)  # a front with variable dims (backend_checks_shapes) accepts any
+            fixed = all(d > 0 for d in dims)  # the embedded numeric matrix is declared [-1] wide
             if fixed and their_dims != dims:
                 problems.append(f"{native.name}: {kind} {name!r} has dims {list(their_dims)}, the front {list(dims)}")
     return problems
 
 
 def check_onnx_file(native: mc.ModelConfig, path: Path) -> list[str]:
-    """Ways the ONNX graph at ``path`` disagrees with the native config's tensor names and types."""
+    """Ways the ONNX graph at ``path`` disagrees with the native config's tensor names, types and input widths."""
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except (OSError, DecodeError) as exc:
@@ -113,6 +113,13 @@ def check_onnx_file(native: mc.ModelConfig, path: Path) -> list[str]:
                 problems.append(f"{path}: the graph has no {kind} {tensor.name!r} (it has {sorted(types)})")
             elif types[tensor.name] != tensor.data_type:
                 problems.append(f"{path}: graph {kind} {tensor.name!r} is not {mc.DataType.Name(tensor.data_type)}")
+    for graph_input in graph.input:  # feature widths must agree (outputs may drop a trailing [1])
+        declared_dims = next((list(t.dims) for t in native.input if t.name == graph_input.name), None)
+        widths = [d.dim_value if d.HasField("dim_value") else -1 for d in graph_input.type.tensor_type.shape.dim[1:]]
+        if declared_dims is not None and any(
+            a > 0 and b > 0 and a != b for a, b in zip(widths, declared_dims, strict=False)
+        ):
+            problems.append(f"{path}: graph input {graph_input.name!r} has dims {widths}, the config {declared_dims}")
     return problems
 
 

@@ -112,9 +112,7 @@ def convert_models(repository: Path) -> dict[str, Served]:
 
     served: dict[str, Served] = {}
     model, frame = _int_classes()
-    version = convert_sklearn(
-        model, frame.to_numpy(), name="bk_int", repository=repository, options=options(backend_checks_shapes=True)
-    )
+    version = convert_sklearn(model, frame.to_numpy(), name="bk_int", repository=repository, options=options())
     served["int"] = Served(version, frame.set_axis(version.manifest.feature_names(), axis=1))
     for estimator in ("random_forest", "gradient_boosting"):
         trained = train_numeric_pipeline(estimator, n_rows=300, n_features=8)

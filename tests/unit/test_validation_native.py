@@ -69,7 +69,7 @@ def test_converter_output_makes_a_consistent_gpu_pair(repository: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "value", "message"),
     [
-        ("dims", None, "gpu__onnxruntime: input 'input' has dims [7], the front [3]"),
+        ("dims", None, "model.onnx: graph input 'input' has dims [3], the config [7]"),
         ("type", None, "output 'probabilities' has type TYPE_FP64, the front TYPE_FP32"),
         ("missing_output", None, "output 'label' is missing (the front has it)"),
         ("max_batch_size", 8, "max_batch_size 8 is below the front's 1024"),
