@@ -66,7 +66,10 @@ class RawCallers:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        session = requests.Session()
+        with requests.Session() as session:
+            self._send(session)
+
+    def _send(self, session: requests.Session) -> None:
         i = 0
         while not self._stop.is_set():
             row = self.rows[i % len(self.rows)]
@@ -164,6 +167,8 @@ def main(demo: Demo, workspace: Workspace, quick: bool) -> None:
         with demo.step("Shut down cleanly") as step:
             code = server.stop()
             step.detail = f"tritonserver exit code {code}"
+            if code != 0:
+                raise StepFailed(f"tritonserver exited {code}; see {server.log_path}")
 
 
 def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows: int, quick: bool) -> None:
@@ -212,7 +217,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         step.detail = f"canary share {share:.1%} of {sum(served.values())} requests; v2 promoted"
 
     with demo.step("Inject drifted traffic and let `tritonops drift` flag it") as step:
-        shifted = sensor_frame(n_rows=traffic_rows, n_features=16, seed=0, sample_seed=9).frame
+        shifted = sensor_frame(n_rows=2000, n_features=16, seed=0, sample_seed=9).frame
         shifted["f03"] = shifted["f03"] + 4 * shifted["f03"].std()
         with TritonClient(server.grpc_url, SENSOR, protocol="grpc", options=options) as client:
             client.predict(shifted)
@@ -255,13 +260,17 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         demo.cli("rollback", SENSOR, "--to", "1", "--reason", "demo: back to the random forest")
         step.detail = f"sensor back to v1 in {time.monotonic() - started:.1f} s"
 
-    with demo.step("A short Locust load (gRPC) against the live version") as step:
+    with demo.step("A short Locust load (gRPC + HTTP users) against the live version") as step:
         result = demo.run(
             "-m", "loadtest.run", "--model", SENSOR, "--version", "1", "--grpc", server.grpc_url,
             "--http", server.http_url, "--protocol", "both", "--users", "8", "--duration", "5" if quick else "15",
             "--max-failures", "0",
         )
-        step.detail = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        totals = [line for line in result.stdout.splitlines() if "Aggregated" in line]
+        if not totals:
+            raise StepFailed("the Locust run printed no Aggregated row")
+        cells = [cell.strip() for cell in totals[-1].strip("│ ").split("│")]
+        step.detail = f"{cells[1]} requests, {cells[2]} failed, {cells[3]} req/s, p99 {cells[6]} ms"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
