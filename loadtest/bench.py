@@ -32,7 +32,7 @@ from tritonclient.grpc import service_pb2
 
 from loadtest import payloads
 from loadtest.errors import BenchmarkError
-from loadtest.generators import LoadResult, run_h2load, run_wrk
+from loadtest.generators import LoadResult, cpu_idle_share, run_h2load, run_wrk
 from loadtest.inprocess import measure
 from loadtest.peers import flask_baseline, mlserver_peer
 from loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
@@ -108,7 +108,12 @@ def _row(target: str, protocol: str, rows_per_request: int, load: LoadResult) ->
         p50_ms=load.p50_ms,
         p99_ms=load.p99_ms,
         rows_per_s=load.rps * rows_per_request,
+        idle_before=load.idle_before,
     )
+
+
+def _summary(load: LoadResult) -> str:
+    return f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms (CPU idle before: {100 * load.idle_before:.0f}%)"
 
 
 def _check_http(url: str, body: str, expect_key: str) -> None:
@@ -138,12 +143,13 @@ def _success_count(grpc_url: str) -> int:
 def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
     rows = []
     for batch in INPROCESS_BATCHES:
+        idle = cpu_idle_share()
         result = measure(model.onnx_path, model.rows, batch, config.inprocess_seconds)
         console.print(f"  in-process ORT batch {batch}: {result.rows_per_s:,.0f} rows/s")
         rows.append(
             BenchRow(
                 "onnxruntime", "in-process", batch, 0, result.calls, 0,
-                result.calls / result.seconds, result.p50_ms, result.p99_ms, result.rows_per_s,
+                result.calls / result.seconds, result.p50_ms, result.p99_ms, result.rows_per_s, idle,
             )
         )  # fmt: skip
     return rows
@@ -161,7 +167,7 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> list[Ben
                 _check_http(url, body, '"label"')
                 load = run_wrk(url, body, config.connections, config.duration, config.generator_threads)
                 rows.append(_row("triton", "http", n, load))
-                console.print(f"  triton http {n} row(s)/req: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+                console.print(f"  triton http {n} row(s)/req: {_summary(load)}")
             if "triton-grpc" in config.targets:
                 framed = payloads.triton_grpc(MODEL, data)
                 _check_grpc(server.grpc_url, framed, n)
@@ -176,7 +182,7 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> list[Ben
                 )
                 unanswered = max(0, load.requests - (_success_count(server.grpc_url) - before))
                 rows.append(_row("triton", "grpc", n, replace(load, failures=load.failures + unanswered)))
-                console.print(f"  triton grpc {n} row(s)/req: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+                console.print(f"  triton grpc {n} row(s)/req: {_summary(load)}")
     return rows
 
 
@@ -186,7 +192,7 @@ def bench_flask(model: BenchModel, config: BenchConfig, work: Path) -> list[Benc
     with process:
         _check_http(f"{base}/predict", body, '"labels"')
         load = run_wrk(f"{base}/predict", body, config.connections, config.duration, config.generator_threads)
-    console.print(f"  flask+gunicorn: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+    console.print(f"  flask+gunicorn: {_summary(load)}")
     return [_row("flask", "http", 1, load)]
 
 
@@ -197,7 +203,7 @@ def bench_mlserver(model: BenchModel, config: BenchConfig, work: Path) -> list[B
     with process:
         _check_http(url, body, '"predict_proba"')
         load = run_wrk(url, body, config.connections, config.duration, config.generator_threads)
-    console.print(f"  mlserver: {load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms")
+    console.print(f"  mlserver: {_summary(load)}")
     return [_row("mlserver", "http", 1, load)]
 
 

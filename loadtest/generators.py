@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,9 +52,25 @@ class LoadResult:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    idle_before: float
+    """Share of all CPUs idle during the second before the run: how busy the machine was with other work."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def cpu_idle_share(seconds: float = 1.0) -> float:
+    """Share of CPU time (all cores) spent idle over the next ``seconds``, from ``/proc/stat``."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
 
 
 def require(tool: str) -> str:
@@ -72,6 +89,7 @@ def run_wrk(url: str, body: str, connections: int, seconds: float, threads: int 
     with tempfile.TemporaryDirectory(prefix="tritonops-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT.format(body=body), encoding="utf-8")
+        idle = cpu_idle_share()
         argv = [
             wrk,
             f"-t{max(1, min(threads, connections))}",
@@ -100,6 +118,7 @@ def run_wrk(url: str, body: str, connections: int, seconds: float, threads: int 
         p50_ms=raw["p50_us"] / 1000,
         p95_ms=raw["p95_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
+        idle_before=idle,
     )
 
 
@@ -129,6 +148,7 @@ def run_h2load(
         for key, value in headers.items():
             argv.append(f"--header={key}: {value}")
         argv.append(url)
+        idle = cpu_idle_share()
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
         if done.returncode != 0 or not log.exists():
             raise BenchmarkError(f"h2load failed (exit {done.returncode}) against {url}: {done.stderr.strip()[-500:]}")
@@ -148,4 +168,5 @@ def run_h2load(
         p50_ms=float(p50),
         p95_ms=float(p95),
         p99_ms=float(p99),
+        idle_before=idle,
     )
