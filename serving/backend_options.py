@@ -25,6 +25,8 @@ class BackendOptions:
     tensorrt: bool = False
     """On GPU instances, put TensorRT in front of CUDA."""
     instance_count: int = 1
+    response_cache_entries: int = 0
+    """Successful answers each instance keeps for repeated requests (``serving.response_cache``); 0 = no cache."""
 
     @property
     def bls_target(self) -> str | None:
@@ -42,6 +44,7 @@ class BackendOptions:
             runner=_runner(params.get("tritonops.runner", RUNNER_ONNXRUNTIME)),
             tensorrt=_flag(params, "tritonops.tensorrt", False),
             instance_count=sum(int(group.get("count", 1)) for group in groups),
+            response_cache_entries=_count(params, "tritonops.response_cache_entries", 0),
         )
 
 
@@ -56,6 +59,15 @@ def _positive_float(params: Mapping[str, str], key: str, default: float) -> floa
     if not value > 0:  # also refuses NaN
         raise ModelConfigError(f"parameter {key}: expected a number of seconds > 0, got {text!r}")
     return value
+
+
+def _count(params: Mapping[str, str], key: str, default: int) -> int:
+    text = params.get(key)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()):
+        raise ModelConfigError(f"parameter {key}: expected a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def _flag(params: Mapping[str, str], key: str, default: bool) -> bool:

@@ -43,6 +43,8 @@ class Snapshot:
     predictions: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     invalid: dict[Reason, int] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
+    cache_hits: int = 0
+    cache_misses: int = 0
 
     def add(self, other: Snapshot) -> None:
         """Add ``other``'s counts to these."""
@@ -53,10 +55,12 @@ class Snapshot:
         for reason, count in other.invalid.items():
             self.invalid[reason] += count
         self.durations.extend(other.durations)
+        self.cache_hits += other.cache_hits
+        self.cache_misses += other.cache_misses
 
 
 class DriftCounters:
-    """Thread-safe accumulators: per-feature bin counts, per-class predictions, rows, invalid requests."""
+    """Thread-safe accumulators: per-feature bins, per-class predictions, rows, invalid requests, cache lookups."""
 
     def __init__(self, manifest: Manifest) -> None:
         self.features = tuple(
@@ -109,6 +113,12 @@ class DriftCounters:
     def count_invalid(self, reason: Reason) -> None:
         with self._lock:
             self._current.invalid[reason] += 1
+
+    def count_cache(self, hits: int, misses: int) -> None:
+        """Add one batch's response-cache lookups."""
+        with self._lock:
+            self._current.cache_hits += hits
+            self._current.cache_misses += misses
 
     def take(self) -> Snapshot:
         """Everything counted since the previous ``take``; the counters start again from zero."""

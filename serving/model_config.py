@@ -45,9 +45,17 @@ class TensorSpec:
     dims: tuple[int, ...]
 
 
+PARAM_RESPONSE_CACHE_ENTRIES = "tritonops.response_cache_entries"
+
+
 @dataclass(frozen=True)
 class ServingOptions:
-    """Batching, instances and cache for one model. Defaults suit a 2-core CPU host."""
+    """Batching, instances and cache for one model. Defaults suit a 2-core CPU host.
+
+    ``response_cache`` caches answers to repeated inputs inside the tritonops backend (``response_cache_entries``
+    per instance, in the model parameter ``tritonops.response_cache_entries``). Triton's own response cache is
+    never enabled: Triton 2.51 answers a repeated rejected request from it as an empty success.
+    """
 
     max_batch_size: int = 1024
     preferred_batch_sizes: tuple[int, ...] = (16, 64, 256)
@@ -55,6 +63,7 @@ class ServingOptions:
     instance_count: int = 2
     instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     response_cache: bool = False
+    response_cache_entries: int = 4096
     drift_flush_seconds: float = 1.0
     extra_parameters: Mapping[str, str] = field(default_factory=dict)
 
@@ -63,6 +72,8 @@ class ServingOptions:
             raise ModelConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.instance_count < 1:
             raise ModelConfigError(f"instance_count must be >= 1, got {self.instance_count}")
+        if self.response_cache_entries < 1:
+            raise ModelConfigError(f"response_cache_entries must be >= 1, got {self.response_cache_entries}")
         if self.max_queue_delay_microseconds < 0:
             raise ModelConfigError(
                 f"max_queue_delay_microseconds must be >= 0, got {self.max_queue_delay_microseconds}"
@@ -94,8 +105,6 @@ def _common(
     group = config.instance_group.add()
     group.count = options.instance_count
     group.kind = mc.ModelInstanceGroup.Kind.Value(options.instance_kind)
-    if options.response_cache:
-        config.response_cache.enable = True
     return config
 
 
@@ -120,6 +129,7 @@ def embedded_config(
             "tritonops.model": name,
             "tritonops.version": str(version),
             "tritonops.drift_flush_seconds": repr(float(options.drift_flush_seconds)),
+            PARAM_RESPONSE_CACHE_ENTRIES: str(options.response_cache_entries if options.response_cache else 0),
             **options.extra_parameters,
         },
     )
@@ -143,7 +153,12 @@ def native_onnx_config(
     options: ServingOptions = ServingOptions(instance_kind="KIND_GPU", instance_count=1),
     accelerator: GpuAccelerator | None = GpuAccelerator(),
 ) -> mc.ModelConfig:
-    """Config for Triton's native ONNX Runtime backend (NGC image), optionally with TensorRT on the GPU."""
+    """Config for Triton's native ONNX Runtime backend (NGC image), optionally with TensorRT on the GPU.
+
+    No response cache here, even with ``options.response_cache``: the front model (``serving.native``) caches
+    repeated requests before they reach this model, which only sees whole forwarded batches over BLS; Triton's
+    cache could also hand a failed execution back as an empty success, as it does for the Python-based backend.
+    """
     config = _common(name, inputs, outputs, options)
     config.platform = "onnxruntime_onnx"
     config.backend = "onnxruntime"

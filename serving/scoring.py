@@ -16,6 +16,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from serving.errors import ServingError
+from serving.response_cache import ResponseCache, request_key
 from serving.validation import Batch, InputSchema, InvalidRequestError
 
 OUTPUT_LABEL = "label"
@@ -45,6 +46,23 @@ class ScoredBatch:
     results: list[Prediction | InvalidRequestError | ModelRunError]
     inputs: Batch
     outputs: Prediction | None
+    cached: tuple[tuple[Batch, Prediction], ...] = ()
+    """Valid requests answered from the response cache (not run), with their answers."""
+    cache_misses: int = 0
+    """Valid requests looked up in the response cache and not found (0 without a cache)."""
+
+    def served(self) -> tuple[Batch, npt.NDArray[np.generic]] | None:
+        """Inputs and labels of every answered row, run or cached (what the drift counters see), or None.
+
+        Cached rows are copied out of the request buffers; the rows that ran are the run batch as it is.
+        """
+        if not self.cached:
+            return None if self.outputs is None else (self.inputs, self.outputs.label)
+        parts = [(batch, prediction.label) for batch, prediction in self.cached]
+        if self.outputs is not None:
+            parts.append((self.inputs, self.outputs.label))
+        inputs = {name: np.concatenate([batch[name] for batch, _ in parts]) for name in parts[0][0]}
+        return inputs, np.concatenate([labels for _, labels in parts])
 
 
 def session_threads(instance_count: int, cpus: int | None = None) -> int:
@@ -99,38 +117,58 @@ class OnnxRunner:
 
 
 def score(
-    schema: InputSchema, run: Runner, requests: Sequence[Mapping[str, npt.NDArray[np.generic] | None]]
+    schema: InputSchema,
+    run: Runner,
+    requests: Sequence[Mapping[str, npt.NDArray[np.generic] | None]],
+    cache: ResponseCache[Prediction] | None = None,
 ) -> ScoredBatch:
     """Validate every request, run the valid ones as one batch and give each request its rows back.
 
-    Never raises for a request or a model failure: each result is a prediction or that request's error.
+    With a ``cache``, a valid request seen before gets its stored prediction and is not run; only predictions
+    are stored, never errors. Never raises for a request or a model failure: each result is a prediction or
+    that request's error.
     """
     results: list[Prediction | InvalidRequestError | ModelRunError] = []
     valid: list[Batch] = []
+    keys: list[bytes] = []
+    cached: list[tuple[Batch, Prediction]] = []
     for tensors in requests:
         try:
-            valid.append(schema.validate(tensors))
+            batch = schema.validate(tensors)
         except InvalidRequestError as exc:
             results.append(exc)
             continue
+        if cache is not None:
+            key = request_key(batch)
+            hit = cache.get(key)
+            if hit is not None:
+                results.append(hit)
+                cached.append((batch, hit))
+                continue
+            keys.append(key)
+        valid.append(batch)
         results.append(_PENDING)
     if not valid:
-        return ScoredBatch(results=results, inputs={}, outputs=None)
+        return ScoredBatch(results, {}, None, tuple(cached), len(keys))
     inputs = {name: np.concatenate([b[name] for b in valid]) for name in valid[0]}
     try:
         outputs = run(inputs)
     except Exception as exc:  # ONNX Runtime / BLS errors are untyped: the valid requests get the reason
         failure = ModelRunError(f"the model failed on a batch of {len(valid)} request(s): {exc}")
         results = [failure if r is _PENDING else r for r in results]
-        return ScoredBatch(results=results, inputs=inputs, outputs=None)
+        return ScoredBatch(results, inputs, None, tuple(cached), len(keys))
     sizes = iter([next(iter(b.values())).shape[0] for b in valid])
+    fresh = iter(keys)
     start = 0
     for index, result in enumerate(results):
         if result is _PENDING:
             stop = start + next(sizes)
             results[index] = Prediction(outputs.label[start:stop], outputs.probabilities[start:stop])
+            if cache is not None:  # a copy: an entry must not keep the whole batch's outputs alive
+                rows = slice(start, stop)
+                cache.put(next(fresh), Prediction(outputs.label[rows].copy(), outputs.probabilities[rows].copy()))
             start = stop
-    return ScoredBatch(results=results, inputs=inputs, outputs=outputs)
+    return ScoredBatch(results, inputs, outputs, tuple(cached), len(keys))
 
 
 _PENDING = Prediction(np.empty((0, 1), dtype=np.int64), np.empty((0, 0), dtype=np.float32))

@@ -20,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 from converters.manifest import Manifest, load_manifest
 from serving.backend_options import BackendOptions
 from serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
+from serving.response_cache import ResponseCache
 from serving.scoring import (
     OUTPUT_LABEL,
     OUTPUT_PROBABILITIES,
@@ -56,7 +57,7 @@ class _BlsRunner:
 class _Metrics:
     """Triton custom metrics for one model version; ``flush`` adds a snapshot of counts to them."""
 
-    def __init__(self, manifest: Manifest, counters: DriftCounters, drift: bool) -> None:
+    def __init__(self, manifest: Manifest, counters: DriftCounters, drift: bool, cache: bool) -> None:
         base = {"model": manifest.name, "version": str(manifest.version)}
         # Families must outlive their metrics: keep every one referenced here.
         self.families = []
@@ -67,6 +68,21 @@ class _Metrics:
         )
         self.families.append(invalid)
         self.invalid = {reason: invalid.Metric(labels={**base, "reason": reason}) for reason in REASONS}
+        self.cache = cache
+        if cache:  # only models with a cache export these: their absence says "no cache"
+            hits = pb_utils.MetricFamily(
+                name="tritonops_cache_hits_total",
+                description="Valid requests answered from the tritonops response cache",
+                kind=pb_utils.MetricFamily.COUNTER,
+            )
+            misses = pb_utils.MetricFamily(
+                name="tritonops_cache_misses_total",
+                description="Valid requests looked up in the tritonops response cache and run",
+                kind=pb_utils.MetricFamily.COUNTER,
+            )
+            self.families += [hits, misses]
+            self.cache_hits = hits.Metric(labels=base)
+            self.cache_misses = misses.Metric(labels=base)
         self.drift = drift
         if not drift:
             return
@@ -102,6 +118,11 @@ class _Metrics:
         for reason, count in snapshot.invalid.items():
             if count:
                 self.invalid[reason].increment(float(count))
+        if self.cache:
+            if snapshot.cache_hits:
+                self.cache_hits.increment(float(snapshot.cache_hits))
+            if snapshot.cache_misses:
+                self.cache_misses.increment(float(snapshot.cache_misses))
         if not self.drift or (snapshot.rows == 0 and not snapshot.durations):
             return
         for feature, counts in snapshot.feature_bins.items():
@@ -144,8 +165,11 @@ class TritonPythonModel:
             )
             model_path = Path(args["model_repository"]) / args["model_version"] / manifest.onnx.file
             self.run = OnnxRunner(model_path, providers, session_threads(self.options.instance_count))
+        entries = self.options.response_cache_entries
+        # ours, not Triton's response cache: Triton 2.51 replays a cached error response as an empty success
+        self.cache: ResponseCache[Prediction] | None = ResponseCache(entries) if entries else None
         self.counters = DriftCounters(manifest)
-        self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters)
+        self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters, self.cache is not None)
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name="tritonops-flush", daemon=True)
         self._flusher.start()
@@ -166,7 +190,7 @@ class TritonPythonModel:
                 tensor = pb_utils.get_input_tensor_by_name(request, name)
                 one[name] = None if tensor is None else tensor.as_numpy()
             tensors.append(one)
-        scored = score(self.schema, self.run, tensors)
+        scored = score(self.schema, self.run, tensors, self.cache)
         responses = []
         for request, result in zip(requests, scored.results, strict=True):
             if isinstance(result, InvalidRequestError):
@@ -192,8 +216,11 @@ class TritonPythonModel:
                         ]
                     )
                 )
-        if self.options.drift_counters and scored.outputs is not None:
-            self.counters.count_batch(scored.inputs, scored.outputs.label, time.perf_counter() - started)
+        if self.cache is not None:
+            self.counters.count_cache(len(scored.cached), scored.cache_misses)
+        served = scored.served() if self.options.drift_counters else None
+        if served is not None:  # cached answers are live inputs too: drift must see them
+            self.counters.count_batch(*served, time.perf_counter() - started)
         return responses
 
     def finalize(self) -> None:
