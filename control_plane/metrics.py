@@ -202,8 +202,9 @@ class VersionStats:
     executions: float = 0.0
     queue_us: float = 0.0
     compute_us: float = 0.0
-    cache_hits: float = 0.0
+    cache_hits: float = 0.0  # tritonops response cache (the backend's counters), else Triton's own
     cache_misses: float = 0.0
+    compute_skipped: float = 0.0  # requests Triton answered from its own cache: they record no compute time
     latency_ms: Mapping[float, float] = field(default_factory=dict)
     latency_source: str = "none"
 
@@ -229,7 +230,7 @@ class VersionStats:
 
     @property
     def mean_compute_ms(self) -> float | None:
-        executed = self.requests - self.cache_hits
+        executed = self.requests - self.compute_skipped
         return self.compute_us / executed / 1000 if executed > 0 else None
 
     @property
@@ -267,6 +268,18 @@ def _histogram_quantiles(delta: Snapshot, model: str, version: str) -> dict[floa
     return found
 
 
+def _cache_lookups(delta: Snapshot, model: str, base: Mapping[str, str]) -> tuple[float, float]:
+    """(hits, misses): the tritonops backend's cache counters where the version exports them, else Triton's."""
+    ours = ("tritonops_cache_hits_total", "tritonops_cache_misses_total")
+    if any(delta.has(name, **base) for name in ours):
+        return delta.total(ours[0], **base), delta.total(ours[1], **base)
+    version = base["version"]
+    return (
+        delta.total("nv_cache_num_hits_per_model_total", model=model, version=version),
+        delta.total("nv_cache_num_misses_per_model_total", model=model, version=version),
+    )
+
+
 def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
     """Per (Triton model name, version) numbers over ``win``.
 
@@ -289,6 +302,7 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
         if not latency:
             latency = _histogram_quantiles(delta, base["model"], version)
             source = "backend histogram" if latency else "none"
+        cache_hits, cache_misses = _cache_lookups(delta, model, base)
         result[(model, version)] = VersionStats(
             model=model,
             version=version,
@@ -303,8 +317,9 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
                 delta.total(f"nv_inference_compute_{part}_duration_us_total", **m)
                 for part in ("input", "infer", "output")
             ),
-            cache_hits=delta.total("nv_cache_num_hits_per_model_total", **m),
-            cache_misses=delta.total("nv_cache_num_misses_per_model_total", **m),
+            cache_hits=cache_hits,
+            cache_misses=cache_misses,
+            compute_skipped=delta.total("nv_cache_num_hits_per_model_total", **m),
             latency_ms=latency,
             latency_source=source,
         )
@@ -316,7 +331,7 @@ def combine_stats(
 ) -> dict[tuple[str, str], VersionStats]:
     """The fleet's numbers: counts added up; latency quantiles can't be merged, the worst endpoint's are kept."""
     combined: dict[tuple[str, str], VersionStats] = {}
-    summed = ("success", "failure", "invalid", "inferences", "executions", "queue_us", "compute_us")
+    summed = ("success", "failure", "invalid", "inferences", "executions", "queue_us", "compute_us", "compute_skipped")
     for stats in per_endpoint:
         for key, s in stats.items():
             old = combined.get(key)

@@ -100,7 +100,8 @@ def test_embedded_config_parses_with_model_config_pb2(first_version: ModelVersio
     assert config.backend == "tritonops"
     assert config.max_batch_size == 64
     assert list(config.dynamic_batching.preferred_batch_size) == [8, 32]
-    assert config.response_cache.enable
+    assert not config.HasField("response_cache")  # repeated inputs are cached by our backend instead
+    assert config.parameters["tritonops.response_cache_entries"].string_value == "4096"
     # [-1] columns: a wrong feature count reaches our backend (named + counted) instead of Triton's silent shape check
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("input", model_config_pb2.TYPE_FP32, [-1])]
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [

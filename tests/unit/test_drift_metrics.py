@@ -9,6 +9,7 @@ import pytest
 from control_plane.errors import MetricsError
 from control_plane.metrics import (
     SnapshotStore,
+    VersionStats,
     base_model,
     combine_stats,
     feature_bin_counts,
@@ -190,3 +191,51 @@ def test_snapshot_history_round_trips_and_looks_back(tmp_path: Path) -> None:
         store.record("h:8002", parse_metrics(exposition(50, 0, 0, (1, 0, 0)), taken_at=1400.0))
         kept = store.oldest("h:8002")
         assert kept is not None and kept.taken_at == 1250.0
+
+
+def _with_cache_counters(text: str, ours: tuple[int, int] | None, triton: tuple[int, int] | None) -> str:
+    """``text`` plus the backend's cache counters (labelled by manifest name) and/or Triton's per-model ones."""
+    lines = [line for line in text.splitlines() if "nv_cache_num_hits_per_model" not in line]
+    if ours is not None:
+        lines += [
+            "# TYPE tritonops_cache_hits_total counter",
+            f'tritonops_cache_hits_total{{model="rf",version="3"}} {ours[0]}',
+            "# TYPE tritonops_cache_misses_total counter",
+            f'tritonops_cache_misses_total{{model="rf",version="3"}} {ours[1]}',
+        ]
+    if triton is not None:
+        lines += [
+            "# TYPE nv_cache_num_hits_per_model counter",
+            f'nv_cache_num_hits_per_model{{model="rf__canary",version="3"}} {triton[0]}',
+            "# TYPE nv_cache_num_misses_per_model counter",
+            f'nv_cache_num_misses_per_model{{model="rf__canary",version="3"}} {triton[1]}',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _canary_stats(ours: tuple[tuple[int, int], tuple[int, int]] | None, triton: tuple[int, int] | None) -> VersionStats:
+    before = _with_cache_counters(
+        exposition(100, 0, 0, (1, 1, 1), model="rf__canary", version="3"), ours[0] if ours else None, (0, 0)
+    )
+    after = _with_cache_counters(
+        exposition(200, 0, 0, (1, 1, 1), model="rf__canary", version="3"), ours[1] if ours else None, triton
+    )
+    win = window(parse_metrics(before, taken_at=0.0), parse_metrics(after, taken_at=10.0))
+    return version_stats(win)[("rf__canary", "3")]
+
+
+def test_cache_hit_rate_prefers_the_backends_counters_by_manifest_name() -> None:
+    stats = _canary_stats(((10, 10), (70, 30)), triton=(0, 0))
+    assert (stats.cache_hits, stats.cache_misses) == (60.0, 20.0)
+    assert stats.cache_hit_rate == pytest.approx(0.75)
+    # our cache hits still ran through Triton's compute path: every request counts for the mean compute time
+    assert stats.compute_skipped == 0.0
+    assert stats.mean_compute_ms == pytest.approx(100 * 1000 / 100 / 1000)
+
+
+def test_cache_hit_rate_falls_back_to_tritons_response_cache_counters() -> None:
+    stats = _canary_stats(None, triton=(40, 60))
+    assert (stats.cache_hits, stats.cache_misses) == (40.0, 60.0)
+    assert stats.cache_hit_rate == pytest.approx(0.4)
+    assert stats.compute_skipped == 40.0
+    assert stats.mean_compute_ms == pytest.approx(100 * 1000 / 60 / 1000)

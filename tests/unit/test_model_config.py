@@ -35,11 +35,24 @@ def test_embedded_config_round_trips_through_pbtxt() -> None:
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 200
     assert parsed.instance_group[0].count == 3
     assert parsed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    assert parsed.response_cache.enable is True
+    # the cache lives in our backend: Triton's own would replay a rejected request as an empty success
+    assert not parsed.HasField("response_cache")
+    assert parsed.parameters["tritonops.response_cache_entries"].string_value == "4096"
     assert parsed.input[0].data_type == mc.TYPE_FP32 and list(parsed.input[0].dims) == [20]
     assert parsed.output[0].data_type == mc.TYPE_STRING
     assert parsed.parameters["tritonops.version"].string_value == "4"
     assert parsed.parameters["tritonops.model"].string_value == "churn"
+
+
+def test_response_cache_entries_parameter_is_zero_when_off_and_sized_when_on() -> None:
+    off = embedded_config("churn", 1, INPUTS, OUTPUTS, ServingOptions())
+    assert off.parameters["tritonops.response_cache_entries"].string_value == "0"
+    sized = embedded_config("churn", 1, INPUTS, OUTPUTS, ServingOptions(response_cache=True, response_cache_entries=8))
+    assert sized.parameters["tritonops.response_cache_entries"].string_value == "8"
+    native = native_onnx_config("churn__onnxruntime", INPUTS, OUTPUTS, ServingOptions(response_cache=True))
+    assert not native.HasField("response_cache")
+    with pytest.raises(ModelConfigError, match="response_cache_entries must be >= 1, got 0"):
+        ServingOptions(response_cache=True, response_cache_entries=0)
 
 
 def test_json_override_pins_versions_and_keeps_fields() -> None:

@@ -355,10 +355,12 @@ def test_options_from_model_config() -> None:
                 "tritonops.drift_counters": "False",
                 "tritonops.runner": "bls:churn__onnxruntime",
                 "tritonops.tensorrt": "true",
+                "tritonops.response_cache_entries": "512",
             }
         )
     )
     assert options.drift_flush_seconds == 0.25 and options.drift_counters is False and options.tensorrt is True
+    assert options.response_cache_entries == 512 and defaults.response_cache_entries == 0
     assert options.bls_target == "churn__onnxruntime" and options.instance_count == 3
     assert defaults.bls_target is None
 
@@ -372,6 +374,8 @@ def test_options_from_model_config() -> None:
         ("tritonops.drift_counters", "yes", "expected 'true' or 'false', got 'yes'"),
         ("tritonops.runner", "bls:", "expected 'onnxruntime' or 'bls:<model name>', got 'bls:'"),
         ("tritonops.runner", "tensorflow", "got 'tensorflow'"),
+        ("tritonops.response_cache_entries", "-1", "expected a whole number >= 0, got '-1'"),
+        ("tritonops.response_cache_entries", "4k", "expected a whole number >= 0, got '4k'"),
     ],
 )
 def test_bad_options_name_the_parameter(key: str, value: str, message: str) -> None:
