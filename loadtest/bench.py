@@ -134,10 +134,46 @@ def _check_grpc(target: str, framed: bytes, rows: int) -> None:
         raise BenchmarkError(f"pre-flight gRPC ModelInfer answered outputs {names} for {rows} rows")
 
 
-def _success_count(grpc_url: str) -> int:
-    with grpcclient.InferenceServerClient(grpc_url) as client:
-        stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"]
-    return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+@dataclass(frozen=True)
+class TritonCounters:
+    """Triton's own statistics for the bench model (cumulative)."""
+
+    requests: int
+    executions: int
+    queue_ns: int
+    compute_ns: int
+
+    @classmethod
+    def read(cls, grpc_url: str) -> TritonCounters:
+        with grpcclient.InferenceServerClient(grpc_url) as client:
+            stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"]
+        total = {"requests": 0, "executions": 0, "queue_ns": 0, "compute_ns": 0}
+        for entry in stats:
+            inference = entry["inference_stats"]
+            total["requests"] += int(inference["success"].get("count", 0))
+            total["executions"] += int(entry.get("execution_count", 0))
+            total["queue_ns"] += int(inference["queue"].get("ns", 0))
+            total["compute_ns"] += sum(
+                int(inference[key].get("ns", 0)) for key in ("compute_input", "compute_infer", "compute_output")
+            )
+        return cls(**total)
+
+    def since(self, before: TritonCounters) -> dict[str, float]:
+        """Server-side view of one run: requests, average dynamic batch, queue wait and backend time.
+
+        Triton books a batch's whole compute time on every request in it, so compute time per request is the
+        (request-weighted) duration of a batch; divided by the average batch it approximates the cost of one.
+        """
+        requests_ = max(1, self.requests - before.requests)
+        batch = requests_ / max(1, self.executions - before.executions)
+        batch_us = (self.compute_ns - before.compute_ns) / requests_ / 1000
+        return {
+            "requests": self.requests - before.requests,
+            "avg_batch_requests": round(batch, 1),
+            "queue_us_per_request": round((self.queue_ns - before.queue_ns) / requests_ / 1000, 1),
+            "backend_us_per_batch": round(batch_us, 1),
+            "backend_us_per_request": round(batch_us / batch, 1),
+        }
 
 
 def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
@@ -155,8 +191,12 @@ def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
     return rows
 
 
-def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> list[BenchRow]:
+def bench_triton(
+    model: BenchModel, config: BenchConfig, work: Path
+) -> tuple[list[BenchRow], dict[str, dict[str, float]]]:
+    """Triton over HTTP (wrk) and gRPC (h2load), single rows and batches; also Triton's own per-run statistics."""
     rows: list[BenchRow] = []
+    server_side: dict[str, dict[str, float]] = {}
     options = ServerOptions(model_repository=model.repository, load_models=[MODEL], work_dir=work / "triton")
     with TritonServer(options) as server:
         for n in (1, config.batch_rows):
@@ -165,13 +205,15 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> list[Ben
                 url = f"http://{server.http_url}/v2/models/{MODEL}/infer"
                 body = payloads.triton_json(data)
                 _check_http(url, body, '"label"')
+                before = TritonCounters.read(server.grpc_url)
                 load = run_wrk(url, body, config.connections, config.duration, config.generator_threads)
+                server_side[f"http {n} rows/req"] = TritonCounters.read(server.grpc_url).since(before)
                 rows.append(_row("triton", "http", n, load))
                 console.print(f"  triton http {n} row(s)/req: {_summary(load)}")
             if "triton-grpc" in config.targets:
                 framed = payloads.triton_grpc(MODEL, data)
                 _check_grpc(server.grpc_url, framed, n)
-                before = _success_count(server.grpc_url)
+                before = TritonCounters.read(server.grpc_url)
                 load = run_h2load(
                     f"http://{server.grpc_url}{payloads.GRPC_INFER_PATH}",
                     framed,
@@ -180,10 +222,12 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> list[Ben
                     payloads.GRPC_HEADERS,
                     config.generator_threads,
                 )
-                unanswered = max(0, load.requests - (_success_count(server.grpc_url) - before))
+                seen = TritonCounters.read(server.grpc_url).since(before)
+                server_side[f"grpc {n} rows/req"] = seen
+                unanswered = max(0, load.requests - int(seen["requests"]))
                 rows.append(_row("triton", "grpc", n, replace(load, failures=load.failures + unanswered)))
                 console.print(f"  triton grpc {n} row(s)/req: {_summary(load)}")
-    return rows
+    return rows, server_side
 
 
 def bench_flask(model: BenchModel, config: BenchConfig, work: Path) -> list[BenchRow]:
@@ -267,7 +311,10 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
             rows += bench_inprocess(model, config)
         if {"triton-http", "triton-grpc"} & set(config.targets):
             console.print(f"[bold]triton[/] {config.connections} connections, {config.duration:g} s per run")
-            rows += bench_triton(model, config, work)
+            triton_rows, meta["triton_server_side"] = bench_triton(model, config, work)
+            rows += triton_rows
+            for label, seen in meta["triton_server_side"].items():
+                console.print(f"  triton {label}, server side: {seen}")
         for name, step in STEPS.items():
             if name in config.targets:
                 console.print(f"[bold]{name}[/] {config.connections} connections, {config.duration:g} s")
