@@ -4,6 +4,7 @@ drift counters, aliases loaded from bytes, the response cache and the BLS runner
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -70,13 +71,11 @@ class Served:
                 tensors[spec.name] = block.astype(str).to_numpy(dtype=object, copy=True)
         return tensors
 
-    def config_json(self, alias: str, cache: bool = False, **parameters: str) -> str:
+    def config_json(self, alias: str, **parameters: str) -> str:
         """The version's own config under another name, as the control plane sends it with ``load_model``."""
         config = read_pbtxt(self.version.config_path)
         config.name = alias
         config.instance_group[0].count = 1
-        if cache:
-            config.response_cache.enable = True
         for key, value in parameters.items():
             config.parameters[key].string_value = value
         return to_json(with_specific_versions(config, [self.version.version]))
@@ -506,20 +505,113 @@ def test_alias_loaded_from_bytes_serves_and_labels_metrics_by_manifest(
         unload(grpc, alias)
 
 
-def test_response_cache_hits_for_repeated_inputs(
+def _cache_lookups(server: TritonServer, served: Served) -> tuple[float, float]:
+    """(hits, misses) of the backend's response cache, labelled like every tritonops metric by manifest name."""
+    labels = {"model": served.name, "version": str(served.version.version)}
+    return metric(server, "tritonops_cache_hits_total", **labels), metric(
+        server, "tritonops_cache_misses_total", **labels
+    )
+
+
+def _wait_for_lookups(server: TritonServer, served: Served, expected: tuple[float, float]) -> tuple[float, float]:
+    deadline = time.monotonic() + 10 * FLUSH + 5
+    while (found := _cache_lookups(server, served)) != expected and time.monotonic() < deadline:
+        time.sleep(FLUSH)
+    return found
+
+
+def test_response_cache_answers_repeats_like_the_model_counts_lookups_and_stays_bounded(
     models: dict[str, Served], triton_server: TritonServer, grpc: grpcclient.InferenceServerClient
 ) -> None:
+    """Our backend's cache (one instance, 2 entries): hits give the uncached answer, drift still sees every row."""
     served = models["int"]
     alias = f"{served.name}__cached"
-    grpc.load_model(alias, config=served.config_json(alias, cache=True), files=served.files())
+    cached_config = served.config_json(alias, **{"tritonops.response_cache_entries": "2"})
+    assert '"response_cache"' not in cached_config
+    grpc.load_model(alias, config=cached_config, files=served.files())
     try:
-        rows = served.tensors(served.rows(1))["input"]
-        first = infer(grpc, alias, {"input": rows})
+        a, b, c = (served.tensors(served.rows(3)) for _ in range(3))
+        hits, misses = _cache_lookups(triton_server, served)
+        bins_before = metric_values(triton_server, "tritonops_feature_bin_total")
+        predictions_before = metric_values(triton_server, "tritonops_prediction_total")
+        rows_before = metric(triton_server, "tritonops_rows_total", model=served.name)
+
+        first = infer(grpc, alias, a)
+        want_labels, want_probabilities = expected_outputs(served, a)
+        assert first[0].tolist() == want_labels.tolist()
+        np.testing.assert_allclose(first[1], want_probabilities, atol=1e-5, rtol=0)
         for _ in range(4):
-            again = infer(grpc, alias, {"input": rows})
+            again = infer(grpc, alias, a)
             assert again[0].tolist() == first[0].tolist()
-        assert metric(triton_server, "nv_cache_num_hits_per_model", model=alias) == 4
-        assert metric(triton_server, "nv_cache_num_misses_per_model", model=alias) == 1
+            np.testing.assert_array_equal(again[1], first[1])
+        assert _wait_for_lookups(triton_server, served, (hits + 4, misses + 1)) == (hits + 4, misses + 1)
+
+        # cached answers are live inputs: the drift counters saw all 5 x 3 rows
+        assert wait_for_metric(triton_server, "tritonops_rows_total", rows_before + 15, model=served.name) == (
+            rows_before + 15
+        )
+        bins_after = metric_values(triton_server, "tritonops_feature_bin_total")
+        reference = served.manifest.reference.features
+        for feature in served.manifest.features:
+            counts = np.bincount(
+                assign_bins(reference[feature.name], a[feature.tensor][:, feature.column]),
+                minlength=len(bin_labels(reference[feature.name])),
+            )
+            for bin_label, count in zip(bin_labels(reference[feature.name]), counts.tolist(), strict=True):
+                key = frozenset(
+                    {("model", served.name), ("version", "1"), ("feature", feature.name), ("bin", bin_label)}
+                )
+                assert bins_after.get(key, 0.0) - bins_before.get(key, 0.0) == 5 * count, (feature.name, bin_label)
+        predictions_after = metric_values(triton_server, "tritonops_prediction_total")
+        for cls in served.manifest.classes:
+            key = frozenset({("model", served.name), ("version", "1"), ("class", str(cls))})
+            sent = first[0].reshape(-1).tolist().count(cls)
+            assert predictions_after.get(key, 0.0) - predictions_before.get(key, 0.0) == 5 * sent
+
+        # bounded: b and c push a out of the 2 entries, so a runs again, then hits again
+        infer(grpc, alias, b)
+        infer(grpc, alias, c)
+        rerun = infer(grpc, alias, a)
+        assert rerun[0].tolist() == first[0].tolist()
+        infer(grpc, alias, a)
+        assert _wait_for_lookups(triton_server, served, (hits + 5, misses + 4)) == (hits + 5, misses + 4)
+    finally:
+        unload(grpc, alias)
+
+
+def test_a_repeated_invalid_request_gets_its_error_every_time_with_the_cache_on(
+    models: dict[str, Served], triton_server: TritonServer, grpc: grpcclient.InferenceServerClient
+) -> None:
+    """Triton 2.51's own response cache answered the 2nd and later copies with HTTP 200 and no outputs."""
+    served = models["int"]
+    alias = f"{served.name}__cachedbad"
+    grpc.load_model(
+        alias, config=served.config_json(alias, **{"tritonops.response_cache_entries": "16"}), files=served.files()
+    )
+    try:
+        hits, misses = _cache_lookups(triton_server, served)
+        invalid = metric(triton_server, "tritonops_invalid_requests_total", model=served.name, reason="nan")
+        row = served.tensors(served.rows(1))["input"][0].tolist()
+        bad = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [float("nan"), *row[1:]]}]}
+        url = f"http://{triton_server.http_url}/v2/models/{alias}/infer"
+        replies = [requests.post(url, data=json.dumps(bad), timeout=5) for _ in range(5)]
+        feature = served.manifest.feature_names()[0]
+        error = (
+            f"input 'input': feature '{feature}' is NaN at row 0; this model can't take missing values [reason: nan]"
+        )
+        assert [(r.status_code, r.json()) for r in replies] == [(400, {"error": error})] * 5
+        assert (
+            wait_for_metric(
+                triton_server, "tritonops_invalid_requests_total", invalid + 5, model=served.name, reason="nan"
+            )
+            == invalid + 5
+        )
+        # refused before any lookup: nothing was stored or counted as a hit, and good requests still answer
+        good = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
+        answers = [requests.post(url, json=good, timeout=5) for _ in range(2)]
+        assert [r.status_code for r in answers] == [200, 200]
+        assert answers[0].json()["outputs"] and answers[1].json() == answers[0].json()
+        assert _wait_for_lookups(triton_server, served, (hits + 1, misses + 1)) == (hits + 1, misses + 1)
     finally:
         unload(grpc, alias)
 
