@@ -20,6 +20,8 @@ from control_plane.drift import DriftReport, FeatureDrift
 from control_plane.state import ModelState
 
 _STATISTICS = ("psi", "jensenshannon", "ks", "chisquare_p")
+TRIGGERS = ("rollback", "abort-canary")
+"""The ``trigger`` label values of ``tritonops_rollbacks_total``: the automatic actions."""
 
 
 def _statistics(feature: FeatureDrift) -> dict[str, float | None]:
@@ -69,6 +71,13 @@ class ControlPlaneExporter:
         self._thread: Thread | None = None
 
     def set_state(self, state: ModelState) -> None:
+        """The desired state; also puts the model's action counters on the page at 0.
+
+        A counter series that first appears at 1 hides that increase from ``increase()``/``rate()`` (Prometheus
+        takes the first sample as the baseline), so the first automatic rollback would never alert.
+        """
+        for trigger in TRIGGERS:
+            self.rollbacks.labels(state.name, trigger)
         self.live_version.labels(state.name).set(state.live or 0)
         self.canary_version.labels(state.name).set(state.canary or 0)
         self.canary_weight.labels(state.name).set(state.canary_weight if state.canary is not None else 0.0)

@@ -312,12 +312,13 @@ def test_drift_guardrail_rolls_back_and_the_exporter_shows_every_family(
     assert flagged, "the breach never showed on the exporter before the action"
     assert flagged[0].total("tritonops_live_version", model=DRIFT) == 2
     assert flagged[0].total("tritonops_drift_detected", model=DRIFT, version="2") == 1
+    assert flagged[0].has("tritonops_rollbacks_total", model=DRIFT, trigger="rollback")  # at 0: increase() sees 0->1
     # after: live 1, no canary, one rollback counted at a time inside the run; v2's statistics stay exported
     assert after.total("tritonops_live_version", model=DRIFT) == 1
     assert after.total("tritonops_canary_version", model=DRIFT) == 0
     assert after.total("tritonops_canary_weight", model=DRIFT) == 0
     assert after.total("tritonops_rollbacks_total", model=DRIFT, trigger="rollback") == 1
-    assert not after.has("tritonops_rollbacks_total", trigger="abort-canary")
+    assert after.total("tritonops_rollbacks_total", model=DRIFT, trigger="abort-canary") == 0
     assert started < after.total("tritonops_last_rollback_timestamp_seconds", model=DRIFT) < finished
     assert after.total("tritonops_drift_detected", model=DRIFT, version="2") == 1
     for feature in today.columns:  # shifted by 3 standard deviations: far beyond the 0.25 "significant" band
@@ -464,7 +465,8 @@ def test_alert_action_records_and_exports_a_canary_breach_and_changes_nothing(
     assert exported.total("tritonops_canary_weight", model=CANARY) == 0.5
     assert exported.total("tritonops_guardrail_breached", model=CANARY, guardrail="canary_error_rate") == 1
     assert exported.total("tritonops_guardrail_breached", model=CANARY, guardrail="error_rate") == 1  # canary's
-    assert not exported.has("tritonops_rollbacks_total")
+    assert exported.has("tritonops_rollbacks_total", trigger="abort-canary")
+    assert exported.total("tritonops_rollbacks_total", model=CANARY) == 0
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,10 @@ def test_a_breach_must_repeat_before_it_counts_and_a_dead_endpoint_is_reported(
     assert exported.total("tritonops_guardrail_breached", model="rf", guardrail="error_rate") == 1.0
     assert exported.total("tritonops_live_version", model="rf") == 2.0
     assert exported.total("tritonops_canary_version", model="rf") == 0.0
+    # the action counters exist at 0 before any action, so Prometheus' increase() sees the first one
+    for trigger in ("rollback", "abort-canary"):
+        assert exported.has("tritonops_rollbacks_total", model="rf", trigger=trigger)
+    assert exported.total("tritonops_rollbacks_total") == 0.0
     # alert mode records the breach once per run of breaches, when it first becomes due (streak 2)
     with StateStore.open(settings.state_path) as store:
         alerts = [e for e in store.audit("rf") if e.action == "guardrail-alert"]
