@@ -186,8 +186,9 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
         (
             PanelSpec(
                 "Response cache hit ratio",
-                "Cache hits / lookups for models with response_cache enabled.",
-                (Query(f"model_version:nv_cache_hit_ratio:rate1m{{{TRITON}}}"),),
+                "Cache hits / lookups of the tritonops backend's cache (models converted with response_cache), "
+                "or of Triton's own cache where a hand-written config enables it.",
+                (Query(f"model_version:tritonops_cache_hit_ratio:rate1m{{{TRITON}}}"),),
                 unit="percentunit",
                 width=8,
             ),

@@ -60,8 +60,8 @@ def demo_stack(
 ) -> DemoStack:
     """The demo model: v1 live, v2 a 50% canary with the response cache on (`fleet add`, `promote`, `canary`).
 
-    Triton 2.51 reports per-model cache hits only where the cache is enabled, and then leaves out the request
-    latency summary: live (no cache) feeds the latency panels, the canary the cache panel.
+    The cache is the tritonops backend's (Triton's own stays off), so both versions keep Triton's latency summary;
+    the canary feeds the cache panel.
     """
     cached = ConversionOptions(serving=ServingOptions(response_cache=True))
     versions = []
@@ -101,7 +101,7 @@ def _send(server: TritonServer, stop: threading.Event, load: Load, seconds: floa
             every = load.nan_every.get(model, 0)
             if every and (i // 2) % every == 0:
                 batch[0, 0] = np.nan
-                batch[0, 1] = i  # a fresh row each time: the response cache would answer a repeated one
+                batch[0, 1] = i  # a fresh row each time (a repeated one is refused just the same)
             tensor = httpclient.InferInput("input", list(batch.shape), "FP32")
             tensor.set_data_from_numpy(batch)
             try:

@@ -175,11 +175,17 @@ def test_every_panel_returns_series_then_the_rollback_shows_as_an_annotation(
         by_model = {(r["metric"]["model"], r["metric"]["version"]): float(r["value"][1]) for r in rps}
         assert set(by_model) == {(MODEL, "1"), (CANARY, "2")}
         assert all(v > 1 for v in by_model.values()), by_model
-        latency = f'model_version_quantile:nv_inference_request_duration_seconds:max{{model="{MODEL}"}}'
-        quantiles = {r["metric"]["quantile"]: float(r["value"][1]) for r in _query(prometheus, latency)}
-        assert set(quantiles) == {"0.5", "0.95", "0.99"}
-        assert 0 < quantiles["0.5"] <= quantiles["0.99"] < 1.0, quantiles
-        assert 0.5 < _value(prometheus, f'model_version:nv_cache_hit_ratio:rate1m{{model="{CANARY}"}}') <= 1.0
+        for name in (MODEL, CANARY):  # the cached canary too: Triton's own cache (which hid the summary) stays off
+            latency = f'model_version_quantile:nv_inference_request_duration_seconds:max{{model="{name}"}}'
+            quantiles = {r["metric"]["quantile"]: float(r["value"][1]) for r in _query(prometheus, latency)}
+            assert set(quantiles) == {"0.5", "0.95", "0.99"}, name
+            assert 0 < quantiles["0.5"] <= quantiles["0.99"] < 1.0, quantiles
+        # the backend's cache, labelled by manifest name and the canary's version
+        cache_ratio = f'model_version:tritonops_cache_hit_ratio:rate1m{{model="{MODEL}",version="2"}}'
+        assert 0.5 < _value(prometheus, cache_ratio) <= 1.0
+        assert (
+            _query(prometheus, f'model_version:tritonops_cache_hit_ratio:rate1m{{model="{MODEL}",version="1"}}') == []
+        )
         assert 0 < _value(prometheus, f'model_version:nv_inference_error_ratio:rate1m{{model="{MODEL}"}}') < 0.2
         assert _value(prometheus, f'tritonops_live_version{{model="{MODEL}"}}') == 1
         assert _value(prometheus, f'tritonops_canary_version{{model="{MODEL}"}}') == 2
