@@ -15,7 +15,7 @@ from control_plane.cli.top import COLUMNS, build_rows, drift_verdict, render, ro
 from control_plane.drift import DriftReport
 from control_plane.metrics import VersionStats
 from control_plane.state import ModelState
-from tests.deploy.conftest import MODEL, DemoStack, Load, running_load
+from tests.deploy.conftest import CANARY, MODEL, DemoStack, Load, running_load
 
 STATES = {"rf": ModelState(name="rf", live=3, canary=4, canary_weight=0.25)}
 
@@ -88,3 +88,10 @@ def test_top_once_shows_the_demo_model_under_load(demo_stack: DemoStack) -> None
     assert float(cells[3].replace(",", "")) > 10  # req/s over the 2 s window
     assert cells[4].endswith("%") and cells[-1] != "-"  # an error rate, and a drift verdict for live
     assert "1/1 endpoints" in result.stdout
+    canary = [line for line in result.stdout.splitlines() if re.search(rf"\b{CANARY}\s.*\bcanary 50%", line)]
+    assert len(canary) == 1, result.stdout
+    cells = [c.strip() for c in re.split(r"[│|]", canary[0]) if c.strip()]
+    assert cells[:3] == [CANARY, "2", "canary 50%"], cells
+    # the backend's cache (4 distinct rows sent again and again) and Triton's summary p99, which its cache hid
+    assert cells[10].endswith("%") and int(cells[10][:-1]) >= 50, cells
+    assert cells[6] != "-", cells
