@@ -17,7 +17,7 @@ import requests
 from control_plane.drift import BinnedReference, DriftConfig, drift_report
 from control_plane.errors import PolicyError
 from control_plane.exporter import ControlPlaneExporter
-from control_plane.guardrails import Policy, Watcher
+from control_plane.guardrails import Action, Policy, Watcher
 from control_plane.metrics import parse_metrics
 from control_plane.state import AuditEntry, ModelState, StateStore
 from serving.triton import free_port
@@ -85,7 +85,7 @@ def settings(tmp_path: Path) -> Settings:
 def test_a_breach_must_repeat_before_it_counts_and_a_dead_endpoint_is_reported(
     metrics: MetricsText, settings: Settings
 ) -> None:
-    policy = Policy(action="alert", consecutive=2, min_requests=50, window_seconds=3600, drift=None, canary=None)
+    policy = Policy(action=Action.ALERT, consecutive=2, min_requests=50, window_seconds=3600, drift=None, canary=None)
     dead = f"http://127.0.0.1:{free_port()}/metrics"
     exporter = ControlPlaneExporter()
     watcher = Watcher(settings, "rf", policy, [metrics.url, dead], exporter=exporter, sleep=lambda _: None)
@@ -128,7 +128,7 @@ def test_a_breach_must_repeat_before_it_counts_and_a_dead_endpoint_is_reported(
 
 
 def test_one_good_step_resets_the_streak(metrics: MetricsText, settings: Settings) -> None:
-    policy = Policy(action="alert", consecutive=3, min_requests=10, window_seconds=0.001, drift=None, canary=None)
+    policy = Policy(action=Action.ALERT, consecutive=3, min_requests=10, window_seconds=0.001, drift=None, canary=None)
     watcher = Watcher(settings, "rf", policy, [metrics.url], sleep=lambda _: None)
     seen = []
     for success, invalid in [(100, 0), (200, 50), (300, 50), (400, 100)]:
@@ -175,3 +175,46 @@ def test_exporter_serves_the_contract_families_over_http() -> None:
     assert scraped.total("tritonops_guardrail_breached", guardrail="error_rate") == 1.0
     assert scraped.total("tritonops_rollbacks_total", model="rf", trigger="rollback") == 1.0
     assert scraped.total("tritonops_last_rollback_timestamp_seconds", model="rf") == 1_700_000_000.0
+
+
+def _breaching(target: str) -> str:
+    """Live v2 and canary v3 (alias rf__canary) with 100 requests each; ``target`` refuses 40 of them."""
+    served = (("rf", "2", "live"), ("rf__canary", "3", "canary"))
+    success = [f'nv_inference_request_success{{model="{n}",version="{v}"}} 100' for n, v, _ in served]
+    invalid = [
+        f'tritonops_invalid_requests_total{{model="rf",reason="nan",version="{v}"}} {40 if who == target else 0}'
+        for _, v, who in served
+    ]
+    families = ["# TYPE nv_inference_request_success counter", *success]
+    families += ["# TYPE tritonops_invalid_requests_total counter", *invalid, ""]
+    return "\n".join(families)
+
+
+@pytest.mark.parametrize(
+    ("action", "target", "decided"),
+    [
+        (Action.AUTO, "live", "rollback"),
+        (Action.AUTO, "canary", "abort-canary"),
+        (Action.ROLLBACK, "live", "rollback"),
+        (Action.ROLLBACK, "canary", "rollback"),
+        (Action.ABORT_CANARY, "live", None),
+        (Action.ABORT_CANARY, "canary", "abort-canary"),
+        (Action.ALERT, "live", None),
+        (Action.ALERT, "canary", None),
+    ],
+)
+def test_policy_action_decides_what_a_breach_does(
+    metrics: MetricsText, settings: Settings, action: Action, target: str, decided: str | None
+) -> None:
+    with StateStore.open(settings.state_path) as store:
+        store.set_canary("rf", 3, 0.5, AuditEntry("test", "canary", "rf", 2, 3, "setup", "ok"))
+    metrics.body = _breaching(target)
+    policy = Policy(action=action, consecutive=1, min_requests=10, drift=None, canary=None)
+    step = Watcher(settings, "rf", policy, [metrics.url], sleep=lambda _: None).step()
+    assert step.action == decided
+    with StateStore.open(settings.state_path) as store:
+        events = [e.action for e in store.audit("rf") if e.action.startswith("guardrail-")]
+    if decided is None:  # recorded, not acted on
+        assert [c.target for c in step.alerts] == [target] and events == ["guardrail-alert"]
+    else:  # the rollout itself fails here (no fleet, no earlier release): the decision and its audit are the point
+        assert step.action_error is not None and step.alerts == () and events == ["guardrail-breach"]
