@@ -48,7 +48,11 @@ def convert(
     ),
     max_queue_delay_us: int = typer.Option(200, help="Dynamic batching max queue delay in microseconds."),
     instances: int = typer.Option(2, help="Model instances (CPU)."),
-    cache: bool = typer.Option(False, "--cache/--no-cache", help="Enable Triton's response cache for the model."),
+    cache: bool = typer.Option(
+        False,
+        "--cache/--no-cache",
+        help="Cache answers to repeated inputs in the backend (successful answers only; 4096 per instance).",
+    ),
     min_label_agreement: float = typer.Option(1.0, help="Parity: minimum label agreement outside ties (0..1)."),
     max_prob_diff: float = typer.Option(1e-4, help="Parity: maximum |probability difference| allowed."),
     parity_rows: int = typer.Option(2000, help="Rows drawn from the sample for the parity check."),

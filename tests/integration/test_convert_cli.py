@@ -21,6 +21,7 @@ import tritonclient.http as httpclient
 
 from converters import Manifest, load_manifest
 from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
+from serving.model_config import read_pbtxt
 from serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -123,6 +124,9 @@ def test_convert_joblib_mixed_pipeline_and_serve_it(
     assert "> checking parity" in done.stdout
     manifest = load_manifest(triton_repository / "cli_churn" / "1")
     assert manifest.parity.rows == 400
+    config = read_pbtxt(triton_repository / "cli_churn" / "config.pbtxt")  # --cache: the backend's, not Triton's
+    assert not config.HasField("response_cache")
+    assert config.parameters["tritonops.response_cache_entries"].string_value == "4096"
     client.load_model("cli_churn")
     rows = files.churn.frame.sample(25, random_state=3)
     labels, probabilities, tops = _infer(client, manifest, rows)
