@@ -92,7 +92,7 @@ def served(triton_server: TritonServer, triton_repository: Path) -> Iterator[Ser
     data = sensor_frame(n_rows=300, n_features=6, seed=3)
     codes_labels = data.labels.map({"alpha": 10, "beta": 20, "gamma": 30}).astype(np.int64)
     codes = Trained(
-        LogisticRegression(max_iter=300).fit(data.frame, codes_labels), data.frame, codes_labels, [10, 20, 30]
+        LogisticRegression(max_iter=5000).fit(data.frame, codes_labels), data.frame, codes_labels, [10, 20, 30]
     )
     for model, name in ((sensor_v1, SENSOR), (sensor_v2, SENSOR), (churn, CHURN), (codes, CODES)):
         convert_sklearn(model.model, model.frame, name=name, repository=triton_repository)
