@@ -32,7 +32,7 @@ from tritonclient.grpc import service_pb2
 
 from loadtest import payloads
 from loadtest.errors import BenchmarkError
-from loadtest.generators import LoadResult, cpu_idle_share, run_h2load, run_wrk
+from loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
 from loadtest.inprocess import measure
 from loadtest.peers import flask_baseline, mlserver_peer
 from loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
@@ -109,11 +109,15 @@ def _row(target: str, protocol: str, rows_per_request: int, load: LoadResult) ->
         p99_ms=load.p99_ms,
         rows_per_s=load.rps * rows_per_request,
         idle_before=load.idle_before,
+        others_cpu=load.others_cpu,
     )
 
 
 def _summary(load: LoadResult) -> str:
-    return f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms (CPU idle before: {100 * load.idle_before:.0f}%)"
+    return (
+        f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms "
+        f"(CPU idle before: {100 * load.idle_before:.0f}%, others' CPU during: {100 * load.others_cpu:.0f}%)"
+    )
 
 
 def _check_http(url: str, body: str, expect_key: str) -> None:
@@ -180,12 +184,13 @@ def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
     rows = []
     for batch in INPROCESS_BATCHES:
         idle = cpu_idle_share()
-        result = measure(model.onnx_path, model.rows, batch, config.inprocess_seconds)
+        with OtherLoad() as others:
+            result = measure(model.onnx_path, model.rows, batch, config.inprocess_seconds)
         console.print(f"  in-process ORT batch {batch}: {result.rows_per_s:,.0f} rows/s")
         rows.append(
             BenchRow(
                 "onnxruntime", "in-process", batch, 0, result.calls, 0,
-                result.calls / result.seconds, result.p50_ms, result.p99_ms, result.rows_per_s, idle,
+                result.calls / result.seconds, result.p50_ms, result.p99_ms, result.rows_per_s, idle, others.share,
             )
         )  # fmt: skip
     return rows

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from loadtest.errors import BenchmarkError
 
@@ -53,7 +54,9 @@ class LoadResult:
     p95_ms: float
     p99_ms: float
     idle_before: float
-    """Share of all CPUs idle during the second before the run: how busy the machine was with other work."""
+    """Share of all CPUs idle during the second before the run."""
+    others_cpu: float = 0.0
+    """Share of all CPUs used by processes outside the benchmark during the run (background work)."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -100,7 +103,8 @@ def run_wrk(url: str, body: str, connections: int, seconds: float, threads: int 
             str(script),
             url,
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+        with OtherLoad() as others:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("@@RESULT ")]
     if done.returncode != 0 or not lines:
         raise BenchmarkError(
@@ -119,6 +123,7 @@ def run_wrk(url: str, body: str, connections: int, seconds: float, threads: int 
         p95_ms=raw["p95_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         idle_before=idle,
+        others_cpu=others.share,
     )
 
 
@@ -149,7 +154,8 @@ def run_h2load(
             argv.append(f"--header={key}: {value}")
         argv.append(url)
         idle = cpu_idle_share()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+        with OtherLoad() as others:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
         if done.returncode != 0 or not log.exists():
             raise BenchmarkError(f"h2load failed (exit {done.returncode}) against {url}: {done.stderr.strip()[-500:]}")
         rows = np.loadtxt(log, dtype=np.int64, ndmin=2)  # start time (us), HTTP status, duration (us)
@@ -169,4 +175,38 @@ def run_h2load(
         p95_ms=float(p95),
         p99_ms=float(p99),
         idle_before=idle,
+        others_cpu=others.share,
     )
+
+
+class OtherLoad:
+    """CPU share (of all cores) that processes outside this process tree used while the block ran.
+
+    Processes that exit inside the block are missed, so the figure is a lower bound of the background load.
+    """
+
+    def __init__(self) -> None:
+        self.share: float = 0.0
+        self._before: dict[tuple[int, float], float] = {}
+        self._started = 0.0
+
+    @staticmethod
+    def _snapshot() -> dict[tuple[int, float], float]:
+        seen = {}
+        for process in psutil.process_iter(["pid", "create_time", "cpu_times"]):
+            times = process.info["cpu_times"]
+            if times is not None:
+                seen[(process.info["pid"], process.info["create_time"])] = times.user + times.system
+        return seen
+
+    def __enter__(self) -> OtherLoad:
+        self._before = self._snapshot()
+        self._started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.monotonic() - self._started
+        me = psutil.Process()
+        ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
+        used = sum(cpu - self._before.get(key, 0.0) for key, cpu in self._snapshot().items() if key[0] not in ours)
+        self.share = max(0.0, used) / max(1e-9, wall * (psutil.cpu_count() or 1))

@@ -26,7 +26,9 @@ class BenchRow:
     p99_ms: float
     rows_per_s: float
     idle_before: float | None = None
-    """Share of the CPUs idle just before the run (other work on the machine)."""
+    """Share of the CPUs idle just before the run."""
+    others_cpu: float | None = None
+    """Share of the CPUs used by processes outside the benchmark during the run."""
     x_flask: float | None = None
     x_mlserver: float | None = None
     of_limit: float | None = None
@@ -52,11 +54,15 @@ def _ratio(value: float | None, suffix: str = "x") -> str:
     return "-" if value is None else f"{value:,.1f}{suffix}"
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
 def render(rows: list[BenchRow], console: Console, title: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("target", "protocol", "rows/req", "conns", "requests", "fail", "req/s", "p50 ms", "p99 ms"):
         table.add_column(column, justify="left" if column in ("target", "protocol") else "right")
-    for column in ("rows/s", "x Flask", "x MLServer", "of limit", "idle before"):
+    for column in ("rows/s", "x Flask", "x MLServer", "of limit", "idle before", "others' CPU"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
@@ -73,7 +79,8 @@ def render(rows: list[BenchRow], console: Console, title: str) -> None:
             _ratio(r.x_flask),
             _ratio(r.x_mlserver),
             "-" if r.of_limit is None else f"{100 * r.of_limit:.0f}%",
-            "-" if r.idle_before is None else f"{100 * r.idle_before:.0f}%",
+            _share(r.idle_before),
+            _share(r.others_cpu),
         )
     console.print(table)
 
@@ -82,16 +89,16 @@ def markdown(rows: list[BenchRow], verdicts: list[dict[str, Any]]) -> str:
     """The results table and the target verdicts as Markdown (pasted into docs/benchmarks.md)."""
     lines = [
         "| target | protocol | rows/req | conns | requests | failures | req/s | p50 ms | p99 ms | rows/s "
-        "| x Flask | x MLServer | of in-process limit | CPU idle before |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| x Flask | x MLServer | of in-process limit | CPU idle before | others' CPU during |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         limit = "-" if r.of_limit is None else f"{100 * r.of_limit:.0f}%"
-        idle = "-" if r.idle_before is None else f"{100 * r.idle_before:.0f}%"
         lines.append(
             f"| {r.target} | {r.protocol} | {r.rows_per_request} | {r.connections or '-'} | {r.requests:,} "
             f"| {r.failures} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rows_per_s:,.0f} "
-            f"| {_ratio(r.x_flask)} | {_ratio(r.x_mlserver)} | {limit} | {idle} |"
+            f"| {_ratio(r.x_flask)} | {_ratio(r.x_mlserver)} | {limit} | {_share(r.idle_before)} "
+            f"| {_share(r.others_cpu)} |"
         )
     lines += ["", "| DESIGN target | measured | met |", "|---|--:|---|"]
     lines += [f"| {v['target']} | {v['value']} | {'yes' if v['met'] else 'no'} |" for v in verdicts]
