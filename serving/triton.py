@@ -73,7 +73,6 @@ class ServerOptions:
     startup_timeout: float = 60.0
     stop_grace: float = 30.0
     """Seconds between SIGTERM and SIGKILL; Triton gets 5 s less to unload its models (busy hosts need ~10 s)."""
-    cache_bytes: int = 64 * 1024 * 1024
     log_verbose: int = 0
     extra_args: Sequence[str] = field(default_factory=tuple)
 
@@ -123,7 +122,7 @@ class TritonServer:
         return self.ports
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def command(self, backend_dir: Path, cache_dir: Path) -> list[str]:
+    def command(self, backend_dir: Path) -> list[str]:
         """The full ``tritonserver`` command line for these options."""
         opts, ports = self.options, self._ports()
         assert self.install is not None
@@ -131,8 +130,6 @@ class TritonServer:
             str(self.install.binary),
             f"--model-repository={opts.model_repository.resolve()}",
             f"--backend-directory={backend_dir}",
-            f"--cache-directory={cache_dir}",
-            f"--cache-config=local,size={opts.cache_bytes}",
             "--model-control-mode=explicit",
             f"--http-address={opts.host}",
             f"--grpc-address={opts.host}",
@@ -216,7 +213,7 @@ class TritonServer:
         preexec: Callable[[], None] | None = None if self.detach else _bind_to_parent
         try:
             self.process = subprocess.Popen(
-                self.command(backend_dir, self.install.caches),
+                self.command(backend_dir),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
