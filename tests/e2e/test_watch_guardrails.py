@@ -46,10 +46,11 @@ from tritonclient.utils import InferenceServerException
 
 from control_plane.errors import MetricsError
 from control_plane.exporter import ControlPlaneExporter
+from control_plane.fleet import reconcile
 from control_plane.guardrails import Step, Watcher, parse_policy
 from control_plane.metrics import Snapshot, VersionStats, fleet_window, parse_metrics, scrape
-from control_plane.rollout import canary, deploy, fleet_add, promote
-from control_plane.state import AuditEvent, StateStore
+from control_plane.rollout import fleet_add
+from control_plane.state import AuditEntry, AuditEvent, StateStore
 from converters.convert import ConversionOptions, convert_sklearn
 from examples.data import sensor_frame
 from serving.model_config import ServingOptions
@@ -217,6 +218,23 @@ def _settings(server: TritonServer, repository: Path, state_dir: Path) -> Settin
     return settings
 
 
+def _arrange(
+    settings: Settings, model: str, releases: Sequence[int] = (), canary: tuple[int, float] | None = None
+) -> None:
+    """Test setup: write the desired state (release history, canary) and let ``reconcile`` load it on Triton.
+
+    One load per served version instead of a gated rollout per step (the rollout library has tests of its own).
+    """
+    with StateStore.open(settings.state_path) as store:
+        for version in releases:
+            store.set_live(model, version, AuditEntry("test", "arrange", model, None, version, "setup", "ok"))
+        if canary is not None:
+            entry = AuditEntry("test", "arrange", model, None, canary[0], "setup", "ok")
+            store.set_canary(model, canary[0], canary[1], entry)
+        report = reconcile(store, settings.repository, settings.admin_headers(), actor="test")
+    assert report.ok, report
+
+
 def _desired(settings: Settings, model: str) -> tuple[int | None, int | None, float]:
     with StateStore.open(settings.state_path) as store:
         state = store.model(model)
@@ -270,8 +288,7 @@ def drift_setup(
             _logistic().fit(frame, data.labels), frame, name=DRIFT, repository=triton_repository, options=OPTIONS
         )
     settings = _settings(triton_server, triton_repository, tmp_path_factory.mktemp("drift_state"))
-    promote(settings, DRIFT, 1, actor="test", reason="trained on this year's data")
-    promote(settings, DRIFT, 2, actor="test", reason="retrained on the old archive")
+    _arrange(settings, DRIFT, releases=[1, 2])  # v1 trained on this year's data, v2 retrained on the old archive
     yield settings, today
     _unload(triton_server, DRIFT)
 
@@ -350,7 +367,7 @@ def latency_setup(
     for model in (_logistic().fit(data.frame, data.labels), heavy):
         convert_sklearn(model, data.frame, name=SLOW, repository=triton_repository, options=OPTIONS)
     settings = _settings(triton_server, triton_repository, tmp_path_factory.mktemp("latency_state"))
-    promote(settings, SLOW, 1, actor="test", reason="fast release")
+    _arrange(settings, SLOW, releases=[1])
     yield settings, data.frame
     _unload(triton_server, SLOW)
 
@@ -371,12 +388,12 @@ def test_latency_guardrail_rolls_back_a_slow_version(
     settings, frame = latency_setup
     rows = frame.to_numpy()
     fast = _p99_trial(triton_server, rows, SLOW, 1)
-    deploy(settings, SLOW, 2, actor="test", reason="trial of the wide network, no traffic routed to it")
+    _arrange(settings, SLOW, canary=(2, 0.0))  # a trial of the wide network: loaded, no traffic routed to it
     slow = _p99_trial(triton_server, rows, f"{SLOW}__canary", 2)  # the same requests, straight to the candidate
     assert slow.latency_ms[0.5] > 5 * fast.latency_ms[0.5], (fast.latency_ms, slow.latency_ms)  # really slower
     # the limit sits between the two versions' measured p99s (geometric mean), robust to the noise of busy cores
     limit = math.sqrt(fast.latency_ms[0.99] * slow.latency_ms[0.99])
-    promote(settings, SLOW, 2, actor="test", reason="the wide network")
+    _arrange(settings, SLOW, releases=[2])
     policy = _policy(
         tmp_path,
         f"min_requests: 10\naction: auto\nerror_rate: null\ndrift: null\ncanary: null\n"
@@ -410,9 +427,7 @@ def canary_setup(
         model.fit(data.frame, data.labels)
         convert_sklearn(model, data.frame, name=CANARY, repository=triton_repository, options=OPTIONS)
     settings = _settings(triton_server, triton_repository, tmp_path_factory.mktemp("canary_state"))
-    promote(settings, CANARY, 1, actor="test", reason="first")
-    promote(settings, CANARY, 2, actor="test", reason="second")
-    canary(settings, CANARY, 3, 0.5, actor="test", reason="the regression as canary")
+    _arrange(settings, CANARY, releases=[1, 2], canary=(3, 0.5))
     yield settings, data.frame.to_numpy()
     _unload(triton_server, CANARY)
 
@@ -509,7 +524,7 @@ def rolled_back_by_policy(
     canary_setup: tuple[Settings, Rows], aborted: tuple[str, float], triton_server: TritonServer
 ) -> tuple[list[Step], Snapshot]:
     settings, rows = canary_setup
-    canary(settings, CANARY, 3, 0.5, actor="test", reason="the regression as canary, again")
+    _arrange(settings, CANARY, canary=(3, 0.5))  # the regression as canary, again
     exporter = ControlPlaneExporter()
     watcher = _watcher(settings, triton_server, NAN_POLICY + "action: rollback\n", exporter)
     with _nan_traffic(triton_server, rows):
