@@ -321,9 +321,11 @@ class StateStore:
         )
 
     def set_live(self, name: str, version: int, entry: AuditEntry, *, rollback: bool = False) -> AuditEvent:
-        """Make ``version`` live; clear a canary of the same version; append a release.
+        """Make ``version`` live; append a release.
 
-        With ``rollback`` the release that was live is marked rolled back, so the next rollback goes further back.
+        A canary of the same version is cleared. With ``rollback`` any canary is cleared too (a rollback ends the
+        canary in the same transaction, so ``reconcile`` never brings it back) and the release that was live is
+        marked rolled back, so the next rollback goes further back.
         """
         with self._write() as db:
             self._ensure_model(db, name)
@@ -333,11 +335,12 @@ class StateStore:
                     "(SELECT id FROM releases WHERE model = ? ORDER BY id DESC LIMIT 1)",
                     (name,),
                 )
+            ends_canary = "1" if rollback else "canary_version = ?"
             db.execute(
                 "UPDATE models SET live_version = ?, updated_at = ?, "
-                "canary_version = CASE WHEN canary_version = ? THEN NULL ELSE canary_version END, "
-                "canary_weight = CASE WHEN canary_version = ? THEN 0 ELSE canary_weight END WHERE name = ?",
-                (version, now_iso(), version, version, name),
+                f"canary_weight = CASE WHEN {ends_canary} THEN 0 ELSE canary_weight END, "
+                f"canary_version = CASE WHEN {ends_canary} THEN NULL ELSE canary_version END WHERE name = ?",
+                (version, now_iso(), *(() if rollback else (version, version)), name),
             )
             db.execute(
                 "INSERT INTO releases (model, version, at, actor) VALUES (?, ?, ?, ?)",

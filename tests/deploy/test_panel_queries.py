@@ -202,8 +202,10 @@ def test_every_panel_returns_series_then_the_rollback_shows_as_an_annotation(
     assert len(events) == 1, "no rollback annotation after the canary failed"
     at_ms = float(events[0]["value"][1])
     assert started * 1000 < at_ms <= time.time() * 1000  # Grafana places it by this value: the action's time
+    # every trigger's series exists from the first step (so increase() sees the first rollback): one per trigger
     rollbacks = _query(prometheus, f'tritonops_rollbacks_total{{model="{MODEL}"}}')
-    assert [float(r["value"][1]) for r in rollbacks] == [1.0]
+    by_trigger = {r["metric"]["trigger"]: float(r["value"][1]) for r in rollbacks}
+    assert by_trigger == {"abort-canary": 1.0, "rollback": 0.0}
     with StateStore.open(demo_stack.settings.state_path) as store:
         state = store.model(MODEL)
     assert state is not None and state.live == 1 and state.canary is None

@@ -80,6 +80,21 @@ def test_canary_is_set_cleared_and_dropped_when_promoted(store: StateStore) -> N
     assert store.model("rf") == ModelState("rf", 2, None, 0.0)
 
 
+def test_rollback_ends_a_running_canary_in_the_same_transaction(store: StateStore) -> None:
+    store.set_live("rf", 1, entry(to=1))
+    store.set_live("rf", 2, entry(to=2))
+    store.set_canary("rf", 3, 0.5, entry("canary", to=3))
+    store.set_live("rf", 1, entry("rollback", to=1), rollback=True)
+    assert store.model("rf") == ModelState("rf", 1, None, 0.0)
+
+
+def test_promoting_another_version_keeps_the_canary(store: StateStore) -> None:
+    store.set_live("rf", 1, entry(to=1))
+    store.set_canary("rf", 3, 0.2, entry("canary", to=3))
+    store.set_live("rf", 2, entry(to=2))
+    assert store.model("rf") == ModelState("rf", 2, 3, 0.2)
+
+
 def test_a_bad_weight_changes_nothing(store: StateStore) -> None:
     store.set_live("rf", 1, entry(to=1))
     events = len(store.audit())
