@@ -129,8 +129,14 @@ def main(demo: Demo, workspace: Workspace, quick: bool) -> None:
         ):
             demo.cli("convert", str(a / model_file), "--name", name, "--sample", str(a / sample))
         demo.cli(
-            "convert", str(a / "sensor_mlp.pt"), "--name", MLP, "--sample", str(a / "sensor_sample.csv"),
-            "--classes", ",".join(mlp.classes),
+            "convert",
+            str(a / "sensor_mlp.pt"),
+            "--name",
+            MLP,
+            "--sample",
+            str(a / "sensor_sample.csv"),
+            "--classes",
+            ",".join(mlp.classes),
         )
         demo.cli("models", "list")
         versions = sorted(p.name for p in (workspace.repository / SENSOR).iterdir() if p.name.isdigit())
@@ -262,9 +268,24 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
 
     with demo.step("A short Locust load (gRPC + HTTP users) against the live version") as step:
         result = demo.run(
-            "-m", "loadtest.run", "--model", SENSOR, "--version", "1", "--grpc", server.grpc_url,
-            "--http", server.http_url, "--protocol", "both", "--users", "8", "--duration", "5" if quick else "15",
-            "--max-failures", "0",
+            "-m",
+            "loadtest.run",
+            "--model",
+            SENSOR,
+            "--version",
+            "1",
+            "--grpc",
+            server.grpc_url,
+            "--http",
+            server.http_url,
+            "--protocol",
+            "both",
+            "--users",
+            "8",
+            "--duration",
+            "5" if quick else "15",
+            "--max-failures",
+            "0",
         )
         totals = [line for line in result.stdout.splitlines() if "Aggregated" in line]
         if not totals:
