@@ -44,17 +44,18 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[dev,torch,loadtest]'
 	@touch $@
 
-test: setup  ## Set up, then run the whole test suite
+test: setup lint  ## Set up, run the gates (ruff, mypy --strict), then the whole test suite
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests (exit 5): not a failure"; code=0; fi; exit $$code
 
 test-fast: setup  ## Unit tests only
 	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup  ## ruff + mypy
-	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy
+lint: setup  ## ruff (lint + format) and mypy --strict on the library
+	@echo ">> ruff, mypy"
+	@$(VENV)/bin/ruff check --quiet .
+	@$(VENV)/bin/ruff format --check --quiet .
+	@$(VENV)/bin/mypy --no-error-summary
 
 demo: setup  ## Set up, then run the main job end to end on the embedded Triton
 	@$(PY) -m examples.demo
