@@ -228,11 +228,11 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         with TritonClient(server.grpc_url, SENSOR, protocol="grpc", options=options) as client:
             client.predict(shifted)
         time.sleep(1.5)  # the backend flushes its drift counters every second
-        report = demo.cli("drift", SENSOR, "--json", check=False)
+        report = demo.cli("drift", SENSOR, "--window", "load", "--json", check=False)
         drifted = sorted(json.loads(report.stdout)["drifted_features"])
         if "f03" not in drifted:
             raise StepFailed(f"drift should flag f03, it flagged {drifted}")
-        demo.cli("drift", SENSOR, check=False)
+        demo.cli("drift", SENSOR, "--window", "load", check=False)
         step.detail = f"drifted features: {', '.join(drifted)}"
 
     with demo.step("A bad v3 (trained on a column callers don't send) trips `watch`, which rolls back") as step:
