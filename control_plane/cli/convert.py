@@ -142,7 +142,7 @@ def list_command(repository: Path = typer.Option(None, "--repository", "-r", hel
 @models_app.command("show")
 def show(
     name: str = typer.Argument(..., help="Model name."),
-    version: int = typer.Option(None, "--version", "-v", help="Version to show [default: the newest]."),
+    version: int = typer.Option(None, "--version", "-v", help="Version to show (default: the newest)."),
     repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest JSON instead of tables."),
 ) -> None:
