@@ -8,6 +8,7 @@ since the last call and starts again from zero, so a flush turns into a few metr
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,10 +139,20 @@ class DriftCounters:
             return
         labels = np.concatenate([batch_labels.reshape(-1) for _, batch_labels in pending])
         snapshot.rows += int(labels.shape[0])
+        # one concatenation per tensor, not per feature: a model has few tensors and many features
+        tensors = {f.tensor for f in self.features}
+        joined = {name: np.concatenate([batch[name] for batch, _ in pending]) for name in tensors}
         for f in self.features:
-            column = np.concatenate([batch[f.tensor][:, f.column] for batch, _ in pending])
-            snapshot.feature_bins[f.feature] += np.bincount(assign_bins(f.reference, column), minlength=len(f.labels))
-        values, counts = np.unique(labels, return_counts=True)
-        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            bins = assign_bins(f.reference, joined[f.tensor][:, f.column])
+            snapshot.feature_bins[f.feature] += np.bincount(bins, minlength=len(f.labels))
+        for value, count in _tally(labels):
             key = value.decode("utf-8") if isinstance(value, bytes) else value
             snapshot.predictions[self._class_index[key]] += count
+
+
+def _tally(labels: npt.NDArray[np.generic]) -> list[tuple[object, int]]:
+    """Each distinct label with its count; string labels are hashed, not sorted (a sort of objects is slow)."""
+    if labels.dtype == np.object_:
+        return list(Counter(labels.tolist()).items())
+    values, counts = np.unique(labels, return_counts=True)
+    return list(zip(values.tolist(), counts.tolist(), strict=True))

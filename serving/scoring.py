@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from serving.errors import ServingError
 from serving.response_cache import ResponseCache, request_key
-from serving.validation import Batch, InputSchema, InvalidRequestError
+from serving.validation import Batch, InputSchema, InvalidRequestError, ValidatedBatch
 
 OUTPUT_LABEL = "label"
 OUTPUT_PROBABILITIES = "probabilities"
@@ -128,6 +128,10 @@ def score(
     are stored, never errors. Never raises for a request or a model failure: each result is a prediction or
     that request's error.
     """
+    if cache is None:
+        whole = schema.validate_all(requests)
+        if whole is not None:  # the common case: every request is valid, checked in one pass
+            return _run_all(run, whole)
     results: list[Prediction | InvalidRequestError | ModelRunError] = []
     valid: list[Batch] = []
     keys: list[bytes] = []
@@ -169,6 +173,23 @@ def score(
                 cache.put(next(fresh), Prediction(outputs.label[rows].copy(), outputs.probabilities[rows].copy()))
             start = stop
     return ScoredBatch(results, inputs, outputs, tuple(cached), len(keys))
+
+
+def _run_all(run: Runner, whole: ValidatedBatch) -> ScoredBatch:
+    """Run a batch whose requests are all valid and slice each request's rows out of the outputs."""
+    try:
+        outputs = run(whole.inputs)
+    except Exception as exc:  # ONNX Runtime / BLS errors are untyped: every request gets the reason
+        failure = ModelRunError(f"the model failed on a batch of {len(whole.sizes)} request(s): {exc}")
+        return ScoredBatch([failure] * len(whole.sizes), whole.inputs, None)
+    results: list[Prediction | InvalidRequestError | ModelRunError] = []
+    label, probabilities = outputs.label, outputs.probabilities
+    start = 0
+    for size in whole.sizes:
+        stop = start + size
+        results.append(Prediction(label[start:stop], probabilities[start:stop]))
+        start = stop
+    return ScoredBatch(results, whole.inputs, outputs)
 
 
 _PENDING = Prediction(np.empty((0, 1), dtype=np.int64), np.empty((0, 0), dtype=np.float32))

@@ -24,7 +24,6 @@ from serving.response_cache import ResponseCache
 from serving.scoring import (
     OUTPUT_LABEL,
     OUTPUT_PROBABILITIES,
-    ModelRunError,
     OnnxRunner,
     Prediction,
     execution_providers,
@@ -138,6 +137,11 @@ class _Metrics:
         self.rows.increment(float(snapshot.rows))
 
 
+def _as_numpy(tensor: Any) -> Any:
+    """A request tensor's array, or None where the request lacks that input."""
+    return None if tensor is None else tensor.as_numpy()
+
+
 def _with_request_id(message: str, request: Any) -> str:
     """The error message plus the client's ``request_id`` parameter, when it sent one (error path only)."""
     try:
@@ -183,17 +187,22 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         started = time.perf_counter()
-        tensors = []
-        for request in requests:
-            one = {}
-            for name in self.input_names:
-                tensor = pb_utils.get_input_tensor_by_name(request, name)
-                one[name] = None if tensor is None else tensor.as_numpy()
-            tensors.append(one)
+        get_input = pb_utils.get_input_tensor_by_name
+        tensors = [{name: _as_numpy(get_input(request, name)) for name in self.input_names} for request in requests]
         scored = score(self.schema, self.run, tensors, self.cache)
         responses = []
+        tensor, response = pb_utils.Tensor, pb_utils.InferenceResponse
         for request, result in zip(requests, scored.results, strict=True):
-            if isinstance(result, InvalidRequestError):
+            if isinstance(result, Prediction):
+                responses.append(
+                    response(
+                        output_tensors=[
+                            tensor(OUTPUT_LABEL, result.label),
+                            tensor(OUTPUT_PROBABILITIES, result.probabilities),
+                        ]
+                    )
+                )
+            elif isinstance(result, InvalidRequestError):
                 self.counters.count_invalid(result.reason)
                 responses.append(
                     pb_utils.InferenceResponse(
@@ -203,18 +212,9 @@ class TritonPythonModel:
                         ),
                     )
                 )
-            elif isinstance(result, ModelRunError):
+            else:  # ModelRunError: the model failed on the batch
                 responses.append(
                     pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(result.message))
-                )
-            else:
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[
-                            pb_utils.Tensor(OUTPUT_LABEL, result.label),
-                            pb_utils.Tensor(OUTPUT_PROBABILITIES, result.probabilities),
-                        ]
-                    )
                 )
         if self.cache is not None:
             self.counters.count_cache(len(scored.cached), scored.cache_misses)
