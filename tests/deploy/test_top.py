@@ -14,7 +14,8 @@ from rich.console import Console
 from control_plane.cli.top import COLUMNS, build_rows, drift_verdict, render, role_of
 from control_plane.drift import DriftReport
 from control_plane.metrics import VersionStats
-from control_plane.state import ModelState
+from control_plane.rollout import canary as start_canary
+from control_plane.state import ModelState, StateStore
 from tests.deploy.conftest import CANARY, MODEL, DemoStack, Load, running_load
 
 STATES = {"rf": ModelState(name="rf", live=3, canary=4, canary_weight=0.25)}
@@ -69,6 +70,11 @@ def test_rows_are_sorted_and_carry_numbers() -> None:
 
 @pytest.mark.integration
 def test_top_once_shows_the_demo_model_under_load(demo_stack: DemoStack) -> None:
+    # the session's stack is shared: the panel-query test lets `watch` abort the canary, so start it again here
+    with StateStore.open(demo_stack.settings.state_path) as store:
+        state = store.model(MODEL)
+    if state is None or state.canary is None:
+        start_canary(demo_stack.settings, MODEL, 2, 0.5, actor="tests", reason="test_top needs a running canary")
     env = dict(os.environ)
     env.update(
         TRITONOPS_STATE=str(demo_stack.settings.state_path),
