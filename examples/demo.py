@@ -22,6 +22,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+import psutil
 import requests
 
 from clients import ClientOptions, TritonClient
@@ -94,6 +95,22 @@ class RawCallers:
         return self.ok, self.failed
 
 
+def _post_status(url: str, headers: dict[str, str]) -> int:
+    """POST and return only the status: a kept Response would hold its keep-alive connection open."""
+    with requests.Session() as session, session.post(url, headers=headers, timeout=5) as response:
+        return response.status_code
+
+
+def _http_clients(server: TritonServer) -> list[str]:
+    """Processes holding connections to the server's HTTP port (Triton waits for them at shutdown)."""
+    port = server.ports.http if server.ports else None
+    return sorted(
+        f"pid {c.pid} ({psutil.Process(c.pid).name() if c.pid else '?'})"
+        for c in psutil.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
 def main(demo: Demo, workspace: Workspace, quick: bool) -> None:
     traffic_rows = 200 if quick else 1000
 
@@ -156,21 +173,19 @@ def main(demo: Demo, workspace: Workspace, quick: bool) -> None:
         server.start()
         console.print(f"HTTP {server.http_url}   gRPC {server.grpc_url}   metrics {server.metrics_url}")
         demo.cli_env = {**demo.cli_env, "TRITONOPS_METRICS_URLS": server.metrics_url}
-        index = requests.post(f"http://{server.http_url}/v2/repository/index", timeout=5)
-        if index.status_code == 200:
+        without_key = _post_status(f"http://{server.http_url}/v2/repository/index", {})
+        if without_key == 200:
             raise StepFailed("the model-repository API answered without the admin key")
-        locked = requests.post(
-            f"http://{server.http_url}/v2/repository/index", headers={ADMIN_HEADER: workspace.token}, timeout=5
-        )
-        step.detail = (
-            f"pid {server.pid}; repository API without key -> HTTP {index.status_code}, "
-            f"with key -> {locked.status_code}"
-        )
+        with_key = _post_status(f"http://{server.http_url}/v2/repository/index", {ADMIN_HEADER: workspace.token})
+        step.detail = f"pid {server.pid}; repository API without key -> HTTP {without_key}, with key -> {with_key}"
 
     try:
         _serve(demo, workspace, server, traffic_rows, quick)
     finally:
         with demo.step("Shut down cleanly") as step:
+            holders = _http_clients(server)
+            if holders:
+                console.print(f"still connected to Triton's HTTP port: {holders}")
             code = server.stop()
             step.detail = f"tritonserver exit code {code}"
             if code != 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,8 +113,10 @@ def collect(process: subprocess.Popen[bytes], folder: Path, timeout: float) -> L
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired as exc:
-        process.kill()
-        raise BenchmarkError(f"locust did not finish within {timeout:.0f} s") from exc
+        os.killpg(process.pid, signal.SIGKILL)  # its own session: the workers go with it
+        process.wait()
+        tail = (folder / "locust.log").read_text(errors="replace")[-1500:]
+        raise BenchmarkError(f"locust did not finish within {timeout:.0f} s; its log ends:\n{tail}") from exc
     log = (folder / "locust.log").read_text(errors="replace")
     stats = folder / "locust_stats.csv"
     if not stats.exists():
