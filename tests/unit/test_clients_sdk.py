@@ -46,26 +46,6 @@ MIXED = {
 }
 
 
-def test_public_names_are_pinned() -> None:
-    assert sorted(clients.__all__) == [
-        "AsyncTritonClient",
-        "CanaryRouter",
-        "CanarySplit",
-        "ClientError",
-        "ClientOptions",
-        "Feature",
-        "InferenceError",
-        "InputError",
-        "MissingFeatureError",
-        "Prediction",
-        "RetryPolicy",
-        "ServerUnavailableError",
-        "Signature",
-        "SignatureError",
-        "TritonClient",
-    ]
-
-
 @pytest.mark.parametrize("grpc", [False, True])
 def test_signature_from_either_protocol(grpc: bool) -> None:
     signature = parse_signature("m", _config(NUMERIC, grpc=grpc))

@@ -1,4 +1,4 @@
-"""The control plane's public names, the signatures the guardrail watcher relies on, and the real CLI's refusals
+"""The signatures the guardrail watcher relies on, and the real CLI's refusals
 (no server needed: an empty fleet and bad arguments are refused before any endpoint is contacted)."""
 
 from __future__ import annotations
@@ -12,32 +12,6 @@ from pathlib import Path
 import control_plane
 
 TRITONOPS = str(Path(sys.executable).parent / "tritonops")
-ROLLOUT_NAMES = {
-    "AuditEvent",
-    "EndpointStatus",
-    "ModelState",
-    "ModelStatus",
-    "ReconcileReport",
-    "RolloutResult",
-    "StateStore",
-    "abort_canary",
-    "canary",
-    "deploy",
-    "fleet_add",
-    "fleet_list",
-    "fleet_remove",
-    "history",
-    "promote",
-    "reconcile",
-    "resolve_actor",
-    "rollback",
-    "status",
-}
-
-
-def test_public_names_are_exported_and_resolve() -> None:
-    assert set(control_plane.__all__) >= ROLLOUT_NAMES
-    assert all(getattr(control_plane, name, None) is not None for name in control_plane.__all__)
 
 
 def test_watch_facing_signatures() -> None:
