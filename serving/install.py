@@ -28,7 +28,6 @@ class TritonInstallation:
 
     binary: Path
     backends: Path
-    caches: Path
     python_stubs: Path | None
     """Per-Python-version ``triton_python_backend_stub`` dirs (the pytriton wheel); None where the stub sits in
     ``backends/python`` already (NGC image)."""
@@ -47,14 +46,13 @@ def _from_root(root: Path, binary: Path, library_dirs: tuple[Path, ...]) -> Trit
     return TritonInstallation(
         binary=binary,
         backends=root / "backends",
-        caches=root / "caches",
         python_stubs=stubs if stubs.is_dir() else None,
         library_dirs=library_dirs,
     )
 
 
 def locate_tritonserver(explicit: Path | None = None, env: dict[str, str] | None = None) -> TritonInstallation:
-    """Find ``tritonserver`` and its backends, caches and shared libraries."""
+    """Find ``tritonserver`` and its backends and shared libraries."""
     env = dict(os.environ) if env is None else env
     searched: list[str] = []
     candidates: list[Path] = []

@@ -1,12 +1,12 @@
 #!/bin/sh
 # Triton in the GPU image: NGC's tritonserver with every backend of the image (onnxruntime, tensorrt, python, and
 # ours, `tritonops`), so both GPU layouts of docs/gpu.md work. Flags as serving/triton.py uses on CPU: explicit
-# model control (the control plane loads), summary latencies, response cache, admin API locked when a token is set.
+# model control (the control plane loads), summary latencies, non-strict readiness (ready = up; per-model readiness is
+# /v2/models/<m>/ready, so a version switch never marks the pod unready), admin API locked when a token is set.
 #
 #   TRITONOPS_REPOSITORY        model repository (default /models)
 #   TRITONOPS_ADMIN_TOKEN_FILE  file holding the admin token (or TRITONOPS_ADMIN_TOKEN); none = admin API open
-#   TRITONOPS_CACHE_BYTES       response cache size (default 268435456)
-#   TRITONSERVER_BIN, TRITON_BACKEND_DIR, TRITON_CACHE_DIR   where NGC puts them (defaults below)
+#   TRITONSERVER_BIN, TRITON_BACKEND_DIR   where NGC puts them (defaults below)
 # Extra arguments are passed to tritonserver.
 set -eu
 
@@ -19,14 +19,12 @@ fi
 set -- \
     --model-repository="${TRITONOPS_REPOSITORY:-/models}" \
     --backend-directory="${TRITON_BACKEND_DIR:-/opt/tritonserver/backends}" \
-    --cache-directory="${TRITON_CACHE_DIR:-/opt/tritonserver/caches}" \
-    --cache-config="local,size=${TRITONOPS_CACHE_BYTES:-268435456}" \
     --model-control-mode=explicit \
     --http-port="${TRITON_HTTP_PORT:-8000}" --grpc-port="${TRITON_GRPC_PORT:-8001}" \
     --metrics-port="${TRITON_METRICS_PORT:-8002}" \
     --allow-metrics=true --allow-gpu-metrics=true --allow-cpu-metrics=true \
     --metrics-config=summary_latencies=true \
-    --strict-readiness=true \
+    --strict-readiness=false \
     "$@"
 if [ -n "$token" ]; then
     set -- "$@" \

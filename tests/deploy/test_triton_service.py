@@ -46,7 +46,6 @@ def test_entrypoint_serves_with_summaries_and_a_locked_admin_api(tmp_path: Path)
     env.update(
         TRITONSERVER_BIN=str(install.binary),
         TRITON_BACKEND_DIR=str(backends),
-        TRITON_CACHE_DIR=str(install.caches),
         TRITONOPS_REPOSITORY=str(repository),
         TRITONOPS_ADMIN_TOKEN_FILE=str(tmp_path / "admin_token"),
         TRITON_HTTP_PORT=str(http),
