@@ -217,3 +217,29 @@ def test_cli_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "No such command 'no-such-command'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_server_stays_ready_across_a_version_switch(triton_server: TritonServer, triton_repository: Path) -> None:
+    """Readiness means "up and serving": unloading the version a switch replaced must not mark the server unready
+    (with Triton's strict readiness it would, and a load balancer would drop a healthy server)."""
+    import tritonclient.grpc as grpcclient
+
+    from converters import convert_sklearn
+    from examples.train import train_numeric_pipeline
+    from serving.model_config import read_pbtxt, to_json, with_specific_versions
+
+    trained = train_numeric_pipeline(n_rows=120, n_features=4)
+    for _ in range(2):
+        convert_sklearn(trained.model, trained.frame, name="readiness", repository=triton_repository)
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    ready_url = f"http://{triton_server.http_url}/v2/health/ready"
+    try:
+        for version in (1, 2):
+            config = read_pbtxt(triton_repository / "readiness" / str(version) / "config.pbtxt")
+            client.load_model("readiness", config=to_json(with_specific_versions(config, [version])))
+            assert client.is_model_ready("readiness", str(version))
+            assert requests.get(ready_url, timeout=5).status_code == 200
+        assert not client.is_model_ready("readiness", "1")  # v1 was unloaded by the switch
+    finally:
+        client.unload_model("readiness")
+        client.close()
