@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
 from loadtest import payloads
+from loadtest import run as locust_run
 from loadtest.bench import BenchConfig, verdicts
 from loadtest.errors import BenchmarkError
 from loadtest.report import BenchRow, with_ratios
@@ -64,3 +69,29 @@ def test_ratios_and_verdicts_follow_the_measurements() -> None:
 def test_unknown_target_is_refused() -> None:
     with pytest.raises(BenchmarkError, match=r"--targets: unknown \['torchserve'\]"):
         BenchConfig(targets=("flask", "torchserve"))
+
+
+def test_a_locust_exit_that_hangs_after_its_summary_is_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locust's exit sometimes hangs in gRPC's gevent shutdown after the run is over; that hang can't be produced on
+    demand, so a stand-in process prints the final summary line and then sleeps."""
+    monkeypatch.setattr(locust_run, "_EXIT_GRACE_S", 0.5)
+    log = tmp_path / "locust.log"
+    log.write_text("")
+    with log.open("ab") as out:
+        hung = subprocess.Popen(
+            ["sh", "-c", "echo 'Response time percentiles (approximated)'; exec sleep 300"],
+            stdout=out,
+            start_new_session=True,
+        )
+    started = time.monotonic()
+    locust_run._wait_for_locust(hung, tmp_path, timeout=60)
+    assert time.monotonic() - started < 10
+    assert hung.returncode == -signal.SIGKILL
+
+
+def test_a_locust_run_that_never_finishes_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "locust.log").write_text("still spawning users\n")
+    stuck = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    with pytest.raises(BenchmarkError, match=r"locust did not finish within 1 s; its log ends:\nstill spawning"):
+        locust_run._wait_for_locust(stuck, tmp_path, timeout=1)
+    assert stuck.returncode == -signal.SIGKILL
