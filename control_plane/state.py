@@ -19,7 +19,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -284,34 +284,14 @@ class StateStore:
 
     def _append(self, db: sqlite3.Connection, entry: AuditEntry) -> AuditEvent:
         at = now_iso()
+        values = astuple(entry)  # actor .. detail: the same order as the columns below
         cursor = db.execute(
             "INSERT INTO audit (at, actor, action, model, from_version, to_version, reason, result, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                at,
-                entry.actor,
-                entry.action,
-                entry.model,
-                entry.from_version,
-                entry.to_version,
-                entry.reason,
-                entry.result,
-                entry.detail,
-            ),
+            (at, *values),
         )
         assert cursor.lastrowid is not None
-        return AuditEvent(
-            cursor.lastrowid,
-            at,
-            entry.actor,
-            entry.action,
-            entry.model,
-            entry.from_version,
-            entry.to_version,
-            entry.reason,
-            entry.result,
-            entry.detail,
-        )
+        return AuditEvent(cursor.lastrowid, at, *values)
 
     def _ensure_model(self, db: sqlite3.Connection, name: str) -> None:
         db.execute(
