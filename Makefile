@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
-APT_STAMP := .tritonops/.apt-installed
-APT_PACKAGES := prometheus wrk nghttp2-client
+APT_PACKAGES := prometheus wrk nghttp2-client libtcmalloc-minimal4
+# stamped per package list: adding a package installs it on the next run
+APT_STAMP := .tritonops/.apt-installed-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages test test-fast lint typecheck demo bench clean help

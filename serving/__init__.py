@@ -12,6 +12,7 @@ import importlib as _importlib
 import typing as _typing
 
 from serving.errors import (
+    AllocatorNotFoundError,
     BinaryNotFoundError,
     ModelConfigError,
     PortInUseError,
@@ -35,6 +36,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AllocatorNotFoundError",
     "BinaryNotFoundError",
     "ModelConfigError",
     "PortInUseError",

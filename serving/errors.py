@@ -5,6 +5,7 @@ ServingError
  ├── PortInUseError            a requested port is taken
  ├── RepositoryNotFoundError   the model repository does not exist
  ├── ServerStartError          the server exited or never became ready
+ ├── AllocatorNotFoundError    tcmalloc was asked for and is not installed
  └── ModelConfigError          a model config can't be built or parsed
 """
 
@@ -60,3 +61,13 @@ class ServerStartError(ServingError):
 
 class ModelConfigError(ServingError):
     """A model config could not be built, rendered or parsed."""
+
+
+class AllocatorNotFoundError(ServingError):
+    def __init__(self, libraries: list[str], searched: list[str]) -> None:
+        self.libraries = libraries
+        self.searched = searched
+        super().__init__(
+            f"allocator tcmalloc: none of {', '.join(libraries)} in {', '.join(searched)}. Install it with "
+            "`apt-get install libtcmalloc-minimal4` (or `make setup`), or run with --allocator system"
+        )

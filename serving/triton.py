@@ -24,6 +24,7 @@ from types import TracebackType
 
 import requests
 
+from serving.allocator import Allocator, resolve_allocator, with_preload
 from serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
 from serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
 
@@ -74,6 +75,12 @@ class ServerOptions:
     stop_grace: float = 30.0
     """Seconds between SIGTERM and SIGKILL; Triton gets 5 s less to unload its models (busy hosts need ~10 s)."""
     log_verbose: int = 0
+    latency_summaries: bool = False
+    """Triton's ``nv_inference_*_summary_us`` quantiles (real p50..p99 of whole requests). They cost about a
+    quarter of the single-row request rate on 2 cores (docs/benchmarks.md); without them latency quantiles come
+    from our backend's ``tritonops_request_duration_seconds`` histogram."""
+    allocator: Allocator = "auto"
+    """``malloc`` of the server and its backend stubs (``serving.allocator``)."""
     extra_args: Sequence[str] = field(default_factory=tuple)
 
 
@@ -95,6 +102,8 @@ class TritonServer:
         self.detach = detach
         self.install: TritonInstallation | None = None
         self.ports: ServerPorts | None = None
+        self.preloaded_allocator: Path | None = None
+        """The allocator library preloaded into the running server (None: the system's)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -140,7 +149,7 @@ class TritonServer:
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--allow-cpu-metrics=true",
-            "--metrics-config=summary_latencies=true",
+            f"--metrics-config=summary_latencies={str(opts.latency_summaries).lower()}",
             # Ready = the server is up; per-model readiness is /v2/models/<m>/ready. Strict readiness reports the
             # whole server unready for a moment after every version switch, which would make balancers drop it.
             "--strict-readiness=false",
@@ -171,7 +180,7 @@ class TritonServer:
         site_paths = [p for p in sys.path if p.endswith("site-packages")]
         project_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([project_root, *site_paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        return env
+        return with_preload(env, self.preloaded_allocator)
 
     def _check_inputs(self) -> None:
         repo = self.options.model_repository
@@ -199,6 +208,7 @@ class TritonServer:
         """Start the server and wait until it is ready; raise a ``ServingError`` otherwise."""
         self._check_inputs()
         self.install = locate_tritonserver(self.options.binary)
+        self.preloaded_allocator = resolve_allocator(self.options.allocator)
         self.ports = self._pick_ports()
         if self.options.work_dir is not None:
             work = self.options.work_dir

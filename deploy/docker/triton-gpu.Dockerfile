@@ -22,7 +22,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     TRITONOPS_REPOSITORY=/models
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3.11 python3.11-venv libpython3.11 \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv libpython3.11 libtcmalloc-minimal4 \
  && rm -rf /var/lib/apt/lists/* \
  && python3.11 -m venv "$VIRTUAL_ENV"
 

@@ -21,7 +21,7 @@ from control_plane.rollout import canary, fleet_add, promote
 from converters.convert import ConversionOptions, convert_sklearn
 from examples.train import train_numeric_pipeline
 from serving.model_config import ServingOptions
-from serving.triton import TritonServer
+from serving.triton import ServerOptions, TritonServer
 from tritonops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +55,19 @@ class DemoStack:
 
 
 @pytest.fixture(scope="session")
+def deploy_server(triton_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A real tritonserver started as the GPU deployment starts its own: Triton's latency summaries on, which the
+    p99 recording and alert rules and the dashboard's latency panel read."""
+    options = ServerOptions(
+        model_repository=triton_repository, work_dir=tmp_path_factory.mktemp("deploy_triton"), latency_summaries=True
+    )
+    with TritonServer(options) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def demo_stack(
-    triton_server: TritonServer, triton_repository: Path, tmp_path_factory: pytest.TempPathFactory
+    deploy_server: TritonServer, triton_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> DemoStack:
     """The demo model: v1 live, v2 a 50% canary with the response cache on (`fleet add`, `promote`, `canary`).
 
@@ -74,10 +85,10 @@ def demo_stack(
     assert versions == [1, 2], f"{MODEL} already had versions in the session repository: {versions}"
     state = tmp_path_factory.mktemp("control_plane") / "state.db"
     settings = Settings(repository=triton_repository, state_path=state, admin_token=None)
-    fleet_add(settings, triton_server.grpc_url, actor="tests")
+    fleet_add(settings, deploy_server.grpc_url, actor="tests")
     promote(settings, MODEL, 1, actor="tests")
     canary(settings, MODEL, 2, 0.5, actor="tests")
-    return DemoStack(triton_server, settings)
+    return DemoStack(deploy_server, settings)
 
 
 @dataclass

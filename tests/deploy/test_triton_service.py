@@ -1,6 +1,6 @@
 """The Triton entrypoint of the GPU image (deploy/docker/triton-entrypoint.sh), run for real with the tritonserver
 of the nvidia-pytriton wheel (the same Triton 2.51 as NGC 24.10) and a backend directory laid out like the image's:
-it starts with explicit model control and summary latencies, and locks the admin API with the token file."""
+it starts with explicit model control, tcmalloc and summary latencies, and locks the admin API with the token file."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 from control_plane.fleet import version_config
 from converters.convert import convert_sklearn
 from examples.train import train_numeric_pipeline
+from serving.allocator import find_tcmalloc
 from serving.install import locate_tritonserver, prepare_backend_directory
 from serving.model_config import to_json, with_specific_versions
 from serving.triton import ServerOptions, TritonServer, free_port
@@ -68,6 +69,9 @@ def test_entrypoint_serves_with_summaries_and_a_locked_admin_api(tmp_path: Path)
             assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
             time.sleep(0.2)
         assert client.get_model_repository_index(headers={"admin-key": TOKEN}) is not None
+        tcmalloc = find_tcmalloc()
+        assert tcmalloc is not None, "tcmalloc is not installed: `make setup` (Debian libtcmalloc-minimal4)"
+        assert str(tcmalloc) in Path(f"/proc/{process.pid}/maps").read_text()  # exec'd: the pid is tritonserver's
 
         config = to_json(with_specific_versions(version_config(repository, "gpuimg", 1), [1]))
         with pytest.raises(InferenceServerException, match="admin-key"):

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
 import requests
 
@@ -162,6 +164,8 @@ def test_cli_detached_start_status_stop(tmp_path: Path) -> None:
     )
     assert started.returncode == 0, started.stderr
     assert "tritonserver ready" in started.stdout
+    assert "libtcmalloc" in started.stdout.split("malloc   ")[1].splitlines()[0]  # the default: tcmalloc
+    assert "backend histogram (summaries off)" in started.stdout
     record = (tmp_path / ".tritonops" / "server.json").read_text()
     import json
 
@@ -217,6 +221,12 @@ def test_cli_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "No such command 'no-such-command'" in result.stderr
     assert "Traceback" not in result.stderr
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    bad = _run_cli("server", "start", "-r", str(repo), "--allocator", "jemalloc", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    said = " ".join(bad.stderr.replace("│", " ").split())  # rich draws the message in a box
+    assert "Invalid value for --allocator: expected one of auto, tcmalloc, system, got 'jemalloc'" in said
 
 
 def test_server_stays_ready_across_a_version_switch(triton_server: TritonServer, triton_repository: Path) -> None:
@@ -243,3 +253,50 @@ def test_server_stays_ready_across_a_version_switch(triton_server: TritonServer,
     finally:
         client.unload_model("readiness")
         client.close()
+
+
+def _mapped_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text(encoding="utf-8")
+
+
+def _serve_one_request(server: TritonServer, rows: np.ndarray) -> str:
+    """Infer once on the model 'malloc' and return the metrics page that follows."""
+    import tritonclient.http as httpclient
+
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        tensor = httpclient.InferInput("input", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows)
+        labels = client.infer("malloc", [tensor]).as_numpy("label")
+    assert labels is not None and labels.shape == (len(rows), 1)
+    return requests.get(server.metrics_url, timeout=5).text
+
+
+def test_default_server_runs_on_tcmalloc_without_latency_summaries_and_both_can_be_switched(tmp_path: Path) -> None:
+    from converters import convert_sklearn
+    from examples.train import train_numeric_pipeline
+    from serving.allocator import find_tcmalloc
+
+    tcmalloc = find_tcmalloc()
+    assert tcmalloc is not None, "tcmalloc is not installed: run `make setup` (Debian package libtcmalloc-minimal4)"
+    trained = train_numeric_pipeline(n_rows=120, n_features=4)
+    convert_sklearn(trained.model, trained.frame, name="malloc", repository=tmp_path)
+    rows = trained.frame.to_numpy(dtype=np.float32)[:3]
+
+    with TritonServer(ServerOptions(model_repository=tmp_path, load_models=["malloc"])) as server:
+        assert server.pid is not None and server.preloaded_allocator == tcmalloc
+        metrics = _serve_one_request(server, rows)
+        stubs = [p for p in psutil.Process(server.pid).children(recursive=True) if "stub" in p.name()]
+        assert len(stubs) == 2, stubs  # the model's two CPU instances, each a stub that inherited the preload
+        for pid in [server.pid, *(p.pid for p in stubs)]:
+            assert str(tcmalloc) in _mapped_libraries(pid), pid
+        assert 'nv_inference_request_duration_us{model="malloc",version="1"}' in metrics  # counters stay
+        assert "nv_inference_request_summary_us" not in metrics
+
+    options = ServerOptions(
+        model_repository=tmp_path, load_models=["malloc"], latency_summaries=True, allocator="system"
+    )
+    with TritonServer(options) as server:
+        assert server.pid is not None and server.preloaded_allocator is None
+        metrics = _serve_one_request(server, rows)
+        assert "libtcmalloc" not in _mapped_libraries(server.pid)
+        assert 'nv_inference_request_summary_us{model="malloc",version="1",quantile="0.99"}' in metrics

@@ -78,6 +78,7 @@ PUBLIC: dict[str, set[str]] = {
         "status",
     },
     "serving": {
+        "AllocatorNotFoundError",
         "BinaryNotFoundError",
         "ModelConfigError",
         "PortInUseError",
