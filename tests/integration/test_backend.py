@@ -261,9 +261,43 @@ def test_answers_equal_in_process_onnxruntime(
         np.testing.assert_allclose(probabilities, want_probabilities[row : row + 1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["int", "random_forest", "churn"])
+def test_concurrent_single_rows_each_get_their_own_label(
+    kind: str, models: dict[str, Served], grpc: grpcclient.InferenceServerClient
+) -> None:
+    """One-row answers reuse one label tensor per class: with 300 requests in flight at once, in mixed batches,
+    every request still gets the label of its own row (integer and string classes), and batches really mixed."""
+    served = models[kind]
+    tensors = served.tensors(served.rows(300))
+    want_labels, want_probabilities = expected_outputs(served, tensors)
+    assert len(set(_as_text(want_labels))) >= 2, "the rows must span several classes"
+    before = batch_executions(grpc, served.name, 0)
+    answers: dict[int, tuple[object, object]] = {}
+    done = threading.Semaphore(0)
+
+    def collect(row: int) -> object:
+        def callback(result: object, error: object) -> None:
+            answers[row] = (result, error)
+            done.release()
+
+        return callback
+
+    for row in range(300):
+        one = {k: v[row : row + 1] for k, v in tensors.items()}
+        grpc.async_infer(served.name, _inputs(grpcclient, one), callback=collect(row))
+    for _ in range(300):
+        assert done.acquire(timeout=30), f"{len(answers)} of 300 answered"
+    for row, (result, error) in sorted(answers.items()):
+        assert error is None, error
+        assert _as_text(result.as_numpy("label")) == _as_text(want_labels[row : row + 1]), row  # type: ignore[attr-defined]
+        np.testing.assert_allclose(result.as_numpy("probabilities"), want_probabilities[row : row + 1], atol=1e-5)  # type: ignore[attr-defined]
+    after = batch_executions(grpc, served.name, sum(s * c for s, c in before.items()) + 300)
+    assert any(size >= 2 and after[size] > before.get(size, 0) for size in after), after  # rows shared batches
+
+
 def test_plain_curl_style_json_works(models: dict[str, Served], triton_server: TritonServer) -> None:
     served = models["churn"]
-    tensors = served.tensors(served.rows(1))
+    tensors = served.tensors(served.rows(50).dropna().head(1))  # JSON has no NaN: a complete row
     body = {
         "inputs": [
             {
@@ -465,6 +499,42 @@ def test_drift_counters_equal_bins_of_the_sent_data(
     for cls in served.manifest.classes:
         key = frozenset({("model", served.name), ("version", "1"), ("class", str(cls))})
         assert predictions[key] - predictions_before.get(key, 0.0) == sent_labels.count(str(cls))
+
+
+def test_drift_counters_off_keeps_validation_and_its_counts(
+    models: dict[str, Served],
+    triton_server: TritonServer,
+    triton_repository: Path,
+    grpc: grpcclient.InferenceServerClient,
+) -> None:
+    """``ServingOptions(drift_counters=False)``: answers as usual, exports no drift families, still refuses and
+    counts invalid requests."""
+    trained = train_numeric_pipeline(n_rows=200, n_features=4)
+    quiet = ServingOptions(drift_counters=False, drift_flush_seconds=FLUSH)
+    version = convert_sklearn(
+        trained.model, trained.frame, name="bk_quiet", repository=triton_repository,
+        options=ConversionOptions(serving=quiet),
+    )  # fmt: skip
+    served = Served(version, trained.frame)
+    grpc.load_model(served.name)
+    try:
+        tensors = served.tensors(served.rows(20))
+        labels, _ = infer(grpc, served.name, tensors)
+        assert _as_text(labels) == _as_text(expected_outputs(served, tensors)[0])
+        bad = {name: array[:1].copy() for name, array in tensors.items()}
+        bad["input"][0, 0] = np.nan
+        with pytest.raises(InferenceServerException, match="NaN"):
+            infer(grpc, served.name, bad)
+        assert (
+            wait_for_metric(triton_server, "tritonops_invalid_requests_total", 1, model=served.name, reason="nan") == 1
+        )
+        infer(grpc, models["int"].name, models["int"].tensors(models["int"].rows(2)))  # a model with counters on
+        time.sleep(3 * FLUSH)  # flushes went by: still no drift family for this model
+        for family in ("tritonops_rows_total", "tritonops_feature_bin_total", "tritonops_prediction_total"):
+            assert metric_values(triton_server, family), family  # the other models export it ...
+            assert metric(triton_server, family, model=served.name) == 0, family  # ... this one does not
+    finally:
+        unload(grpc, served.name)
 
 
 def test_unknown_category_is_rejected_and_counted(

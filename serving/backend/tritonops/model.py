@@ -137,6 +137,31 @@ class _Metrics:
         self.rows.increment(float(snapshot.rows))
 
 
+class _LabelTensors:
+    """``label`` output tensors of one-row answers, built once per class and then reused by every response.
+
+    A BYTES tensor built from numpy has its strings serialised in Python for every response; a one-row answer can
+    only carry one of the model's classes, so each class gets its tensor once. Sharing one tensor between
+    responses is how the stub works anyway: it writes a tensor into shared memory once, and every response that
+    carries it refers to that block (reference counted); this instance keeps the tensors alive.
+    """
+
+    def __init__(self, classes: int) -> None:
+        self.limit = classes
+        self.tensors: dict[Any, Any] = {}
+
+    def __call__(self, label: np.ndarray) -> Any:
+        if label.shape[0] != 1:
+            return pb_utils.Tensor(OUTPUT_LABEL, label)
+        key = label.item()
+        tensor = self.tensors.get(key)
+        if tensor is None:
+            tensor = pb_utils.Tensor(OUTPUT_LABEL, label.copy())  # a copy: not a view of this batch's outputs
+            if len(self.tensors) < self.limit:  # only classes get here; the bound keeps a surprise from growing it
+                self.tensors[key] = tensor
+        return tensor
+
+
 def _as_numpy(tensor: Any) -> Any:
     """A request tensor's array, or None where the request lacks that input."""
     return None if tensor is None else tensor.as_numpy()
@@ -172,6 +197,7 @@ class TritonPythonModel:
         entries = self.options.response_cache_entries
         # ours, not Triton's response cache: Triton 2.51 replays a cached error response as an empty success
         self.cache: ResponseCache[Prediction] | None = ResponseCache(entries) if entries else None
+        self.label_tensor = _LabelTensors(len(manifest.classes))
         self.counters = DriftCounters(manifest)
         self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters, self.cache is not None)
         self._stop = threading.Event()
@@ -191,13 +217,13 @@ class TritonPythonModel:
         tensors = [{name: _as_numpy(get_input(request, name)) for name in self.input_names} for request in requests]
         scored = score(self.schema, self.run, tensors, self.cache)
         responses = []
-        tensor, response = pb_utils.Tensor, pb_utils.InferenceResponse
+        tensor, response, label_tensor = pb_utils.Tensor, pb_utils.InferenceResponse, self.label_tensor
         for request, result in zip(requests, scored.results, strict=True):
             if isinstance(result, Prediction):
                 responses.append(
                     response(
                         output_tensors=[
-                            tensor(OUTPUT_LABEL, result.label),
+                            label_tensor(result.label),
                             tensor(OUTPUT_PROBABILITIES, result.probabilities),
                         ]
                     )
