@@ -4,7 +4,9 @@
 converts it with tritonops, then puts each server under the same load from a real generator (``wrk`` for JSON
 over HTTP, ``h2load`` for gRPC) at the same number of connections, one target at a time, on this machine.
 Prints a table (req/s, p50, p99, rows/s, ratio to Flask and to the in-process limit), writes ``bench.json``
-and ``bench.png`` to ``--out``, and says which DESIGN targets were met.
+and ``bench.png`` to ``--out``, and says which DESIGN targets were met. The ``overhead`` target prices our
+backend on the same server: tritonops vs the same model with drift counters off vs a bare Python-backend model, in
+interleaved rounds at a low and at the full connection count.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -36,11 +39,14 @@ from loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2loa
 from loadtest.inprocess import measure
 from loadtest.peers import flask_baseline, mlserver_peer
 from loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
+from loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, write_variants
 from serving.triton import ServerOptions, TritonServer
 
 MODEL = "bench"
-ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "flask", "mlserver")
+ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "overhead", "flask", "mlserver")
 INPROCESS_BATCHES = (1, 32, 256)
+DESIGN_BARE_RPS = {8: 8_663, 64: 21_579}
+"""DESIGN's figure for a bare Python-backend model on a machine like this one (another day): req/s by connections."""
 
 console = Console(highlight=False, width=160)
 
@@ -57,6 +63,10 @@ class BenchConfig:
     batch_rows: int = 256
     generator_threads: int = 1
     n_features: int = 20
+    low_connections: int = 8
+    """A second single-row HTTP load at this many connections (0 = none)."""
+    overhead_rounds: int = 3
+    overhead_seconds: float = 4.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.targets) - set(ALL_TARGETS))
@@ -67,6 +77,17 @@ class BenchConfig:
                 f"--duration (>= 1 s), --connections and --batch-rows (>= 1) got "
                 f"{self.duration}, {self.connections}, {self.batch_rows}"
             )
+        if self.low_connections < 0 or self.overhead_rounds < 1 or self.overhead_seconds < 1:
+            raise BenchmarkError(
+                f"--low-connections (>= 0), --overhead-rounds (>= 1) and --overhead-seconds (>= 1 s) got "
+                f"{self.low_connections}, {self.overhead_rounds}, {self.overhead_seconds}"
+            )
+
+    @property
+    def connection_levels(self) -> tuple[int, ...]:
+        """Connection counts of the single-row HTTP loads: the low one (if any), then the full one."""
+        low = (self.low_connections,) if 0 < self.low_connections < self.connections else ()
+        return (*low, self.connections)
 
 
 @dataclass(frozen=True)
@@ -75,10 +96,12 @@ class BenchModel:
     joblib_path: Path
     repository: Path
     rows: npt.NDArray[np.float32]
+    variants: tuple[Variant, ...] = ()
+    """The overhead target's models (``loadtest.variants``); empty without it."""
 
 
-def prepare_model(work: Path, n_features: int) -> BenchModel:
-    """Train the bench model, convert it into a fresh repository, and pickle it for the peers."""
+def prepare_model(work: Path, n_features: int, variants: bool = False) -> BenchModel:
+    """Train the bench model, convert it into a fresh repository (with its variants), pickle it for the peers."""
     from converters.convert import convert_sklearn
     from examples.train import train_numeric_pipeline
 
@@ -89,16 +112,18 @@ def prepare_model(work: Path, n_features: int) -> BenchModel:
     joblib_path = work / "model.joblib"
     joblib.dump(trained.model, joblib_path)
     rows = trained.frame.to_numpy(dtype=np.float32)
-    return BenchModel(written.path / "model.onnx", joblib_path, repository, rows)
+    made = write_variants(trained.model, trained.frame, repository, MODEL) if variants else ()
+    return BenchModel(written.path / "model.onnx", joblib_path, repository, rows, made)
 
 
 def _batch(rows: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(np.tile(rows, (-(-n // len(rows)), 1))[:n])
 
 
-def _row(target: str, protocol: str, rows_per_request: int, load: LoadResult) -> BenchRow:
+def _row(target: str, protocol: str, rows_per_request: int, load: LoadResult, variant: str = "") -> BenchRow:
     return BenchRow(
         target=target,
+        variant=variant,
         protocol=protocol,
         rows_per_request=rows_per_request,
         connections=load.connections,
@@ -198,11 +223,15 @@ def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
 
 def bench_triton(
     model: BenchModel, config: BenchConfig, work: Path
-) -> tuple[list[BenchRow], dict[str, dict[str, float]]]:
-    """Triton over HTTP (wrk) and gRPC (h2load), single rows and batches; also Triton's own per-run statistics."""
+) -> tuple[list[BenchRow], dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """Triton over HTTP (wrk) and gRPC (h2load), single rows and batches, and the overhead rounds.
+
+    Returns the rows, Triton's own per-run statistics and the overhead summary (empty without that target).
+    """
     rows: list[BenchRow] = []
     server_side: dict[str, dict[str, float]] = {}
-    options = ServerOptions(model_repository=model.repository, load_models=[MODEL], work_dir=work / "triton")
+    loaded = [MODEL, *(v.model for v in model.variants if v.model != MODEL)]
+    options = ServerOptions(model_repository=model.repository, load_models=loaded, work_dir=work / "triton")
     with TritonServer(options) as server:
         for n in (1, config.batch_rows):
             data = _batch(model.rows, n)
@@ -210,11 +239,13 @@ def bench_triton(
                 url = f"http://{server.http_url}/v2/models/{MODEL}/infer"
                 body = payloads.triton_json(data)
                 _check_http(url, body, '"label"')
-                before = TritonCounters.read(server.grpc_url)
-                load = run_wrk(url, body, config.connections, config.duration, config.generator_threads)
-                server_side[f"http {n} rows/req"] = TritonCounters.read(server.grpc_url).since(before)
-                rows.append(_row("triton", "http", n, load))
-                console.print(f"  triton http {n} row(s)/req: {_summary(load)}")
+                for connections in config.connection_levels if n == 1 else (config.connections,):
+                    before = TritonCounters.read(server.grpc_url)
+                    load = run_wrk(url, body, connections, config.duration, config.generator_threads)
+                    key = f"http {n} rows/req" + ("" if connections == config.connections else f", {connections} conns")
+                    server_side[key] = TritonCounters.read(server.grpc_url).since(before)
+                    rows.append(_row("triton", "http", n, load))
+                    console.print(f"  triton http {n} row(s)/req, {connections} connections: {_summary(load)}")
             if "triton-grpc" in config.targets:
                 framed = payloads.triton_grpc(MODEL, data)
                 _check_grpc(server.grpc_url, framed, n)
@@ -232,7 +263,67 @@ def bench_triton(
                 unanswered = max(0, load.requests - int(seen["requests"]))
                 rows.append(_row("triton", "grpc", n, replace(load, failures=load.failures + unanswered)))
                 console.print(f"  triton grpc {n} row(s)/req: {_summary(load)}")
-    return rows, server_side
+        overhead_rows, overhead = bench_overhead(server, model, config) if model.variants else ([], {})
+    return rows + overhead_rows, server_side, overhead
+
+
+def bench_overhead(
+    server: TritonServer, model: BenchModel, config: BenchConfig
+) -> tuple[list[BenchRow], dict[str, dict[str, Any]]]:
+    """tritonops, drift counters off and the bare Python backend in interleaved rounds on one server.
+
+    Each (variant, connections) pair becomes one row over all its rounds; the summary gives, per connection
+    count, the median over rounds of the paired ratios: what the drift counters cost and how close tritonops
+    comes to the bare backend, with every round's req/s.
+    """
+    body = payloads.triton_json(model.rows[:1])
+    urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in model.variants}
+    for url in urls.values():
+        _check_http(url, body, '"label"')
+    runs: dict[tuple[str, int], list[LoadResult]] = {}
+    console.print(
+        f"  overhead: {', '.join(urls)}; {config.overhead_rounds} interleaved rounds of "
+        f"{config.overhead_seconds:g} s at {' and '.join(map(str, config.connection_levels))} connections"
+    )
+    for connections in config.connection_levels:
+        for _ in range(config.overhead_rounds):
+            for label, url in urls.items():
+                load = run_wrk(url, body, connections, config.overhead_seconds, config.generator_threads)
+                runs.setdefault((label, connections), []).append(load)
+                console.print(f"    {label}, {connections} connections: {_summary(load)}")
+    rows = [_row("triton", "http", 1, _pooled(loads), variant=label) for (label, _), loads in runs.items()]
+    summary: dict[str, dict[str, Any]] = {}
+    for connections in config.connection_levels:
+        rps = {label: [load.rps for load in runs[(label, connections)]] for label in urls}
+        summary[f"{connections} connections"] = {
+            "drift_counters_cost": 1 - _paired_median(rps[TRITONOPS], rps[NO_COUNTERS]),
+            "of_bare_backend": _paired_median(rps[TRITONOPS], rps[BARE]),
+            "rounds_rps": rps,
+        }
+    return rows, summary
+
+
+def _paired_median(values: Sequence[float], references: Sequence[float]) -> float:
+    """Median over rounds of value / reference (each round measured both back to back)."""
+    return statistics.median(v / r for v, r in zip(values, references, strict=True) if r > 0)
+
+
+def _pooled(loads: Sequence[LoadResult]) -> LoadResult:
+    """Several runs as one: counts and time added up, the median round's latencies, the worst CPU readings."""
+    seconds = sum(load.seconds for load in loads)
+    requests = sum(load.requests for load in loads)
+    return replace(
+        loads[0],
+        seconds=seconds,
+        requests=requests,
+        failures=sum(load.failures for load in loads),
+        rps=requests / seconds if seconds > 0 else 0.0,
+        p50_ms=statistics.median(load.p50_ms for load in loads),
+        p95_ms=statistics.median(load.p95_ms for load in loads),
+        p99_ms=statistics.median(load.p99_ms for load in loads),
+        idle_before=min(load.idle_before for load in loads),
+        others_cpu=max(load.others_cpu for load in loads),
+    )
 
 
 def bench_flask(model: BenchModel, config: BenchConfig, work: Path) -> list[BenchRow]:
@@ -256,8 +347,10 @@ def bench_mlserver(model: BenchModel, config: BenchConfig, work: Path) -> list[B
     return [_row("mlserver", "http", 1, load)]
 
 
-def verdicts(rows: Sequence[BenchRow], batch_rows: int) -> list[dict[str, Any]]:
-    """The DESIGN performance targets, each with the measured value and whether it was met."""
+def verdicts(
+    rows: Sequence[BenchRow], config: BenchConfig, overhead: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The DESIGN and issue performance targets, each with the measured value and whether it was met."""
     found: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, threshold: float, higher_is_better: bool = True) -> None:
@@ -266,13 +359,21 @@ def verdicts(rows: Sequence[BenchRow], batch_rows: int) -> list[dict[str, Any]]:
             found.append({"target": name, "value": round(value, 3), "threshold": threshold, "met": met})
 
     for r in rows:
-        if r.target == "triton" and r.rows_per_request == 1:
+        if r.target != "triton" or r.variant:
+            continue
+        if r.rows_per_request == 1 and r.connections == config.connections:
             add(f"triton {r.protocol} req/s >= 60x Flask", r.x_flask, 60.0)
             add(f"triton {r.protocol} p99 <= 10 ms", r.p99_ms, 10.0, higher_is_better=False)
             add(f"triton {r.protocol} req/s ahead of MLServer", r.x_mlserver, 1.0)
             add(f"triton {r.protocol} req/s >= 20x MLServer", r.x_mlserver, 20.0)
-        if r.target == "triton" and r.protocol == "grpc" and r.rows_per_request == batch_rows:
-            add(f"triton grpc {batch_rows} rows/req >= 50% of in-process rows/s", r.of_limit, 0.5)
+        if r.rows_per_request == 1 and r.protocol == "http" and r.connections in DESIGN_BARE_RPS:
+            figure = DESIGN_BARE_RPS[r.connections]
+            add(f"triton http req/s at {r.connections} connections >= DESIGN's {figure:,} (absolute)", r.rps, figure)
+        if r.protocol == "grpc" and r.rows_per_request == config.batch_rows:
+            add(f"triton grpc {config.batch_rows} rows/req >= 50% of in-process rows/s", r.of_limit, 0.5)
+    for level, measured in overhead.items():
+        add(f"drift counters cost < 10% of req/s ({level})", measured["drift_counters_cost"], 0.10, False)
+        add(f"tritonops >= 90% of the bare Python backend's req/s ({level})", measured["of_bare_backend"], 0.9)
     return found
 
 
@@ -310,16 +411,23 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
     with tempfile.TemporaryDirectory(prefix="tritonops-bench-") as tmp:
         work = Path(tmp)
         console.print(f"[bold]preparing[/] the model ({config.n_features} features) and its repository")
-        model = prepare_model(work, config.n_features)
+        model = prepare_model(work, config.n_features, variants="overhead" in config.targets)
         if "inprocess" in config.targets:
             console.print("[bold]in-process[/] ONNX Runtime, 1 thread")
             rows += bench_inprocess(model, config)
-        if {"triton-http", "triton-grpc"} & set(config.targets):
+        overhead: dict[str, dict[str, Any]] = {}
+        if {"triton-http", "triton-grpc", "overhead"} & set(config.targets):
             console.print(f"[bold]triton[/] {config.connections} connections, {config.duration:g} s per run")
-            triton_rows, meta["triton_server_side"] = bench_triton(model, config, work)
+            triton_rows, meta["triton_server_side"], overhead = bench_triton(model, config, work)
             rows += triton_rows
             for label, seen in meta["triton_server_side"].items():
                 console.print(f"  triton {label}, server side: {seen}")
+            for level, measured in overhead.items():
+                console.print(
+                    f"  overhead at {level}: drift counters cost {100 * measured['drift_counters_cost']:.1f}% of "
+                    f"req/s; tritonops does {100 * measured['of_bare_backend']:.0f}% of the bare backend's req/s"
+                )
+            meta["overhead"] = overhead
         for name, step in STEPS.items():
             if name in config.targets:
                 console.print(f"[bold]{name}[/] {config.connections} connections, {config.duration:g} s")
@@ -329,7 +437,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
                     console.print(f"  [yellow]skipped {name}:[/] {exc}")
                     meta.setdefault("skipped", {})[name] = str(exc)
     rows = with_ratios(rows)
-    found = verdicts(rows, config.batch_rows)
+    found = verdicts(rows, config, overhead)
     meta["machine_after"] = {"load_average": os.getloadavg()}
     meta["seconds"] = round(time.monotonic() - started, 1)
     title = f"tritonops bench: {meta['machine_before']['cores']} cores, {config.connections} connections"
@@ -358,6 +466,11 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     parser.add_argument("--inprocess-seconds", type=float, default=3.0, help="seconds per in-process batch size")
     parser.add_argument("--batch-rows", type=int, default=256, help="rows per request in the batched runs")
     parser.add_argument("--threads", type=int, default=1, help="load-generator threads (wrk / h2load)")
+    parser.add_argument(
+        "--low-connections", type=int, default=8, help="also load single-row HTTP at this many connections (default 8)"
+    )
+    parser.add_argument("--overhead-rounds", type=int, default=3, help="interleaved rounds of the overhead target")
+    parser.add_argument("--overhead-seconds", type=float, default=4.0, help="seconds per overhead run (default 4)")
     args = parser.parse_args(argv)
     return BenchConfig(
         duration=args.duration,
@@ -367,6 +480,9 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         inprocess_seconds=args.inprocess_seconds,
         batch_rows=args.batch_rows,
         generator_threads=args.threads,
+        low_connections=args.low_connections,
+        overhead_rounds=args.overhead_rounds,
+        overhead_seconds=args.overhead_seconds,
     )
 
 

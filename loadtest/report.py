@@ -29,21 +29,33 @@ class BenchRow:
     """Share of the CPUs idle just before the run."""
     others_cpu: float | None = None
     """Share of the CPUs used by processes outside the benchmark during the run."""
+    variant: str = ""
+    """Which way the target served the model, where it was measured several ways (``loadtest.variants``)."""
     x_flask: float | None = None
     x_mlserver: float | None = None
     of_limit: float | None = None
 
+    @property
+    def name(self) -> str:
+        return f"{self.target}: {self.variant}" if self.variant else self.target
+
 
 def with_ratios(rows: list[BenchRow]) -> list[BenchRow]:
-    """Request-rate ratios to the Flask and MLServer rows and rows/s as a share of the best in-process rate."""
-    flask = next((r.rps for r in rows if r.target == "flask"), None)
-    mlserver = next((r.rps for r in rows if r.target == "mlserver"), None)
+    """Request-rate ratios to the Flask and MLServer rows at the same connection count, and rows/s as a share of
+    the best in-process rate."""
+    flask = {r.connections: r.rps for r in rows if r.target == "flask"}
+    mlserver = {r.connections: r.rps for r in rows if r.target == "mlserver"}
     limit = max((r.rows_per_s for r in rows if r.protocol == "in-process"), default=None)
+
+    def ratio(row: BenchRow, peer: dict[int, float]) -> float | None:
+        reference = peer.get(row.connections)
+        return row.rps / reference if reference and row.protocol != "in-process" else None
+
     return [
         replace(
             row,
-            x_flask=row.rps / flask if flask and row.protocol != "in-process" else None,
-            x_mlserver=row.rps / mlserver if mlserver and row.protocol != "in-process" else None,
+            x_flask=ratio(row, flask),
+            x_mlserver=ratio(row, mlserver),
             of_limit=row.rows_per_s / limit if limit else None,
         )
         for row in rows
@@ -61,12 +73,12 @@ def _share(value: float | None) -> str:
 def render(rows: list[BenchRow], console: Console, title: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("target", "protocol", "rows/req", "conns", "requests", "fail", "req/s", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="left" if column in ("target", "protocol") else "right")
+        table.add_column(column, justify="left" if column in ("target", "protocol") else "right", no_wrap=True)
     for column in ("rows/s", "x Flask", "x MLServer", "of limit", "idle before", "others' CPU"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
-            r.target,
+            r.name,
             r.protocol,
             str(r.rows_per_request),
             str(r.connections) if r.connections else "-",
@@ -95,7 +107,7 @@ def markdown(rows: list[BenchRow], verdicts: list[dict[str, Any]]) -> str:
     for r in rows:
         limit = "-" if r.of_limit is None else f"{100 * r.of_limit:.0f}%"
         lines.append(
-            f"| {r.target} | {r.protocol} | {r.rows_per_request} | {r.connections or '-'} | {r.requests:,} "
+            f"| {r.name} | {r.protocol} | {r.rows_per_request} | {r.connections or '-'} | {r.requests:,} "
             f"| {r.failures} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rows_per_s:,.0f} "
             f"| {_ratio(r.x_flask)} | {_ratio(r.x_mlserver)} | {limit} | {_share(r.idle_before)} "
             f"| {_share(r.others_cpu)} |"
@@ -113,8 +125,10 @@ def write_json(path: Path, rows: list[BenchRow], meta: dict[str, Any], verdicts:
 
 
 def _label(row: BenchRow) -> str:
-    where = "in-process" if row.protocol == "in-process" else f"{row.target} {row.protocol}"
-    return f"{where}, {row.rows_per_request} row{'s' if row.rows_per_request > 1 else ''}/req"
+    if row.protocol == "in-process":
+        return f"in-process, {row.rows_per_request} row{'s' if row.rows_per_request > 1 else ''}/req"
+    rows = f"{row.rows_per_request} row{'s' if row.rows_per_request > 1 else ''}/req"
+    return f"{row.name} {row.protocol}, {rows}, {row.connections} conns"
 
 
 def _color(row: BenchRow) -> str:
@@ -131,10 +145,11 @@ def write_chart(path: Path, rows: list[BenchRow], title: str) -> None:
     import matplotlib.pyplot as plt
 
     served = [r for r in rows if r.protocol != "in-process"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 0.45 * len(rows) + 2.0))
+    measured_once = [r for r in rows if not r.variant]  # the overhead target's rounds repeat served rows
+    figure, (left, right) = plt.subplots(1, 2, figsize=(15, 0.45 * len(served) + 2.0))
     for axis, chosen, values, label in (
         (left, served, [r.rps for r in served], "requests / s"),
-        (right, rows, [r.rows_per_s for r in rows], "rows / s"),
+        (right, measured_once, [r.rows_per_s for r in measured_once], "rows / s"),
     ):
         positions = list(range(len(chosen)))
         axis.barh(positions, values, color=[_color(r) for r in chosen])

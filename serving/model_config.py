@@ -65,6 +65,8 @@ class ServingOptions:
     response_cache: bool = False
     response_cache_entries: int = 4096
     drift_flush_seconds: float = 1.0
+    drift_counters: bool = True
+    """Off: no per-feature, per-class, row or duration metrics (validation and invalid-request counts stay)."""
     extra_parameters: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,6 +131,7 @@ def embedded_config(
             "tritonops.model": name,
             "tritonops.version": str(version),
             "tritonops.drift_flush_seconds": repr(float(options.drift_flush_seconds)),
+            "tritonops.drift_counters": str(options.drift_counters).lower(),
             PARAM_RESPONSE_CACHE_ENTRIES: str(options.response_cache_entries if options.response_cache else 0),
             **options.extra_parameters,
         },

@@ -9,11 +9,13 @@ MLServer is left out here: its virtualenv takes minutes to build; ``make bench``
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 
 from loadtest.bench import BenchConfig, run
+from loadtest.variants import BARE, NO_COUNTERS, TRITONOPS
 
 pytestmark = pytest.mark.perf
 
@@ -22,42 +24,74 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     config = BenchConfig(
         duration=1.0,
         connections=8,
-        targets=("inprocess", "triton-http", "triton-grpc", "flask"),
+        targets=("inprocess", "triton-http", "triton-grpc", "overhead", "flask"),
         out=tmp_path,
         inprocess_seconds=0.3,
         batch_rows=64,
+        low_connections=4,
+        overhead_rounds=2,
+        overhead_seconds=1.0,
     )
     rows, verdicts, json_path = run(config)
 
-    by_key = {(r.target, r.protocol, r.rows_per_request): r for r in rows}
+    by_key = {(r.target, r.variant, r.protocol, r.rows_per_request, r.connections): r for r in rows}
+    single = [("triton", v, "http", 1, c) for v in (TRITONOPS, NO_COUNTERS, BARE) for c in (4, 8)]
     assert set(by_key) == {
-        ("onnxruntime", "in-process", 1),
-        ("onnxruntime", "in-process", 32),
-        ("onnxruntime", "in-process", 256),
-        ("triton", "http", 1),
-        ("triton", "http", 64),
-        ("triton", "grpc", 1),
-        ("triton", "grpc", 64),
-        ("flask", "http", 1),
+        ("onnxruntime", "", "in-process", 1, 0),
+        ("onnxruntime", "", "in-process", 32, 0),
+        ("onnxruntime", "", "in-process", 256, 0),
+        ("triton", "", "http", 1, 4),
+        ("triton", "", "http", 1, 8),
+        ("triton", "", "http", 64, 8),
+        ("triton", "", "grpc", 1, 8),
+        ("triton", "", "grpc", 64, 8),
+        ("flask", "", "http", 1, 8),
+        *single,
     }
+    assert len(rows) == len(by_key)
     for row in rows:
         assert row.requests > 0 and row.failures == 0, row
         assert row.p50_ms <= row.p99_ms, row
 
-    flask = by_key[("flask", "http", 1)]
+    flask = by_key[("flask", "", "http", 1, 8)]
     limit = max(r.rows_per_s for r in rows if r.protocol == "in-process")
     for row in rows:
         assert row.of_limit == pytest.approx(row.rows_per_s / limit)
         if row.protocol != "in-process":
-            assert row.x_flask == pytest.approx(row.rps / flask.rps)
             assert row.rows_per_s == pytest.approx(row.rps * row.rows_per_request)
-    assert by_key[("triton", "grpc", 1)].x_flask > 3, "Triton should be far ahead of Flask + joblib"
-    assert by_key[("onnxruntime", "in-process", 256)].rows_per_s > by_key[("onnxruntime", "in-process", 1)].rows_per_s
+            if row.connections == flask.connections:  # a ratio only between loads at the same concurrency
+                assert row.x_flask == pytest.approx(row.rps / flask.rps)
+            else:
+                assert row.x_flask is None
+    assert by_key[("triton", "", "grpc", 1, 8)].x_flask > 3, "Triton should be far ahead of Flask + joblib"
+    assert (
+        by_key[("onnxruntime", "", "in-process", 256, 0)].rows_per_s
+        > by_key[("onnxruntime", "", "in-process", 1, 0)].rows_per_s
+    )
 
     saved = json.loads(json_path.read_text())
     assert [r["rps"] for r in saved["results"]] == [r.rps for r in rows]
     assert {v["target"] for v in saved["targets"]} == {v["target"] for v in verdicts}
     assert "triton grpc req/s >= 60x Flask" in {v["target"] for v in verdicts}
+    # the overhead verdicts are the medians of each round's paired ratios, and the pooled rows hold those rounds
+    overhead = saved["meta"]["overhead"]
+    assert set(overhead) == {"4 connections", "8 connections"}
+    for level, measured in overhead.items():
+        rounds = measured["rounds_rps"]
+        on, off, bare = (rounds[v] for v in (TRITONOPS, NO_COUNTERS, BARE))
+        assert len(on) == len(off) == len(bare) == 2
+        assert measured["drift_counters_cost"] == pytest.approx(
+            1 - statistics.median(a / b for a, b in zip(on, off, strict=True))
+        )
+        assert measured["of_bare_backend"] == pytest.approx(
+            statistics.median(a / b for a, b in zip(on, bare, strict=True))
+        )
+        connections = int(level.split()[0])
+        for variant in (TRITONOPS, NO_COUNTERS, BARE):
+            pooled = by_key[("triton", variant, "http", 1, connections)].rps
+            assert min(rounds[variant]) <= pooled <= max(rounds[variant])
+        assert f"drift counters cost < 10% of req/s ({level})" in {v["target"] for v in verdicts}
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "bench.md").read_text()
-    assert f"| triton | grpc | 1 | 8 | {by_key[('triton', 'grpc', 1)].requests:,} | 0 |" in table
+    assert f"| triton | grpc | 1 | 8 | {by_key[('triton', '', 'grpc', 1, 8)].requests:,} | 0 |" in table
+    assert f"| triton: {BARE} | http | 1 | 4 |" in table

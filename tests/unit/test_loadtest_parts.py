@@ -19,8 +19,10 @@ from loadtest.errors import BenchmarkError
 from loadtest.report import BenchRow, with_ratios
 
 
-def _row(target: str, protocol: str, rps: float, rows: int = 1, p99: float = 5.0) -> BenchRow:
-    return BenchRow(target, protocol, rows, 64, int(rps * 10), 0, rps, 1.0, p99, rps * rows)
+def _row(
+    target: str, protocol: str, rps: float, rows: int = 1, p99: float = 5.0, connections: int = 64, variant: str = ""
+) -> BenchRow:
+    return BenchRow(target, protocol, rows, connections, int(rps * 10), 0, rps, 1.0, p99, rps * rows, variant=variant)
 
 
 def test_grpc_body_is_a_framed_model_infer_request() -> None:
@@ -48,6 +50,9 @@ def test_ratios_and_verdicts_follow_the_measurements() -> None:
             _row("onnxruntime", "in-process", 40_000, rows=1),
             _row("triton", "grpc", 6_000, p99=12.0),
             _row("triton", "grpc", 300, rows=256),
+            _row("triton", "http", 9_000, connections=8),
+            _row("triton", "http", 20_000, p99=6.0),
+            _row("triton", "http", 21_000, variant="bare backend"),
             _row("flask", "http", 100),
             _row("mlserver", "http", 400),
         ]
@@ -56,13 +61,24 @@ def test_ratios_and_verdicts_follow_the_measurements() -> None:
     assert grpc_single.x_flask == pytest.approx(60.0) and grpc_single.x_mlserver == pytest.approx(15.0)
     assert rows[3].of_limit == pytest.approx(300 * 256 / (100_000 * 256))
     assert rows[0].x_flask is None and rows[0].of_limit == pytest.approx(1.0)
-    met = {v["target"]: v["met"] for v in verdicts(rows, 256)}
+    assert rows[4].x_flask is None and rows[4].x_mlserver is None  # 8 connections: no peer measured at 8
+    assert rows[6].name == "triton: bare backend" and rows[6].x_flask == pytest.approx(210.0)
+    overhead = {"64 connections": {"drift_counters_cost": 0.12, "of_bare_backend": 0.95}}
+    met = {v["target"]: v["met"] for v in verdicts(rows, BenchConfig(), overhead)}
     assert met == {
         "triton grpc req/s >= 60x Flask": True,
         "triton grpc p99 <= 10 ms": False,
         "triton grpc req/s ahead of MLServer": True,
         "triton grpc req/s >= 20x MLServer": False,
         "triton grpc 256 rows/req >= 50% of in-process rows/s": False,
+        "triton http req/s at 8 connections >= DESIGN's 8,663 (absolute)": True,
+        "triton http req/s >= 60x Flask": True,
+        "triton http p99 <= 10 ms": True,
+        "triton http req/s ahead of MLServer": True,
+        "triton http req/s >= 20x MLServer": True,  # 20,000 / 400 = 50x
+        "triton http req/s at 64 connections >= DESIGN's 21,579 (absolute)": False,
+        "drift counters cost < 10% of req/s (64 connections)": False,
+        "tritonops >= 90% of the bare Python backend's req/s (64 connections)": True,
     }
 
 

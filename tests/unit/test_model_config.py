@@ -42,6 +42,9 @@ def test_embedded_config_round_trips_through_pbtxt() -> None:
     assert parsed.output[0].data_type == mc.TYPE_STRING
     assert parsed.parameters["tritonops.version"].string_value == "4"
     assert parsed.parameters["tritonops.model"].string_value == "churn"
+    assert parsed.parameters["tritonops.drift_counters"].string_value == "true"
+    quiet = embedded_config("churn", 1, INPUTS, OUTPUTS, ServingOptions(drift_counters=False))
+    assert quiet.parameters["tritonops.drift_counters"].string_value == "false"
 
 
 def test_response_cache_entries_parameter_is_zero_when_off_and_sized_when_on() -> None:
