@@ -6,15 +6,16 @@ over HTTP, ``h2load`` for gRPC) at the same number of connections, one target at
 Prints a table (req/s, p50, p99, rows/s, ratio to Flask and to the in-process limit), writes ``bench.json``
 and ``bench.png`` to ``--out``, and says which DESIGN targets were met. The ``overhead`` target prices our
 backend on the same server: tritonops vs the same model with drift counters off vs a bare Python-backend model, in
-interleaved rounds at a low and at the full connection count.
+interleaved rounds at a low and at the full connection count; the ``settings`` target prices the server's two
+performance settings: the default server vs one with Triton's latency summaries vs one on glibc's malloc.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ from rich.console import Console
 from tritonclient.grpc import service_pb2
 
 from loadtest import payloads
+from loadtest.ab import interleaved, paired_median, pooled, rounds_rps
 from loadtest.errors import BenchmarkError
 from loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
 from loadtest.inprocess import measure
@@ -43,7 +45,7 @@ from loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, write_varia
 from serving.triton import ServerOptions, TritonServer
 
 MODEL = "bench"
-ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "overhead", "flask", "mlserver")
+ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "flask", "mlserver")
 INPROCESS_BATCHES = (1, 32, 256)
 DESIGN_BARE_RPS = {8: 8_663, 64: 21_579}
 """DESIGN's figure for a bare Python-backend model on a machine like this one (another day): req/s by connections."""
@@ -65,8 +67,9 @@ class BenchConfig:
     n_features: int = 20
     low_connections: int = 8
     """A second single-row HTTP load at this many connections (0 = none)."""
-    overhead_rounds: int = 3
-    overhead_seconds: float = 4.0
+    ab_rounds: int = 3
+    """Interleaved rounds of the overhead and settings targets."""
+    ab_seconds: float = 4.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.targets) - set(ALL_TARGETS))
@@ -77,10 +80,10 @@ class BenchConfig:
                 f"--duration (>= 1 s), --connections and --batch-rows (>= 1) got "
                 f"{self.duration}, {self.connections}, {self.batch_rows}"
             )
-        if self.low_connections < 0 or self.overhead_rounds < 1 or self.overhead_seconds < 1:
+        if self.low_connections < 0 or self.ab_rounds < 1 or self.ab_seconds < 1:
             raise BenchmarkError(
-                f"--low-connections (>= 0), --overhead-rounds (>= 1) and --overhead-seconds (>= 1 s) got "
-                f"{self.low_connections}, {self.overhead_rounds}, {self.overhead_seconds}"
+                f"--low-connections (>= 0), --ab-rounds (>= 1) and --ab-seconds (>= 1 s) got "
+                f"{self.low_connections}, {self.ab_rounds}, {self.ab_seconds}"
             )
 
     @property
@@ -221,12 +224,10 @@ def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
     return rows
 
 
-def bench_triton(
-    model: BenchModel, config: BenchConfig, work: Path
-) -> tuple[list[BenchRow], dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
-    """Triton over HTTP (wrk) and gRPC (h2load), single rows and batches, and the overhead rounds.
+def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> tuple[list[BenchRow], dict[str, Any]]:
+    """Triton over HTTP (wrk) and gRPC (h2load), single rows and batches, then the overhead and settings rounds.
 
-    Returns the rows, Triton's own per-run statistics and the overhead summary (empty without that target).
+    Returns the rows and the meta data: Triton's own per-run statistics, the overhead and settings summaries.
     """
     rows: list[BenchRow] = []
     server_side: dict[str, dict[str, float]] = {}
@@ -263,8 +264,18 @@ def bench_triton(
                 unanswered = max(0, load.requests - int(seen["requests"]))
                 rows.append(_row("triton", "grpc", n, replace(load, failures=load.failures + unanswered)))
                 console.print(f"  triton grpc {n} row(s)/req: {_summary(load)}")
-        overhead_rows, overhead = bench_overhead(server, model, config) if model.variants else ([], {})
-    return rows + overhead_rows, server_side, overhead
+        meta: dict[str, Any] = {"triton_server_side": server_side}
+        if model.variants:
+            overhead_rows, meta["overhead"] = bench_overhead(server, model, config)
+            rows += overhead_rows
+        if "settings" in config.targets:
+            settings_rows, meta["settings"] = bench_settings(server, model, config, work)
+            rows += settings_rows
+    return rows, meta
+
+
+def _report(label: str, connections: int, load: LoadResult) -> None:
+    console.print(f"    {label}, {connections} connections: {_summary(load)}")
 
 
 def bench_overhead(
@@ -280,50 +291,69 @@ def bench_overhead(
     urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in model.variants}
     for url in urls.values():
         _check_http(url, body, '"label"')
-    runs: dict[tuple[str, int], list[LoadResult]] = {}
     console.print(
-        f"  overhead: {', '.join(urls)}; {config.overhead_rounds} interleaved rounds of "
-        f"{config.overhead_seconds:g} s at {' and '.join(map(str, config.connection_levels))} connections"
+        f"  overhead: {', '.join(urls)}; {config.ab_rounds} interleaved rounds of "
+        f"{config.ab_seconds:g} s at {' and '.join(map(str, config.connection_levels))} connections"
     )
-    for connections in config.connection_levels:
-        for _ in range(config.overhead_rounds):
-            for label, url in urls.items():
-                load = run_wrk(url, body, connections, config.overhead_seconds, config.generator_threads)
-                runs.setdefault((label, connections), []).append(load)
-                console.print(f"    {label}, {connections} connections: {_summary(load)}")
-    rows = [_row("triton", "http", 1, _pooled(loads), variant=label) for (label, _), loads in runs.items()]
+    runs = interleaved(
+        urls, body, config.connection_levels, config.ab_rounds, config.ab_seconds,
+        config.generator_threads, _report,
+    )  # fmt: skip
+    rows = [_row("triton", "http", 1, pooled(loads), variant=label) for (label, _), loads in runs.items()]
     summary: dict[str, dict[str, Any]] = {}
     for connections in config.connection_levels:
-        rps = {label: [load.rps for load in runs[(label, connections)]] for label in urls}
+        rps = rounds_rps(runs, connections)
         summary[f"{connections} connections"] = {
-            "drift_counters_cost": 1 - _paired_median(rps[TRITONOPS], rps[NO_COUNTERS]),
-            "of_bare_backend": _paired_median(rps[TRITONOPS], rps[BARE]),
+            "drift_counters_cost": 1 - paired_median(rps[TRITONOPS], rps[NO_COUNTERS]),
+            "of_bare_backend": paired_median(rps[TRITONOPS], rps[BARE]),
             "rounds_rps": rps,
         }
     return rows, summary
 
 
-def _paired_median(values: Sequence[float], references: Sequence[float]) -> float:
-    """Median over rounds of value / reference (each round measured both back to back)."""
-    return statistics.median(v / r for v, r in zip(values, references, strict=True) if r > 0)
+SETTINGS_DEFAULT = "server defaults"
+SETTINGS_SUMMARIES = "latency summaries on"
+SETTINGS_GLIBC = "system malloc"
 
 
-def _pooled(loads: Sequence[LoadResult]) -> LoadResult:
-    """Several runs as one: counts and time added up, the median round's latencies, the worst CPU readings."""
-    seconds = sum(load.seconds for load in loads)
-    requests = sum(load.requests for load in loads)
-    return replace(
-        loads[0],
-        seconds=seconds,
-        requests=requests,
-        failures=sum(load.failures for load in loads),
-        rps=requests / seconds if seconds > 0 else 0.0,
-        p50_ms=statistics.median(load.p50_ms for load in loads),
-        p95_ms=statistics.median(load.p95_ms for load in loads),
-        p99_ms=statistics.median(load.p99_ms for load in loads),
-        idle_before=min(load.idle_before for load in loads),
-        others_cpu=max(load.others_cpu for load in loads),
-    )
+def bench_settings(
+    server: TritonServer, model: BenchModel, config: BenchConfig, work: Path
+) -> tuple[list[BenchRow], dict[str, dict[str, Any]]]:
+    """The server's two performance settings priced: the default server against one with Triton's latency
+    summaries and one on glibc's malloc, the same model, interleaved rounds at the full connection count."""
+    others = {
+        SETTINGS_SUMMARIES: ServerOptions(
+            model_repository=model.repository, load_models=[MODEL], work_dir=work / "summaries", latency_summaries=True
+        ),
+        SETTINGS_GLIBC: ServerOptions(
+            model_repository=model.repository, load_models=[MODEL], work_dir=work / "glibc", allocator="system"
+        ),
+    }
+    body = payloads.triton_json(model.rows[:1])
+    with contextlib.ExitStack() as stack:
+        servers = {SETTINGS_DEFAULT: server}
+        servers |= {label: stack.enter_context(TritonServer(options)) for label, options in others.items()}
+        urls = {label: f"http://{s.http_url}/v2/models/{MODEL}/infer" for label, s in servers.items()}
+        for url in urls.values():
+            _check_http(url, body, '"label"')
+        console.print(
+            f"  settings: {', '.join(urls)}; {config.ab_rounds} interleaved rounds of "
+            f"{config.ab_seconds:g} s at {config.connections} connections"
+        )
+        runs = interleaved(
+            urls, body, (config.connections,), config.ab_rounds, config.ab_seconds,
+            config.generator_threads, _report,
+        )  # fmt: skip
+    rows = [_row("triton", "http", 1, pooled(loads), variant=label) for (label, _), loads in runs.items()]
+    rps = rounds_rps(runs, config.connections)
+    summary = {
+        f"{config.connections} connections": {
+            "latency_summaries_cost": 1 - paired_median(rps[SETTINGS_SUMMARIES], rps[SETTINGS_DEFAULT]),
+            "system_malloc_cost": 1 - paired_median(rps[SETTINGS_GLIBC], rps[SETTINGS_DEFAULT]),
+            "rounds_rps": rps,
+        }
+    }
+    return rows, summary
 
 
 def bench_flask(model: BenchModel, config: BenchConfig, work: Path) -> list[BenchRow]:
@@ -415,19 +445,24 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
         if "inprocess" in config.targets:
             console.print("[bold]in-process[/] ONNX Runtime, 1 thread")
             rows += bench_inprocess(model, config)
-        overhead: dict[str, dict[str, Any]] = {}
-        if {"triton-http", "triton-grpc", "overhead"} & set(config.targets):
+        if {"triton-http", "triton-grpc", "overhead", "settings"} & set(config.targets):
             console.print(f"[bold]triton[/] {config.connections} connections, {config.duration:g} s per run")
-            triton_rows, meta["triton_server_side"], overhead = bench_triton(model, config, work)
+            triton_rows, triton_meta = bench_triton(model, config, work)
             rows += triton_rows
+            meta |= triton_meta
             for label, seen in meta["triton_server_side"].items():
                 console.print(f"  triton {label}, server side: {seen}")
-            for level, measured in overhead.items():
+            for level, measured in meta.get("overhead", {}).items():
                 console.print(
                     f"  overhead at {level}: drift counters cost {100 * measured['drift_counters_cost']:.1f}% of "
                     f"req/s; tritonops does {100 * measured['of_bare_backend']:.0f}% of the bare backend's req/s"
                 )
-            meta["overhead"] = overhead
+            for level, measured in meta.get("settings", {}).items():
+                console.print(
+                    f"  settings at {level}: Triton's latency summaries cost "
+                    f"{100 * measured['latency_summaries_cost']:.1f}% of req/s, glibc's malloc "
+                    f"{100 * measured['system_malloc_cost']:.1f}%"
+                )
         for name, step in STEPS.items():
             if name in config.targets:
                 console.print(f"[bold]{name}[/] {config.connections} connections, {config.duration:g} s")
@@ -437,7 +472,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
                     console.print(f"  [yellow]skipped {name}:[/] {exc}")
                     meta.setdefault("skipped", {})[name] = str(exc)
     rows = with_ratios(rows)
-    found = verdicts(rows, config, overhead)
+    found = verdicts(rows, config, meta.get("overhead", {}))
     meta["machine_after"] = {"load_average": os.getloadavg()}
     meta["seconds"] = round(time.monotonic() - started, 1)
     title = f"tritonops bench: {meta['machine_before']['cores']} cores, {config.connections} connections"
@@ -469,8 +504,10 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     parser.add_argument(
         "--low-connections", type=int, default=8, help="also load single-row HTTP at this many connections (default 8)"
     )
-    parser.add_argument("--overhead-rounds", type=int, default=3, help="interleaved rounds of the overhead target")
-    parser.add_argument("--overhead-seconds", type=float, default=4.0, help="seconds per overhead run (default 4)")
+    parser.add_argument(
+        "--ab-rounds", type=int, default=3, help="interleaved rounds of the overhead and settings targets (default 3)"
+    )
+    parser.add_argument("--ab-seconds", type=float, default=4.0, help="seconds per A/B run (default 4)")
     args = parser.parse_args(argv)
     return BenchConfig(
         duration=args.duration,
@@ -481,8 +518,8 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         batch_rows=args.batch_rows,
         generator_threads=args.threads,
         low_connections=args.low_connections,
-        overhead_rounds=args.overhead_rounds,
-        overhead_seconds=args.overhead_seconds,
+        ab_rounds=args.ab_rounds,
+        ab_seconds=args.ab_seconds,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench import BenchConfig, run
+from loadtest.bench import SETTINGS_DEFAULT, SETTINGS_GLIBC, SETTINGS_SUMMARIES, BenchConfig, run
 from loadtest.variants import BARE, NO_COUNTERS, TRITONOPS
 
 pytestmark = pytest.mark.perf
@@ -24,18 +24,19 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     config = BenchConfig(
         duration=1.0,
         connections=8,
-        targets=("inprocess", "triton-http", "triton-grpc", "overhead", "flask"),
+        targets=("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "flask"),
         out=tmp_path,
         inprocess_seconds=0.3,
         batch_rows=64,
         low_connections=4,
-        overhead_rounds=2,
-        overhead_seconds=1.0,
+        ab_rounds=2,
+        ab_seconds=1.0,
     )
     rows, verdicts, json_path = run(config)
 
     by_key = {(r.target, r.variant, r.protocol, r.rows_per_request, r.connections): r for r in rows}
     single = [("triton", v, "http", 1, c) for v in (TRITONOPS, NO_COUNTERS, BARE) for c in (4, 8)]
+    single += [("triton", v, "http", 1, 8) for v in (SETTINGS_DEFAULT, SETTINGS_SUMMARIES, SETTINGS_GLIBC)]
     assert set(by_key) == {
         ("onnxruntime", "", "in-process", 1, 0),
         ("onnxruntime", "", "in-process", 32, 0),
@@ -91,6 +92,15 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
             pooled = by_key[("triton", variant, "http", 1, connections)].rps
             assert min(rounds[variant]) <= pooled <= max(rounds[variant])
         assert f"drift counters cost < 10% of req/s ({level})" in {v["target"] for v in verdicts}
+    (settings,) = saved["meta"]["settings"].values()  # the full connection count only
+    rounds = settings["rounds_rps"]
+    default, summaries, glibc = (rounds[v] for v in (SETTINGS_DEFAULT, SETTINGS_SUMMARIES, SETTINGS_GLIBC))
+    assert settings["latency_summaries_cost"] == pytest.approx(
+        1 - statistics.median(a / b for a, b in zip(summaries, default, strict=True))
+    )
+    assert settings["system_malloc_cost"] == pytest.approx(
+        1 - statistics.median(a / b for a, b in zip(glibc, default, strict=True))
+    )
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "bench.md").read_text()
     assert f"| triton | grpc | 1 | 8 | {by_key[('triton', '', 'grpc', 1, 8)].requests:,} | 0 |" in table

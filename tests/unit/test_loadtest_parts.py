@@ -111,3 +111,18 @@ def test_a_locust_run_that_never_finishes_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError, match=r"locust did not finish within 1 s; its log ends:\nstill spawning"):
         locust_run._wait_for_locust(stuck, tmp_path, timeout=1)
     assert stuck.returncode == -signal.SIGKILL
+
+
+def test_pooled_runs_add_up_and_paired_ratios_are_per_round() -> None:
+    from loadtest.ab import paired_median, pooled
+    from loadtest.generators import LoadResult
+
+    def load(requests: int, seconds: float, p99: float, idle: float, others: float) -> LoadResult:
+        return LoadResult("wrk", 8, seconds, requests, 1, requests / seconds, 1.0, 2.0, p99, idle, others)
+
+    one = pooled([load(1000, 2.0, 5.0, 0.9, 0.0), load(3000, 2.0, 9.0, 0.5, 0.2), load(2000, 1.0, 7.0, 0.7, 0.1)])
+    assert (one.requests, one.seconds, one.failures) == (6000, 5.0, 3)
+    assert one.rps == pytest.approx(1200.0) and one.p99_ms == 7.0  # pooled rate; the median round's p99
+    assert one.idle_before == 0.5 and one.others_cpu == 0.2  # the worst readings
+    # a machine that slowed down halfway: pairing by round keeps the ratio, pooling would not
+    assert paired_median([100.0, 50.0, 52.0], [200.0, 100.0, 100.0]) == pytest.approx(0.5)
