@@ -69,7 +69,7 @@ class BenchConfig:
     """A second single-row HTTP load at this many connections (0 = none)."""
     ab_rounds: int = 3
     """Interleaved rounds of the overhead and settings targets."""
-    ab_seconds: float = 4.0
+    ab_seconds: float = 3.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.targets) - set(ALL_TARGETS))
@@ -507,7 +507,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     parser.add_argument(
         "--ab-rounds", type=int, default=3, help="interleaved rounds of the overhead and settings targets (default 3)"
     )
-    parser.add_argument("--ab-seconds", type=float, default=4.0, help="seconds per A/B run (default 4)")
+    parser.add_argument("--ab-seconds", type=float, default=3.0, help="seconds per A/B run (default 3)")
     args = parser.parse_args(argv)
     return BenchConfig(
         duration=args.duration,

@@ -2,7 +2,7 @@
 
 Triton's HTTP front end, its dynamic batcher and the Python backend's shared-memory IPC allocate and free small
 blocks for every request from many threads; glibc's allocator spends a measurable share of the CPU on that
-(``docs/benchmarks.md``: about +11% requests/s with tcmalloc on 2 cores). tcmalloc comes from Debian's
+(``docs/benchmarks.md``: glibc's costs 13-18% of the single-row request rate on 2 cores). tcmalloc comes from Debian's
 ``libtcmalloc-minimal4`` (``make setup`` installs it) and is preloaded into ``tritonserver``, whose children (the
 Python backend stubs) inherit it.
 """

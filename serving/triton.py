@@ -76,8 +76,8 @@ class ServerOptions:
     """Seconds between SIGTERM and SIGKILL; Triton gets 5 s less to unload its models (busy hosts need ~10 s)."""
     log_verbose: int = 0
     latency_summaries: bool = False
-    """Triton's ``nv_inference_*_summary_us`` quantiles (real p50..p99 of whole requests). They cost about a
-    quarter of the single-row request rate on 2 cores (docs/benchmarks.md); without them latency quantiles come
+    """Triton's ``nv_inference_*_summary_us`` quantiles (real p50..p99 of whole requests). They cost about
+    30% of the single-row request rate on 2 cores (docs/benchmarks.md); without them latency quantiles come
     from our backend's ``tritonops_request_duration_seconds`` histogram."""
     allocator: Allocator = "auto"
     """``malloc`` of the server and its backend stubs (``serving.allocator``)."""

@@ -43,7 +43,7 @@ def start(
         False,
         "--latency-summaries/--no-latency-summaries",
         help="Triton's per-request latency quantiles (nv_inference_request_summary_us: real end-to-end p99 for "
-        "watch, top and alerts). They cost about a quarter of the single-row request rate on 2 cores; without them "
+        "watch, top and alerts). They cost about 30% of the single-row request rate on 2 cores; without them "
         "p99 comes from the backend histogram (backend time per batch). (default: off)",
     ),
     allocator: str = typer.Option(
