@@ -44,11 +44,11 @@ def start(
         "--latency-summaries/--no-latency-summaries",
         help="Triton's per-request latency quantiles (nv_inference_request_summary_us: real end-to-end p99 for "
         "watch, top and alerts). They cost about 30% of the single-row request rate on 2 cores; without them "
-        "p99 comes from the backend histogram (backend time per batch). (default: off)",
+        "p99 comes from the backend histogram (backend time per batch).",
     ),
     allocator: str = typer.Option(
         "auto",
-        help="malloc of the server: auto (tcmalloc when installed), tcmalloc (or fail), system. (default: auto)",
+        help="malloc of the server: auto (tcmalloc when installed), tcmalloc (or fail), system.",
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; record it in a pid file."),
     pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file used with --detach."),
