@@ -35,7 +35,7 @@ from rich.console import Console
 from tritonclient.grpc import service_pb2
 
 from loadtest import payloads
-from loadtest.ab import interleaved, paired_median, pooled, rounds_rps
+from loadtest.ab import Runs, interleaved, paired_median, pooled, rounds_rps
 from loadtest.errors import BenchmarkError
 from loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
 from loadtest.inprocess import measure
@@ -278,6 +278,22 @@ def _report(label: str, connections: int, load: LoadResult) -> None:
     console.print(f"    {label}, {connections} connections: {_summary(load)}")
 
 
+def _side_by_side(
+    name: str, urls: dict[str, str], model: BenchModel, config: BenchConfig, levels: Sequence[int]
+) -> tuple[list[BenchRow], Runs]:
+    """Single rows to every URL in interleaved rounds; one pooled row per (label, connections), and the rounds."""
+    body = payloads.triton_json(model.rows[:1])
+    for url in urls.values():
+        _check_http(url, body, '"label"')
+    console.print(
+        f"  {name}: {', '.join(urls)}; {config.ab_rounds} interleaved rounds of {config.ab_seconds:g} s "
+        f"at {' and '.join(map(str, levels))} connections"
+    )
+    runs = interleaved(urls, body, levels, config.ab_rounds, config.ab_seconds, config.generator_threads, _report)
+    rows = [_row("triton", "http", 1, pooled(loads), variant=label) for (label, _), loads in runs.items()]
+    return rows, runs
+
+
 def bench_overhead(
     server: TritonServer, model: BenchModel, config: BenchConfig
 ) -> tuple[list[BenchRow], dict[str, dict[str, Any]]]:
@@ -287,19 +303,8 @@ def bench_overhead(
     count, the median over rounds of the paired ratios: what the drift counters cost and how close tritonops
     comes to the bare backend, with every round's req/s.
     """
-    body = payloads.triton_json(model.rows[:1])
     urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in model.variants}
-    for url in urls.values():
-        _check_http(url, body, '"label"')
-    console.print(
-        f"  overhead: {', '.join(urls)}; {config.ab_rounds} interleaved rounds of "
-        f"{config.ab_seconds:g} s at {' and '.join(map(str, config.connection_levels))} connections"
-    )
-    runs = interleaved(
-        urls, body, config.connection_levels, config.ab_rounds, config.ab_seconds,
-        config.generator_threads, _report,
-    )  # fmt: skip
-    rows = [_row("triton", "http", 1, pooled(loads), variant=label) for (label, _), loads in runs.items()]
+    rows, runs = _side_by_side("overhead", urls, model, config, config.connection_levels)
     summary: dict[str, dict[str, Any]] = {}
     for connections in config.connection_levels:
         rps = rounds_rps(runs, connections)
@@ -329,22 +334,11 @@ def bench_settings(
             model_repository=model.repository, load_models=[MODEL], work_dir=work / "glibc", allocator="system"
         ),
     }
-    body = payloads.triton_json(model.rows[:1])
     with contextlib.ExitStack() as stack:
         servers = {SETTINGS_DEFAULT: server}
         servers |= {label: stack.enter_context(TritonServer(options)) for label, options in others.items()}
         urls = {label: f"http://{s.http_url}/v2/models/{MODEL}/infer" for label, s in servers.items()}
-        for url in urls.values():
-            _check_http(url, body, '"label"')
-        console.print(
-            f"  settings: {', '.join(urls)}; {config.ab_rounds} interleaved rounds of "
-            f"{config.ab_seconds:g} s at {config.connections} connections"
-        )
-        runs = interleaved(
-            urls, body, (config.connections,), config.ab_rounds, config.ab_seconds,
-            config.generator_threads, _report,
-        )  # fmt: skip
-    rows = [_row("triton", "http", 1, pooled(loads), variant=label) for (label, _), loads in runs.items()]
+        rows, runs = _side_by_side("settings", urls, model, config, (config.connections,))
     rps = rounds_rps(runs, config.connections)
     summary = {
         f"{config.connections} connections": {
