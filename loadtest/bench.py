@@ -326,13 +326,9 @@ def bench_settings(
 ) -> tuple[list[BenchRow], dict[str, dict[str, Any]]]:
     """The server's two performance settings priced: the default server against one with Triton's latency
     summaries and one on glibc's malloc, the same model, interleaved rounds at the full connection count."""
-    others = {
-        SETTINGS_SUMMARIES: ServerOptions(
-            model_repository=model.repository, load_models=[MODEL], work_dir=work / "summaries", latency_summaries=True
-        ),
-        SETTINGS_GLIBC: ServerOptions(
-            model_repository=model.repository, load_models=[MODEL], work_dir=work / "glibc", allocator="system"
-        ),
+    others = {  # the default server's options with one setting changed: the same models loaded everywhere
+        SETTINGS_SUMMARIES: replace(server.options, work_dir=work / "summaries", latency_summaries=True),
+        SETTINGS_GLIBC: replace(server.options, work_dir=work / "glibc", allocator="system"),
     }
     with contextlib.ExitStack() as stack:
         servers = {SETTINGS_DEFAULT: server}
