@@ -62,7 +62,7 @@ demo: setup  ## Set up, then run the main job end to end on the embedded Triton
 	@$(PY) -m examples.demo
 
 bench: setup  ## Side-by-side benchmark (a few minutes)
-	@$(PY) -m loadtest.bench
+	@$(PY) -m tritonops.loadtest.bench
 
 clean:  ## Remove the virtualenv, generated repository and run state
 	rm -rf $(VENV) .tritonops runs

@@ -1,6 +1,6 @@
 """tritonops clients SDK: ``predict`` against a model served by Triton, over gRPC or HTTP, sync or asyncio.
 
->>> from clients import TritonClient
+>>> from tritonops.clients import TritonClient
 >>> with TritonClient("127.0.0.1:8001", "churn") as client:
 ...     prediction = client.predict(frame)          # any column order; class names as trained
 ...     prediction.to_frame()
@@ -9,8 +9,8 @@ Feature order, dtypes and classes come from the model's ``tritonops.signature`` 
 split from ``tritonops.canary`` (docs/contracts.md).
 """
 
-from clients.client import AsyncTritonClient, ClientOptions, TritonClient
-from clients.errors import (
+from tritonops.clients.client import AsyncTritonClient, ClientOptions, TritonClient
+from tritonops.clients.errors import (
     ClientError,
     InferenceError,
     InputError,
@@ -18,10 +18,10 @@ from clients.errors import (
     ServerUnavailableError,
     SignatureError,
 )
-from clients.prediction import Prediction
-from clients.retry import RetryPolicy
-from clients.routing import CanaryRouter
-from clients.signature import CanarySplit, Feature, Signature
+from tritonops.clients.prediction import Prediction
+from tritonops.clients.retry import RetryPolicy
+from tritonops.clients.routing import CanaryRouter
+from tritonops.clients.signature import CanarySplit, Feature, Signature
 
 __all__ = [
     "AsyncTritonClient",

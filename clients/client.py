@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from tritonclient.utils import InferenceServerException
 
-from clients.encoding import (
+from tritonops.clients.encoding import (
     LABEL_OUTPUT,
     PROBABILITIES_OUTPUT,
     Rows,
@@ -33,13 +33,13 @@ from clients.encoding import (
     split_rows,
     to_rows,
 )
-from clients.errors import InferenceError, ServerUnavailableError
-from clients.feedback import record_feedback, record_predictions
-from clients.prediction import Prediction
-from clients.retry import RetryPolicy, describe, is_deadline, is_retryable
-from clients.routing import CanaryRouter
-from clients.signature import CanarySplit, Signature, parse_canary, parse_signature
-from clients.transport import (
+from tritonops.clients.errors import InferenceError, ServerUnavailableError
+from tritonops.clients.feedback import record_feedback, record_predictions
+from tritonops.clients.prediction import Prediction
+from tritonops.clients.retry import RetryPolicy, describe, is_deadline, is_retryable
+from tritonops.clients.routing import CanaryRouter
+from tritonops.clients.signature import CanarySplit, Signature, parse_canary, parse_signature
+from tritonops.clients.transport import (
     Answer,
     AsyncGrpcTransport,
     AsyncHttpTransport,

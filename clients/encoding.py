@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from clients.errors import InputError, MissingFeatureError
-from clients.signature import Signature
+from tritonops.clients.errors import InputError, MissingFeatureError
+from tritonops.clients.signature import Signature
 
 LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"

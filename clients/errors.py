@@ -7,7 +7,7 @@ ClientError
  ├── InferenceError          Triton answered with an error that retrying will not fix
  └── ServerUnavailableError  no answer within the deadline (server down, overloaded or unreachable)
 
-Ground-truth feedback is stored by the control plane; its refusals are ``control_plane.errors.FeedbackError``.
+Ground-truth feedback is stored by the control plane; its refusals are ``tritonops.control_plane.errors.FeedbackError``.
 """
 
 from __future__ import annotations

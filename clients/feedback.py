@@ -1,4 +1,4 @@
-"""Ground truth for served predictions, stored by the control plane (``control_plane.feedback``).
+"""Ground truth for served predictions, stored by the control plane (``tritonops.control_plane.feedback``).
 
 ``control_plane`` is imported on first use only: applications that never record feedback don't load it.
 """
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clients.prediction import Prediction
+from tritonops.clients.prediction import Prediction
 
 
 def record_predictions(model: str, prediction: Prediction, path: Path | None) -> None:
     """Store which version of ``model`` answered each row of ``prediction`` (state file: ``path`` or settings)."""
-    from control_plane.feedback import FeedbackStore
+    from tritonops.control_plane.feedback import FeedbackStore
     from tritonops.settings import load_settings
 
     with FeedbackStore(path if path is not None else load_settings().state_path) as store:
@@ -22,6 +22,6 @@ def record_predictions(model: str, prediction: Prediction, path: Path | None) ->
 
 def record_feedback(request_id: str, label: object, path: Path | None) -> None:
     """Store the right answer for one row id (``Prediction.request_ids``)."""
-    from control_plane.feedback import record_feedback as store_feedback
+    from tritonops.control_plane.feedback import record_feedback as store_feedback
 
     store_feedback(request_id, label, path=path)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from clients.errors import SignatureError
+from tritonops.clients.errors import SignatureError
 
 SIGNATURE_PARAMETER = "tritonops.signature"
 CANARY_PARAMETER = "tritonops.canary"

@@ -1,7 +1,8 @@
 """One small interface over ``tritonclient``'s four clients (gRPC / HTTP, sync / asyncio).
 
 Each transport holds one long-lived ``InferenceServerClient`` (one gRPC channel, one HTTP connection pool), so
-connections are reused across calls. Transport errors are left as they come; ``clients.retry`` classifies them.
+connections are reused across calls. Transport errors are left as they come; ``tritonops.clients.retry``
+classifies them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
-from clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, Tensor
+from tritonops.clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, Tensor
 
 Protocol_ = Literal["grpc", "http"]
 OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)

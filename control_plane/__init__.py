@@ -3,8 +3,8 @@
 Library first: the ``tritonops`` CLI and the guardrail watcher call these same functions.
 """
 
-from control_plane.fleet import ReconcileReport, reconcile
-from control_plane.rollout import (
+from tritonops.control_plane.fleet import ReconcileReport, reconcile
+from tritonops.control_plane.rollout import (
     EndpointStatus,
     ModelStatus,
     RolloutResult,
@@ -20,7 +20,7 @@ from control_plane.rollout import (
     rollback,
     status,
 )
-from control_plane.state import AuditEvent, ModelState, StateStore
+from tritonops.control_plane.state import AuditEvent, ModelState, StateStore
 
 __all__ = [
     "AuditEvent",

@@ -1,6 +1,6 @@
 """Drift statistics: live bin counts against the manifest's reference, as plain functions over plain data.
 
-Every statistic works on one binned distribution (the reference bins of ``converters.reference``):
+Every statistic works on one binned distribution (the reference bins of ``tritonops.converters.reference``):
 
 - PSI, ``sum((live - ref) * ln(live / ref))``, empty bins filled the way Evidently fills them (below), bands
   0.1 / 0.25;
@@ -27,9 +27,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
-from control_plane.errors import DriftInputError
-from converters.manifest import CategoricalReference, Manifest, NumericReference
-from converters.reference import NAN_BIN_LABEL, bin_labels, reference_proportions
+from tritonops.control_plane.errors import DriftInputError
+from tritonops.converters.manifest import CategoricalReference, Manifest, NumericReference
+from tritonops.converters.reference import NAN_BIN_LABEL, bin_labels, reference_proportions
 
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25

@@ -16,8 +16,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
-from control_plane.drift import DriftReport, FeatureDrift
-from control_plane.state import ModelState
+from tritonops.control_plane.drift import DriftReport, FeatureDrift
+from tritonops.control_plane.state import ModelState
 
 _STATISTICS = ("psi", "jensenshannon", "ks", "chisquare_p")
 TRIGGERS = ("rollback", "abort-canary")

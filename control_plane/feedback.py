@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from control_plane.errors import FeedbackError
+from tritonops.control_plane.errors import FeedbackError
 from tritonops.settings import load_settings
 
 _SCHEMA = (

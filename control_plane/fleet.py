@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from control_plane.errors import (
+from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
     EndpointUnreachableError,
@@ -34,11 +34,11 @@ from control_plane.errors import (
     RolloutInProgressError,
     UnknownVersionError,
 )
-from control_plane.state import AuditEntry, ModelState, StateStore
-from converters.errors import ManifestError
-from converters.manifest import Manifest, load_manifest
-from serving.errors import ModelConfigError
-from serving.model_config import read_pbtxt, to_json, with_specific_versions
+from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
+from tritonops.converters.errors import ManifestError
+from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
 
 CANARY_SUFFIX = "__canary"
 CANARY_PARAMETER = "tritonops.canary"
@@ -47,7 +47,7 @@ GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 
 CANARY_DRAIN_SECONDS = 2.5
 """Wait between un-publishing a canary split and unloading its alias: SDK clients re-read the split every 2 s
-(``clients.ClientOptions.refresh_interval``), so none still sends to an alias that is gone."""
+(``tritonops.clients.ClientOptions.refresh_interval``), so none still sends to an alias that is gone."""
 
 _T = TypeVar("_T")
 

@@ -34,12 +34,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from control_plane.drift import DriftConfig, DriftReport, drift_report, references_from_manifest
-from control_plane.errors import ControlPlaneError, PolicyError, UnknownModelError
-from control_plane.exporter import ControlPlaneExporter
-from control_plane.feedback import AccuracyComparison, FeedbackStore
-from control_plane.fleet import canary_alias, version_manifest
-from control_plane.metrics import (
+from tritonops.control_plane.drift import DriftConfig, DriftReport, drift_report, references_from_manifest
+from tritonops.control_plane.errors import ControlPlaneError, PolicyError, UnknownModelError
+from tritonops.control_plane.exporter import ControlPlaneExporter
+from tritonops.control_plane.feedback import AccuracyComparison, FeedbackStore
+from tritonops.control_plane.fleet import canary_alias, version_manifest
+from tritonops.control_plane.metrics import (
     FleetWindow,
     History,
     MemoryHistory,
@@ -49,9 +49,9 @@ from control_plane.metrics import (
     prediction_counts,
     rows_scored,
 )
-from control_plane.rollout import abort_canary, rollback
-from control_plane.state import AuditEntry, ModelState, StateStore
-from converters.manifest import Manifest
+from tritonops.control_plane.rollout import abort_canary, rollback
+from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
+from tritonops.converters.manifest import Manifest
 from tritonops.settings import Settings
 
 Target = Literal["live", "canary"]

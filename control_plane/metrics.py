@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from control_plane.errors import MetricsError
+from tritonops.control_plane.errors import MetricsError
 
 Labels = tuple[tuple[str, str], ...]
 """A series' labels, sorted by name: hashable and JSON-friendly."""

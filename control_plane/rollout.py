@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from control_plane.errors import (
+from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
     FleetApplyError,
@@ -37,7 +37,7 @@ from control_plane.errors import (
     UnknownModelError,
     UnknownVersionError,
 )
-from control_plane.fleet import (
+from tritonops.control_plane.fleet import (
     CANARY_DRAIN_SECONDS,
     Endpoint,
     SmokeResult,
@@ -51,8 +51,8 @@ from control_plane.fleet import (
     version_config,
     version_manifest,
 )
-from control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
-from converters.manifest import Manifest
+from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
+from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
 from tritonops.settings import Settings
 

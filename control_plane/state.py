@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from control_plane.errors import FleetError, RolloutInProgressError, StateError
+from tritonops.control_plane.errors import FleetError, RolloutInProgressError, StateError
 
 SCHEMA_VERSION = 1
 

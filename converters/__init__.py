@@ -4,8 +4,8 @@ version = convert_sklearn(pipeline, training_frame, name="churn", repository=Pat
 version.manifest.parity.max_abs_prob_diff
 """
 
-from converters.convert import ConversionOptions, convert_sklearn, convert_torch
-from converters.errors import (
+from tritonops.converters.convert import ConversionOptions, convert_sklearn, convert_torch
+from tritonops.converters.errors import (
     ClassesError,
     ConversionError,
     ExportError,
@@ -20,9 +20,9 @@ from converters.errors import (
     RepositoryError,
     UnsupportedModelError,
 )
-from converters.manifest import Manifest, ParityThresholds, load_manifest
-from converters.reference import assign_bins
-from converters.repository import ModelVersion, list_models, list_versions
+from tritonops.converters.manifest import Manifest, ParityThresholds, load_manifest
+from tritonops.converters.reference import assign_bins
+from tritonops.converters.repository import ModelVersion, list_models, list_versions
 
 __all__ = [
     "ClassesError",

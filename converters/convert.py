@@ -17,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from converters.errors import ClassesError, ParityError
-from converters.features import LABEL_OUTPUT, PROBABILITIES_OUTPUT, FeatureLayout
-from converters.graph import opset
-from converters.manifest import (
+from tritonops.converters.errors import ClassesError, ParityError
+from tritonops.converters.features import LABEL_OUTPUT, PROBABILITIES_OUTPUT, FeatureLayout
+from tritonops.converters.graph import opset
+from tritonops.converters.manifest import (
     ExpectedOutputs,
     FeatureReference,
     Manifest,
@@ -30,13 +30,19 @@ from converters.manifest import (
     PredictionMix,
     Reference,
 )
-from converters.parity import Outputs, check_parity, native_labels
-from converters.prepared import PreparedModel
-from converters.reference import DEFAULT_NUMERIC_BINS, categorical_reference, numeric_reference
-from converters.repository import NATIVE_SUFFIX, ModelVersion, VersionContent, validate_model_name, write_version
-from converters.runtime import OnnxClassifier
-from converters.torch import ModuleOutput
-from serving.model_config import (
+from tritonops.converters.parity import Outputs, check_parity, native_labels
+from tritonops.converters.prepared import PreparedModel
+from tritonops.converters.reference import DEFAULT_NUMERIC_BINS, categorical_reference, numeric_reference
+from tritonops.converters.repository import (
+    NATIVE_SUFFIX,
+    ModelVersion,
+    VersionContent,
+    validate_model_name,
+    write_version,
+)
+from tritonops.converters.runtime import OnnxClassifier
+from tritonops.converters.torch import ModuleOutput
+from tritonops.serving.model_config import (
     GpuAccelerator,
     ServingOptions,
     TensorSpec,
@@ -288,7 +294,7 @@ def convert_sklearn(
     ``sample`` holds rows in the training format (a DataFrame with the training columns, or a 2-D array for
     models fitted on arrays): the parity gate runs on a seeded draw of it and the drift reference is built from it.
     """
-    from converters.sklearn import prepare_sklearn
+    from tritonops.converters.sklearn import prepare_sklearn
 
     validate_model_name(name)
     progress("exporting the scikit-learn model with skl2onnx")
@@ -309,7 +315,7 @@ def convert_torch(
     progress: Progress = _quiet,
 ) -> ModelVersion:
     """Convert a PyTorch classifier whose outputs are ``classes`` (logits or probabilities, in that order)."""
-    from converters.torch import prepare_torch
+    from tritonops.converters.torch import prepare_torch
 
     validate_model_name(name)
     progress("exporting the PyTorch module with torch.onnx.export")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from tritonops.errors import TritonOpsError
 
 if TYPE_CHECKING:
-    from converters.manifest import ParityResult
+    from tritonops.converters.manifest import ParityResult
 
 
 class ConversionError(TritonOpsError):

@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from converters.errors import FeatureMismatchError, FeatureNameError
-from converters.manifest import Feature, InputTensor
-from serving.model_config import TensorSpec
+from tritonops.converters.errors import FeatureMismatchError, FeatureNameError
+from tritonops.converters.manifest import Feature, InputTensor
+from tritonops.serving.model_config import TensorSpec
 
 NUMERIC_INPUT = "input"
 LABEL_OUTPUT = "label"

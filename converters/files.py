@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from converters.convert import ConversionOptions, Progress, convert_sklearn, convert_torch
-from converters.errors import ClassesError, FeatureMismatchError, ModelLoadError
-from converters.repository import ModelVersion
-from converters.torch import ModuleOutput
+from tritonops.converters.convert import ConversionOptions, Progress, convert_sklearn, convert_torch
+from tritonops.converters.errors import ClassesError, FeatureMismatchError, ModelLoadError
+from tritonops.converters.repository import ModelVersion
+from tritonops.converters.torch import ModuleOutput
 
 SKLEARN_SUFFIXES = (".joblib", ".pkl", ".pickle")
 SKOPS_SUFFIXES = (".skops",)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from converters.errors import ManifestError
+from tritonops.converters.errors import ManifestError
 
 SCHEMA_VERSION = 1
 OTHER_CATEGORY = "__other__"

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from converters.manifest import OTHER_CATEGORY, CategoricalReference, FeatureReference, NumericReference
+from tritonops.converters.manifest import OTHER_CATEGORY, CategoricalReference, FeatureReference, NumericReference
 
 NAN_BIN_LABEL = "nan"
 DEFAULT_NUMERIC_BINS = 10

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converters.errors import RepositoryError
-from converters.manifest import Manifest, load_manifest
+from tritonops.converters.errors import RepositoryError
+from tritonops.converters.manifest import Manifest, load_manifest
 
 MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 NATIVE_SUFFIX = "__onnxruntime"

@@ -46,15 +46,15 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
 
-from converters.boosting import boosting_classifiers
-from converters.errors import (
+from tritonops.converters.boosting import boosting_classifiers
+from tritonops.converters.errors import (
     ClassesError,
     ExportError,
     NotAClassifierError,
     NotFittedError,
     UnsupportedModelError,
 )
-from converters.features import (
+from tritonops.converters.features import (
     LABEL_OUTPUT,
     PROBABILITIES_OUTPUT,
     FeatureLayout,
@@ -62,7 +62,7 @@ from converters.features import (
     as_frame,
     build_layout,
 )
-from converters.graph import (
+from tritonops.converters.graph import (
     deduplicate_opsets,
     imputers_as_where,
     inputs_as_float32,
@@ -73,11 +73,11 @@ from converters.graph import (
     rename_inputs,
     rename_tensor,
 )
-from converters.manifest import ClassLabel, ConverterVersions, Source
-from converters.parity import native_labels
-from converters.prepared import Predict, PreparedModel
-from converters.runtime import OnnxClassifier
-from converters.versions import package_version
+from tritonops.converters.manifest import ClassLabel, ConverterVersions, Source
+from tritonops.converters.parity import native_labels
+from tritonops.converters.prepared import Predict, PreparedModel
+from tritonops.converters.runtime import OnnxClassifier
+from tritonops.converters.versions import package_version
 
 CLASSIFIERS: tuple[type[BaseEstimator], ...] = (
     LogisticRegression,

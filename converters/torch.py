@@ -18,12 +18,12 @@ import numpy.typing as npt
 import onnx
 import pandas as pd
 
-from converters.errors import ClassesError, ExportError, FeatureMismatchError, UnsupportedModelError
-from converters.features import NUMERIC_INPUT, as_frame, build_layout, is_string_column
-from converters.graph import classifier_head, deduplicate_opsets, order_outputs
-from converters.manifest import ClassLabel, ConverterVersions, Source
-from converters.prepared import Predict, PreparedModel
-from converters.versions import package_version
+from tritonops.converters.errors import ClassesError, ExportError, FeatureMismatchError, UnsupportedModelError
+from tritonops.converters.features import NUMERIC_INPUT, as_frame, build_layout, is_string_column
+from tritonops.converters.graph import classifier_head, deduplicate_opsets, order_outputs
+from tritonops.converters.manifest import ClassLabel, ConverterVersions, Source
+from tritonops.converters.prepared import Predict, PreparedModel
+from tritonops.converters.versions import package_version
 
 if TYPE_CHECKING:
     from torch import nn

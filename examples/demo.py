@@ -25,11 +25,11 @@ import pandas as pd
 import psutil
 import requests
 
-from clients import ClientOptions, TritonClient
 from examples.data import sensor_frame
 from examples.steps import Demo, StepFailed, console, ensure_dir, run_demo
 from examples.train import train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
-from serving.triton import ServerOptions, TritonServer
+from tritonops.clients import ClientOptions, TritonClient
+from tritonops.serving.triton import ServerOptions, TritonServer
 from tritonops.settings import ADMIN_HEADER
 
 TOTAL_STEPS = 12
@@ -284,7 +284,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
     with demo.step("A short Locust load (gRPC + HTTP users) against the live version") as step:
         result = demo.run(
             "-m",
-            "loadtest.run",
+            "tritonops.loadtest.run",
             "--model",
             SENSOR,
             "--version",

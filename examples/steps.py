@@ -55,7 +55,7 @@ class Demo:
 
     def cli(self, *args: str, check: bool = True, expect_code: int | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real ``tritonops`` CLI as a user would, echoing the command and its output."""
-        command = [sys.executable, "-m", "control_plane.cli", *args]
+        command = [sys.executable, "-m", "tritonops.control_plane.cli", *args]
         console.print(f"[bold]$ tritonops {shlex.join(args)}[/]")
         env = {**os.environ, **self.cli_env, "COLUMNS": "120"}
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -66,7 +66,7 @@ class Demo:
         return done
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``python ARGS`` (e.g. ``-m loadtest.run ...``) with the demo's environment; it must succeed."""
+        """Run ``python ARGS`` (e.g. ``-m tritonops.loadtest.run ...``) with the demo's environment; it must succeed."""
         console.print(f"[bold]$ python {shlex.join(args)}[/]")
         env = {**os.environ, **self.cli_env, "COLUMNS": "120"}
         done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)

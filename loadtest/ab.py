@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from loadtest.generators import LoadResult, run_wrk
+from tritonops.loadtest.generators import LoadResult, run_wrk
 
 Runs = dict[tuple[str, int], list[LoadResult]]
 """Every round's load per (label, connections)."""

@@ -1,6 +1,6 @@
 """Side-by-side benchmark: in-process ONNX Runtime, Triton (HTTP + gRPC), Flask + joblib, MLServer.
 
-``python -m loadtest.bench`` (``make bench``) trains one model (RandomForest, 50 trees, depth 8, 20 features),
+``python -m tritonops.loadtest.bench`` (``make bench``) trains one model (RandomForest, 50 trees, depth 8, 20 features),
 converts it with tritonops, then puts each server under the same load from a real generator (``wrk`` for JSON
 over HTTP, ``h2load`` for gRPC) at the same number of connections, one target at a time, on this machine.
 Prints a table (req/s, p50, p99, rows/s, ratio to Flask and to the in-process limit), writes ``bench.json``
@@ -34,15 +34,15 @@ import tritonclient.grpc as grpcclient
 from rich.console import Console
 from tritonclient.grpc import service_pb2
 
-from loadtest import payloads
-from loadtest.ab import Runs, interleaved, paired_median, pooled, rounds_rps
-from loadtest.errors import BenchmarkError
-from loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
-from loadtest.inprocess import measure
-from loadtest.peers import flask_baseline, mlserver_peer
-from loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
-from loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, write_variants
-from serving.triton import ServerOptions, TritonServer
+from tritonops.loadtest import payloads
+from tritonops.loadtest.ab import Runs, interleaved, paired_median, pooled, rounds_rps
+from tritonops.loadtest.errors import BenchmarkError
+from tritonops.loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
+from tritonops.loadtest.inprocess import measure
+from tritonops.loadtest.peers import flask_baseline, mlserver_peer
+from tritonops.loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
+from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, write_variants
+from tritonops.serving.triton import ServerOptions, TritonServer
 
 MODEL = "bench"
 ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "flask", "mlserver")
@@ -100,13 +100,13 @@ class BenchModel:
     repository: Path
     rows: npt.NDArray[np.float32]
     variants: tuple[Variant, ...] = ()
-    """The overhead target's models (``loadtest.variants``); empty without it."""
+    """The overhead target's models (``tritonops.loadtest.variants``); empty without it."""
 
 
 def prepare_model(work: Path, n_features: int, variants: bool = False) -> BenchModel:
     """Train the bench model, convert it into a fresh repository (with its variants), pickle it for the peers."""
-    from converters.convert import convert_sklearn
     from examples.train import train_numeric_pipeline
+    from tritonops.converters.convert import convert_sklearn
 
     trained = train_numeric_pipeline(n_rows=600, n_features=n_features, seed=0)
     repository = work / "model_repository"
@@ -479,7 +479,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
 
 
 def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tritonops.loadtest.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per target (default 10)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
     parser.add_argument(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from loadtest.errors import BenchmarkError
+from tritonops.loadtest.errors import BenchmarkError
 
 _WRK_SCRIPT = """
 wrk.method = "POST"

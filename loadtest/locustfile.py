@@ -1,6 +1,6 @@
 """Locust users for one model served by Triton: KServe JSON over HTTP, and gRPC through our own Locust user.
 
-Run through ``python -m loadtest.run`` (it builds the workload and reads the results); by hand::
+Run through ``python -m tritonops.loadtest.run`` (it builds the workload and reads the results); by hand::
 
     TRITONOPS_LOADTEST_WORKLOAD=w.json TRITONOPS_LOADTEST_GRPC=127.0.0.1:8001 \\
         locust -f loadtest/locustfile.py --headless -u 16 -r 8 -t 30s --host http://127.0.0.1:8000
@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 from locust import FastHttpUser, User, constant, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from loadtest.workload import GRPC_ENV, WORKLOAD_ENV, Workload  # noqa: E402
+from tritonops.loadtest.workload import GRPC_ENV, WORKLOAD_ENV, Workload  # noqa: E402
 
 WORKLOAD = Workload.load(Path(os.environ[WORKLOAD_ENV]))
 HTTP_BODY = WORKLOAD.http_body()

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.grpc import service_pb2
 
-from loadtest.generators import grpc_frame
+from tritonops.loadtest.generators import grpc_frame
 
 GRPC_INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
 GRPC_HEADERS = {"content-type": "application/grpc", "te": "trailers"}

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from loadtest.errors import BenchmarkError
-from loadtest.processes import ManagedProcess
-from serving.triton import free_port
+from tritonops.loadtest.errors import BenchmarkError
+from tritonops.loadtest.processes import ManagedProcess
+from tritonops.serving.triton import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MLSERVER_VENV = PROJECT_ROOT / ".venv-mlserver"
@@ -33,7 +33,10 @@ class MLServerTuning:
 
 
 def flask_baseline(model_path: Path, work: Path, workers: int = 2) -> tuple[ManagedProcess, str]:
-    """gunicorn running ``loadtest.baselines.flask_app`` with ``workers`` sync workers; returns (process, base URL)."""
+    """gunicorn running ``tritonops.loadtest.baselines.flask_app`` with ``workers`` sync workers.
+
+    Returns (process, base URL).
+    """
     port = free_port()
     env = {**_base_env(), "TRITONOPS_BASELINE_MODEL": str(model_path)}
     argv = [
@@ -42,7 +45,7 @@ def flask_baseline(model_path: Path, work: Path, workers: int = 2) -> tuple[Mana
         f"--bind=127.0.0.1:{port}",
         "--backlog=2048",
         "--log-level=warning",
-        "loadtest.baselines.flask_app:app",
+        "tritonops.loadtest.baselines.flask_app:app",
     ]
     base = f"http://127.0.0.1:{port}"
     process = ManagedProcess("flask+gunicorn", argv, f"{base}/health", work / "flask.log", env=env, cwd=PROJECT_ROOT)

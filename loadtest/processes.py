@@ -13,7 +13,7 @@ from types import TracebackType
 
 import requests
 
-from loadtest.errors import BenchmarkError
+from tritonops.loadtest.errors import BenchmarkError
 
 
 class ManagedProcess:

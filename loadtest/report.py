@@ -30,7 +30,7 @@ class BenchRow:
     others_cpu: float | None = None
     """Share of the CPUs used by processes outside the benchmark during the run."""
     variant: str = ""
-    """Which way the target served the model, where it was measured several ways (``loadtest.variants``)."""
+    """Which way the target served the model, where it was measured several ways (``tritonops.loadtest.variants``)."""
     x_flask: float | None = None
     x_mlserver: float | None = None
     of_limit: float | None = None

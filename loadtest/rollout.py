@@ -2,7 +2,7 @@
 
 The model must already be live (``tritonops fleet add`` + ``tritonops promote``). Then::
 
-    python -m loadtest.rollout --model sensor --to-version 2 --http 127.0.0.1:8000 --grpc 127.0.0.1:8001
+    python -m tritonops.loadtest.rollout --model sensor --to-version 2 --http 127.0.0.1:8000 --grpc 127.0.0.1:8001
 
 starts Locust (HTTP and gRPC users, no retries), runs ``tritonops promote <model> <to-version>`` after a
 ramp-up, ``tritonops rollback <model>`` after ``--hold`` seconds, lets the load run out, and reports.
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loadtest.errors import BenchmarkError
-from loadtest.run import LoadSpec, LoadSummary, collect, render, start
+from tritonops.loadtest.errors import BenchmarkError
+from tritonops.loadtest.run import LoadSpec, LoadSummary, collect, render, start
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class RolloutOutcome:
 
 def tritonops(args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120.0) -> CliStep:
     """Run the real ``tritonops`` CLI (same interpreter) and time it."""
-    command = [sys.executable, "-m", "control_plane.cli", *args]
+    command = [sys.executable, "-m", "tritonops.control_plane.cli", *args]
     started = time.monotonic()
     done = subprocess.run(
         command, capture_output=True, text=True, env=dict(env or os.environ), timeout=timeout, check=False
@@ -81,7 +81,7 @@ def promote_and_rollback_under_load(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.rollout", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tritonops.loadtest.rollout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="live model to promote and roll back")
     parser.add_argument("--to-version", type=int, required=True, help="version to promote under load")
     parser.add_argument(

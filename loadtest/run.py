@@ -1,6 +1,6 @@
 """Run the Locust scenarios headless from one command and report p50/p95/p99, req/s and failures.
 
-    python -m loadtest.run --model sensor --http 127.0.0.1:8000 --grpc 127.0.0.1:8001 \\
+    python -m tritonops.loadtest.run --model sensor --http 127.0.0.1:8000 --grpc 127.0.0.1:8001 \\
         --protocol both --users 16 --spawn-rate 8 --duration 30
 
 The workload comes from the model's manifest sample in the repository. Exit code 1 when more requests
@@ -25,10 +25,10 @@ from typing import Literal
 from rich.console import Console
 from rich.table import Table
 
-from converters.manifest import load_manifest
-from converters.repository import version_numbers
-from loadtest.errors import BenchmarkError
-from loadtest.workload import GRPC_ENV, WORKLOAD_ENV, from_manifest
+from tritonops.converters.manifest import load_manifest
+from tritonops.converters.repository import version_numbers
+from tritonops.loadtest.errors import BenchmarkError
+from tritonops.loadtest.workload import GRPC_ENV, WORKLOAD_ENV, from_manifest
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USER_CLASSES = {"http": ["TritonHttpUser"], "grpc": ["TritonGrpcUser"], "both": ["TritonHttpUser", "TritonGrpcUser"]}
@@ -181,7 +181,7 @@ def render(summary: LoadSummary, console: Console) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tritonops.loadtest.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model name (as served and in the repository)")
     p.add_argument(
         "--repository",

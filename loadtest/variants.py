@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from converters.convert import ConversionOptions, convert_sklearn
-from serving.model_config import ServingOptions, read_pbtxt, to_pbtxt
+from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_pbtxt
 
 BARE_BACKEND_SOURCE = Path(__file__).resolve().parent / "baselines" / "bare_backend" / "model.py"
 

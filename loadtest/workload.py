@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from converters.manifest import Manifest
+from tritonops.converters.manifest import Manifest
 
 WORKLOAD_ENV = "TRITONOPS_LOADTEST_WORKLOAD"
 GRPC_ENV = "TRITONOPS_LOADTEST_GRPC"

@@ -1,17 +1,17 @@
 """serving: the embedded ``tritonserver`` (start, readiness, stop) and the typed model config of our Triton backend.
 
->>> from serving import ServerOptions, TritonServer
+>>> from tritonops.serving import ServerOptions, TritonServer
 >>> with TritonServer(ServerOptions(model_repository=Path("model_repository"))) as server:
 ...     server.grpc_url
 
-``ServingOptions`` (batching, instances, cache) goes into ``converters.ConversionOptions``. The backend itself
+``ServingOptions`` (batching, instances, cache) goes into ``tritonops.converters.ConversionOptions``. The backend itself
 (``serving/backend/tritonops/model.py``) runs inside Triton, not in user code.
 """
 
 import importlib as _importlib
 import typing as _typing
 
-from serving.errors import (
+from tritonops.serving.errors import (
     AllocatorNotFoundError,
     BinaryNotFoundError,
     ModelConfigError,
@@ -20,19 +20,19 @@ from serving.errors import (
     ServerStartError,
     ServingError,
 )
-from serving.model_config import ServingOptions
+from tritonops.serving.model_config import ServingOptions
 
 if _typing.TYPE_CHECKING:
-    from serving.install import TritonInstallation, locate_tritonserver
-    from serving.triton import ServerOptions, TritonServer
+    from tritonops.serving.install import TritonInstallation, locate_tritonserver
+    from tritonops.serving.triton import ServerOptions, TritonServer
 
 # Every model instance's backend stub imports serving.* modules (and so this file): the server launcher pulls in
 # the HTTP client stack, so its names load on first use and a model load does not pay for them.
 _LAZY = {
-    "ServerOptions": "serving.triton",
-    "TritonServer": "serving.triton",
-    "TritonInstallation": "serving.install",
-    "locate_tritonserver": "serving.install",
+    "ServerOptions": "tritonops.serving.triton",
+    "TritonServer": "tritonops.serving.triton",
+    "TritonInstallation": "tritonops.serving.install",
+    "locate_tritonserver": "tritonops.serving.install",
 }
 
 __all__ = [

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from serving.errors import AllocatorNotFoundError
+from tritonops.serving.errors import AllocatorNotFoundError
 
 Allocator = Literal["auto", "tcmalloc", "system"]
 """``auto``: tcmalloc when installed, else the system's; ``tcmalloc``: tcmalloc or an error; ``system``: glibc."""

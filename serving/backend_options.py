@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from serving.errors import ModelConfigError
+from tritonops.serving.errors import ModelConfigError
 
 RUNNER_ONNXRUNTIME = "onnxruntime"
 RUNNER_BLS_PREFIX = "bls:"
@@ -26,7 +26,7 @@ class BackendOptions:
     """On GPU instances, put TensorRT in front of CUDA."""
     instance_count: int = 1
     response_cache_entries: int = 0
-    """Successful answers each instance keeps for repeated requests (``serving.response_cache``); 0 = no cache."""
+    """Successful answers each instance keeps for repeated requests (``tritonops.serving.response_cache``); 0: none."""
 
     @property
     def bls_target(self) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from serving.errors import ServingError
+from tritonops.serving.errors import ServingError
 
 DEFAULT_PID_FILE = Path(".tritonops/server.json")
 

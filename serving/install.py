@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.errors import BinaryNotFoundError, ServingError
+from tritonops.serving.errors import BinaryNotFoundError, ServingError
 
 BACKEND_NAME = "tritonops"
 """Name of our Python-based backend: model configs say ``backend: "tritonops"``."""

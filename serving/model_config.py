@@ -21,8 +21,8 @@ from typing import Literal
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.errors import ModelConfigError
-from serving.install import BACKEND_NAME
+from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.install import BACKEND_NAME
 
 TensorType = Literal["FP32", "FP64", "INT64", "INT32", "BYTES", "BOOL"]
 
@@ -158,7 +158,7 @@ def native_onnx_config(
 ) -> mc.ModelConfig:
     """Config for Triton's native ONNX Runtime backend (NGC image), optionally with TensorRT on the GPU.
 
-    No response cache here, even with ``options.response_cache``: the front model (``serving.native``) caches
+    No response cache here, even with ``options.response_cache``: the front model (``tritonops.serving.native``) caches
     repeated requests before they reach this model, which only sees whole forwarded batches over BLS; Triton's
     cache could also hand a failed execution back as an empty success, as it does for the Python-based backend.
     """

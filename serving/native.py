@@ -19,10 +19,10 @@ import onnx
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.backend_options import RUNNER_BLS_PREFIX
-from serving.errors import ModelConfigError
-from serving.install import BACKEND_NAME
-from serving.model_config import read_pbtxt
+from tritonops.serving.backend_options import RUNNER_BLS_PREFIX
+from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.install import BACKEND_NAME
+from tritonops.serving.model_config import read_pbtxt
 
 NATIVE_SUFFIX = "__onnxruntime"
 NATIVE_PLATFORM = "onnxruntime_onnx"

@@ -15,8 +15,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from serving.errors import ModelConfigError
-from serving.validation import Batch
+from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.validation import Batch
 
 V = TypeVar("V")
 

@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from serving.errors import ServingError
-from serving.response_cache import ResponseCache, request_key
-from serving.validation import Batch, InputSchema, InvalidRequestError, ValidatedBatch
+from tritonops.serving.errors import ServingError
+from tritonops.serving.response_cache import ResponseCache, request_key
+from tritonops.serving.validation import Batch, InputSchema, InvalidRequestError, ValidatedBatch
 
 OUTPUT_LABEL = "label"
 OUTPUT_PROBABILITIES = "probabilities"

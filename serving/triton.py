@@ -24,9 +24,9 @@ from types import TracebackType
 
 import requests
 
-from serving.allocator import Allocator, resolve_allocator, with_preload
-from serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
-from serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
+from tritonops.serving.allocator import Allocator, resolve_allocator, with_preload
+from tritonops.serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
+from tritonops.serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
 
 DEFAULT_HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -80,7 +80,7 @@ class ServerOptions:
     30% of the single-row request rate on 2 cores (docs/benchmarks.md); without them latency quantiles come
     from our backend's ``tritonops_request_duration_seconds`` histogram."""
     allocator: Allocator = "auto"
-    """``malloc`` of the server and its backend stubs (``serving.allocator``)."""
+    """``malloc`` of the server and its backend stubs (``tritonops.serving.allocator``)."""
     extra_args: Sequence[str] = field(default_factory=tuple)
 
 
@@ -178,7 +178,7 @@ class TritonServer:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
         # The stub does not see the venv's site-packages through sys.prefix; make imports explicit.
         site_paths = [p for p in sys.path if p.endswith("site-packages")]
-        project_root = str(Path(__file__).resolve().parent.parent)
+        project_root = str(Path(__file__).parent.parent.parent)  # the folder holding the `tritonops` package
         env["PYTHONPATH"] = os.pathsep.join([project_root, *site_paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         return with_preload(env, self.preloaded_allocator)
 

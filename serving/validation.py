@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from converters.manifest import Manifest
-from serving.errors import ServingError
+from tritonops.converters.manifest import Manifest
+from tritonops.serving.errors import ServingError
 
 Reason = Literal["shape", "dtype", "feature_count", "nan", "unknown_category", "empty", "other"]
 REASONS: tuple[Reason, ...] = ("shape", "dtype", "feature_count", "nan", "unknown_category", "empty", "other")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.triton import ServerOptions, TritonServer
+from tritonops.serving.triton import ServerOptions, TritonServer
 
 
 @pytest.fixture(scope="session")

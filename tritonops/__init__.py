@@ -1,12 +1,13 @@
 """tritonops: sklearn / PyTorch classifiers to ONNX, served on NVIDIA Triton, run safely in production.
 
-The top-level packages each own one part of the stack:
+One namespace; each subpackage owns one part of the stack (in the checkout they are the top-level folders
+``converters/``, ``serving/``, ``control_plane/``, ``clients/`` and ``loadtest/``):
 
-- ``converters``: trained model -> parity-checked ONNX model version in the repository
-- ``serving``: the embedded ``tritonserver`` and our Python-based Triton backend
-- ``control_plane``: desired state, fleet reconcile, rollout, drift, guardrails, CLI
-- ``clients``: gRPC/HTTP SDK for applications
-- ``loadtest``: Locust scenarios and the side-by-side benchmark
+- ``tritonops.converters``: trained model -> parity-checked ONNX model version in the repository
+- ``tritonops.serving``: the embedded ``tritonserver`` and our Python-based Triton backend
+- ``tritonops.control_plane``: desired state, fleet reconcile, rollout, drift, guardrails, CLI
+- ``tritonops.clients``: gRPC/HTTP SDK for applications
+- ``tritonops.loadtest``: Locust scenarios and the side-by-side benchmark
 
 This package holds only what they share: the exception root and settings.
 """

@@ -1,15 +1,15 @@
 """The root of every error tritonops raises on purpose.
 
-Each subsystem defines narrow subclasses next to its code (``converters.errors``,
-``serving.errors``, ``control_plane.errors``, ``clients.errors``); the CLI maps any
+Each subsystem defines narrow subclasses next to its code (``tritonops.converters.errors``,
+``tritonops.serving.errors``, ``tritonops.control_plane.errors``, ``tritonops.clients.errors``); the CLI maps any
 ``TritonOpsError`` to a one-line message and the exit code below, in one place.
 
     TritonOpsError
      ├── ConfigurationError          (settings, token files, policies)
-     ├── converters.errors.ConversionError
-     ├── serving.errors.ServingError
-     ├── control_plane.errors.ControlPlaneError
-     └── clients.errors.ClientError
+     ├── tritonops.converters.errors.ConversionError
+     ├── tritonops.serving.errors.ServingError
+     ├── tritonops.control_plane.errors.ControlPlaneError
+     └── tritonops.clients.errors.ClientError
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """The ``tritonops`` command line: a thin layer that parses, calls one library function and renders.
 
 Each command group lives in its own module and registers itself on ``app`` here. Errors derived from
-``TritonOpsError`` become one red line on stderr and the error's exit code (see ``control_plane.cli.app``).
+``TritonOpsError`` become one red line on stderr and the error's exit code (see ``tritonops.control_plane.cli.app``).
 """
 
-from control_plane.cli.app import app, main
+from tritonops.control_plane.cli.app import app, main
 
 # Command groups: importing a module registers its commands on ``app``.
-from control_plane.cli import server as _server  # noqa: F401  isort: skip
-from control_plane.cli import convert as _convert  # noqa: F401  isort: skip
-from control_plane.cli import rollout as _rollout  # noqa: F401  isort: skip
-from control_plane.cli import drift as _drift  # noqa: F401  isort: skip
-from control_plane.cli import watch as _watch  # noqa: F401  isort: skip
-from control_plane.cli import feedback as _feedback  # noqa: F401  isort: skip
-from control_plane.cli import top as _top  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import server as _server  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import convert as _convert  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import rollout as _rollout  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import drift as _drift  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import watch as _watch  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import feedback as _feedback  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import top as _top  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

@@ -1,7 +1,7 @@
-"""``python -m control_plane.cli`` runs the ``tritonops`` CLI."""
+"""``python -m tritonops.control_plane.cli`` runs the ``tritonops`` CLI."""
 
 import sys
 
-from control_plane.cli import main
+from tritonops.control_plane.cli import main
 
 sys.exit(main())

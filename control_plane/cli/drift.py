@@ -9,11 +9,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from control_plane.cli.app import app, console
-from control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDrift, report_to_dict
-from control_plane.guardrails import load_policy, measure_drift
-from control_plane.metrics import SnapshotStore, metrics_urls
-from control_plane.state import StateStore
+from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDrift, report_to_dict
+from tritonops.control_plane.guardrails import load_policy, measure_drift
+from tritonops.control_plane.metrics import SnapshotStore, metrics_urls
+from tritonops.control_plane.state import StateStore
 from tritonops.errors import ConfigurationError
 from tritonops.settings import load_settings
 

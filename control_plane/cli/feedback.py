@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from control_plane.cli.app import app, console
-from control_plane.feedback import FeedbackStore
-from control_plane.state import StateStore
+from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.feedback import FeedbackStore
+from tritonops.control_plane.state import StateStore
 from tritonops.settings import load_settings
 
 feedback_app = typer.Typer(

@@ -1,6 +1,7 @@
 """``tritonops status|deploy|promote|canary|rollback|history|reconcile`` and ``tritonops fleet add|remove|list``.
 
-Thin: parse, call one ``control_plane.rollout`` / ``control_plane.fleet`` function, render with rich.
+Thin: parse, call one ``tritonops.control_plane.rollout`` / ``tritonops.control_plane.fleet`` function, render with
+rich.
 """
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from control_plane.cli.app import app, console
-from control_plane.errors import FleetApplyError
-from control_plane.fleet import reconcile as reconcile_fleet
-from control_plane.rollout import (
+from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.errors import FleetApplyError
+from tritonops.control_plane.fleet import reconcile as reconcile_fleet
+from tritonops.control_plane.rollout import (
     RolloutResult,
     abort_canary,
     fleet_add,
@@ -19,13 +20,13 @@ from control_plane.rollout import (
     fleet_remove,
     resolve_actor,
 )
-from control_plane.rollout import canary as start_canary
-from control_plane.rollout import deploy as deploy_candidate
-from control_plane.rollout import history as model_history
-from control_plane.rollout import promote as promote_version
-from control_plane.rollout import rollback as rollback_version
-from control_plane.rollout import status as fleet_status
-from control_plane.state import StateStore
+from tritonops.control_plane.rollout import canary as start_canary
+from tritonops.control_plane.rollout import deploy as deploy_candidate
+from tritonops.control_plane.rollout import history as model_history
+from tritonops.control_plane.rollout import promote as promote_version
+from tritonops.control_plane.rollout import rollback as rollback_version
+from tritonops.control_plane.rollout import status as fleet_status
+from tritonops.control_plane.state import StateStore
 from tritonops.settings import load_settings
 
 fleet_app = typer.Typer(help="The Triton endpoints the control plane keeps in the desired state.", no_args_is_help=True)

@@ -10,11 +10,11 @@ from types import FrameType
 
 import typer
 
-from control_plane.cli.app import app, console
-from serving.allocator import ALLOCATORS, Allocator
-from serving.daemon import DEFAULT_PID_FILE, ServerRecord, server_status, stop_recorded_server
-from serving.errors import ServerStartError
-from serving.triton import ServerOptions, TritonServer
+from tritonops.control_plane.cli.app import app, console
+from tritonops.serving.allocator import ALLOCATORS, Allocator
+from tritonops.serving.daemon import DEFAULT_PID_FILE, ServerRecord, server_status, stop_recorded_server
+from tritonops.serving.errors import ServerStartError
+from tritonops.serving.triton import ServerOptions, TritonServer
 from tritonops.settings import load_settings
 
 server_app = typer.Typer(help="Run the embedded Triton Inference Server.", no_args_is_help=True)

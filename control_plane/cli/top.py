@@ -1,9 +1,9 @@
 """``tritonops top``: the dashboard's numbers in a terminal, for users without Grafana.
 
-Every refresh scrapes each Triton ``/metrics`` once (``control_plane.metrics.fleet_window``) and shows, per model
-and version served: request rate, error rate (Triton failures + requests the backend rejected), p50/p99, mean queue
-and compute time, batch size, cache hit rate, its role in the control plane's desired state (live / canary) and
-the drift verdict of live versions over ``--drift-window``.
+Every refresh scrapes each Triton ``/metrics`` once (``tritonops.control_plane.metrics.fleet_window``) and shows,
+per model and version served: request rate, error rate (Triton failures + requests the backend rejected), p50/p99,
+mean queue and compute time, batch size, cache hit rate, its role in the control plane's desired state (live / canary)
+and the drift verdict of live versions over ``--drift-window``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from control_plane.cli.app import app, console
-from control_plane.cli.drift import METRICS_URL_HELP, parse_duration, resolve_metrics_urls
-from control_plane.drift import DriftConfig, DriftReport
-from control_plane.errors import ControlPlaneError
-from control_plane.fleet import canary_alias, version_manifest
-from control_plane.guardrails import drift_for_version
-from control_plane.metrics import FleetWindow, MemoryHistory, VersionStats, fleet_window, window
-from control_plane.state import ModelState, StateStore
+from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.cli.drift import METRICS_URL_HELP, parse_duration, resolve_metrics_urls
+from tritonops.control_plane.drift import DriftConfig, DriftReport
+from tritonops.control_plane.errors import ControlPlaneError
+from tritonops.control_plane.fleet import canary_alias, version_manifest
+from tritonops.control_plane.guardrails import drift_for_version
+from tritonops.control_plane.metrics import FleetWindow, MemoryHistory, VersionStats, fleet_window, window
+from tritonops.control_plane.state import ModelState, StateStore
 from tritonops.settings import Settings, load_settings
 
 COLUMNS = (

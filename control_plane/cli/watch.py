@@ -11,13 +11,13 @@ from types import FrameType
 
 import typer
 
-from control_plane.cli.app import app, console, error_console
-from control_plane.cli.drift import METRICS_URL_HELP, resolve_metrics_urls
-from control_plane.errors import ControlPlaneError, GuardrailActedError
-from control_plane.exporter import ControlPlaneExporter
-from control_plane.guardrails import Policy, Step, Watcher, load_policy
-from control_plane.metrics import SnapshotStore
-from control_plane.rollout import resolve_actor
+from tritonops.control_plane.cli.app import app, console, error_console
+from tritonops.control_plane.cli.drift import METRICS_URL_HELP, resolve_metrics_urls
+from tritonops.control_plane.errors import ControlPlaneError, GuardrailActedError
+from tritonops.control_plane.exporter import ControlPlaneExporter
+from tritonops.control_plane.guardrails import Policy, Step, Watcher, load_policy
+from tritonops.control_plane.metrics import SnapshotStore
+from tritonops.control_plane.rollout import resolve_actor
 from tritonops.settings import load_settings
 
 EXIT_ACTED = GuardrailActedError.exit_code

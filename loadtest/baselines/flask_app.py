@@ -3,7 +3,7 @@
 Written the way such services usually are (one request = one ``predict`` + ``predict_proba`` call, JSON in and
 out), so the benchmark compares against what users run today. Start it with::
 
-    TRITONOPS_BASELINE_MODEL=model.joblib gunicorn -w 2 -b 127.0.0.1:8000 loadtest.baselines.flask_app:app
+    TRITONOPS_BASELINE_MODEL=model.joblib gunicorn -w 2 -b 127.0.0.1:8000 tritonops.loadtest.baselines.flask_app:app
 
 ``POST /predict`` with ``{"instances": [[f0, f1, ...], ...]}`` (columns in training order) returns
 ``{"labels": [...], "probabilities": [[...], ...], "classes": [...]}``.

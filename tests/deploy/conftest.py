@@ -17,11 +17,11 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from control_plane.rollout import canary, fleet_add, promote
-from converters.convert import ConversionOptions, convert_sklearn
 from examples.train import train_numeric_pipeline
-from serving.model_config import ServingOptions
-from serving.triton import ServerOptions, TritonServer
+from tritonops.control_plane.rollout import canary, fleet_add, promote
+from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.serving.model_config import ServingOptions
+from tritonops.serving.triton import ServerOptions, TritonServer
 from tritonops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 
-from control_plane.state import StateStore
-from serving.triton import free_port
 from tests.deploy.conftest import DEPLOY, MODEL, DemoStack
+from tritonops.control_plane.state import StateStore
+from tritonops.serving.triton import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 
-from control_plane.state import StateStore
-from serving.triton import free_port
 from tests.deploy.conftest import CANARY, DEPLOY, MODEL, DemoStack, Load, answers, running_load
+from tritonops.control_plane.state import StateStore
+from tritonops.serving.triton import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def exporter(demo_stack: DemoStack, tmp_path_factory: pytest.TempPathFactory) ->
     )
     env.pop("TRITONOPS_ADMIN_TOKEN", None)
     command = [
-        sys.executable, "-m", "control_plane.cli", "watch", MODEL, "--policy", str(work / "policy.yaml"),
+        sys.executable, "-m", "tritonops.control_plane.cli", "watch", MODEL, "--policy", str(work / "policy.yaml"),
         "--metrics-url", demo_stack.server.metrics_url, "--metrics-port", str(port),
     ]  # fmt: skip
     with (work / "watch.log").open("wb") as log:

@@ -11,12 +11,12 @@ import sys
 import pytest
 from rich.console import Console
 
-from control_plane.cli.top import COLUMNS, build_rows, drift_verdict, render, role_of
-from control_plane.drift import DriftReport
-from control_plane.metrics import VersionStats
-from control_plane.rollout import canary as start_canary
-from control_plane.state import ModelState, StateStore
 from tests.deploy.conftest import CANARY, MODEL, DemoStack, Load, running_load
+from tritonops.control_plane.cli.top import COLUMNS, build_rows, drift_verdict, render, role_of
+from tritonops.control_plane.drift import DriftReport
+from tritonops.control_plane.metrics import VersionStats
+from tritonops.control_plane.rollout import canary as start_canary
+from tritonops.control_plane.state import ModelState, StateStore
 
 STATES = {"rf": ModelState(name="rf", live=3, canary=4, canary_weight=0.25)}
 
@@ -81,7 +81,7 @@ def test_top_once_shows_the_demo_model_under_load(demo_stack: DemoStack) -> None
         TRITONOPS_REPOSITORY=str(demo_stack.settings.repository),
         COLUMNS="220",
     )
-    command = [sys.executable, "-m", "control_plane.cli", "top", "--once", "--interval", "2",
+    command = [sys.executable, "-m", "tritonops.control_plane.cli", "top", "--once", "--interval", "2",
                "--metrics-url", demo_stack.server.metrics_url]  # fmt: skip
     with running_load(demo_stack.server, Load(), seconds=20) as load:
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)

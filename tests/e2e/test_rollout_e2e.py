@@ -25,14 +25,14 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 
-from clients import TritonClient
-from control_plane import rollout
-from control_plane.state import StateStore
-from converters.convert import ConversionOptions, convert_sklearn
-from converters.manifest import load_manifest
 from examples.train import train_numeric_pipeline
-from serving.model_config import ServingOptions
-from serving.triton import ServerOptions, TritonServer, free_port, port_is_free
+from tritonops.clients import TritonClient
+from tritonops.control_plane import rollout
+from tritonops.control_plane.state import StateStore
+from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.converters.manifest import load_manifest
+from tritonops.serving.model_config import ServingOptions
+from tritonops.serving.triton import ServerOptions, TritonServer, free_port, port_is_free
 from tritonops.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -352,7 +352,7 @@ def test_server_restart_then_reconcile(fleet: Fleet) -> None:
     old = fleet.servers["B"]
     assert old.ports is not None and old.options.work_dir is not None
     # Same gRPC port: the fleet knows the server by it. New HTTP/metrics ports: after thousands of keep-alive
-    # requests the old HTTP port has server-side TIME_WAIT sockets that serving.triton.port_is_free (no
+    # requests the old HTTP port has server-side TIME_WAIT sockets that tritonops.serving.triton.port_is_free (no
     # SO_REUSEADDR) reports as "in use" for 60 s.
     ports = (free_port(), old.ports.grpc, free_port())
     fleet.load.pause("B")

@@ -44,17 +44,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from tritonclient.utils import InferenceServerException
 
-from control_plane.errors import MetricsError
-from control_plane.exporter import ControlPlaneExporter
-from control_plane.fleet import reconcile
-from control_plane.guardrails import Step, Watcher, parse_policy
-from control_plane.metrics import Snapshot, VersionStats, fleet_window, parse_metrics, scrape
-from control_plane.rollout import fleet_add
-from control_plane.state import AuditEntry, AuditEvent, StateStore
-from converters.convert import ConversionOptions, convert_sklearn
 from examples.data import sensor_frame
-from serving.model_config import ServingOptions
-from serving.triton import TritonServer, free_port
+from tritonops.control_plane.errors import MetricsError
+from tritonops.control_plane.exporter import ControlPlaneExporter
+from tritonops.control_plane.fleet import reconcile
+from tritonops.control_plane.guardrails import Step, Watcher, parse_policy
+from tritonops.control_plane.metrics import Snapshot, VersionStats, fleet_window, parse_metrics, scrape
+from tritonops.control_plane.rollout import fleet_add
+from tritonops.control_plane.state import AuditEntry, AuditEvent, StateStore
+from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.serving.model_config import ServingOptions
+from tritonops.serving.triton import TritonServer, free_port
 from tritonops.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -134,7 +134,7 @@ def _watch_args(model: str, policy: Path, server: TritonServer, *extra: str) -> 
     return [
         sys.executable,
         "-m",
-        "control_plane.cli",
+        "tritonops.control_plane.cli",
         "watch",
         model,
         "--policy",

@@ -26,13 +26,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from tritonclient.utils import InferenceServerException
 
-from control_plane.feedback import FeedbackStore
-from control_plane.rollout import canary, fleet_add, promote
-from control_plane.state import StateStore
-from converters.convert import ConversionOptions, convert_sklearn
 from examples.data import sensor_frame
-from serving.model_config import ServingOptions
-from serving.triton import TritonServer
+from tritonops.control_plane.feedback import FeedbackStore
+from tritonops.control_plane.rollout import canary, fleet_add, promote
+from tritonops.control_plane.state import StateStore
+from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.serving.model_config import ServingOptions
+from tritonops.serving.triton import TritonServer
 from tritonops.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,11 @@ def _cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.Com
     }
     env.pop("TRITONOPS_ADMIN_TOKEN", None)
     return subprocess.run(
-        [sys.executable, "-m", "control_plane.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "tritonops.control_plane.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -25,12 +25,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tritonclient.utils import InferenceServerException
 
-from converters import ConversionOptions, Manifest, ModelVersion, convert_sklearn, convert_torch
-from converters.reference import assign_bins, bin_labels
 from examples.train import train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
-from serving.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
-from serving.native import check_gpu_model, front_config, native_name
-from serving.triton import ServerOptions, TritonServer
+from tritonops.converters import ConversionOptions, Manifest, ModelVersion, convert_sklearn, convert_torch
+from tritonops.converters.reference import assign_bins, bin_labels
+from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
+from tritonops.serving.native import check_gpu_model, front_config, native_name
+from tritonops.serving.triton import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.integration
 

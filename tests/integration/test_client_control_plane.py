@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
-from clients import ClientOptions, TritonClient
-from converters.convert import convert_sklearn
 from examples.train import train_numeric_pipeline
-from loadtest.rollout import tritonops
-from serving.triton import TritonServer
+from tritonops.clients import ClientOptions, TritonClient
+from tritonops.converters.convert import convert_sklearn
+from tritonops.loadtest.rollout import tritonops
+from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from sklearn.linear_model import LogisticRegression
 
-from clients import (
+from examples.data import sensor_frame
+from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline
+from tritonops.clients import (
     AsyncTritonClient,
     ClientOptions,
     InferenceError,
@@ -30,13 +32,11 @@ from clients import (
     ServerUnavailableError,
     TritonClient,
 )
-from control_plane.feedback import FeedbackStore
-from converters import load_manifest
-from converters.convert import convert_sklearn
-from examples.data import sensor_frame
-from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline
-from serving.model_config import read_pbtxt, to_json, with_specific_versions
-from serving.triton import TritonServer, free_port
+from tritonops.control_plane.feedback import FeedbackStore
+from tritonops.converters import load_manifest
+from tritonops.converters.convert import convert_sklearn
+from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
+from tritonops.serving.triton import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 

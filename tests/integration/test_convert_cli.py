@@ -19,10 +19,10 @@ import skops.io
 import torch
 import tritonclient.http as httpclient
 
-from converters import Manifest, load_manifest
 from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
-from serving.model_config import read_pbtxt
-from serving.triton import TritonServer
+from tritonops.converters import Manifest, load_manifest
+from tritonops.serving.model_config import read_pbtxt
+from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ class Files:
 
 def tritonops(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "control_plane.cli", *map(str, args)],
+        [sys.executable, "-m", "tritonops.control_plane.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,10 +16,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from control_plane.drift import DriftConfig
-from control_plane.errors import MetricsError
-from control_plane.guardrails import drift_for_version
-from control_plane.metrics import (
+from examples.data import sensor_frame
+from tritonops.control_plane.drift import DriftConfig
+from tritonops.control_plane.errors import MetricsError
+from tritonops.control_plane.guardrails import drift_for_version
+from tritonops.control_plane.metrics import (
     MemoryHistory,
     Snapshot,
     fleet_window,
@@ -29,11 +30,10 @@ from control_plane.metrics import (
     version_stats,
     window,
 )
-from converters.convert import ConversionOptions, convert_sklearn
-from converters.repository import ModelVersion
-from examples.data import sensor_frame
-from serving.model_config import ServingOptions
-from serving.triton import TritonServer, free_port
+from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.converters.repository import ModelVersion
+from tritonops.serving.model_config import ServingOptions
+from tritonops.serving.triton import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,19 +16,19 @@ import psutil
 import pytest
 import requests
 
-from serving.daemon import process_alive
-from serving.errors import (
+from tritonops.serving.daemon import process_alive
+from tritonops.serving.errors import (
     BinaryNotFoundError,
     PortInUseError,
     RepositoryNotFoundError,
     ServerStartError,
 )
-from serving.triton import ServerOptions, TritonServer
+from tritonops.serving.triton import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRITONOPS = [sys.executable, "-m", "control_plane.cli"]
+TRITONOPS = [sys.executable, "-m", "tritonops.control_plane.cli"]
 
 
 def _tritonserver_pids() -> set[int]:
@@ -123,7 +123,7 @@ def test_killed_parent_leaves_no_orphan(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from serving.triton import ServerOptions, TritonServer\n"
+        "from tritonops.serving.triton import ServerOptions, TritonServer\n"
         f"s = TritonServer(ServerOptions(model_repository=Path({str(tmp_path)!r}))).start()\n"
         "print(s.pid, flush=True)\n"
         "time.sleep(300)\n"
@@ -234,9 +234,9 @@ def test_server_stays_ready_across_a_version_switch(triton_server: TritonServer,
     (with Triton's strict readiness it would, and a load balancer would drop a healthy server)."""
     import tritonclient.grpc as grpcclient
 
-    from converters import convert_sklearn
     from examples.train import train_numeric_pipeline
-    from serving.model_config import read_pbtxt, to_json, with_specific_versions
+    from tritonops.converters import convert_sklearn
+    from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
 
     trained = train_numeric_pipeline(n_rows=120, n_features=4)
     for _ in range(2):
@@ -272,9 +272,9 @@ def _serve_one_request(server: TritonServer, rows: np.ndarray) -> str:
 
 
 def test_default_server_runs_on_tcmalloc_without_latency_summaries_and_both_can_be_switched(tmp_path: Path) -> None:
-    from converters import convert_sklearn
     from examples.train import train_numeric_pipeline
-    from serving.allocator import find_tcmalloc
+    from tritonops.converters import convert_sklearn
+    from tritonops.serving.allocator import find_tcmalloc
 
     tcmalloc = find_tcmalloc()
     assert tcmalloc is not None, "tcmalloc is not installed: run `make setup` (Debian package libtcmalloc-minimal4)"

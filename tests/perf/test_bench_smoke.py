@@ -1,4 +1,5 @@
-"""``loadtest.bench`` in a tiny configuration: every target really measured, ratios derived from those numbers.
+"""``tritonops.loadtest.bench`` in a tiny configuration: every target really measured, ratios derived from those
+numbers.
 
 Absolute times are never asserted (the machine is shared and noisy); only that each number comes from a real
 run (requests counted, no failures), that the ratios are the quotients of those measurements, and orderings
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench import SETTINGS_DEFAULT, SETTINGS_GLIBC, SETTINGS_SUMMARIES, BenchConfig, run
-from loadtest.variants import BARE, NO_COUNTERS, TRITONOPS
+from tritonops.loadtest.bench import SETTINGS_DEFAULT, SETTINGS_GLIBC, SETTINGS_SUMMARIES, BenchConfig, run
+from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS
 
 pytestmark = pytest.mark.perf
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
-from converters.convert import convert_sklearn
 from examples.train import train_numeric_pipeline
-from loadtest.rollout import promote_and_rollback_under_load, tritonops
-from loadtest.run import LoadSpec
-from serving.triton import TritonServer
+from tritonops.converters.convert import convert_sklearn
+from tritonops.loadtest.rollout import promote_and_rollback_under_load, tritonops
+from tritonops.loadtest.run import LoadSpec
+from tritonops.serving.triton import TritonServer
 
 pytestmark = [pytest.mark.perf, pytest.mark.integration]
 

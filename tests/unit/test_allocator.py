@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.allocator import TCMALLOC_LIBRARIES, find_tcmalloc, resolve_allocator, with_preload
-from serving.errors import AllocatorNotFoundError
+from tritonops.serving.allocator import TCMALLOC_LIBRARIES, find_tcmalloc, resolve_allocator, with_preload
+from tritonops.serving.errors import AllocatorNotFoundError
 
 
 def _install(directory: Path, name: str) -> Path:

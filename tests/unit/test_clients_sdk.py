@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from tritonclient.utils import InferenceServerException
 
-import clients
-from clients.encoding import decode_labels, encode, split_rows, to_rows
-from clients.errors import InputError, MissingFeatureError, SignatureError
-from clients.retry import RetryPolicy, is_retryable
-from clients.routing import CanaryRouter, key_position
-from clients.signature import CanarySplit, parse_canary, parse_signature
+import tritonops.clients
+from tritonops.clients.encoding import decode_labels, encode, split_rows, to_rows
+from tritonops.clients.errors import InputError, MissingFeatureError, SignatureError
+from tritonops.clients.retry import RetryPolicy, is_retryable
+from tritonops.clients.routing import CanaryRouter, key_position
+from tritonops.clients.signature import CanarySplit, parse_canary, parse_signature
 from tritonops.errors import ConfigurationError
 
 
@@ -146,8 +146,8 @@ def test_retry_classification() -> None:
 
 def test_bad_options_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match=r"protocol: expected 'grpc' or 'http', got 'grcp'"):
-        clients.TritonClient("127.0.0.1:1", "m", protocol="grcp")  # type: ignore[arg-type]
+        tritonops.clients.TritonClient("127.0.0.1:1", "m", protocol="grcp")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"ClientOptions.deadline must be > 0 seconds, got 0"):
-        clients.ClientOptions(deadline=0)
+        tritonops.clients.ClientOptions(deadline=0)
     with pytest.raises(ConfigurationError, match=r"RetryPolicy.max_attempts must be >= 1, got 0"):
         RetryPolicy(max_attempts=0)

@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from converters import convert_sklearn
+from tritonops.converters import convert_sklearn
 
 DATASETS: dict[str, Callable[[], tuple[pd.DataFrame, pd.Series]]] = {
     # iris with its class *names* as labels: strings must survive the round trip

@@ -13,7 +13,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 from sklearn.svm import SVC
 
-from converters import (
+from examples.data import sensor_frame
+from tritonops.converters import (
     ClassesError,
     ConversionError,
     ConversionOptions,
@@ -27,9 +28,8 @@ from converters import (
     UnsupportedModelError,
     convert_sklearn,
 )
-from converters.prepared import PreparedModel
-from converters.sklearn import prepare_sklearn
-from examples.data import sensor_frame
+from tritonops.converters.prepared import PreparedModel
+from tritonops.converters.sklearn import prepare_sklearn
 from tritonops.errors import TritonOpsError
 
 
@@ -79,7 +79,7 @@ def test_corrupted_onnx_is_caught_before_writing(
         prepared.onnx_model.graph.node[0].op_type = "NoSuchOperator"
         return prepared
 
-    monkeypatch.setattr("converters.sklearn.prepare_sklearn", corrupting)
+    monkeypatch.setattr("tritonops.converters.sklearn.prepare_sklearn", corrupting)
     before = _snapshot(repository)
     with pytest.raises(OnnxRuntimeError, match="cannot load the converted model"):
         convert_sklearn(model, frame, name="sensor", repository=repository)
@@ -102,7 +102,7 @@ def test_wrong_probabilities_fail_parity_with_label_disagreements(
                 attribute.strings[:] = list(reversed(attribute.strings))
         return prepared
 
-    monkeypatch.setattr("converters.sklearn.prepare_sklearn", swapped_classes)
+    monkeypatch.setattr("tritonops.converters.sklearn.prepare_sklearn", swapped_classes)
     before = _snapshot(repository)
     with pytest.raises(ParityError) as caught:
         convert_sklearn(model, frame, name="sensor", repository=repository)

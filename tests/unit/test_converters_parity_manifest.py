@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-import converters
-from converters import ManifestError, ParityThresholds, convert_sklearn, load_manifest
-from converters.parity import check_parity
+import tritonops.converters
 from examples.data import churn_frame
+from tritonops.converters import ManifestError, ParityThresholds, convert_sklearn, load_manifest
+from tritonops.converters.parity import check_parity
 
 
 def test_identical_outputs_pass() -> None:
@@ -115,7 +115,7 @@ def test_manifest_round_trip_and_bad_field(manifest_path: Path, tmp_path: Path) 
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(converters.__all__) == sorted(
+    assert sorted(tritonops.converters.__all__) == sorted(
         [
             "ClassesError", "ConversionError", "ConversionOptions", "ExportError", "FeatureMismatchError",
             "FeatureNameError", "Manifest", "ManifestError", "ModelLoadError", "ModelVersion", "NotAClassifierError",
@@ -124,4 +124,4 @@ def test_public_api_is_pinned() -> None:
             "list_versions", "load_manifest",
         ]
     )  # fmt: skip
-    assert all(hasattr(converters, name) for name in converters.__all__)
+    assert all(hasattr(tritonops.converters, name) for name in tritonops.converters.__all__)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from converters.manifest import CategoricalReference, NumericReference
-from converters.reference import (
+from tritonops.converters.manifest import CategoricalReference, NumericReference
+from tritonops.converters.reference import (
     assign_bins,
     bin_labels,
     categorical_reference,

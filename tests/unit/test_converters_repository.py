@@ -16,7 +16,8 @@ from google.protobuf import text_format
 from sklearn.linear_model import LogisticRegression
 from tritonclient.grpc import model_config_pb2
 
-from converters import (
+from examples.data import sensor_frame
+from tritonops.converters import (
     ConversionOptions,
     ModelVersion,
     RepositoryError,
@@ -25,9 +26,8 @@ from converters import (
     list_versions,
     load_manifest,
 )
-from converters.repository import VersionContent, write_version
-from examples.data import sensor_frame
-from serving.model_config import ServingOptions
+from tritonops.converters.repository import VersionContent, write_version
+from tritonops.serving.model_config import ServingOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ WRITER = textwrap.dedent(
     """
     import sys, json
     from pathlib import Path
-    from converters.repository import VersionContent, write_version
+    from tritonops.converters.repository import VersionContent, write_version
     repo, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     first = repo / name / "1"
     files = {p.name: p.read_bytes() for p in first.iterdir()}
@@ -195,7 +195,7 @@ def test_killed_writer_leaves_only_a_temp_dir_that_the_next_writer_removes(
         """
         import sys, time
         from pathlib import Path
-        from converters.repository import VersionContent, write_version
+        from tritonops.converters.repository import VersionContent, write_version
         class Slow(dict):
             def __iter__(self):
                 yield "model.onnx"

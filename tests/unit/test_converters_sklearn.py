@@ -32,9 +32,9 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from converters import ConversionOptions, ModelVersion, ParityError, convert_sklearn
-from converters.features import FeatureLayout
 from examples.data import CHURN_CATEGORICAL, CHURN_NUMERIC, churn_frame, sensor_frame
+from tritonops.converters import ConversionOptions, ModelVersion, ParityError, convert_sklearn
+from tritonops.converters.features import FeatureLayout
 
 ESTIMATORS: dict[str, Callable[[], BaseEstimator]] = {
     "logistic_regression": lambda: LogisticRegression(max_iter=1000),

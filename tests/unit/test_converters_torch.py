@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from converters import ClassesError, FeatureMismatchError, UnsupportedModelError, convert_torch
 from examples.train import Trained, train_torch_mlp
+from tritonops.converters import ClassesError, FeatureMismatchError, UnsupportedModelError, convert_torch
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.errors import MetricsError
-from control_plane.metrics import (
+from tritonops.control_plane.errors import MetricsError
+from tritonops.control_plane.metrics import (
     SnapshotStore,
     VersionStats,
     base_model,

@@ -10,7 +10,7 @@ from scipy import stats
 from scipy.spatial import distance
 from scipy.special import rel_entr
 
-from control_plane.drift import (
+from tritonops.control_plane.drift import (
     PREDICTION,
     BinnedReference,
     DriftConfig,
@@ -24,8 +24,8 @@ from control_plane.drift import (
     psi,
     psi_band,
 )
-from control_plane.errors import DriftInputError
-from converters.reference import bin_labels, categorical_reference, numeric_reference, reference_proportions
+from tritonops.control_plane.errors import DriftInputError
+from tritonops.converters.reference import bin_labels, categorical_reference, numeric_reference, reference_proportions
 
 RNG = np.random.default_rng(7)
 
@@ -132,7 +132,7 @@ def _numeric(name: str, values: np.ndarray, rows: int) -> BinnedReference:
 
 
 def _counts(reference: BinnedReference, values: np.ndarray) -> dict[str, float]:
-    from converters.reference import assign_bins
+    from tritonops.converters.reference import assign_bins
 
     ref = numeric_reference(REFERENCE_DATA[reference.name])
     bins = np.bincount(assign_bins(ref, values), minlength=len(reference.labels))

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from control_plane.errors import FeedbackError
-from control_plane.feedback import FeedbackStore, accuracy_report, record_feedback, record_prediction, two_proportion_z
+from tritonops.control_plane.errors import FeedbackError
+from tritonops.control_plane.feedback import (
+    FeedbackStore,
+    accuracy_report,
+    record_feedback,
+    record_prediction,
+    two_proportion_z,
+)
 
 
 def test_accuracy_per_version_from_predictions_and_labels(tmp_path: Path) -> None:

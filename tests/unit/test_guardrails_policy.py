@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.drift import BinnedReference, DriftConfig, Method, drift_report
-from control_plane.errors import PolicyError
-from control_plane.feedback import AccuracyComparison, VersionAccuracy
-from control_plane.guardrails import Action, Check, Policy, evaluate, load_policy, parse_policy
-from control_plane.metrics import VersionStats
-from control_plane.state import ModelState
+from tritonops.control_plane.drift import BinnedReference, DriftConfig, Method, drift_report
+from tritonops.control_plane.errors import PolicyError
+from tritonops.control_plane.feedback import AccuracyComparison, VersionAccuracy
+from tritonops.control_plane.guardrails import Action, Check, Policy, evaluate, load_policy, parse_policy
+from tritonops.control_plane.metrics import VersionStats
+from tritonops.control_plane.state import ModelState
 
 YAML = """
 interval_seconds: 5

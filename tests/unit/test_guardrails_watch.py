@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from control_plane.drift import BinnedReference, DriftConfig, drift_report
-from control_plane.errors import PolicyError
-from control_plane.exporter import ControlPlaneExporter
-from control_plane.guardrails import Action, Policy, Watcher
-from control_plane.metrics import parse_metrics
-from control_plane.state import AuditEntry, ModelState, StateStore
-from serving.triton import free_port
+from tritonops.control_plane.drift import BinnedReference, DriftConfig, drift_report
+from tritonops.control_plane.errors import PolicyError
+from tritonops.control_plane.exporter import ControlPlaneExporter
+from tritonops.control_plane.guardrails import Action, Policy, Watcher
+from tritonops.control_plane.metrics import parse_metrics
+from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
+from tritonops.serving.triton import free_port
 from tritonops.settings import Settings
 
 

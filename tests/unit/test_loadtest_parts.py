@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from loadtest import payloads
-from loadtest import run as locust_run
-from loadtest.bench import BenchConfig, verdicts
-from loadtest.errors import BenchmarkError
-from loadtest.report import BenchRow, with_ratios
+from tritonops.loadtest import payloads
+from tritonops.loadtest import run as locust_run
+from tritonops.loadtest.bench import BenchConfig, verdicts
+from tritonops.loadtest.errors import BenchmarkError
+from tritonops.loadtest.report import BenchRow, with_ratios
 
 
 def _row(
@@ -114,8 +114,8 @@ def test_a_locust_run_that_never_finishes_is_an_error(tmp_path: Path) -> None:
 
 
 def test_pooled_runs_add_up_and_paired_ratios_are_per_round() -> None:
-    from loadtest.ab import paired_median, pooled
-    from loadtest.generators import LoadResult
+    from tritonops.loadtest.ab import paired_median, pooled
+    from tritonops.loadtest.generators import LoadResult
 
     def load(requests: int, seconds: float, p99: float, idle: float, others: float) -> LoadResult:
         return LoadResult("wrk", 8, seconds, requests, 1, requests / seconds, 1.0, 2.0, p99, idle, others)

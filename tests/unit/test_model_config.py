@@ -7,8 +7,8 @@ import json
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.errors import ModelConfigError
-from serving.model_config import (
+from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.model_config import (
     GpuAccelerator,
     ServingOptions,
     TensorSpec,

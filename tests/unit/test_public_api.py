@@ -139,8 +139,8 @@ def test_public_errors_derive_from_the_one_root() -> None:
 def test_the_backend_stub_does_not_load_the_server_launcher() -> None:
     # Triton's backend stub imports serving.* (and so serving/__init__) in every model instance
     probe = (
-        "import sys, serving.backend_options, serving.validation, serving.scoring; "
-        "print(sorted(m for m in ('serving.triton', 'requests') if m in sys.modules))"
+        "import sys, tritonops.serving.backend_options, tritonops.serving.validation, tritonops.serving.scoring; "
+        "print(sorted(m for m in ('tritonops.serving.triton', 'requests') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"

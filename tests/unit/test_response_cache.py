@@ -6,10 +6,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from serving.errors import ModelConfigError
-from serving.response_cache import ResponseCache, request_key
-from serving.scoring import ModelRunError, Prediction, score
-from serving.validation import Batch, InputRule, InputSchema, InvalidRequestError
+from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.response_cache import ResponseCache, request_key
+from tritonops.serving.scoring import ModelRunError, Prediction, score
+from tritonops.serving.validation import Batch, InputRule, InputSchema, InvalidRequestError
 
 SCHEMA = InputSchema(
     (

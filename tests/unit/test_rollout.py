@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from clients.signature import parse_canary
-from control_plane import rollout
-from control_plane.errors import (
+from tritonops.clients.signature import parse_canary
+from tritonops.control_plane import rollout
+from tritonops.control_plane.errors import (
     EndpointUnreachableError,
     FleetError,
     GateError,
@@ -23,7 +23,7 @@ from control_plane.errors import (
     UnknownModelError,
     UnknownVersionError,
 )
-from control_plane.fleet import (
+from tritonops.control_plane.fleet import (
     canary_config,
     canary_files,
     canary_parameter,
@@ -32,11 +32,11 @@ from control_plane.fleet import (
     sample_inputs,
     version_manifest,
 )
-from control_plane.state import AuditEntry, ModelState, StateStore
-from converters.manifest import Manifest
-from serving.model_config import TensorSpec, embedded_config, to_pbtxt
-from serving.triton import free_port
+from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
+from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
+from tritonops.serving.model_config import TensorSpec, embedded_config, to_pbtxt
+from tritonops.serving.triton import free_port
 from tritonops.settings import Settings
 
 TOKEN = "tok-8d1f0c2e-very-secret"

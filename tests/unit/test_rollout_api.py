@@ -9,16 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import control_plane
+import tritonops.control_plane
 
 TRITONOPS = str(Path(sys.executable).parent / "tritonops")
 
 
 def test_watch_facing_signatures() -> None:
-    rollback = inspect.signature(control_plane.rollback)
+    rollback = inspect.signature(tritonops.control_plane.rollback)
     assert list(rollback.parameters) == ["settings", "model", "actor", "to", "reason"]
     assert rollback.parameters["actor"].kind is inspect.Parameter.KEYWORD_ONLY
-    abort = inspect.signature(control_plane.abort_canary)
+    abort = inspect.signature(tritonops.control_plane.abort_canary)
     assert list(abort.parameters) == ["settings", "model", "actor", "reason"]
     assert abort.parameters["reason"].default == ""
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.errors import FleetError, RolloutInProgressError, StateError
-from control_plane.state import SCHEMA_VERSION, AuditEntry, ModelState, StateStore, check_endpoint
+from tritonops.control_plane.errors import FleetError, RolloutInProgressError, StateError
+from tritonops.control_plane.state import SCHEMA_VERSION, AuditEntry, ModelState, StateStore, check_endpoint
 
 
 def entry(action: str = "promote", result: str = "ok", model: str | None = "rf", to: int | None = None) -> AuditEntry:
@@ -171,7 +171,7 @@ def test_rollout_lock_is_released_when_its_holder_is_killed(store: StateStore, t
         f"""
         import sys, time
         from pathlib import Path
-        from control_plane.state import StateStore
+        from tritonops.control_plane.state import StateStore
         s = StateStore.open(Path({str(store.path)!r}))
         with s.rollout_lock("rf", "promote by victim"):
             print("held", flush=True)
@@ -213,7 +213,7 @@ def test_writers_in_two_processes_are_serialised(store: StateStore) -> None:
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from control_plane.state import AuditEntry, StateStore
+        from tritonops.control_plane.state import AuditEntry, StateStore
         with StateStore.open(Path({str(store.path)!r})) as s:
             for i in range(40):
                 s.set_live("rf", i + 1, AuditEntry("w", "promote", "rf", None, i + 1, "", "ok"))

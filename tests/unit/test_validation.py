@@ -21,15 +21,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-import serving.drift_counters as drift_counters
-from converters import ConversionOptions, ModelVersion, convert_sklearn
-from converters.reference import assign_bins
+import tritonops.serving.drift_counters as drift_counters
 from examples.train import train_mixed_pipeline
-from serving.backend_options import BackendOptions
-from serving.drift_counters import DriftCounters
-from serving.errors import ModelConfigError, ServingError
-from serving.scoring import ModelRunError, OnnxRunner, Prediction, execution_providers, score, session_threads
-from serving.validation import Batch, InputSchema, InvalidRequestError
+from tritonops.converters import ConversionOptions, ModelVersion, convert_sklearn
+from tritonops.converters.reference import assign_bins
+from tritonops.serving.backend_options import BackendOptions
+from tritonops.serving.drift_counters import DriftCounters
+from tritonops.serving.errors import ModelConfigError, ServingError
+from tritonops.serving.scoring import ModelRunError, OnnxRunner, Prediction, execution_providers, score, session_threads
+from tritonops.serving.validation import Batch, InputSchema, InvalidRequestError
 
 PLANS = ["basic", "pro"]
 OPTIONS = ConversionOptions(parity_rows=200, native_export=False)

@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from serving.scoring import ModelRunError, Prediction, score
-from serving.validation import Batch, InputRule, InputSchema, InvalidRequestError
+from tritonops.serving.scoring import ModelRunError, Prediction, score
+from tritonops.serving.validation import Batch, InputRule, InputSchema, InvalidRequestError
 
 SCHEMA = InputSchema(
     (

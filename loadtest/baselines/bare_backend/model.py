@@ -1,8 +1,8 @@
 """The bare Triton Python-backend model of DESIGN's reference figure: ONNX Runtime on the whole dynamic batch.
 
 No validation, no drift or invalid-request counters, no response cache, no metrics: what a hand-written Python
-backend model does at the least. ``loadtest.variants`` places it beside the tritonops backend on the same server
-so the benchmark measures what our validation and counters cost, side by side in one run.
+backend model does at the least. ``tritonops.loadtest.variants`` places it beside the tritonops backend on the same
+server so the benchmark measures what our validation and counters cost, side by side in one run.
 """
 
 from __future__ import annotations

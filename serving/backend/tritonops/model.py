@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from converters.manifest import Manifest, load_manifest
-from serving.backend_options import BackendOptions
-from serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
-from serving.response_cache import ResponseCache
-from serving.scoring import (
+from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.serving.backend_options import BackendOptions
+from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
+from tritonops.serving.response_cache import ResponseCache
+from tritonops.serving.scoring import (
     OUTPUT_LABEL,
     OUTPUT_PROBABILITIES,
     OnnxRunner,
@@ -30,7 +30,7 @@ from serving.scoring import (
     score,
     session_threads,
 )
-from serving.validation import REASONS, Batch, InputSchema, InvalidRequestError
+from tritonops.serving.validation import REASONS, Batch, InputSchema, InvalidRequestError
 
 
 class _BlsRunner:

@@ -1,0 +1,7 @@
+"""``python -m tritonops`` runs the ``tritonops`` CLI."""
+
+import sys
+
+from tritonops.control_plane.cli import main
+
+sys.exit(main())
