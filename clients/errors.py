@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tritonops.errors import TritonOpsError
+from tritonops.errors import ExitCode, TritonOpsError
 
 
 class ClientError(TritonOpsError):
     """Something went wrong between an application and Triton."""
 
-    exit_code = 5
+    exit_code = ExitCode.CLIENT
 
 
 class SignatureError(ClientError):

@@ -2,13 +2,14 @@
 
 ControlPlaneError
  ├── StateError                 the state database is unusable (newer schema, corrupt, unwritable)
+ │    └── NoStateError          there is no state file where a command needs one (none is created)
  ├── RolloutInProgressError     another rollout of the same model holds the lock
  ├── UnknownModelError          the model is not in the state or not in the repository
  ├── UnknownVersionError        the version directory or its files are missing
  ├── FleetError                 a bad endpoint address, a duplicate, an empty fleet
  ├── EndpointUnreachableError   a Triton endpoint did not answer
  ├── AdminAuthError             a Triton endpoint refused the admin key (missing or wrong)
- ├── ModelLoadError             Triton could not load a version, or it never became ready
+ ├── VersionLoadError           Triton could not load a version, or it never became ready
  ├── GateError                  a promotion gate refused the version (parity, smoke, latency)
  ├── InvalidRolloutError        a request that makes no sense in the current state (bad weight, nothing
  │                              to roll back to, a canary of another version running)
@@ -22,23 +23,36 @@ ControlPlaneError
 
 from __future__ import annotations
 
-from tritonops.errors import TritonOpsError
+from pathlib import Path
+
+from tritonops.errors import ExitCode, TritonOpsError
 
 
 class ControlPlaneError(TritonOpsError):
     """Something in desired state, the fleet or a rollout went wrong."""
 
-    exit_code = 4
+    exit_code = ExitCode.CONTROL_PLANE
 
 
 class StateError(ControlPlaneError):
     """The state database can't be used as it is."""
 
 
+class NoStateError(StateError):
+    """A command that reads the state (or needs a fleet) found no state file; it creates none."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"no control plane state at {path}: point --state or TRITONOPS_STATE at the state file, or start one "
+            "here with `tritonops fleet add HOST:PORT`"
+        )
+
+
 class RolloutInProgressError(ControlPlaneError):
     """Another process is changing the same model right now."""
 
-    exit_code = 5
+    exit_code = ExitCode.BUSY
 
     def __init__(self, model: str, holder: str) -> None:
         self.model = model
@@ -84,7 +98,7 @@ class AdminAuthError(ControlPlaneError):
         )
 
 
-class ModelLoadError(ControlPlaneError):
+class VersionLoadError(ControlPlaneError):
     def __init__(self, endpoint: str, model: str, version: int | None, detail: str) -> None:
         self.endpoint = endpoint
         self.model = model
@@ -125,7 +139,9 @@ class MetricsError(ControlPlaneError):
 
 
 class PolicyError(ControlPlaneError):
-    exit_code = 2
+    """A guardrail policy file is missing or malformed: configuration, so it exits like one."""
+
+    exit_code = ExitCode.CONFIGURATION
 
     def __init__(self, source: str, detail: str) -> None:
         self.source = source
@@ -139,7 +155,7 @@ class FeedbackError(ControlPlaneError):
 class GuardrailActedError(ControlPlaneError):
     """Not a failure of ours: ``watch --exit-on-action`` ends with this status after acting."""
 
-    exit_code = 10
+    exit_code = ExitCode.GUARDRAIL_ACTED
 
     def __init__(self, model: str, action: str, detail: str) -> None:
         self.model = model

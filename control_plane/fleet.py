@@ -30,9 +30,9 @@ from tritonops.control_plane.errors import (
     ControlPlaneError,
     EndpointUnreachableError,
     GateError,
-    ModelLoadError,
     RolloutInProgressError,
     UnknownVersionError,
+    VersionLoadError,
 )
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
 from tritonops.converters.errors import ManifestError
@@ -199,16 +199,16 @@ class Endpoint:
                 client_timeout=self._load_timeout,
             )
         except InferenceServerException as exc:
-            raise ModelLoadError(self.url, config.name, versions[0] if versions else None, exc.message()) from None
+            raise VersionLoadError(self.url, config.name, versions[0] if versions else None, exc.message()) from None
         for version in versions:
             if not self.is_ready(config.name, version):
-                raise ModelLoadError(self.url, config.name, version, "loaded but not ready")
+                raise VersionLoadError(self.url, config.name, version, "loaded but not ready")
 
     def unload(self, name: str) -> None:
         try:
             self._call(self._client.unload_model, name, headers=self._headers, client_timeout=self._load_timeout)
         except InferenceServerException as exc:
-            raise ModelLoadError(self.url, name, None, f"unload failed: {exc.message()}") from None
+            raise VersionLoadError(self.url, name, None, f"unload failed: {exc.message()}") from None
 
     def is_ready(self, name: str, version: int | None = None) -> bool:
         try:
@@ -353,35 +353,35 @@ def smoke_check(endpoint: Endpoint, name: str, version: int, manifest: Manifest,
 # -- reconcile ------------------------------------------------------------------------------------
 def observe(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str]:
     """How ``endpoint`` differs from ``state`` for one model (empty list: it matches)."""
-    drift: list[str] = []
+    divergence: list[str] = []
     if state.live is not None:
         wanted = live_config(repository, state)
         loaded = endpoint.loaded_config(state.name)
         if loaded is None:
-            drift.append(f"{state.name}: not loaded (want version {state.live})")
+            divergence.append(f"{state.name}: not loaded (want version {state.live})")
         else:
             versions = list(loaded.version_policy.specific.versions)
             if versions != [state.live]:
-                drift.append(
+                divergence.append(
                     f"{state.name}: loaded with versions {versions or 'policy ' + str(loaded.version_policy)}"
                     f", want [{state.live}]"
                 )
             if not endpoint.is_ready(state.name, state.live):
-                drift.append(f"{state.name}: version {state.live} not ready")
+                divergence.append(f"{state.name}: version {state.live} not ready")
             have = loaded.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in loaded.parameters else None
             want = wanted.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in wanted.parameters else None
             if have != want:
-                drift.append(f"{state.name}: {CANARY_PARAMETER} is {have!r}, want {want!r}")
+                divergence.append(f"{state.name}: {CANARY_PARAMETER} is {have!r}, want {want!r}")
             extra = [v for v in endpoint.ready_versions(state.name) if v != state.live]
             if extra:
-                drift.append(f"{state.name}: versions {extra} also ready, want only {state.live}")
+                divergence.append(f"{state.name}: versions {extra} also ready, want only {state.live}")
     alias = canary_alias(state.name)
     alias_versions = endpoint.ready_versions(alias)
     if state.canary is not None and alias_versions != [state.canary]:
-        drift.append(f"{alias}: ready versions {alias_versions}, want [{state.canary}]")
+        divergence.append(f"{alias}: ready versions {alias_versions}, want [{state.canary}]")
     if state.canary is None and alias_versions:
-        drift.append(f"{alias}: loaded (versions {alias_versions}) but no candidate is wanted")
-    return drift
+        divergence.append(f"{alias}: loaded (versions {alias_versions}) but no candidate is wanted")
+    return divergence
 
 
 def apply(
@@ -441,7 +441,8 @@ class EndpointReport:
     """What reconcile found and did on one endpoint."""
 
     endpoint: str
-    drift: list[str] = field(default_factory=list)
+    divergence: list[str] = field(default_factory=list)
+    """How the endpoint differed from the desired state (before acting)."""
     actions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unusable: bool = False
@@ -459,8 +460,8 @@ class ReconcileReport:
         return not any(report.errors for report in self.endpoints) and not self.skipped
 
     @property
-    def drift_count(self) -> int:
-        return sum(len(report.drift) for report in self.endpoints)
+    def divergence_count(self) -> int:
+        return sum(len(report.divergence) for report in self.endpoints)
 
 
 def reconcile(
@@ -475,7 +476,7 @@ def reconcile(
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift.
+    only reports the divergence.
     """
     endpoints = [Endpoint(url, admin_headers) for url in store.fleet()]
     reports = {e.url: EndpointReport(e.url) for e in endpoints}
@@ -508,7 +509,7 @@ def reconcile(
                 result="ok" if report.ok else "failed",
                 detail=json.dumps(
                     {
-                        "drift": report.drift_count,
+                        "divergence": report.divergence_count,
                         "actions": sum(len(r.actions) for r in report.endpoints),
                         "errors": errors,
                         "skipped": report.skipped,
@@ -528,9 +529,9 @@ def _reconcile_one(
         if not endpoint.wait_settled(state.name):
             report.errors.append(f"{state.name}: a load or unload inside Triton did not finish in time")
             return
-        drift = observe(endpoint, repository, state)
-        report.drift.extend(drift)
-        if drift and not dry_run:
+        divergence = observe(endpoint, repository, state)
+        report.divergence.extend(divergence)
+        if divergence and not dry_run:
             report.actions.extend(apply(endpoint, repository, state))
     except (EndpointUnreachableError, AdminAuthError) as exc:
         report.unusable = True

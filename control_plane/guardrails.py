@@ -168,7 +168,7 @@ def measure_drift(
 ) -> DriftReport:
     """Drift of ``model``'s live version (or ``version``) over the last ``window_seconds`` across the fleet."""
     if version is None:
-        with StateStore.open(settings.state_path) as store:
+        with StateStore.open(settings.state_path, create=False) as store:
             state = store.model(model)
         if state is None or state.live is None:
             raise UnknownModelError(model, f"the control plane state ({settings.state_path}) as a live model")
@@ -547,7 +547,7 @@ class Watcher:
                 result = abort_canary(self.settings, self.model, actor=self.actor, reason=reason)
             detail = result.detail
         except ControlPlaneError as exc:
-            error = str(exc)
+            error = exc.describe()
         self._streaks.clear()
         self.actions += 1
         if self.exporter is not None and error is None:

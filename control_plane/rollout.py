@@ -179,7 +179,7 @@ def _operation(
             outcome = "ok"
         except TritonOpsError as exc:
             outcome = "refused" if isinstance(exc, _REFUSALS) or not op.changed else "failed"
-            store.record(op.entry(outcome, str(exc)))
+            store.record(op.entry(outcome, exc.describe()))
             raise
         except BaseException as exc:
             store.record(op.entry("failed", f"aborted: {type(exc).__name__}: {exc}"))
@@ -288,7 +288,7 @@ def promote(
             if op.changed:
                 note = _failure_note(_restore(endpoints, settings.repository, state))
                 if isinstance(exc, TritonOpsError):
-                    exc.message = f"{exc.message}; {note}"
+                    exc.add_note(note)
             raise
         detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)"
         op.store.set_live(model, version, op.entry("ok", detail))
@@ -340,7 +340,7 @@ def _stage(
         except BaseException as exc:
             note = _failure_note(_restore(endpoints, settings.repository, state))
             if isinstance(exc, TritonOpsError):
-                exc.message = f"{exc.message}; {note}"
+                exc.add_note(note)
             raise
         detail = f"candidate {version} at weight {weight} beside live {state.live} on {len(endpoints)} endpoint(s)"
         op.store.set_canary(model, version, weight, op.entry("ok", detail))
@@ -422,7 +422,7 @@ def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]
 def history(settings: Settings, model: str, limit: int | None = None) -> list[AuditEvent]:
     """``model``'s audit events, oldest first (the last ``limit`` when given)."""
     check_model_name(model)
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state_path, create=False) as store:
         if store.model(model) is None and not store.audit(model, 1):
             raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
         return store.audit(model, limit)
@@ -440,7 +440,8 @@ class ModelStatus:
     canary_ready_versions: tuple[int, ...]
     requests: int
     failures: int
-    drift: tuple[str, ...]
+    divergence: tuple[str, ...]
+    """How the endpoint differs from the desired state (empty: in sync)."""
 
 
 @dataclass(frozen=True)
@@ -452,7 +453,7 @@ class EndpointStatus:
 
 def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]:
     """Per endpoint: for each model, versions loaded/ready, desired live and canary, request and error counts."""
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state_path, create=False) as store:
         states = store.models() if model is None else [store.model(check_model_name(model))]
         if model is not None and states[0] is None:
             raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
@@ -461,6 +462,7 @@ def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]
     for url in urls:
         endpoint = Endpoint(url, settings.admin_headers())
         try:
+            endpoint.check()  # an endpoint with no models yet still shows whether it answers and takes our key
             models = tuple(_model_status(endpoint, settings.repository, s) for s in states if s is not None)
             report.append(EndpointStatus(url, None, models))
         except ControlPlaneError as exc:
@@ -482,7 +484,7 @@ def _model_status(endpoint: Endpoint, repository: Path, state: ModelState) -> Mo
         canary_ready_versions=tuple(endpoint.ready_versions(alias)),
         requests=sum(c.success + c.failure for c in counts),
         failures=sum(c.failure for c in counts),
-        drift=tuple(observe(endpoint, repository, state)),
+        divergence=tuple(observe(endpoint, repository, state)),
     )
 
 
@@ -496,10 +498,10 @@ def fleet_add(settings: Settings, endpoint: str, *, actor: str) -> None:
 
 def fleet_remove(settings: Settings, endpoint: str, *, actor: str) -> None:
     """Remove an endpoint from the fleet (what it serves is left alone)."""
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state_path, create=False) as store:
         store.remove_endpoint(endpoint, AuditEntry(actor, "fleet-remove", None, None, None, "", "ok", endpoint))
 
 
 def fleet_list(settings: Settings) -> list[str]:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state_path, create=False) as store:
         return store.fleet()

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from tritonops.control_plane.errors import FleetError, RolloutInProgressError, StateError
+from tritonops.control_plane.errors import FleetError, NoStateError, RolloutInProgressError, StateError
 
 SCHEMA_VERSION = 1
 
@@ -169,10 +169,17 @@ class StateStore:
         self._db = connection
 
     @classmethod
-    def open(cls, path: Path, busy_timeout: float = 10.0) -> StateStore:
-        """Open (creating if needed) the database at ``path`` and check its schema version."""
+    def open(cls, path: Path, busy_timeout: float = 10.0, *, create: bool = True) -> StateStore:
+        """Open the database at ``path`` and check its schema version.
+
+        With ``create`` a missing file (and its folder) is made; without it (reads, and actions that need a fleet)
+        a missing file raises ``NoStateError`` and nothing is written to disk.
+        """
+        if not create and not path.is_file():
+            raise NoStateError(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

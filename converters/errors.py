@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonops.errors import TritonOpsError
+from tritonops.errors import ExitCode, TritonOpsError
 
 if TYPE_CHECKING:
     from tritonops.converters.manifest import ParityResult
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class ConversionError(TritonOpsError):
     """A trained model could not be turned into a parity-checked ONNX model version."""
 
-    exit_code = 4
+    exit_code = ExitCode.CONVERSION
 
 
 class UnsupportedModelError(ConversionError):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tritonops.errors import TritonOpsError
+from tritonops.errors import ExitCode, TritonOpsError
 
 
 class BenchmarkError(TritonOpsError):
     """A benchmark target or load generator failed to start, run or report."""
 
-    exit_code = 6
+    exit_code = ExitCode.BENCHMARK

@@ -13,8 +13,7 @@ from pathlib import Path
 import requests
 
 from tritonops.serving.errors import ServingError
-
-DEFAULT_PID_FILE = Path(".tritonops/server.json")
+from tritonops.settings import DEFAULT_PID_FILE
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ ServingError
  ├── PortInUseError            a requested port is taken
  ├── RepositoryNotFoundError   the model repository does not exist
  ├── ServerStartError          the server exited or never became ready
+ ├── ServerNotReadyError       the recorded (detached) server is not running or not ready
  ├── AllocatorNotFoundError    tcmalloc was asked for and is not installed
  └── ModelConfigError          a model config can't be built or parsed
 """
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tritonops.errors import TritonOpsError
+from tritonops.errors import ExitCode, TritonOpsError
 
 
 class ServingError(TritonOpsError):
     """Something about the Triton server or its configuration went wrong."""
 
-    exit_code = 3
+    exit_code = ExitCode.SERVING
 
 
 class BinaryNotFoundError(ServingError):
@@ -57,6 +58,14 @@ class ServerStartError(ServingError):
         if log_tail:
             message += f"\n--- last lines of the server log ({log_path}) ---\n{log_tail}"
         super().__init__(message)
+
+
+class ServerNotReadyError(ServingError):
+    def __init__(self, pid: int, running: bool) -> None:
+        self.pid = pid
+        self.running = running
+        state = "running but not ready" if running else "not running"
+        super().__init__(f"tritonserver pid {pid} is {state}")
 
 
 class ModelConfigError(ServingError):

@@ -54,11 +54,23 @@ def read_admin_token(env: dict[str, str] | None = None) -> str | None:
     return content
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Settings from the environment, with defaults relative to the working directory."""
+DEFAULT_REPOSITORY = Path("model_repository")
+DEFAULT_STATE_PATH = Path(".tritonops/state.db")
+DEFAULT_PID_FILE = Path(".tritonops/server.json")
+"""Where ``tritonops server start --detach`` records the server it started."""
+
+
+def load_settings(
+    env: dict[str, str] | None = None, *, repository: Path | None = None, state_path: Path | None = None
+) -> Settings:
+    """Settings from the environment, with defaults relative to the working directory.
+
+    ``repository`` and ``state_path`` (the CLI's ``--repository`` and ``--state``) win over ``TRITONOPS_REPOSITORY``
+    and ``TRITONOPS_STATE``, which win over ``./model_repository`` and ``./.tritonops/state.db``.
+    """
     env = dict(os.environ) if env is None else env
     return Settings(
-        repository=Path(env.get("TRITONOPS_REPOSITORY", "model_repository")),
-        state_path=Path(env.get("TRITONOPS_STATE", ".tritonops/state.db")),
+        repository=repository or Path(env.get("TRITONOPS_REPOSITORY") or DEFAULT_REPOSITORY),
+        state_path=state_path or Path(env.get("TRITONOPS_STATE") or DEFAULT_STATE_PATH),
         admin_token=read_admin_token(env),
     )

@@ -1,36 +1,55 @@
-"""The Typer application and the single place where errors become exit codes."""
+"""The Typer application and the single place where errors become exit codes.
+
+Nothing heavy is imported here or at the top of any command module: ``tritonops --help`` must stay instant, so
+each command imports the library it calls inside its body.
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Literal
+
 import typer
-from rich.console import Console
 
 from tritonops import __version__
-from tritonops.errors import TritonOpsError
+from tritonops.control_plane.cli.output import console, error_console
+from tritonops.errors import ExitCode, TritonOpsError
+
+
+def exit_code_epilog() -> str:
+    """The exit-code table for ``tritonops --help`` (the same table as docs/operations.md).
+
+    ``\\b`` keeps click from re-flowing the rows into one paragraph when help is plain text.
+    """
+    rows = "\n".join(f"{code.value:>3}  {code.name.lower()}: {code.meaning}" for code in ExitCode)
+    return f"\b\nExit codes (docs/operations.md):\n{rows}"
+
+
+HELP_MARKUP: Literal["rich"] | None = "rich" if sys.stdout.isatty() else None
+"""Help is drawn by rich (panels, colour) on a terminal; piped (``| less``, scripts) it is click's plain text,
+which also skips importing rich's Markdown stack."""
 
 app = typer.Typer(
     name="tritonops",
     help="Convert classifiers to ONNX, serve them on Triton, and run them safely: "
     "deploy, promote, canary, rollback, drift and guardrails.",
+    epilog=exit_code_epilog(),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=HELP_MARKUP,
 )
-
-console = Console()
-error_console = Console(stderr=True)
 
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"tritonops {__version__}")
+        console().print(f"tritonops {__version__}", highlight=False)
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False, "--version", callback=_version, is_eager=True, help="Print the version of tritonops and exit."
     ),
 ) -> None:
     """tritonops: sklearn / PyTorch classifiers on NVIDIA Triton, in production."""
@@ -39,14 +58,17 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning our errors into one line and an exit code.
 
-    Typer (standalone mode) handles usage errors, ``typer.Exit`` and Ctrl-C itself and ends with ``SystemExit``;
-    everything of ours derives from ``TritonOpsError`` and becomes one red line plus its ``exit_code``.
+    Typer (standalone mode) handles usage errors (exit 2), ``typer.Exit`` and Ctrl-C (130) itself and ends with
+    ``SystemExit``; everything of ours derives from ``TritonOpsError`` and becomes one red line (message, then the
+    notes added on the way up) plus its family's ``exit_code`` (``tritonops.errors.ExitCode``).
     """
     try:
         app(args=argv)
     except TritonOpsError as exc:
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return exc.exit_code
+        from rich.text import Text
+
+        error_console().print(Text.assemble(("error:", "bold red"), " ", exc.describe()), soft_wrap=True)
+        return int(exc.exit_code)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

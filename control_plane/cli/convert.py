@@ -1,28 +1,34 @@
-"""``tritonops convert`` and ``tritonops models list|show``: thin wrappers over ``converters``."""
+"""``tritonops convert`` and ``tritonops models list|show``: thin wrappers over ``tritonops.converters``.
+
+The converters (ONNX, scikit-learn, pandas...) are imported inside the commands, so ``--help`` stays instant.
+"""
 
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
-from tritonops.control_plane.cli.app import app, console
-from tritonops.converters import ConversionOptions, ModelVersion, ParityThresholds, list_models, list_versions
-from tritonops.converters.files import convert_file, parse_classes
-from tritonops.converters.torch import ModuleOutput
-from tritonops.serving.model_config import ServingOptions
-from tritonops.settings import load_settings
+from tritonops.control_plane.cli import options
+from tritonops.control_plane.cli.app import app
+from tritonops.control_plane.cli.output import console, print_json, print_table, styled
+
+if TYPE_CHECKING:
+    from tritonops.converters import ModelVersion
+    from tritonops.converters.torch import ModuleOutput
 
 models_app = typer.Typer(help="Inspect the converted models in the model repository.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-_REPOSITORY_HELP = "Model repository (default: $TRITONOPS_REPOSITORY, else ./model_repository)."
 
+class TorchOutput(StrEnum):
+    """What a PyTorch module returns."""
 
-def _repository(value: Path | None) -> Path:
-    return value if value is not None else load_settings().repository
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
 
 
 @app.command("convert")
@@ -32,7 +38,7 @@ def convert(
     sample: Path = typer.Option(
         ..., "--sample", "-s", help="CSV or Parquet rows in the training format (parity check + drift reference)."
     ),
-    repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP),
+    repository: Path | None = options.REPOSITORY,
     label_column: str = typer.Option(None, help="Column of the sample to drop (the target), if present."),
     classes: str = typer.Option(
         None, help="PyTorch only: class names in output order, comma-separated (all digits -> integers)."
@@ -41,7 +47,7 @@ def convert(
         None, help="PyTorch state dict: 'module:function' that builds the untrained nn.Module."
     ),
     input_dim: int = typer.Option(None, help="Argument passed to --torch-factory (number of input features)."),
-    torch_output: str = typer.Option("logits", help="What the PyTorch module returns: logits or probabilities."),
+    torch_output: TorchOutput = typer.Option(TorchOutput.LOGITS, help="What the PyTorch module returns."),
     max_batch_size: int = typer.Option(1024, help="Triton max_batch_size."),
     preferred_batch_size: list[int] = typer.Option(
         [16, 64, 256], help="Dynamic batching preferred batch size (repeatable)."
@@ -61,10 +67,12 @@ def convert(
     ),
 ) -> None:
     """Convert a trained classifier to ONNX, check parity, and write the next version into the repository."""
-    if torch_output not in ("logits", "probabilities"):
-        raise typer.BadParameter(f"expected logits or probabilities, got {torch_output!r}", param_hint="--torch-output")
-    module_output: ModuleOutput = "logits" if torch_output == "logits" else "probabilities"
-    options = ConversionOptions(
+    from tritonops.converters import ConversionOptions, ParityThresholds
+    from tritonops.converters.files import convert_file, parse_classes
+    from tritonops.serving.model_config import ServingOptions
+
+    module_output: ModuleOutput = "logits" if torch_output is TorchOutput.LOGITS else "probabilities"
+    conversion = ConversionOptions(
         thresholds=ParityThresholds(min_label_agreement=min_label_agreement, max_prob_diff=max_prob_diff),
         serving=ServingOptions(
             max_batch_size=max_batch_size,
@@ -81,14 +89,14 @@ def convert(
         model_file,
         sample,
         name=name,
-        repository=_repository(repository),
+        repository=options.settings(repository).repository,
         classes=parse_classes(classes) if classes else None,
         torch_factory=torch_factory,
         input_dim=input_dim,
         torch_output=module_output,
         label_column=label_column,
-        options=options,
-        progress=lambda step: console.print(f"[dim]>[/] {step}", highlight=False),
+        options=conversion,
+        progress=lambda step: console().print(styled(">", "dim"), step, markup=False, highlight=False),
     )
     _summary(version, time.perf_counter() - started)
 
@@ -97,57 +105,68 @@ def _summary(version: ModelVersion, seconds: float | None) -> None:
     """Key facts of one version; ``seconds`` is the conversion time (None when only showing it)."""
     manifest = version.manifest
     parity = manifest.parity
-    heading = "[bold green]converted[/]" if seconds is not None else "model"
-    table = Table(title=f"{heading} {manifest.name} version {manifest.version}", show_header=False)
-    table.add_row("path", str(version.path))
     source = manifest.source
-    table.add_row("source", f"{source.estimator} ({source.framework} {source.framework_version})")
-    table.add_row("inputs", ", ".join(f"{t.name} {t.datatype}[{len(t.features)}]" for t in manifest.inputs))
-    table.add_row("classes", ", ".join(str(c) for c in manifest.classes))
-    table.add_row(
-        "parity",
-        f"{parity.rows} rows, label agreement {parity.label_agreement:.4f}, "
-        f"max |prob diff| {parity.max_abs_prob_diff:.2e}, tie rows {parity.tie_rows}",
-    )
-    table.add_row("onnx", f"opset {manifest.onnx.opset}, sha256 {manifest.onnx.sha256[:16]}...")
+    rows = [
+        ["path", str(version.path)],
+        ["source", f"{source.estimator} ({source.framework} {source.framework_version})"],
+        ["inputs", ", ".join(f"{t.name} {t.datatype}[{len(t.features)}]" for t in manifest.inputs)],
+        ["classes", ", ".join(str(c) for c in manifest.classes)],
+        [
+            "parity",
+            f"{parity.rows} rows, label agreement {parity.label_agreement:.4f}, "
+            f"max |prob diff| {parity.max_abs_prob_diff:.2e}, tie rows {parity.tie_rows}",
+        ],
+        ["onnx", f"opset {manifest.onnx.opset}, sha256 {manifest.onnx.sha256[:16]}..."],
+    ]
     if seconds is not None:
-        table.add_row("took", f"{seconds:.1f} s")
-    console.print(table)
+        rows.append(["took", f"{seconds:.1f} s"])
+    heading = "converted" if seconds is not None else "model"
+    print_table(["", ""], rows, title=f"{heading} {manifest.name} version {manifest.version}", show_header=False)
 
 
 @models_app.command("list")
-def list_command(repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP)) -> None:
+def list_command(repository: Path | None = options.REPOSITORY, as_json: bool = options.JSON) -> None:
     """Every model in the repository with its versions and newest manifest."""
-    root = _repository(repository)
-    names = list_models(root)
-    if not names:
-        console.print(f"no models in {root}: convert one with `tritonops convert MODEL_FILE --name NAME --sample ...`")
+    from tritonops.control_plane.views import from_models
+    from tritonops.converters import list_models, list_versions
+
+    root = options.settings(repository).repository
+    view = from_models(root, {name: list_versions(root, name) for name in list_models(root)})
+    if as_json:
+        print_json(view)
         return
-    table = Table("model", "versions", "latest", "framework", "estimator", "classes", "created (UTC)")
-    for name in names:
-        versions = list_versions(root, name)
-        latest = versions[-1].manifest
-        table.add_row(
-            name,
-            ", ".join(str(v.version) for v in versions),
-            str(latest.version),
-            latest.source.framework,
-            latest.source.estimator.rsplit(".", 1)[-1],
-            ", ".join(str(c) for c in latest.classes),
-            latest.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+    if not view.models:
+        console().print(
+            f"no models in {root}: convert one with `tritonops convert MODEL_FILE --name NAME --sample ...`",
+            markup=False,
         )
-    console.print(table)
+        return
+    rows = [
+        [
+            m.name,
+            ", ".join(map(str, m.versions)),
+            str(m.latest),
+            m.framework,
+            m.estimator.rsplit(".", 1)[-1],
+            ", ".join(map(str, m.classes)),
+            m.created_at[:19].replace("T", " "),
+        ]
+        for m in view.models
+    ]
+    print_table(["model", "versions", "latest", "framework", "estimator", "classes", "created (UTC)"], rows)
 
 
 @models_app.command("show")
 def show(
     name: str = typer.Argument(..., help="Model name."),
-    version: int = typer.Option(None, "--version", "-v", help="Version to show (default: the newest)."),
-    repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest JSON instead of tables."),
+    version: int | None = typer.Option(None, "--version", help="Version to show (default: the newest)."),
+    repository: Path | None = options.REPOSITORY,
+    as_json: bool = typer.Option(False, "--json", help="Print the version's manifest.json (docs/contracts.md)."),
 ) -> None:
     """One version's manifest: source, features, parity and reference statistics."""
-    versions = list_versions(_repository(repository), name)
+    from tritonops.converters import list_versions
+
+    versions = list_versions(options.settings(repository).repository, name)
     chosen = versions[-1] if version is None else next((v for v in versions if v.version == version), None)
     if chosen is None:
         raise typer.BadParameter(
@@ -158,7 +177,7 @@ def show(
         print(manifest.to_json())
         return
     _summary(chosen, None)
-    features = Table("feature", "tensor", "column", "dtype", "NaN ok", "reference")
+    rows = []
     for feature in manifest.features:
         reference = manifest.reference.features[feature.name]
         if reference.kind == "numeric":
@@ -166,11 +185,12 @@ def show(
         else:
             described = f"{len(reference.categories)} categories + other"
         nan_ok = "yes" if feature.allow_nan else "no"
-        features.add_row(feature.name, feature.tensor, str(feature.column), feature.dtype, nan_ok, described)
-    console.print(features)
+        rows.append([feature.name, feature.tensor, str(feature.column), feature.dtype, nan_ok, described])
+    print_table(["feature", "tensor", "column", "dtype", "NaN ok", "reference"], rows)
     mix = manifest.reference.predictions
-    console.print(
+    console().print(
         "prediction mix on the sample: "
         + ", ".join(f"{c} {p:.1%}" for c, p in zip(mix.classes, mix.proportions, strict=True)),
+        markup=False,
         highlight=False,
     )

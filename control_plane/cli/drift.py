@@ -1,24 +1,29 @@
-"""``tritonops drift NAME``: per-feature drift of the live version over a window, as a table or JSON."""
+"""``tritonops drift NAME``: per-feature data drift of the live version over a window, as a table or JSON."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
-from tritonops.control_plane.cli.app import app, console
-from tritonops.control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDrift, report_to_dict
-from tritonops.control_plane.guardrails import load_policy, measure_drift
-from tritonops.control_plane.metrics import SnapshotStore, metrics_urls
-from tritonops.control_plane.state import StateStore
-from tritonops.errors import ConfigurationError
-from tritonops.settings import load_settings
+from tritonops.control_plane.cli import options
+from tritonops.control_plane.cli.app import app
+from tritonops.control_plane.cli.output import Cell, console, print_json, print_table, styled
+from tritonops.settings import Settings
+
+if TYPE_CHECKING:
+    from tritonops.control_plane.metrics import History
+    from tritonops.control_plane.views import DriftView, FeatureDriftView
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _BARS = " ▁▂▃▄▅▆▇█"
+_P_VALUE_METHODS = ("ks", "chisquare")
+PREDICTION_ROW = "__prediction__"
+"""The pseudo-feature name of the class mix (``tritonops.control_plane.drift.PREDICTION``)."""
 
 METRICS_URL_HELP = (
     "Triton /metrics URL to scrape (repeatable; also $TRITONOPS_METRICS_URLS, space separated). "
@@ -26,21 +31,31 @@ METRICS_URL_HELP = (
 )
 
 
-def parse_duration(text: str) -> float:
-    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+def parse_duration(text: str, option: str = "--window") -> float:
+    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` -> seconds; a usage error (exit 2) naming ``option`` otherwise."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if match is None or float(match[1]) <= 0:
-        raise ConfigurationError(f"--window: expected a positive duration such as 30s, 15m or 2h, got {text!r}")
+        raise typer.BadParameter(
+            f"expected a positive duration such as 30s, 15m or 2h, got {text!r}", param_hint=option
+        )
     return float(match[1]) * _UNITS[match[2] or "s"]
 
 
-def resolve_metrics_urls(explicit: list[str]) -> list[str]:
-    """``--metrics-url`` values, else the fleet's endpoints from the state file."""
-    settings = load_settings()
+def resolve_metrics_urls(settings: Settings, explicit: list[str]) -> list[str]:
+    """``--metrics-url`` values, else the fleet's endpoints from the state file (which must exist)."""
+    from tritonops.control_plane.errors import NoStateError
+    from tritonops.control_plane.metrics import metrics_urls
+    from tritonops.control_plane.state import StateStore
+    from tritonops.errors import ConfigurationError
+
     fleet: list[str] = []
     if not explicit:
-        with StateStore.open(settings.state_path) as store:
-            fleet = store.fleet()
+        try:
+            with StateStore.open(settings.state_path, create=False) as store:
+                fleet = store.fleet()
+        except NoStateError as exc:
+            exc.add_note("or name the endpoints to scrape with --metrics-url")
+            raise
         if not fleet:
             raise ConfigurationError(
                 "--metrics-url: none given and the fleet is empty; pass --metrics-url or add endpoints with "
@@ -49,7 +64,19 @@ def resolve_metrics_urls(explicit: list[str]) -> list[str]:
     return metrics_urls(explicit, fleet)
 
 
-def sparkline(shares: tuple[float, ...]) -> str:
+@contextlib.contextmanager
+def snapshot_history(settings: Settings, keep_seconds: float = 86400.0) -> Iterator[History]:
+    """Scrapes kept in the state file when there is one; in memory otherwise (a read creates no state file)."""
+    from tritonops.control_plane.metrics import MemoryHistory, SnapshotStore
+
+    if not settings.state_path.is_file():
+        yield MemoryHistory(keep_seconds)
+        return
+    with SnapshotStore(settings.state_path, keep_seconds=keep_seconds) as store:
+        yield store
+
+
+def sparkline(shares: list[float] | tuple[float, ...]) -> str:
     """One character per bin, the tallest bin full height."""
     top = max(shares) if shares else 0.0
     if top <= 0:
@@ -57,69 +84,71 @@ def sparkline(shares: tuple[float, ...]) -> str:
     return "".join(_BARS[round(s / top * (len(_BARS) - 1))] for s in shares)
 
 
-def _number(value: float | None, digits: int = 3) -> str:
+def _number(value: float | str | None, digits: int = 3) -> str:
+    if isinstance(value, str):
+        return value
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def _verdict(f: FeatureDrift) -> str:
+def _verdict(f: FeatureDriftView) -> Cell:
     if not f.enough_data:
-        return "[dim]too few rows[/]"
-    return "[bold red]DRIFT[/]" if f.drifted else "[green]ok[/]"
+        return styled("too few rows", "dim")
+    return styled("DRIFT", "bold red") if f.drifted else styled("ok", "green")
 
 
-def render(report: DriftReport) -> None:
+def _shares(counts: list[float]) -> list[float]:
+    total = sum(counts)
+    return [c / total for c in counts] if total else [0.0 for _ in counts]
+
+
+def render(report: DriftView) -> None:
     window = (
         f"last {report.window_seconds:.0f} s" if report.window_seconds is not None else "since the version was loaded"
     )
-    console.print(f"[bold]{report.model}[/] version {report.version}: {report.rows:.0f} rows scored, {window}")
-    for note in report.notes:
-        console.print(f"  [yellow]note:[/] {note}")
-    table = Table(
-        "feature",
-        "kind",
-        "rows",
-        "method",
-        "score",
-        "threshold",
-        "verdict",
-        "PSI",
-        "JS",
-        "KS",
-        "chi² p",
-        "reference",
-        "live",
+    console().print(
+        styled(report.model, "bold"), f" version {report.version}: {report.rows:.0f} rows scored, {window}", sep=""
     )
-    rows = [*report.features, *([report.prediction] if report.prediction else [])]
-    for f in rows:
-        table.add_row(
-            "(class mix)" if f.name == PREDICTION else f.name,
-            f.kind,
-            f"{f.live_rows:.0f}",
-            f.method.value,
-            _number(f.score),
-            f"{'<' if f.method.is_p_value else '>='} {f.threshold:g}",
-            _verdict(f),
-            f"{_number(f.psi)} {f.psi_band or ''}".strip(),
-            _number(f.jensen_shannon),
-            _number(f.ks.statistic if f.ks else None),
-            _number(f.chi_squared.p_value if f.chi_squared else None),
-            sparkline(f.reference),
-            sparkline(f.live_shares()),
+    for note in report.notes:
+        console().print("  ", styled("note:", "yellow"), " ", note, sep="", markup=False)
+    columns = ["feature", "kind", "rows", "method", "score", "threshold", "verdict", "PSI", "JS", "KS", "chi² p"]
+    rows = []
+    for f in [*report.features, *([report.prediction] if report.prediction else [])]:
+        rows.append(
+            [
+                "(class mix)" if f.name == PREDICTION_ROW else f.name,
+                f.kind,
+                f"{f.live_rows:.0f}",
+                f.method,
+                _number(f.score),
+                f"{'<' if f.method in _P_VALUE_METHODS else '>='} {f.threshold:g}",
+                _verdict(f),
+                f"{_number(f.psi)} {f.psi_band or ''}".strip(),
+                _number(f.jensenshannon),
+                _number(f.ks.statistic if f.ks else None),
+                _number(f.chisquare.p_value if f.chisquare else None),
+                sparkline(f.reference),
+                sparkline(_shares(f.live)),
+            ]
         )
-    console.print(table)
+    print_table([*columns, "reference", "live"], rows)
     if not report.enough_data:
-        console.print(
-            f"[yellow]not enough data:[/] {report.rows:.0f} rows in the window, at least {report.min_rows} needed "
-            "for a verdict; no drift is reported"
+        console().print(
+            styled("not enough data:", "yellow"),
+            f"{report.rows:.0f} rows in the window, at least {report.min_rows} needed for a verdict; no drift is "
+            "reported",
         )
         return
     share = f"{len(report.drifted_features)}/{len(report.features)} features drifted"
     if report.dataset_drift:
-        console.print(f"[bold red]dataset drift[/]: {share} (threshold share {report.drift_share:g})")
+        console().print(
+            styled("dataset drift", "bold red"), f": {share} (threshold share {report.drift_share:g})", sep=""
+        )
     else:
-        console.print(f"[green]no dataset drift[/]: {share} (threshold share {report.drift_share:g})")
+        console().print(
+            styled("no dataset drift", "green"), f": {share} (threshold share {report.drift_share:g})", sep=""
+        )
     if report.prediction_drift:
-        console.print("[bold red]prediction drift[/]: the class mix moved away from the reference")
+        console().print(styled("prediction drift", "bold red"), ": the class mix moved away from the reference", sep="")
 
 
 @app.command("drift")
@@ -131,27 +160,35 @@ def drift(
     version: int | None = typer.Option(None, "--version", help="Version to check (default: the live one)."),
     metrics_url: list[str] = typer.Option([], "--metrics-url", envvar="TRITONOPS_METRICS_URLS", help=METRICS_URL_HELP),
     policy: Path | None = typer.Option(
-        None, "--policy", help="Guardrail policy file (YAML/TOML) whose drift thresholds to use."
+        None, "--policy", "-p", help="Guardrail policy file (YAML/TOML) whose drift thresholds to use."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
+    as_json: bool = options.JSON,
 ) -> None:
-    """Drift of each input feature and of the class mix against the manifest's reference.
+    """Data drift of each input feature and of the class mix against the manifest's reference.
 
-    Snapshots of the counters are kept in the state file; with none old enough the window starts at the oldest one,
-    and with none at all the counters count since the version was loaded. Each run records a snapshot too.
+    Snapshots of the counters are kept in the state file (when there is one); with none old enough the window
+    starts at the oldest one, and with none at all the counters count since the version was loaded. Each run
+    records a snapshot too.
     """
-    settings = load_settings()
+    from tritonops.control_plane.drift import DriftConfig
+    from tritonops.control_plane.guardrails import load_policy, measure_drift
+    from tritonops.control_plane.views import from_drift
+
+    settings = options.settings(repository, state)
     seconds = None if window == "load" else parse_duration(window)
     config = DriftConfig()
     if policy is not None:
         loaded = load_policy(policy)
         config = loaded.drift.thresholds if loaded.drift is not None else config
-    urls = resolve_metrics_urls(metrics_url)
-    with SnapshotStore(settings.state_path) as history:
+    urls = resolve_metrics_urls(settings, metrics_url)
+    with snapshot_history(settings) as history:
         report = measure_drift(
             settings, model, urls, version=version, window_seconds=seconds, config=config, history=history
         )
+    view = from_drift(report)
     if as_json:
-        typer.echo(json.dumps(report_to_dict(report), indent=2))
+        print_json(view)
     else:
-        render(report)
+        render(view)

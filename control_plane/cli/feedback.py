@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+from pathlib import Path
 
-from tritonops.control_plane.cli.app import app, console
-from tritonops.control_plane.feedback import FeedbackStore
-from tritonops.control_plane.state import StateStore
-from tritonops.settings import load_settings
+import typer
+
+from tritonops.control_plane.cli import options
+from tritonops.control_plane.cli.app import app
+from tritonops.control_plane.cli.output import console, print_json, print_table
 
 feedback_app = typer.Typer(
     help="Ground truth: record which version answered a request and the right answer; accuracy per version.",
@@ -23,60 +23,79 @@ def prediction(
     model: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version that answered."),
     label: str = typer.Argument(..., help="Label it predicted."),
+    state: Path | None = options.STATE,
 ) -> None:
     """Record a prediction (the SDK does this itself when asked to record predictions)."""
-    with FeedbackStore(load_settings().state_path) as store:
+    from tritonops.control_plane.feedback import FeedbackStore
+
+    with FeedbackStore(options.settings(state=state).state_path) as store:
         store.record_prediction(request_id, model, version, label)
-    console.print(f"recorded: {request_id} -> {model} v{version} predicted {label!r}")
+    console().print(f"recorded: {request_id} -> {model} v{version} predicted {label!r}", markup=False)
 
 
 @feedback_app.command("label")
 def label(
     request_id: str = typer.Argument(..., help="The request id of a recorded prediction."),
     true_label: str = typer.Argument(..., help="The right answer."),
+    state: Path | None = options.STATE,
 ) -> None:
     """Record the true label of a request; a later label replaces an earlier one."""
-    with FeedbackStore(load_settings().state_path) as store:
+    from tritonops.control_plane.feedback import FeedbackStore
+
+    with FeedbackStore(options.settings(state=state).state_path) as store:
         store.record_feedback(request_id, true_label)
-    console.print(f"recorded: {request_id} is {true_label!r}")
+    console().print(f"recorded: {request_id} is {true_label!r}", markup=False)
 
 
 @feedback_app.command("accuracy")
 def accuracy(
     model: str = typer.Argument(..., help="Model name."),
     min_labels: int = typer.Option(50, min=1, help="Labels each side needs before the canary test counts."),
+    state: Path | None = options.STATE,
+    as_json: bool = options.JSON,
 ) -> None:
     """Accuracy per version; with a canary running, whether it is significantly less accurate than live."""
-    settings = load_settings()
-    with StateStore.open(settings.state_path) as state_store:
-        state = state_store.model(model)
+    from tritonops.control_plane.feedback import FeedbackStore
+    from tritonops.control_plane.state import StateStore
+    from tritonops.control_plane.views import from_accuracy
+
+    settings = options.settings(state=state)
+    with StateStore.open(settings.state_path, create=False) as state_store:
+        desired = state_store.model(model)
     with FeedbackStore(settings.state_path) as store:
         report = store.accuracy_report(model)
         comparison = (
-            store.compare_accuracy(model, state.live, state.canary, min_labels)
-            if state is not None and state.live is not None and state.canary is not None
+            store.compare_accuracy(model, desired.live, desired.canary, min_labels)
+            if desired is not None and desired.live is not None and desired.canary is not None
             else None
         )
-    if not report:
-        console.print(f"no predictions recorded for {model!r}")
+    view = from_accuracy(model, report, comparison)
+    if as_json:
+        print_json(view)
         return
-    table = Table("version", "predictions", "labelled", "correct", "accuracy")
-    for row in report:
-        table.add_row(
+    if not view.versions:
+        console().print(f"no predictions recorded for {model!r}", markup=False)
+        return
+    rows = [
+        [
             str(row.version),
             str(row.predictions),
             str(row.labelled),
             str(row.correct),
             f"{row.accuracy:.4f}" if row.accuracy is not None else "-",
-        )
-    console.print(table)
-    if comparison is not None:
-        if not comparison.enough_labels:
-            console.print(f"canary v{comparison.canary.version}: fewer than {min_labels} labels on a side, no test yet")
-        elif comparison.p_value_worse is None:
-            console.print("canary vs live: no spread in the labels, the test is undefined")
+        ]
+        for row in view.versions
+    ]
+    print_table(["version", "predictions", "labelled", "correct", "accuracy"], rows)
+    c = view.comparison
+    if c is not None:
+        if not c.enough_labels:
+            console().print(f"canary v{c.canary_version}: fewer than {min_labels} labels on a side, no test yet")
+        elif c.p_value_worse is None or c.z is None:
+            console().print("canary vs live: no spread in the labels, the test is undefined")
         else:
-            console.print(
-                f"canary v{comparison.canary.version} vs live v{comparison.live.version}: z = {comparison.z:.3f}, "
-                f"p(canary worse) = {comparison.p_value_worse:.4g}"
+            console().print(
+                f"canary v{c.canary_version} vs live v{c.live_version}: z = {c.z:.3f}, "
+                f"p(canary worse) = {c.p_value_worse:.4g}",
+                highlight=False,
             )

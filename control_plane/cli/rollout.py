@@ -1,93 +1,105 @@
 """``tritonops status|deploy|promote|canary|rollback|history|reconcile`` and ``tritonops fleet add|remove|list``.
 
-Thin: parse, call one ``tritonops.control_plane.rollout`` / ``tritonops.control_plane.fleet`` function, render with
-rich.
+Thin: parse, call one ``tritonops.control_plane.rollout`` / ``tritonops.control_plane.fleet`` function (imported
+inside the command, so ``--help`` stays instant), render a table or ``--json``.
 """
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tritonops.control_plane.cli.app import app, console
-from tritonops.control_plane.errors import FleetApplyError
-from tritonops.control_plane.fleet import reconcile as reconcile_fleet
-from tritonops.control_plane.rollout import (
-    RolloutResult,
-    abort_canary,
-    fleet_add,
-    fleet_list,
-    fleet_remove,
-    resolve_actor,
-)
-from tritonops.control_plane.rollout import canary as start_canary
-from tritonops.control_plane.rollout import deploy as deploy_candidate
-from tritonops.control_plane.rollout import history as model_history
-from tritonops.control_plane.rollout import promote as promote_version
-from tritonops.control_plane.rollout import rollback as rollback_version
-from tritonops.control_plane.rollout import status as fleet_status
-from tritonops.control_plane.state import StateStore
-from tritonops.settings import load_settings
+import typer
+
+from tritonops.control_plane.cli import options
+from tritonops.control_plane.cli.app import app
+from tritonops.control_plane.cli.output import Cell, console, print_json, print_table, styled
+
+if TYPE_CHECKING:
+    from tritonops.control_plane.rollout import RolloutResult
 
 fleet_app = typer.Typer(help="The Triton endpoints the control plane keeps in the desired state.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 
-_ACTOR_HELP = "Who acts, for the audit log (default: $TRITONOPS_ACTOR, then $USER)."
-_REASON_HELP = "Why, for the audit log."
+
+def _render(result: RolloutResult, as_json: bool) -> None:
+    from tritonops.control_plane.views import from_rollout
+
+    if as_json:
+        print_json(from_rollout(result))
+        return
+    prefix = styled("dry run", "yellow") if result.dry_run else styled("ok", "bold green")
+    console().print(prefix, f"{result.action} {result.model}: {result.detail} ({result.seconds:.1f} s)", markup=False)
+    for smoke in result.smoke:
+        console().print(
+            f"  smoke {smoke.endpoint} {smoke.name} v{smoke.version}: {smoke.rows} rows match, "
+            f"max |dp| {smoke.max_prob_diff:.2g}, p99 {smoke.p99_ms:.1f} ms",
+            markup=False,
+        )
 
 
 def _actor(value: str | None) -> str:
+    from tritonops.control_plane.rollout import resolve_actor
+
     return resolve_actor(value)
-
-
-def _render(result: RolloutResult) -> None:
-    prefix = "[yellow]dry run[/]" if result.dry_run else "[bold green]ok[/]"
-    console.print(f"{prefix} {result.action} {result.model}: {result.detail} ({result.seconds:.1f} s)")
-    for smoke in result.smoke:
-        console.print(
-            f"  smoke {smoke.endpoint} {smoke.name} v{smoke.version}: {smoke.rows} rows match, "
-            f"max |dp| {smoke.max_prob_diff:.2g}, p99 {smoke.p99_ms:.1f} ms"
-        )
 
 
 @app.command("status")
 def status(
     model: str | None = typer.Argument(None, help="Only this model (default: every model in the state)."),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
+    as_json: bool = options.JSON,
 ) -> None:
-    """Per endpoint: versions ready, desired live and canary, request and error counts, drift."""
-    report = fleet_status(load_settings(), model)
-    if not report:
-        console.print("the fleet is empty: add endpoints with `tritonops fleet add HOST:PORT`")
+    """Per endpoint: versions ready, desired live and canary, request and error counts, divergence from desired."""
+    from tritonops.control_plane.rollout import status as fleet_status
+    from tritonops.control_plane.views import from_status
+
+    report = fleet_status(options.settings(repository, state), model)
+    if as_json:
+        print_json(from_status(report))
         return
-    table = Table("endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "drift")
+    if not report:
+        console().print("the fleet is empty: add endpoints with `tritonops fleet add HOST:PORT`", markup=False)
+        return
+    rows: list[list[Cell]] = []
     for endpoint in report:
         if endpoint.error:
-            table.add_row(endpoint.endpoint, "-", "-", "-", "-", "-", "-", "-", f"[red]{endpoint.error}[/]")
+            rows.append([endpoint.endpoint, "-", "-", "-", "-", "-", "-", "-", styled(endpoint.error, "red")])
             continue
         for m in endpoint.models:
-            table.add_row(
-                endpoint.endpoint,
-                m.model,
-                str(m.live) if m.live is not None else "-",
-                f"{m.canary} @ {m.canary_weight:g}" if m.canary is not None else "-",
-                ",".join(map(str, m.ready_versions)) or "-",
-                ",".join(map(str, m.canary_ready_versions)) or "-",
-                str(m.requests),
-                str(m.failures),
-                "[green]in sync[/]" if not m.drift else "[red]" + "; ".join(m.drift) + "[/]",
+            rows.append(
+                [
+                    endpoint.endpoint,
+                    m.model,
+                    str(m.live) if m.live is not None else "-",
+                    f"{m.canary} @ {m.canary_weight:g}" if m.canary is not None else "-",
+                    ",".join(map(str, m.ready_versions)) or "-",
+                    ",".join(map(str, m.canary_ready_versions)) or "-",
+                    str(m.requests),
+                    str(m.failures),
+                    styled("in sync", "green") if not m.divergence else styled("; ".join(m.divergence), "red"),
+                ]
             )
-    console.print(table)
+    columns = ["endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "divergence"]
+    print_table(columns, rows)
 
 
 @app.command("deploy")
 def deploy(
     model: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version to load as the candidate <model>__canary (no traffic)."),
-    actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
-    reason: str = typer.Option("", "--reason", help=_REASON_HELP),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
+    actor: str | None = options.ACTOR,
+    reason: str = options.REASON,
+    as_json: bool = options.JSON,
 ) -> None:
     """Load VERSION beside live as the candidate, after its parity and smoke gates pass."""
-    _render(deploy_candidate(load_settings(), model, version, actor=_actor(actor), reason=reason))
+    from tritonops.control_plane.rollout import deploy as deploy_candidate
+
+    result = deploy_candidate(options.settings(repository, state), model, version, actor=_actor(actor), reason=reason)
+    _render(result, as_json)
 
 
 @app.command("promote")
@@ -98,12 +110,17 @@ def promote(
     max_latency_ms: float | None = typer.Option(
         None, "--max-latency-ms", help="Latency gate: p99 of the smoke request on each endpoint must not exceed it."
     ),
-    actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
-    reason: str = typer.Option("", "--reason", help=_REASON_HELP),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
+    actor: str | None = options.ACTOR,
+    reason: str = options.REASON,
+    as_json: bool = options.JSON,
 ) -> None:
     """Make VERSION live everywhere once its gates pass (parity, smoke on every endpoint, optional latency)."""
+    from tritonops.control_plane.rollout import promote as promote_version
+
     result = promote_version(
-        load_settings(),
+        options.settings(repository, state),
         model,
         version,
         actor=_actor(actor),
@@ -111,7 +128,7 @@ def promote(
         dry_run=dry_run,
         max_latency_ms=max_latency_ms,
     )
-    _render(result)
+    _render(result, as_json)
 
 
 @app.command("canary")
@@ -120,106 +137,162 @@ def canary(
     version: int | None = typer.Argument(None, help="Candidate version (not needed with --abort)."),
     weight: float = typer.Option(0.1, "--weight", help="Share of SDK traffic for the canary, in (0, 1]."),
     abort: bool = typer.Option(False, "--abort", help="End the canary: all traffic to live, candidate unloaded."),
-    actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
-    reason: str = typer.Option("", "--reason", help=_REASON_HELP),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
+    actor: str | None = options.ACTOR,
+    reason: str = options.REASON,
+    as_json: bool = options.JSON,
 ) -> None:
     """Start (or re-weight) a canary of VERSION beside live, or end it with --abort."""
-    settings = load_settings()
+    from tritonops.control_plane.rollout import abort_canary
+    from tritonops.control_plane.rollout import canary as start_canary
+
+    settings = options.settings(repository, state)
     if abort:
-        _render(abort_canary(settings, model, actor=_actor(actor), reason=reason))
+        _render(abort_canary(settings, model, actor=_actor(actor), reason=reason), as_json)
         return
     if version is None:
         raise typer.BadParameter("give the candidate VERSION, or --abort", param_hint="VERSION")
-    _render(start_canary(settings, model, version, weight, actor=_actor(actor), reason=reason))
+    _render(start_canary(settings, model, version, weight, actor=_actor(actor), reason=reason), as_json)
 
 
 @app.command("rollback")
 def rollback(
     model: str = typer.Argument(..., help="Model name."),
     to: int | None = typer.Option(None, "--to", help="Version to go back to (default: the previous live)."),
-    actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
-    reason: str = typer.Option("", "--reason", help=_REASON_HELP),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
+    actor: str | None = options.ACTOR,
+    reason: str = options.REASON,
+    as_json: bool = options.JSON,
 ) -> None:
     """Make the previous live version (or --to VERSION) live again everywhere; ends any canary."""
-    _render(rollback_version(load_settings(), model, actor=_actor(actor), to=to, reason=reason))
+    from tritonops.control_plane.rollout import rollback as rollback_version
+
+    settings = options.settings(repository, state)
+    _render(rollback_version(settings, model, actor=_actor(actor), to=to, reason=reason), as_json)
 
 
 @app.command("history")
 def history(
     model: str = typer.Argument(..., help="Model name."),
-    limit: int = typer.Option(50, "--limit", help="Show the last N events."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Show the last N events."),
+    state: Path | None = options.STATE,
+    as_json: bool = options.JSON,
 ) -> None:
     """The model's audit log: who did what, when, from which version to which, why, and how it ended."""
-    table = Table("#", "time (UTC)", "actor", "action", "from", "to", "result", "reason", "detail")
+    from tritonops.control_plane.rollout import history as model_history
+    from tritonops.control_plane.views import from_history
+
+    events = model_history(options.settings(state=state), model, limit)
+    if as_json:
+        print_json(from_history(model, events))
+        return
     colors = {"ok": "green", "refused": "yellow", "failed": "red", "interrupted": "red", "started": "dim"}
-    for event in model_history(load_settings(), model, limit):
-        table.add_row(
+    rows: list[list[Cell]] = [
+        [
             str(event.id),
             event.at,
             event.actor,
             event.action,
             "-" if event.from_version is None else str(event.from_version),
             "-" if event.to_version is None else str(event.to_version),
-            f"[{colors.get(event.result, 'white')}]{event.result}[/]",
+            styled(event.result, colors.get(event.result, "white")),
             event.reason,
             event.detail,
-        )
-    console.print(table)
+        ]
+        for event in events
+    ]
+    print_table(["#", "time (UTC)", "actor", "action", "from", "to", "result", "reason", "detail"], rows)
 
 
 @app.command("reconcile")
 def reconcile(
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only report drift between desired and actual."),
-    actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only report how endpoints diverge from desired state."),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
+    actor: str | None = options.ACTOR,
+    as_json: bool = options.JSON,
 ) -> None:
-    """Make every endpoint serve exactly the desired versions (safe to repeat, e.g. after a server restart)."""
-    settings = load_settings()
-    with StateStore.open(settings.state_path) as store:
+    """Make every endpoint serve exactly the desired versions (safe to repeat, e.g. after a server restart).
+
+    Exits non-zero when an endpoint could not be brought there; with --json the report is printed first.
+    """
+    from tritonops.control_plane.errors import FleetApplyError
+    from tritonops.control_plane.fleet import reconcile as reconcile_fleet
+    from tritonops.control_plane.state import StateStore
+    from tritonops.control_plane.views import from_reconcile
+
+    settings = options.settings(repository, state)
+    with StateStore.open(settings.state_path, create=False) as store:
         report = reconcile_fleet(
             store, settings.repository, settings.admin_headers(), actor=_actor(actor), dry_run=dry_run
         )
-    for note in report.interrupted:
-        console.print(f"[yellow]closed interrupted rollout[/] {note}")
-    for endpoint in report.endpoints:
-        console.print(f"[bold]{endpoint.endpoint}[/]: {len(endpoint.drift)} drift, {len(endpoint.actions)} actions")
-        for line in endpoint.drift:
-            console.print(f"  drift   {line}")
-        for line in endpoint.actions:
-            console.print(f"  [green]did[/]     {line}")
-        for line in endpoint.errors:
-            console.print(f"  [red]error[/]   {line}")
-    for line in report.skipped:
-        console.print(f"[yellow]skipped[/] {line}")
+    if as_json:
+        print_json(from_reconcile(report, dry_run))
+    else:
+        for note in report.interrupted:
+            console().print(styled("closed interrupted rollout", "yellow"), note, markup=False)
+        for endpoint in report.endpoints:
+            console().print(
+                styled(endpoint.endpoint, "bold"),
+                f": {len(endpoint.divergence)} diverged, {len(endpoint.actions)} actions",
+                sep="",
+                markup=False,
+            )
+            for line in endpoint.divergence:
+                console().print(f"  diverged {line}", markup=False)
+            for line in endpoint.actions:
+                console().print("  ", styled("did", "green"), f"      {line}", sep="", markup=False)
+            for line in endpoint.errors:
+                console().print("  ", styled("error", "red"), f"    {line}", sep="", markup=False)
+        for line in report.skipped:
+            console().print(styled("skipped", "yellow"), line, markup=False)
     if not report.ok:
         failures = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         if report.skipped:
             failures["skipped"] = "; ".join(report.skipped)
         raise FleetApplyError("reconcile did not finish on every endpoint", failures)
-    console.print("[bold green]in sync[/]" if not dry_run or report.drift_count == 0 else "drift found (dry run)")
+    if not as_json:
+        in_sync = not dry_run or report.divergence_count == 0
+        console().print(styled("in sync", "bold green") if in_sync else "diverged from desired state (dry run)")
 
 
 @fleet_app.command("add")
 def add(
     endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port."),
-    actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
+    state: Path | None = options.STATE,
+    actor: str | None = options.ACTOR,
 ) -> None:
-    """Add an endpoint; run `tritonops reconcile` to bring it to the desired state."""
-    fleet_add(load_settings(), endpoint, actor=_actor(actor))
-    console.print(f"added {endpoint}")
+    """Add an endpoint (creating the state file if needed); run `tritonops reconcile` to bring it up to date."""
+    from tritonops.control_plane.rollout import fleet_add
+
+    fleet_add(options.settings(state=state), endpoint, actor=_actor(actor))
+    console().print(f"added {endpoint}", markup=False)
 
 
 @fleet_app.command("remove")
 def remove(
     endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port."),
-    actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
+    state: Path | None = options.STATE,
+    actor: str | None = options.ACTOR,
 ) -> None:
     """Remove an endpoint from the fleet (what it serves is left as it is)."""
-    fleet_remove(load_settings(), endpoint, actor=_actor(actor))
-    console.print(f"removed {endpoint}")
+    from tritonops.control_plane.rollout import fleet_remove
+
+    fleet_remove(options.settings(state=state), endpoint, actor=_actor(actor))
+    console().print(f"removed {endpoint}", markup=False)
 
 
 @fleet_app.command("list")
-def list_endpoints() -> None:
-    """List the fleet's endpoints."""
-    for endpoint in fleet_list(load_settings()):
-        console.print(endpoint)
+def list_endpoints(state: Path | None = options.STATE, as_json: bool = options.JSON) -> None:
+    """List the fleet's endpoints, one per line."""
+    from tritonops.control_plane.rollout import fleet_list
+    from tritonops.control_plane.views import FleetView
+
+    endpoints = fleet_list(options.settings(state=state))
+    if as_json:
+        print_json(FleetView(endpoints=endpoints))
+        return
+    for endpoint in endpoints:
+        console().print(endpoint, markup=False)

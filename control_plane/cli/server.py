@@ -5,17 +5,20 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
-from tritonops.control_plane.cli.app import app, console
-from tritonops.serving.allocator import ALLOCATORS, Allocator
-from tritonops.serving.daemon import DEFAULT_PID_FILE, ServerRecord, server_status, stop_recorded_server
-from tritonops.serving.errors import ServerStartError
-from tritonops.serving.triton import ServerOptions, TritonServer
-from tritonops.settings import load_settings
+from tritonops.control_plane.cli import options
+from tritonops.control_plane.cli.app import app
+from tritonops.control_plane.cli.output import console, print_json, styled
+from tritonops.settings import DEFAULT_PID_FILE
+
+if TYPE_CHECKING:
+    from tritonops.serving.triton import TritonServer
 
 server_app = typer.Typer(help="Run the embedded Triton Inference Server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
@@ -23,14 +26,17 @@ app.add_typer(server_app, name="server")
 _STATE_DIR = Path(".tritonops")
 
 
+class AllocatorChoice(StrEnum):
+    """``tritonops.serving.allocator.Allocator``: tcmalloc when installed (auto), tcmalloc or fail, glibc."""
+
+    AUTO = "auto"
+    TCMALLOC = "tcmalloc"
+    SYSTEM = "system"
+
+
 @server_app.command("start")
 def start(
-    model_repository: Path = typer.Option(
-        None,
-        "--model-repository",
-        "-r",
-        help="Model repository (default: $TRITONOPS_REPOSITORY, else ./model_repository).",
-    ),
+    repository: Path | None = options.REPOSITORY,
     load_model: list[str] = typer.Option([], "--load-model", "-m", help="Model to load at start (repeatable)."),
     http_port: int = typer.Option(8000, help="HTTP/REST port (0 = pick a free one)."),
     grpc_port: int = typer.Option(8001, help="gRPC port (0 = pick a free one)."),
@@ -46,9 +52,9 @@ def start(
         "watch, top and alerts). They cost about 30% of the single-row request rate on 2 cores; without them "
         "p99 comes from the backend histogram (backend time per batch).",
     ),
-    allocator: str = typer.Option(
-        "auto",
-        help="malloc of the server: auto (tcmalloc when installed), tcmalloc (or fail), system.",
+    allocator: AllocatorChoice = typer.Option(
+        AllocatorChoice.AUTO,
+        help="malloc of the server: auto (tcmalloc when installed), tcmalloc (or fail), system (glibc).",
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; record it in a pid file."),
     pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file used with --detach."),
@@ -57,9 +63,13 @@ def start(
 
     In the foreground it serves until Ctrl-C; with --detach it returns once ready and `server stop` ends it.
     """
-    settings = load_settings()
-    options = ServerOptions(
-        model_repository=model_repository or settings.repository,
+    from tritonops.serving.allocator import ALLOCATORS
+    from tritonops.serving.daemon import ServerRecord
+    from tritonops.serving.triton import ServerOptions, TritonServer
+
+    settings = options.settings(repository)
+    server_options = ServerOptions(
+        model_repository=settings.repository,
         load_models=tuple(load_model),
         http_port=http_port or None,
         grpc_port=grpc_port or None,
@@ -71,10 +81,10 @@ def start(
         log_path=log_file,
         startup_timeout=timeout,
         latency_summaries=latency_summaries,
-        allocator=_allocator(allocator),
+        allocator=next(a for a in ALLOCATORS if a == allocator.value),
     )
-    server = TritonServer(options, detach=detach)
-    with console.status("starting tritonserver ..."):
+    server = TritonServer(server_options, detach=detach)
+    with console().status("starting tritonserver ..."):
         server.start()
     _banner(server, locked=settings.admin_token is not None)
     if detach:
@@ -85,38 +95,35 @@ def start(
             http_port=server.ports.http,
             grpc_port=server.ports.grpc,
             metrics_port=server.ports.metrics,
-            repository=str(options.model_repository.resolve()),
+            repository=str(server_options.model_repository.resolve()),
             log_path=str(log_file.resolve()),
             started_at=time.time(),
         ).write(pid_file)
-        console.print(f"detached: pid {server.pid}, recorded in {pid_file}; stop with `tritonops server stop`")
+        console().print(f"detached: pid {server.pid}, recorded in {pid_file}; stop with `tritonops server stop`")
         return
     _serve_until_interrupted(server)
 
 
-def _allocator(text: str) -> Allocator:
-    for name in ALLOCATORS:
-        if text == name:
-            return name
-    raise typer.BadParameter(f"expected one of {', '.join(ALLOCATORS)}, got {text!r}", param_hint="--allocator")
-
-
 def _banner(server: TritonServer, locked: bool) -> None:
-    console.print(f"[bold green]tritonserver ready[/] (pid {server.pid})")
-    console.print(f"  HTTP     http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)")
-    console.print(f"  gRPC     {server.grpc_url}")
-    console.print(f"  metrics  {server.metrics_url}")
-    console.print(f"  log      {server.log_path}")
-    console.print(f"  admin    model-repository API {'locked (admin-key)' if locked else 'open (no admin token set)'}")
+    console().print(styled("tritonserver ready", "bold green"), f"(pid {server.pid})")
+    console().print(f"  HTTP     http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)")
+    console().print(f"  gRPC     {server.grpc_url}")
+    console().print(f"  metrics  {server.metrics_url}")
+    console().print(f"  log      {server.log_path}")
+    console().print(
+        f"  admin    model-repository API {'locked (admin-key)' if locked else 'open (no admin token set)'}"
+    )
     malloc = server.preloaded_allocator
-    console.print(f"  malloc   {malloc if malloc else 'system (glibc)'}")
+    console().print(f"  malloc   {malloc if malloc else 'system (glibc)'}")
     summaries = server.options.latency_summaries
-    console.print(
+    console().print(
         f"  latency  {'Triton summaries (end-to-end p99)' if summaries else 'backend histogram (summaries off)'}"
     )
 
 
 def _serve_until_interrupted(server: TritonServer) -> None:
+    from tritonops.serving.errors import ServerStartError
+
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -124,7 +131,7 @@ def _serve_until_interrupted(server: TritonServer) -> None:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    console.print("serving; press Ctrl-C to stop")
+    console().print("serving; press Ctrl-C to stop")
     while not stop.wait(0.5):
         if not server.is_running():
             raise ServerStartError(
@@ -132,9 +139,9 @@ def _serve_until_interrupted(server: TritonServer) -> None:
                 server.log_tail(),
                 server.log_path,
             )
-    console.print("stopping tritonserver ...")
+    console().print("stopping tritonserver ...")
     code = server.stop()
-    console.print(f"stopped (exit code {code})")
+    console().print(f"stopped (exit code {code})")
 
 
 @server_app.command("stop")
@@ -143,24 +150,33 @@ def stop(
     grace: float = typer.Option(30.0, help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
     """Stop a server started with --detach."""
+    from tritonops.serving.daemon import stop_recorded_server
+
     record = stop_recorded_server(pid_file, grace)
-    console.print(f"stopped tritonserver pid {record.pid}")
+    console().print(f"stopped tritonserver pid {record.pid}")
 
 
 @server_app.command("status")
 def status(
     pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file written by `server start --detach`."),
+    as_json: bool = options.JSON,
 ) -> None:
-    """Show whether the detached server is running and ready. Exit code 1 when it is not ready."""
-    state = server_status(pid_file)
-    record = state.record
-    console.print(
-        f"pid {record.pid}: {'running' if state.alive else 'not running'}, {'ready' if state.ready else 'NOT ready'}"
-    )
-    console.print(
-        f"  HTTP {record.host}:{record.http_port}  gRPC {record.host}:{record.grpc_port}  "
-        f"metrics {record.host}:{record.metrics_port}"
-    )
-    console.print(f"  repository {record.repository}\n  log {record.log_path}")
-    if not state.ready:
-        raise typer.Exit(1)
+    """Show whether the detached server is running and ready; exit code 5 (serving) when it is not ready."""
+    from tritonops.control_plane.views import from_server_status
+    from tritonops.serving.daemon import server_status
+    from tritonops.serving.errors import ServerNotReadyError
+
+    view = from_server_status(server_status(pid_file))
+    if as_json:
+        print_json(view)
+    else:
+        console().print(
+            f"pid {view.pid}: {'running' if view.running else 'not running'}, {'ready' if view.ready else 'NOT ready'}"
+        )
+        console().print(
+            f"  HTTP {view.host}:{view.http_port}  gRPC {view.host}:{view.grpc_port}  "
+            f"metrics {view.host}:{view.metrics_port}"
+        )
+        console().print(f"  repository {view.repository}\n  log {view.log_path}", markup=False)
+    if not view.ready:
+        raise ServerNotReadyError(view.pid, view.running)

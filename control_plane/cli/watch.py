@@ -8,19 +8,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
-from tritonops.control_plane.cli.app import app, console, error_console
+from tritonops.control_plane.cli import options
+from tritonops.control_plane.cli.app import app
 from tritonops.control_plane.cli.drift import METRICS_URL_HELP, resolve_metrics_urls
-from tritonops.control_plane.errors import ControlPlaneError, GuardrailActedError
-from tritonops.control_plane.exporter import ControlPlaneExporter
-from tritonops.control_plane.guardrails import Policy, Step, Watcher, load_policy
-from tritonops.control_plane.metrics import SnapshotStore
-from tritonops.control_plane.rollout import resolve_actor
-from tritonops.settings import load_settings
+from tritonops.control_plane.cli.output import console, error_console
+from tritonops.errors import ExitCode
 
-EXIT_ACTED = GuardrailActedError.exit_code
+if TYPE_CHECKING:
+    from tritonops.control_plane.guardrails import Step
+
+EXIT_ACTED = int(ExitCode.GUARDRAIL_ACTED)
 """Exit status of ``watch --exit-on-action`` after an automatic rollback or canary abort."""
 
 
@@ -43,20 +44,20 @@ def _describe(step: Step) -> str:
 
 
 def _render(step: Step) -> None:
-    console.print(_describe(step), highlight=False)
+    console().print(_describe(step), highlight=False)
     for url, why in step.scrape_failures.items():
-        error_console.print(f"  [yellow]scrape failed[/] {url}: {why}", highlight=False)
+        error_console().print(f"  [yellow]scrape failed[/] {url}: {why}", highlight=False)
     for check in step.alerts:
-        console.print(
+        console().print(
             f"  [bold yellow]alert[/]: {check.target} v{check.version} {check.guardrail} breached "
             f"{step.streaks.get(f'{check.target}:{check.guardrail}', 0)} steps in a row (recorded, no action)",
             highlight=False,
         )
     if step.action is not None:
         if step.action_error is None:
-            console.print(f"  [bold red]{step.action}[/]: {step.action_detail}", highlight=False)
+            console().print(f"  [bold red]{step.action}[/]: {step.action_detail}", highlight=False)
         else:
-            error_console.print(f"  [bold red]{step.action} failed[/]: {step.action_error}", highlight=False)
+            error_console().print(f"  [bold red]{step.action} failed[/]: {step.action_error}", highlight=False)
 
 
 def _interruptible(stop: threading.Event) -> Callable[[float], None]:
@@ -73,10 +74,10 @@ def watch(
         None, "--policy", "-p", help="Guardrail policy, YAML or TOML (default: built-in defaults)."
     ),
     metrics_url: list[str] = typer.Option([], "--metrics-url", envvar="TRITONOPS_METRICS_URLS", help=METRICS_URL_HELP),
-    iterations: int | None = typer.Option(None, "--iterations", "-n", min=1, help="Stop after this many steps."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Stop after this many steps."),
     once: bool = typer.Option(False, "--once", help="One step, then exit (same as --iterations 1)."),
     interval: float | None = typer.Option(
-        None, "--interval", min=0.1, help="Seconds between steps (overrides the policy)."
+        None, "--interval", "-i", min=0.1, help="Seconds between steps (overrides the policy)."
     ),
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", help="Serve the control plane's own Prometheus metrics on this port (0 = any free one)."
@@ -85,18 +86,28 @@ def watch(
     exit_on_action: bool = typer.Option(
         False, "--exit-on-action", help=f"Stop after an automatic action and exit with status {EXIT_ACTED}."
     ),
-    actor: str | None = typer.Option(None, help="Who acts, for the audit log (default: tritonops-watch@$USER)."),
+    actor: str | None = typer.Option(
+        None, "--actor", help="Who acts, for the audit log [default: tritonops-watch@$TRITONOPS_ACTOR or $USER]."
+    ),
+    repository: Path | None = options.REPOSITORY,
+    state: Path | None = options.STATE,
 ) -> None:
     """Check error rate, p99 latency, drift and canary-vs-live every interval; act after repeated breaches.
 
     A breaching canary is aborted, a breaching live version rolled back (policy `action`), each with an audit
     event holding the evidence. An endpoint that can't be scraped is reported and the others still count.
     """
-    settings = load_settings()
+    from tritonops.control_plane.errors import ControlPlaneError, GuardrailActedError
+    from tritonops.control_plane.exporter import ControlPlaneExporter
+    from tritonops.control_plane.guardrails import Policy, Watcher, load_policy
+    from tritonops.control_plane.metrics import SnapshotStore
+    from tritonops.control_plane.rollout import resolve_actor
+
+    settings = options.settings(repository, state)
     policy = load_policy(policy_file) if policy_file is not None else Policy()
     if interval is not None:
         policy = policy.model_copy(update={"interval_seconds": interval})
-    urls = resolve_metrics_urls(metrics_url)
+    urls = resolve_metrics_urls(settings, metrics_url)
     exporter = ControlPlaneExporter() if metrics_port is not None else None
     stop = threading.Event()
 
@@ -118,8 +129,8 @@ def watch(
         )
         if exporter is not None and metrics_port is not None:
             port = exporter.serve(metrics_port, metrics_address)
-            console.print(f"control plane metrics on http://{metrics_address}:{port}/metrics")
-        console.print(
+            console().print(f"control plane metrics on http://{metrics_address}:{port}/metrics")
+        console().print(
             f"watching {model} on {len(urls)} endpoint(s): every {policy.interval_seconds:g} s, window "
             f"{policy.window_seconds:g} s, {policy.consecutive} breaches in a row to act ({policy.action.value})"
         )

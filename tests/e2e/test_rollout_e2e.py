@@ -31,6 +31,7 @@ from tritonops.control_plane import rollout
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.converters.manifest import load_manifest
+from tritonops.errors import ExitCode
 from tritonops.serving.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port, port_is_free
 from tritonops.settings import Settings
@@ -272,7 +273,7 @@ def test_fleet_membership(fleet: Fleet) -> None:
         assert f"added {fleet.endpoint(name)}" in fleet.cli("fleet", "add", fleet.endpoint(name))
     listed = fleet.cli("fleet", "list").split()
     assert sorted(listed) == sorted(fleet.endpoint(n) for n in ("A", "B"))
-    assert "already in the fleet" in fleet.cli("fleet", "add", fleet.endpoint("A"), expect=4)
+    assert "already in the fleet" in fleet.cli("fleet", "add", fleet.endpoint("A"), expect=ExitCode.CONTROL_PLANE)
 
 
 def test_first_promote_then_load_starts(fleet: Fleet) -> None:
@@ -323,7 +324,7 @@ def test_deploy_and_canary_keep_unversioned_traffic_on_live(fleet: Fleet) -> Non
     settings = Settings(fleet.repository, fleet.state_path, TOKEN)
     for endpoint in rollout.status(settings, MODEL):
         (model,) = endpoint.models
-        assert endpoint.error is None and model.drift == ()
+        assert endpoint.error is None and model.divergence == ()
         assert (model.live, model.canary, model.canary_weight) == (2, 3, 0.5)
         assert model.ready_versions == (2,) and model.canary_ready_versions == (3,)
         assert model.requests > 100 and model.failures == 0
@@ -360,16 +361,16 @@ def test_server_restart_then_reconcile(fleet: Fleet) -> None:
     fleet.servers["B"] = _start(fleet.repository, old.options.work_dir.with_name("b-restarted"), ports)
     assert fleet.serving("B") == ([], False)  # Triton forgot our overrides
     report = fleet.cli("reconcile", "--dry-run")
-    assert f"{MODEL}: not loaded (want version 2)" in report and "drift found (dry run)" in report
+    assert f"{MODEL}: not loaded (want version 2)" in report and "diverged from desired state (dry run)" in report
     assert fleet.serving("B") == ([], False)
     started = time.monotonic()
     repaired = fleet.cli("reconcile")
     fleet.timings["reconcile after restart"] = time.monotonic() - started
     assert f"loaded {MODEL} version 2 (warmed up)" in repaired
-    assert f"{fleet.endpoint('A')}: 0 drift, 0 actions" in repaired
+    assert f"{fleet.endpoint('A')}: 0 diverged, 0 actions" in repaired
     assert fleet.serving("B") == ([2], False)
     again = fleet.cli("reconcile")
-    assert all(f"{fleet.endpoint(n)}: 0 drift, 0 actions" in again for n in fleet.servers)
+    assert all(f"{fleet.endpoint(n)}: 0 diverged, 0 actions" in again for n in fleet.servers)
     fleet.load.resume("B", fleet.servers["B"].http_url)
 
 
@@ -393,23 +394,23 @@ def test_history_tells_the_story(fleet: Fleet) -> None:
 def test_unreachable_endpoint_refuses_promote_and_rollback_is_finished_by_reconcile(fleet: Fleet) -> None:
     dead = f"127.0.0.1:{free_port()}"
     fleet.cli("fleet", "add", dead)
-    output = fleet.cli("promote", MODEL, "3", expect=4)
+    output = fleet.cli("promote", MODEL, "3", expect=ExitCode.CONTROL_PLANE)
     assert f"endpoint {dead} is unreachable" in output
     assert fleet.desired() == (2, None) and fleet.audit()[-1][:2] == ("promote", "refused")
     assert all(fleet.serving(n) == ([2], False) for n in fleet.servers)
     # a rollback is the operator's final word: saved first, applied where possible, reported
-    output = fleet.cli("rollback", MODEL, "--to", "1", expect=4)
+    output = fleet.cli("rollback", MODEL, "--to", "1", expect=ExitCode.CONTROL_PLANE)
     assert "desired state saved, but 1 endpoint(s) are not there yet" in output and dead in output
     assert fleet.desired() == (1, None) and fleet.audit()[-1][:2] == ("rollback", "failed")
     assert all(fleet.serving(n) == ([1], False) for n in fleet.servers)
-    assert "is unreachable" in fleet.cli("reconcile", expect=4)
+    assert "is unreachable" in fleet.cli("reconcile", expect=ExitCode.CONTROL_PLANE)
     fleet.cli("fleet", "remove", dead)
     fleet.cli("rollback", MODEL, "--to", "2")
     assert fleet.desired() == (2, None)
 
 
 def test_a_version_that_fails_to_load(fleet: Fleet) -> None:
-    output = fleet.cli("promote", MODEL, "4", expect=4)
+    output = fleet.cli("promote", MODEL, "4", expect=ExitCode.CONTROL_PLANE)
     assert f"loading '{MODEL}__canary' version 4 failed" in output
     assert "endpoints restored to the previous state" in output
     assert fleet.desired() == (2, None) and fleet.audit()[-1][:2] == ("promote", "failed")
@@ -417,7 +418,7 @@ def test_a_version_that_fails_to_load(fleet: Fleet) -> None:
 
 
 def test_a_smoke_mismatch_is_refused(fleet: Fleet) -> None:
-    output = fleet.cli("promote", MODEL, "5", expect=4)
+    output = fleet.cli("promote", MODEL, "5", expect=ExitCode.CONTROL_PLANE)
     assert "version 5: smoke gate refused it" in output and "labels differ from the manifest" in output
     assert fleet.desired() == (2, None) and fleet.audit()[-1][:2] == ("promote", "refused")
     assert all(fleet.serving(n) == ([2], False) for n in fleet.servers)
@@ -431,7 +432,7 @@ def test_a_concurrent_second_promote_is_refused(fleet: Fleet) -> None:
             if store.unfinished_operations(MODEL):
                 break
         time.sleep(0.05)
-    output = fleet.cli("promote", MODEL, "3", "--actor", "bob", expect=5)
+    output = fleet.cli("promote", MODEL, "3", "--actor", "bob", expect=ExitCode.BUSY)
     assert "another rollout is in progress (promote by alice" in output
     code, first_output = fleet.collect(first)
     assert code == 0, first_output
@@ -468,17 +469,17 @@ def test_promote_killed_half_way_then_reconcile(fleet: Fleet) -> None:
     assert fleet.audit()[-1][:2] == ("promote", "interrupted")
     assert all(fleet.serving(n) == ([3], False) for n in fleet.servers)
     again = fleet.cli("reconcile")
-    assert all(f"{fleet.endpoint(n)}: 0 drift, 0 actions" in again for n in fleet.servers)
+    assert all(f"{fleet.endpoint(n)}: 0 diverged, 0 actions" in again for n in fleet.servers)
 
 
 def test_wrong_or_missing_admin_key(fleet: Fleet) -> None:
     wrong = "wrong-" + secrets.token_hex(6)
     env = {**fleet.env, "TRITONOPS_ADMIN_TOKEN": wrong}
-    output = fleet.cli("promote", MODEL, "2", expect=4, env=env)
+    output = fleet.cli("promote", MODEL, "2", expect=ExitCode.CONTROL_PLANE, env=env)
     assert "refused the model-repository call: the admin key sent was refused (wrong key)" in output
     assert wrong not in output
     missing = {k: v for k, v in fleet.env.items() if k != "TRITONOPS_ADMIN_TOKEN"}
-    output = fleet.cli("reconcile", expect=4, env=missing)
+    output = fleet.cli("reconcile", expect=ExitCode.CONTROL_PLANE, env=missing)
     assert "no admin key was sent (none configured)" in output
     assert fleet.desired() == (3, None)
     assert all(fleet.serving(n) == ([3], False) for n in fleet.servers)

@@ -53,6 +53,7 @@ from tritonops.control_plane.metrics import Snapshot, VersionStats, fleet_window
 from tritonops.control_plane.rollout import fleet_add
 from tritonops.control_plane.state import AuditEntry, AuditEvent, StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.errors import ExitCode
 from tritonops.serving.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer, free_port
 from tritonops.settings import Settings
@@ -150,7 +151,7 @@ def _watch(settings: Settings, model: str, policy: Path, server: TritonServer, *
     done = subprocess.run(
         _watch_args(model, policy, server, *extra), env=_env(settings), capture_output=True, text=True, timeout=120
     )
-    expected = 10 if "--exit-on-action" in extra else 0
+    expected = ExitCode.GUARDRAIL_ACTED if "--exit-on-action" in extra else 0
     assert done.returncode == expected, done.stdout + done.stderr
     return done.stdout
 

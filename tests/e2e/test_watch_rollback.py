@@ -31,6 +31,7 @@ from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.control_plane.rollout import canary, fleet_add, promote
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.errors import ExitCode
 from tritonops.serving.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 from tritonops.settings import Settings
@@ -156,7 +157,7 @@ def test_watch_rolls_back_the_bad_version_within_its_window(
     rolled_back: tuple[subprocess.CompletedProcess[str], float, Traffic], settings: Settings
 ) -> None:
     result, elapsed, traffic = rolled_back
-    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.returncode == ExitCode.GUARDRAIL_ACTED, result.stdout + result.stderr
     assert "rollback" in result.stdout and "live 2 -> 1" in result.stdout
     # window 3 s + 2 breaches in a row at 0.5 s intervals + the rollback itself (~2 s): well under 15 s
     assert elapsed < 15, f"took {elapsed:.1f} s"
@@ -208,7 +209,7 @@ def test_drift_cli_reports_json_and_a_table(
     assert "f05" in table.stdout and "(class mix)" in table.stdout
     assert "only" in table.stdout and "s of history" in table.stdout  # the json run recorded the first snapshot
     bad = _cli(settings, "drift", MODEL, "--metrics-url", url, "--window", "soon")
-    assert bad.returncode == 2 and "expected a positive duration" in bad.stderr
+    assert bad.returncode == ExitCode.USAGE and "expected a positive duration" in bad.stderr
 
 
 def test_feedback_cli_tracks_accuracy_per_version(settings: Settings) -> None:
@@ -223,7 +224,7 @@ def test_feedback_cli_tracks_accuracy_per_version(settings: Settings) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "0.5000" in shown.stdout and "1.0000" in shown.stdout
     unknown = _cli(settings, "feedback", "label", "never-sent", "alpha")
-    assert unknown.returncode == 4 and "no prediction recorded" in unknown.stderr
+    assert unknown.returncode == ExitCode.CONTROL_PLANE and "no prediction recorded" in unknown.stderr
 
 
 def test_watch_aborts_a_bad_canary_and_leaves_live_alone(
@@ -253,7 +254,7 @@ def test_watch_aborts_a_bad_canary_and_leaves_live_alone(
             "60",
             "--exit-on-action",
         )
-    assert result.returncode == 10, result.stdout + result.stderr
+    assert result.returncode == ExitCode.GUARDRAIL_ACTED, result.stdout + result.stderr
     assert "abort-canary" in result.stdout
     with StateStore.open(settings.state_path) as store:
         state = store.model(MODEL)

@@ -21,6 +21,7 @@ import tritonclient.http as httpclient
 
 from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
 from tritonops.converters import Manifest, load_manifest
+from tritonops.errors import ExitCode
 from tritonops.serving.model_config import read_pbtxt
 from tritonops.serving.triton import TritonServer
 
@@ -203,16 +204,16 @@ def test_cli_errors_are_one_line_and_leave_the_repository_alone(files: Files, tm
     broken = tmp_path / "broken.pkl"
     broken.write_bytes(b"this is not a pickle")
     done = tritonops("convert", broken, "--name", "x", "--sample", files.churn_sample, "--repository", repository)
-    assert done.returncode == 4
+    assert done.returncode == ExitCode.CONVERSION
     assert "cannot load model file" in done.stderr and "broken.pkl" in done.stderr
     strict = tritonops(
         "convert", files.churn_model, "--name", "x", "--sample", files.churn_sample, "--label-column", "label",
         "--max-prob-diff", "0", "--repository", repository,
     )  # fmt: skip
-    assert strict.returncode == 4
+    assert strict.returncode == ExitCode.CONVERSION
     assert "parity check failed" in strict.stderr and "Worst rows:" in strict.stderr
     missing = tritonops("convert", files.torchscript, "--name", "x", "--sample", files.churn_sample, "-r", repository)
-    assert missing.returncode == 4 and "PyTorch models need --classes" in missing.stderr
+    assert missing.returncode == ExitCode.CONVERSION and "PyTorch models need --classes" in missing.stderr
     unknown = tritonops("models", "show", "ghost", "--repository", repository)
-    assert unknown.returncode == 4 and "has no versions" in unknown.stderr
+    assert unknown.returncode == ExitCode.CONVERSION and "has no versions" in unknown.stderr
     assert list(repository.iterdir()) == []

@@ -16,6 +16,7 @@ import psutil
 import pytest
 import requests
 
+from tritonops.errors import ExitCode
 from tritonops.serving.daemon import process_alive
 from tritonops.serving.errors import (
     BinaryNotFoundError,
@@ -181,7 +182,7 @@ def test_cli_detached_start_status_stop(tmp_path: Path) -> None:
     assert stopped.returncode == 0
     assert not process_alive(info["pid"])
     after = _run_cli("server", "status", cwd=tmp_path)
-    assert after.returncode == 3
+    assert after.returncode == ExitCode.SERVING
     assert "no detached server recorded" in after.stderr
 
 
@@ -211,22 +212,22 @@ def test_cli_foreground_ctrl_c_stops_the_server(tmp_path: Path) -> None:
 
 def test_cli_missing_repository_exits_with_one_line(tmp_path: Path) -> None:
     result = _run_cli("server", "start", "-r", str(tmp_path / "missing"), cwd=tmp_path)
-    assert result.returncode == 3
+    assert result.returncode == ExitCode.SERVING
     assert "model repository" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_cli_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     result = _run_cli("no-such-command", cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == ExitCode.USAGE
     assert "No such command 'no-such-command'" in result.stderr
     assert "Traceback" not in result.stderr
     repo = tmp_path / "repo"
     repo.mkdir()
     bad = _run_cli("server", "start", "-r", str(repo), "--allocator", "jemalloc", cwd=tmp_path)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.returncode == ExitCode.USAGE and "Traceback" not in bad.stderr
     said = " ".join(bad.stderr.replace("│", " ").split())  # rich draws the message in a box
-    assert "Invalid value for --allocator: expected one of auto, tcmalloc, system, got 'jemalloc'" in said
+    assert "Invalid value for '--allocator': 'jemalloc' is not one of 'auto', 'tcmalloc', 'system'" in said
 
 
 def test_server_stays_ready_across_a_version_switch(triton_server: TritonServer, triton_repository: Path) -> None:

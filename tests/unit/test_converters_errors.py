@@ -30,7 +30,7 @@ from tritonops.converters import (
 )
 from tritonops.converters.prepared import PreparedModel
 from tritonops.converters.sklearn import prepare_sklearn
-from tritonops.errors import TritonOpsError
+from tritonops.errors import ExitCode, TritonOpsError
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -185,7 +185,7 @@ def test_colliding_feature_names(tmp_path: Path) -> None:
 
 def test_every_conversion_error_is_a_tritonops_error() -> None:
     assert issubclass(ConversionError, TritonOpsError)
-    assert ConversionError.exit_code == 4
+    assert ConversionError.exit_code == ExitCode.CONVERSION
 
 
 def test_calibrated_wrapper_around_unsupported(tmp_path: Path, data: tuple[pd.DataFrame, pd.Series]) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import tritonops.control_plane
+from tritonops.errors import ExitCode
 
 TRITONOPS = str(Path(sys.executable).parent / "tritonops")
 
@@ -38,12 +39,16 @@ def _cli(tmp_path: Path, *args: str) -> tuple[int, str]:
 
 def test_cli_refusals_exit_non_zero_with_one_clear_line_and_are_audited(tmp_path: Path) -> None:
     code, output = _cli(tmp_path, "promote", "rf", "1", "--reason", "first")
-    assert code == 4 and "error: model 'rf' version 1: no directory" in output and "in the model repository" in output
+    assert (
+        code == ExitCode.CONTROL_PLANE
+        and "error: model 'rf' version 1: no directory" in output
+        and "in the model repository" in output
+    )
     code, output = _cli(tmp_path, "fleet", "add", "http://triton:8001")
-    assert code == 4 and "expected host:port of a Triton gRPC endpoint" in output
+    assert code == ExitCode.CONTROL_PLANE and "expected host:port of a Triton gRPC endpoint" in output
     code, output = _cli(tmp_path, "history", "rf")
     assert code == 0
     assert "ci-bot" in output and "refused" in output and "no directory" in output and "first" in output
     code, output = _cli(tmp_path, "canary", "rf", "2", "--weight", "1.5")
-    assert code == 4 and "canary weight: expected a number in (0, 1], got 1.5" in output
+    assert code == ExitCode.CONTROL_PLANE and "canary weight: expected a number in (0, 1], got 1.5" in output
     assert "cli-secret-0f9e" not in output
