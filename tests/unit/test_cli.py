@@ -214,7 +214,8 @@ def test_fixed_choices_are_shown_as_choices(tmp_path: Path) -> None:
     assert "--allocator <auto|tcmalloc|system>" in _cli(tmp_path, "server", "start", "--help").stdout
     assert "--torch-output <logits|probabilities>" in _cli(tmp_path, "convert", "--help").stdout
     refused = _cli(tmp_path, "convert", "m.joblib", "-n", "m", "-s", "s.csv", "--torch-output", "softmax")
-    assert refused.returncode == ExitCode.USAGE and "'softmax' is not one of 'logits', 'probabilities'" in refused.stderr
+    assert refused.returncode == ExitCode.USAGE
+    assert "'softmax' is not one of 'logits', 'probabilities'" in refused.stderr
 
 
 # -- piped output ---------------------------------------------------------------------------------------------
