@@ -1,4 +1,4 @@
-"""Shared fixtures: the real embedded tritonserver, started once per session for integration tests."""
+"""Shared fixtures: the real embedded tritonserver and a real PostgreSQL, started once per session when used."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tritonops.loadtest.postgres import PostgresCluster
 from tritonops.serving.triton import ServerOptions, TritonServer
+from tritonops.settings import StateLocation
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +25,19 @@ def triton_server(triton_repository: Path, tmp_path_factory: pytest.TempPathFact
     server = TritonServer(ServerOptions(model_repository=triton_repository, work_dir=work))
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A real PostgreSQL server (initdb + pg_ctl, free port, password auth), removed at the end of the session."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_location(request: pytest.FixtureRequest, tmp_path: Path) -> StateLocation:
+    """Where a test's control plane state lives: run once on a SQLite file and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return StateLocation(path=tmp_path / "state" / "state.db")
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()
