@@ -49,7 +49,12 @@ def _dashboard() -> dict[str, Any]:
 
 def _as_grafana_would(expr: str) -> str:
     """The query Grafana sends with model = demo and every value selected ("All" becomes a regex union)."""
-    return expr.replace("$model", MODEL).replace("$version", "(1|2)").replace("$statistic", ".*")
+    return (
+        expr.replace("$model", MODEL)
+        .replace("$version", "(1|2)")
+        .replace("$statistic", ".*")
+        .replace("$instance", ".*")
+    )
 
 
 def _panel_queries() -> list[tuple[str, str]]:
