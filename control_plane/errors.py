@@ -23,8 +23,6 @@ ControlPlaneError
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tritonops.errors import ExitCode, TritonOpsError
 
 
@@ -41,11 +39,11 @@ class StateError(ControlPlaneError):
 class NoStateError(StateError):
     """A command that reads the state (or needs a fleet) found no state file; it creates none."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, location: str) -> None:
+        self.location = location
         super().__init__(
-            f"no control plane state at {path}: point --state or TRITONOPS_STATE at the state file, or start one "
-            "here with `tritonops fleet add HOST:PORT`"
+            f"no control plane state at {location}: point --state or TRITONOPS_STATE at the state database, or "
+            "start one here with `tritonops fleet add HOST:PORT`"
         )
 
 

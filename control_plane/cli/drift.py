@@ -51,7 +51,7 @@ def resolve_metrics_urls(settings: Settings, explicit: list[str]) -> list[str]:
     fleet: list[str] = []
     if not explicit:
         try:
-            with StateStore.open(settings.state_path, create=False) as store:
+            with StateStore.open(settings.state, create=False) as store:
                 fleet = store.fleet()
         except NoStateError as exc:
             exc.add_note("or name the endpoints to scrape with --metrics-url")
@@ -66,13 +66,13 @@ def resolve_metrics_urls(settings: Settings, explicit: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def snapshot_history(settings: Settings, keep_seconds: float = 86400.0) -> Iterator[History]:
-    """Scrapes kept in the state file when there is one; in memory otherwise (a read creates no state file)."""
+    """Scrapes kept in the state database when there is one; in memory otherwise (a read creates no state file)."""
     from tritonops.control_plane.metrics import MemoryHistory, SnapshotStore
 
-    if not settings.state_path.is_file():
+    if settings.state_url is None and not settings.state_path.is_file():
         yield MemoryHistory(keep_seconds)
         return
-    with SnapshotStore(settings.state_path, keep_seconds=keep_seconds) as store:
+    with SnapshotStore(settings.state, keep_seconds=keep_seconds) as store:
         yield store
 
 
@@ -163,8 +163,11 @@ def drift(
         None, "--policy", "-p", help="Guardrail policy file (YAML/TOML) whose drift thresholds to use."
     ),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     as_json: bool = options.JSON,
+    html_report: Path | None = typer.Option(
+        None, "--report", help="Also write the report as one self-contained HTML page (histograms per feature) here."
+    ),
 ) -> None:
     """Data drift of each input feature and of the class mix against the manifest's reference.
 
@@ -192,3 +195,9 @@ def drift(
         print_json(view)
     else:
         render(view)
+    if html_report is not None:
+        from tritonops.control_plane.drift_html import write_html
+        from tritonops.control_plane.state import now_iso
+
+        written = write_html(report, html_report, generated_at=now_iso())
+        console().print(f"drift report written to {written}", markup=False, highlight=False)

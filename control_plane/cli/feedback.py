@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from tritonops.control_plane.cli import options
@@ -23,12 +21,12 @@ def prediction(
     model: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version that answered."),
     label: str = typer.Argument(..., help="Label it predicted."),
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
 ) -> None:
     """Record a prediction (the SDK does this itself when asked to record predictions)."""
     from tritonops.control_plane.feedback import FeedbackStore
 
-    with FeedbackStore(options.settings(state=state).state_path) as store:
+    with FeedbackStore(options.settings(state=state).state) as store:
         store.record_prediction(request_id, model, version, label)
     console().print(f"recorded: {request_id} -> {model} v{version} predicted {label!r}", markup=False)
 
@@ -37,12 +35,12 @@ def prediction(
 def label(
     request_id: str = typer.Argument(..., help="The request id of a recorded prediction."),
     true_label: str = typer.Argument(..., help="The right answer."),
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
 ) -> None:
     """Record the true label of a request; a later label replaces an earlier one."""
     from tritonops.control_plane.feedback import FeedbackStore
 
-    with FeedbackStore(options.settings(state=state).state_path) as store:
+    with FeedbackStore(options.settings(state=state).state) as store:
         store.record_feedback(request_id, true_label)
     console().print(f"recorded: {request_id} is {true_label!r}", markup=False)
 
@@ -51,7 +49,7 @@ def label(
 def accuracy(
     model: str = typer.Argument(..., help="Model name."),
     min_labels: int = typer.Option(50, min=1, help="Labels each side needs before the canary test counts."),
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     as_json: bool = options.JSON,
 ) -> None:
     """Accuracy per version; with a canary running, whether it is significantly less accurate than live."""
@@ -60,9 +58,9 @@ def accuracy(
     from tritonops.control_plane.views import from_accuracy
 
     settings = options.settings(state=state)
-    with StateStore.open(settings.state_path, create=False) as state_store:
+    with StateStore.open(settings.state, create=False) as state_store:
         desired = state_store.model(model)
-    with FeedbackStore(settings.state_path) as store:
+    with FeedbackStore(settings.state) as store:
         report = store.accuracy_report(model)
         comparison = (
             store.compare_accuracy(model, desired.live, desired.canary, min_labels)

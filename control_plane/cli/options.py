@@ -23,7 +23,8 @@ REPOSITORY = typer.Option(
 STATE = typer.Option(
     None,
     "--state",
-    help="Control plane state file [default: $TRITONOPS_STATE, else ./.tritonops/state.db].",
+    help="Control plane state: a SQLite file or postgresql://user@host:port/db "
+    "[default: $TRITONOPS_STATE, else ./.tritonops/state.db].",
     show_default=False,
 )
 JSON = typer.Option(False, "--json", help="Print the result as one JSON object (schema: docs/cli.md).")
@@ -31,6 +32,6 @@ ACTOR = typer.Option(None, "--actor", help="Who acts, for the audit log [default
 REASON = typer.Option("", "--reason", help="Why, for the audit log.")
 
 
-def settings(repository: Path | None = None, state: Path | None = None) -> Settings:
+def settings(repository: Path | None = None, state: str | None = None) -> Settings:
     """``load_settings`` with the command line's ``--repository`` / ``--state`` winning over the environment."""
-    return load_settings(repository=repository, state_path=state)
+    return load_settings(repository=repository, state=state)

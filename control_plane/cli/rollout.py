@@ -48,7 +48,7 @@ def _actor(value: str | None) -> str:
 def status(
     model: str | None = typer.Argument(None, help="Only this model (default: every model in the state)."),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     as_json: bool = options.JSON,
 ) -> None:
     """Per endpoint: versions ready, desired live and canary, request and error counts, divergence from desired."""
@@ -90,7 +90,7 @@ def deploy(
     model: str = typer.Argument(..., help="Model name."),
     version: int = typer.Argument(..., help="Version to load as the candidate <model>__canary (no traffic)."),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
     reason: str = options.REASON,
     as_json: bool = options.JSON,
@@ -111,7 +111,7 @@ def promote(
         None, "--max-latency-ms", help="Latency gate: p99 of the smoke request on each endpoint must not exceed it."
     ),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
     reason: str = options.REASON,
     as_json: bool = options.JSON,
@@ -138,7 +138,7 @@ def canary(
     weight: float = typer.Option(0.1, "--weight", help="Share of SDK traffic for the canary, in (0, 1]."),
     abort: bool = typer.Option(False, "--abort", help="End the canary: all traffic to live, candidate unloaded."),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
     reason: str = options.REASON,
     as_json: bool = options.JSON,
@@ -161,7 +161,7 @@ def rollback(
     model: str = typer.Argument(..., help="Model name."),
     to: int | None = typer.Option(None, "--to", help="Version to go back to (default: the previous live)."),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
     reason: str = options.REASON,
     as_json: bool = options.JSON,
@@ -177,7 +177,7 @@ def rollback(
 def history(
     model: str = typer.Argument(..., help="Model name."),
     limit: int = typer.Option(50, "--limit", min=1, help="Show the last N events."),
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     as_json: bool = options.JSON,
 ) -> None:
     """The model's audit log: who did what, when, from which version to which, why, and how it ended."""
@@ -210,7 +210,7 @@ def history(
 def reconcile(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only report how endpoints diverge from desired state."),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
     as_json: bool = options.JSON,
 ) -> None:
@@ -224,7 +224,7 @@ def reconcile(
     from tritonops.control_plane.views import from_reconcile
 
     settings = options.settings(repository, state)
-    with StateStore.open(settings.state_path, create=False) as store:
+    with StateStore.open(settings.state, create=False) as store:
         report = reconcile_fleet(
             store, settings.repository, settings.admin_headers(), actor=_actor(actor), dry_run=dry_run
         )
@@ -261,7 +261,7 @@ def reconcile(
 @fleet_app.command("add")
 def add(
     endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port."),
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
 ) -> None:
     """Add an endpoint (creating the state file if needed); run `tritonops reconcile` to bring it up to date."""
@@ -274,7 +274,7 @@ def add(
 @fleet_app.command("remove")
 def remove(
     endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port."),
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
 ) -> None:
     """Remove an endpoint from the fleet (what it serves is left as it is)."""
@@ -285,7 +285,7 @@ def remove(
 
 
 @fleet_app.command("list")
-def list_endpoints(state: Path | None = options.STATE, as_json: bool = options.JSON) -> None:
+def list_endpoints(state: str | None = options.STATE, as_json: bool = options.JSON) -> None:
     """List the fleet's endpoints, one per line."""
     from tritonops.control_plane.rollout import fleet_list
     from tritonops.control_plane.views import FleetView

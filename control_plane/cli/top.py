@@ -126,9 +126,9 @@ def _print(view: TopView) -> None:
 def _states(settings: Settings) -> dict[str, ModelState]:
     from tritonops.control_plane.state import StateStore
 
-    if not settings.state_path.is_file():  # no control plane here: show what Triton serves, roles unknown
+    if settings.state_url is None and not settings.state_path.is_file():  # no control plane: roles unknown
         return {}
-    with StateStore.open(settings.state_path, create=False) as store:
+    with StateStore.open(settings.state, create=False) as store:
         return {state.name: state for state in store.models()}
 
 
@@ -193,7 +193,7 @@ def top(
     drift_window: str = typer.Option("5m", "--drift-window", help="Window of the drift verdict (30s, 5m, 1h)."),
     once: bool = typer.Option(False, "--once", help="Scrape twice, INTERVAL apart, print one table and exit."),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
     as_json: bool = typer.Option(False, "--json", help="With --once: print the table as JSON (docs/cli.md)."),
 ) -> None:
     """Live table per model and version: req/s, errors, p50/p99, queue vs compute, batch size, cache, drift."""

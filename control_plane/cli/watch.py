@@ -90,7 +90,7 @@ def watch(
         None, "--actor", help="Who acts, for the audit log [default: tritonops-watch@$TRITONOPS_ACTOR or $USER]."
     ),
     repository: Path | None = options.REPOSITORY,
-    state: Path | None = options.STATE,
+    state: str | None = options.STATE,
 ) -> None:
     """Check error rate, p99 latency, drift and canary-vs-live every interval; act after repeated breaches.
 
@@ -116,7 +116,7 @@ def watch(
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    with SnapshotStore(settings.state_path) as history:
+    with SnapshotStore(settings.state) as history:
         watcher = Watcher(
             settings,
             model,
