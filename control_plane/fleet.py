@@ -127,7 +127,9 @@ def canary_files(repository: Path, model: str, version: int) -> dict[str, bytes]
 
 # -- one endpoint --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class VersionStats:
+class InferenceCounts:
+    """Triton's own success / failure counts of one loaded version (its inference statistics API)."""
+
     success: int
     failure: int
 
@@ -245,7 +247,7 @@ class Endpoint:
             return []
         return [v for v in config.version_policy.specific.versions if self.is_ready(name, v)]
 
-    def statistics(self, name: str) -> dict[int, VersionStats]:
+    def statistics(self, name: str) -> dict[int, InferenceCounts]:
         """Successful and failed inference counts per loaded version of ``name``."""
         try:
             response = self._call(
@@ -253,10 +255,10 @@ class Endpoint:
             )
         except InferenceServerException:
             return {}
-        stats: dict[int, VersionStats] = {}
+        stats: dict[int, InferenceCounts] = {}
         for entry in response.get("model_stats", []):
             inference = entry.get("inference_stats", {})
-            stats[int(entry["version"])] = VersionStats(
+            stats[int(entry["version"])] = InferenceCounts(
                 success=int(inference.get("success", {}).get("count", 0)),
                 failure=int(inference.get("fail", {}).get("count", 0)),
             )

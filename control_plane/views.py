@@ -33,7 +33,7 @@ Number = float | Literal["inf"]
 
 
 class View(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _number(value: float | None) -> Number | None:
@@ -511,3 +511,18 @@ OUTPUTS: dict[str, type[BaseModel]] = {
     "reconcile": ReconcileView,
 }
 """Command -> the model of its ``--json`` output (``models show`` prints the manifest: docs/contracts.md)."""
+
+
+def schema_document() -> str:
+    """The JSON Schema of every ``--json`` output, keyed by command (``docs/cli-schema.json`` holds this text)."""
+    import json
+
+    from tritonops.converters import Manifest
+
+    schemas = {command: model.model_json_schema() for command, model in OUTPUTS.items()}
+    schemas["models show"] = Manifest.model_json_schema()
+    return json.dumps(schemas, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # python -m tritonops.control_plane.views > docs/cli-schema.json
+    print(schema_document(), end="")

@@ -36,7 +36,7 @@ class FeatureBins:
 
 
 @dataclass
-class Snapshot:
+class PendingCounts:
     """Counts accumulated between two flushes."""
 
     rows: int = 0
@@ -47,7 +47,7 @@ class Snapshot:
     cache_hits: int = 0
     cache_misses: int = 0
 
-    def add(self, other: Snapshot) -> None:
+    def add(self, other: PendingCounts) -> None:
         """Add ``other``'s counts to these."""
         self.rows += other.rows
         for name, counts in other.feature_bins.items():
@@ -85,8 +85,8 @@ class DriftCounters:
         self._pending: list[tuple[Batch, npt.NDArray[np.generic]]] = []
         self._pending_rows = 0
 
-    def _fresh(self) -> Snapshot:
-        return Snapshot(
+    def _fresh(self) -> PendingCounts:
+        return PendingCounts(
             feature_bins={f.feature: np.zeros(len(f.labels), dtype=np.int64) for f in self.features},
             predictions=np.zeros(len(self.classes), dtype=np.int64),
             invalid=dict.fromkeys(REASONS, 0),
@@ -121,7 +121,7 @@ class DriftCounters:
             self._current.cache_hits += hits
             self._current.cache_misses += misses
 
-    def take(self) -> Snapshot:
+    def take(self) -> PendingCounts:
         """Everything counted since the previous ``take``; the counters start again from zero."""
         with self._lock:
             snapshot, self._current = self._current, self._fresh()
@@ -134,7 +134,7 @@ class DriftCounters:
             pending, self._pending, self._pending_rows = self._pending, [], 0
         return pending
 
-    def _bin_into(self, snapshot: Snapshot, pending: list[tuple[Batch, npt.NDArray[np.generic]]]) -> None:
+    def _bin_into(self, snapshot: PendingCounts, pending: list[tuple[Batch, npt.NDArray[np.generic]]]) -> None:
         if not pending:
             return
         labels = np.concatenate([batch_labels.reshape(-1) for _, batch_labels in pending])

@@ -24,14 +24,14 @@ OUTPUT_PROBABILITIES = "probabilities"
 
 
 @dataclass(frozen=True)
-class Prediction:
+class ModelOutputs:
     """The outputs of one request: ``label`` ``[rows, 1]`` and ``probabilities`` ``[rows, n_classes]``."""
 
     label: npt.NDArray[np.generic]
     probabilities: npt.NDArray[np.float32]
 
 
-Runner = Callable[[Batch], Prediction]
+Runner = Callable[[Batch], ModelOutputs]
 """Runs the model once on a whole (validated, concatenated) batch."""
 
 
@@ -43,10 +43,10 @@ class ModelRunError(ServingError):
 class ScoredBatch:
     """One result per request (a prediction or the error for that request) plus the batch as it was run."""
 
-    results: list[Prediction | InvalidRequestError | ModelRunError]
+    results: list[ModelOutputs | InvalidRequestError | ModelRunError]
     inputs: Batch
-    outputs: Prediction | None
-    cached: tuple[tuple[Batch, Prediction], ...] = ()
+    outputs: ModelOutputs | None
+    cached: tuple[tuple[Batch, ModelOutputs], ...] = ()
     """Valid requests answered from the response cache (not run), with their answers."""
     cache_misses: int = 0
     """Valid requests looked up in the response cache and not found (0 without a cache)."""
@@ -108,9 +108,9 @@ class OnnxRunner:
             )
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 
-    def __call__(self, batch: Batch) -> Prediction:
+    def __call__(self, batch: Batch) -> ModelOutputs:
         label, probabilities = self.session.run([OUTPUT_LABEL, OUTPUT_PROBABILITIES], batch)
-        return Prediction(
+        return ModelOutputs(
             label=np.asarray(label).reshape(-1, 1),
             probabilities=np.asarray(probabilities, dtype=np.float32),
         )
@@ -120,7 +120,7 @@ def score(
     schema: InputSchema,
     run: Runner,
     requests: Sequence[Mapping[str, npt.NDArray[np.generic] | None]],
-    cache: ResponseCache[Prediction] | None = None,
+    cache: ResponseCache[ModelOutputs] | None = None,
 ) -> ScoredBatch:
     """Validate every request, run the valid ones as one batch and give each request its rows back.
 
@@ -132,10 +132,10 @@ def score(
         whole = schema.validate_all(requests)
         if whole is not None:  # the common case: every request is valid, checked in one pass
             return _run_all(run, whole)
-    results: list[Prediction | InvalidRequestError | ModelRunError] = []
+    results: list[ModelOutputs | InvalidRequestError | ModelRunError] = []
     valid: list[Batch] = []
     keys: list[bytes] = []
-    cached: list[tuple[Batch, Prediction]] = []
+    cached: list[tuple[Batch, ModelOutputs]] = []
     for tensors in requests:
         try:
             batch = schema.validate(tensors)
@@ -167,10 +167,10 @@ def score(
     for index, result in enumerate(results):
         if result is _PENDING:
             stop = start + next(sizes)
-            results[index] = Prediction(outputs.label[start:stop], outputs.probabilities[start:stop])
+            results[index] = ModelOutputs(outputs.label[start:stop], outputs.probabilities[start:stop])
             if cache is not None:  # a copy: an entry must not keep the whole batch's outputs alive
                 rows = slice(start, stop)
-                cache.put(next(fresh), Prediction(outputs.label[rows].copy(), outputs.probabilities[rows].copy()))
+                cache.put(next(fresh), ModelOutputs(outputs.label[rows].copy(), outputs.probabilities[rows].copy()))
             start = stop
     return ScoredBatch(results, inputs, outputs, tuple(cached), len(keys))
 
@@ -182,15 +182,15 @@ def _run_all(run: Runner, whole: ValidatedBatch) -> ScoredBatch:
     except Exception as exc:  # ONNX Runtime / BLS errors are untyped: every request gets the reason
         failure = ModelRunError(f"the model failed on a batch of {len(whole.sizes)} request(s): {exc}")
         return ScoredBatch([failure] * len(whole.sizes), whole.inputs, None)
-    results: list[Prediction | InvalidRequestError | ModelRunError] = []
+    results: list[ModelOutputs | InvalidRequestError | ModelRunError] = []
     label, probabilities = outputs.label, outputs.probabilities
     start = 0
     for size in whole.sizes:
         stop = start + size
-        results.append(Prediction(label[start:stop], probabilities[start:stop]))
+        results.append(ModelOutputs(label[start:stop], probabilities[start:stop]))
         start = stop
     return ScoredBatch(results, whole.inputs, outputs)
 
 
-_PENDING = Prediction(np.empty((0, 1), dtype=np.int64), np.empty((0, 0), dtype=np.float32))
+_PENDING = ModelOutputs(np.empty((0, 1), dtype=np.int64), np.empty((0, 0), dtype=np.float32))
 """Placeholder for a valid request until the batch has run."""

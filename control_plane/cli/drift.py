@@ -12,7 +12,7 @@ import typer
 
 from tritonops.control_plane.cli import options
 from tritonops.control_plane.cli.app import app
-from tritonops.control_plane.cli.output import Cell, console, print_json, print_table, styled
+from tritonops.control_plane.cli.output import Cell, console, error_console, print_json, print_table, styled
 from tritonops.settings import Settings
 
 if TYPE_CHECKING:
@@ -200,4 +200,5 @@ def drift(
         from tritonops.control_plane.state import now_iso
 
         written = write_html(report, html_report, generated_at=now_iso())
-        console().print(f"drift report written to {written}", markup=False, highlight=False)
+        to = error_console() if as_json else console()  # with --json, stdout holds only the JSON
+        to.print(f"drift report written to {written}", markup=False, highlight=False)

@@ -11,6 +11,7 @@ import sys
 import pytest
 from rich.console import Console
 
+from tests.cli_json import check_json_output
 from tests.deploy.conftest import CANARY, MODEL, DemoStack, Load, running_load
 from tritonops.control_plane.cli.top import COLUMNS, build_rows, drift_verdict, render, role_of
 from tritonops.control_plane.drift import DriftReport
@@ -85,18 +86,26 @@ def test_top_once_shows_the_demo_model_under_load(demo_stack: DemoStack) -> None
                "--metrics-url", demo_stack.server.metrics_url]  # fmt: skip
     with running_load(demo_stack.server, Load(), seconds=20) as load:
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+        as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert as_json.returncode == 0, as_json.stderr
+    view = check_json_output("top --once", as_json.stdout)
+    assert view["endpoints"] == view["endpoints_scraped"] == 1 and view["scrape_failures"] == {}
+    roles = {(r["model"], r["version"]): r for r in view["rows"]}
+    assert roles[(MODEL, "1")]["role"] == "live" and roles[(MODEL, "1")]["request_rate"] > 10
+    assert roles[(CANARY, "2")]["role"] == "canary 50%" and 0 <= roles[(CANARY, "2")]["error_rate"] <= 1
     assert result.returncode == 0, result.stderr
     assert load.ok > 50
     live = [line for line in result.stdout.splitlines() if re.search(rf"\b{MODEL}\s.*\blive\b", line)]
     assert len(live) == 1, result.stdout
-    cells = [c.strip() for c in re.split(r"[│|]", live[0]) if c.strip()]
+    assert not set("│┃━─") & set(result.stdout)  # piped: plain rows, columns two spaces apart
+    cells = re.split(r"\s{2,}", live[0].strip())
     assert cells[:3] == [MODEL, "1", "live"], cells
     assert float(cells[3].replace(",", "")) > 10  # req/s over the 2 s window
     assert cells[4].endswith("%") and cells[-1] != "-"  # an error rate, and a drift verdict for live
     assert "1/1 endpoints" in result.stdout
     canary = [line for line in result.stdout.splitlines() if re.search(rf"\b{CANARY}\s.*\bcanary 50%", line)]
     assert len(canary) == 1, result.stdout
-    cells = [c.strip() for c in re.split(r"[│|]", canary[0]) if c.strip()]
+    cells = re.split(r"\s{2,}", canary[0].strip())
     assert cells[:3] == [CANARY, "2", "canary 50%"], cells
     # the backend's cache (4 distinct rows sent again and again) and Triton's summary p99, which its cache hid
     assert cells[10].endswith("%") and int(cells[10][:-1]) >= 50, cells

@@ -20,12 +20,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
 
 from examples.train import train_numeric_pipeline
+from tests.cli_json import check_json_output
 from tritonops.clients import TritonClient
 from tritonops.control_plane import rollout
 from tritonops.control_plane.state import StateStore
@@ -37,6 +39,8 @@ from tritonops.serving.triton import ServerOptions, TritonServer, free_port, por
 from tritonops.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ACTION = "deploy | promote | canary | rollback"
 
 TOKEN = "e2e-admin-" + secrets.token_hex(8)
 MODEL = "rf"
@@ -143,6 +147,13 @@ class Fleet:
         self.outputs.append(output)
         assert done.returncode == expect, f"tritonops {' '.join(args)} exited {done.returncode}:\n{output}"
         return output
+
+    def cli_json(self, output: str, *args: str) -> Any:
+        """Run ``tritonops ARGS --json``; return its stdout checked against the ``output`` schema (docs/cli.md)."""
+        done = subprocess.run([TRITONOPS, *args, "--json"], env=self.env, capture_output=True, text=True, timeout=240)
+        self.outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, f"tritonops {' '.join(args)} --json exited {done.returncode}:\n{done.stderr}"
+        return check_json_output(output, done.stdout)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -303,10 +314,15 @@ def test_promote_with_gates_switches_without_failures(fleet: Fleet) -> None:
 def test_deploy_and_canary_keep_unversioned_traffic_on_live(fleet: Fleet) -> None:
     assert fleet.load is not None
     since = time.monotonic()
-    _timed(fleet, "deploy 3", "deploy", MODEL, "3")
+    deployed = fleet.cli_json(ACTION, "deploy", MODEL, "3")
+    assert (deployed["action"], deployed["from_version"], deployed["to_version"]) == ("deploy", 2, 3)
+    assert sorted(s["endpoint"] for s in deployed["smoke"]) == sorted(fleet.endpoint(n) for n in fleet.servers)
+    assert all(s["label_mismatches"] == 0 and s["name"] == f"{MODEL}__canary" for s in deployed["smoke"])
     assert fleet.desired() == (2, 3)
     status = fleet.cli("status", MODEL)
     assert "3 @ 0" in status and "in sync" in status
+    as_json = fleet.cli_json("status", "status", MODEL)
+    assert all(m["in_sync"] and m["canary"] == 3 for e in as_json["endpoints"] for m in e["models"])
     _timed(fleet, "canary 3 @ 0.5", "canary", MODEL, "3", "--weight", "0.5", "--reason", "half")
     assert all(fleet.serving(n) == ([2], True) for n in fleet.servers)
     # SDK clients read the split from Triton and route about half of their requests to the canary
@@ -340,8 +356,11 @@ def test_promote_the_canary(fleet: Fleet) -> None:
 
 
 def test_rollback_to_the_previous_live(fleet: Fleet) -> None:
-    since, output = _timed(fleet, "rollback 3->2", "rollback", MODEL, "--reason", "error rate up")
-    assert "live 3 -> 2" in output
+    since = time.monotonic()
+    result = fleet.cli_json(ACTION, "rollback", MODEL, "--reason", "error rate up")
+    fleet.timings["rollback 3->2"] = time.monotonic() - since
+    assert (result["action"], result["from_version"], result["to_version"]) == ("rollback", 3, 2)
+    assert "live 3 -> 2" in result["detail"] and not result["dry_run"]
     time.sleep(0.5)
     _switch_seconds(fleet, "rollback 3->2", "2", since)
     assert fleet.desired() == (2, None)
@@ -371,6 +390,8 @@ def test_server_restart_then_reconcile(fleet: Fleet) -> None:
     assert fleet.serving("B") == ([2], False)
     again = fleet.cli("reconcile")
     assert all(f"{fleet.endpoint(n)}: 0 diverged, 0 actions" in again for n in fleet.servers)
+    in_sync = fleet.cli_json("reconcile", "reconcile")
+    assert in_sync["ok"] and in_sync["divergence_count"] == 0 and in_sync["action_count"] == 0
     fleet.load.resume("B", fleet.servers["B"].http_url)
 
 

@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from tritonclient.utils import InferenceServerException
 
 from examples.data import sensor_frame
+from tests.cli_json import check_json_output
 from tests.conftest import RenderedPage
 from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.control_plane.rollout import canary, fleet_add, promote
@@ -208,7 +209,7 @@ def test_drift_cli_reports_json_a_table_and_a_page(
     rendered = chromium(page).dom
     assert f"<title>Drift report: {MODEL} version 1</title>" in rendered
     assert rendered.count('<svg class="chart"') == 7  # six features and the class mix
-    report = json.loads(as_json.stdout)
+    report = check_json_output("drift", as_json.stdout)
     assert report["model"] == MODEL and report["version"] == 1 and report["window_seconds"] is None
     assert report["rows"] > 20 and [f["name"] for f in report["features"]] == [f"f{i:02d}" for i in range(6)]
     assert report["notes"] and "since the version was loaded" in report["notes"][0]

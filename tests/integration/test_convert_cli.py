@@ -3,7 +3,6 @@ served by the real tritonserver: answers equal the original models', labels file
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import torch
 import tritonclient.http as httpclient
 
 from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
+from tests.cli_json import check_json_output
 from tritonops.converters import Manifest, load_manifest
 from tritonops.errors import ExitCode
 from tritonops.serving.model_config import read_pbtxt
@@ -190,12 +190,18 @@ def test_models_list_and_show(files: Files, triton_repository: Path) -> None:
     for name in ("cli_churn", "cli_sensor", "cli_mlp"):
         assert name in listed.stdout
     assert "1, 2" in listed.stdout  # cli_mlp's versions
+    listed_json = check_json_output(
+        "models list", tritonops("models", "list", "--json", "-r", triton_repository).stdout
+    )
+    models = {m["name"]: m for m in listed_json["models"]}
+    assert models["cli_mlp"]["versions"] == [1, 2] and models["cli_mlp"]["latest"] == 2
+    assert models["cli_churn"]["framework"] == "sklearn" and models["cli_churn"]["classes"]
     shown = tritonops("models", "show", "cli_churn", "--repository", triton_repository)
     assert shown.returncode == 0, shown.stderr
     assert "contract" in shown.stdout and "categories + other" in shown.stdout
     as_json = tritonops("models", "show", "cli_mlp", "--version", "1", "--json", "--repository", triton_repository)
     assert as_json.returncode == 0, as_json.stderr
-    assert Manifest.model_validate(json.loads(as_json.stdout)).version == 1
+    assert Manifest.model_validate(check_json_output("models show", as_json.stdout)).version == 1
 
 
 def test_cli_errors_are_one_line_and_leave_the_repository_alone(files: Files, tmp_path: Path) -> None:

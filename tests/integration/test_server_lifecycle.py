@@ -16,6 +16,7 @@ import psutil
 import pytest
 import requests
 
+from tests.cli_json import check_json_output
 from tritonops.errors import ExitCode
 from tritonops.serving.daemon import process_alive
 from tritonops.serving.errors import (
@@ -177,6 +178,9 @@ def test_cli_detached_start_status_stop(tmp_path: Path) -> None:
     status = _run_cli("server", "status", cwd=tmp_path)
     assert status.returncode == 0
     assert "running, ready" in status.stdout
+    as_json = check_json_output("server status", _run_cli("server", "status", "--json", cwd=tmp_path).stdout)
+    assert as_json["pid"] == info["pid"] and as_json["running"] and as_json["ready"]
+    assert as_json["http_port"] == info["http_port"] and as_json["repository"] == str(repo.resolve())
 
     stopped = _run_cli("server", "stop", cwd=tmp_path)
     assert stopped.returncode == 0

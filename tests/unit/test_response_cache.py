@@ -8,7 +8,7 @@ import pytest
 
 from tritonops.serving.errors import ModelConfigError
 from tritonops.serving.response_cache import ResponseCache, request_key
-from tritonops.serving.scoring import ModelRunError, Prediction, score
+from tritonops.serving.scoring import ModelOutputs, ModelRunError, score
 from tritonops.serving.validation import Batch, InputRule, InputSchema, InvalidRequestError
 
 SCHEMA = InputSchema(
@@ -25,11 +25,11 @@ class CountingModel:
     def __init__(self) -> None:
         self.rows_run = 0
 
-    def __call__(self, batch: Batch) -> Prediction:
+    def __call__(self, batch: Batch) -> ModelOutputs:
         x = batch["input"].astype(np.float32)
         self.rows_run += x.shape[0]
         positive = x.sum(axis=1) > 0
-        return Prediction(
+        return ModelOutputs(
             positive.astype(np.int64).reshape(-1, 1), np.stack([~positive, positive], 1).astype(np.float32)
         )
 
@@ -76,7 +76,7 @@ def test_capacity_below_one_is_refused() -> None:
 
 def test_score_answers_repeats_from_the_cache_with_the_uncached_answer() -> None:
     model = CountingModel()
-    cache: ResponseCache[Prediction] = ResponseCache(8)
+    cache: ResponseCache[ModelOutputs] = ResponseCache(8)
     repeated = request([[1.0, 2.0], [-5.0, 1.0]], ["pro", "basic"])
     first = score(SCHEMA, model, [repeated], cache)
     assert (len(first.cached), first.cache_misses, model.rows_run) == (0, 1, 2)
@@ -84,7 +84,7 @@ def test_score_answers_repeats_from_the_cache_with_the_uncached_answer() -> None
     assert (len(second.cached), second.cache_misses, model.rows_run) == (1, 1, 3)
     uncached = first.results[0]
     hit = second.results[0]
-    assert isinstance(uncached, Prediction) and isinstance(hit, Prediction)
+    assert isinstance(uncached, ModelOutputs) and isinstance(hit, ModelOutputs)
     assert hit.label.tolist() == uncached.label.tolist() == [[1], [0]]
     np.testing.assert_array_equal(hit.probabilities, uncached.probabilities)
     # drift sees every answered row: the cached two first, then the one that ran
@@ -97,7 +97,7 @@ def test_score_answers_repeats_from_the_cache_with_the_uncached_answer() -> None
 
 
 def test_a_cached_entry_owns_its_memory() -> None:
-    cache: ResponseCache[Prediction] = ResponseCache(8)
+    cache: ResponseCache[ModelOutputs] = ResponseCache(8)
     scored = score(SCHEMA, CountingModel(), [request([[1.0, 2.0]], ["pro"]), request([[-1.0, -2.0]], ["pro"])], cache)
     assert scored.outputs is not None
     scored.outputs.label[:] = 7  # whatever happens to the batch's outputs later
@@ -107,7 +107,7 @@ def test_a_cached_entry_owns_its_memory() -> None:
 
 def test_invalid_requests_are_refused_every_time_and_never_stored() -> None:
     model = CountingModel()
-    cache: ResponseCache[Prediction] = ResponseCache(8)
+    cache: ResponseCache[ModelOutputs] = ResponseCache(8)
     bad = request([[float("nan"), 1.0]], ["pro"])
     for _ in range(3):
         scored = score(SCHEMA, model, [bad], cache)
@@ -118,14 +118,14 @@ def test_invalid_requests_are_refused_every_time_and_never_stored() -> None:
 
 
 def test_model_failures_are_not_stored() -> None:
-    def broken(batch: Batch) -> Prediction:
+    def broken(batch: Batch) -> ModelOutputs:
         raise RuntimeError("device lost")
 
-    cache: ResponseCache[Prediction] = ResponseCache(8)
+    cache: ResponseCache[ModelOutputs] = ResponseCache(8)
     good = request([[1.0, 2.0]], ["pro"])
     for _ in range(2):
         scored = score(SCHEMA, broken, [good], cache)
         assert isinstance(scored.results[0], ModelRunError) and scored.cache_misses == 1
     assert len(cache) == 0
-    assert isinstance(score(SCHEMA, CountingModel(), [good], cache).results[0], Prediction)
+    assert isinstance(score(SCHEMA, CountingModel(), [good], cache).results[0], ModelOutputs)
     assert len(cache) == 1

@@ -28,7 +28,14 @@ from tritonops.converters.reference import assign_bins
 from tritonops.serving.backend_options import BackendOptions
 from tritonops.serving.drift_counters import DriftCounters
 from tritonops.serving.errors import ModelConfigError, ServingError
-from tritonops.serving.scoring import ModelRunError, OnnxRunner, Prediction, execution_providers, score, session_threads
+from tritonops.serving.scoring import (
+    ModelOutputs,
+    ModelRunError,
+    OnnxRunner,
+    execution_providers,
+    score,
+    session_threads,
+)
 from tritonops.serving.validation import Batch, InputSchema, InvalidRequestError
 
 PLANS = ["basic", "pro"]
@@ -200,7 +207,7 @@ def test_score_runs_the_good_requests_once_and_splits_their_rows(numeric: Conver
     runner = numeric.runner()
     calls: list[int] = []
 
-    def counting(batch: Batch) -> Prediction:
+    def counting(batch: Batch) -> ModelOutputs:
         calls.append(batch["input"].shape[0])
         return runner(batch)
 
@@ -212,13 +219,13 @@ def test_score_runs_the_good_requests_once_and_splits_their_rows(numeric: Conver
     )
     assert calls == [6]
     assert [type(r).__name__ for r in scored.results] == [
-        "Prediction",
+        "ModelOutputs",
         "InvalidRequestError",
-        "Prediction",
-        "Prediction",
+        "ModelOutputs",
+        "ModelOutputs",
     ]
     for result, rows in zip([scored.results[0], scored.results[2], scored.results[3]], good, strict=True):
-        assert isinstance(result, Prediction)
+        assert isinstance(result, ModelOutputs)
         alone = runner({"input": rows})
         assert result.label.tolist() == alone.label.tolist() and result.label.shape == (rows.shape[0], 1)
         np.testing.assert_allclose(result.probabilities, alone.probabilities, atol=1e-6)
@@ -226,7 +233,7 @@ def test_score_runs_the_good_requests_once_and_splits_their_rows(numeric: Conver
 
 
 def test_score_with_only_bad_requests_never_runs_the_model(numeric: Converted) -> None:
-    def never(batch: Batch) -> Prediction:
+    def never(batch: Batch) -> ModelOutputs:
         raise AssertionError("the model must not run")
 
     scored = score(numeric.schema, never, [{"input": np.ones((1, 3), np.float32)}, {"input": None}])
@@ -235,7 +242,7 @@ def test_score_with_only_bad_requests_never_runs_the_model(numeric: Converted) -
 
 
 def test_a_failing_model_fails_only_the_valid_requests(numeric: Converted) -> None:
-    def broken(batch: Batch) -> Prediction:
+    def broken(batch: Batch) -> ModelOutputs:
         raise RuntimeError("CUDA out of memory")
 
     good, bad = np.ones((2, 4), np.float32), np.ones((1, 5), np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tritonops.serving.scoring import ModelRunError, Prediction, score
+from tritonops.serving.scoring import ModelOutputs, ModelRunError, score
 from tritonops.serving.validation import Batch, InputRule, InputSchema, InvalidRequestError
 
 SCHEMA = InputSchema(
@@ -122,11 +122,11 @@ class RowModel:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def __call__(self, batch: Batch) -> Prediction:
+    def __call__(self, batch: Batch) -> ModelOutputs:
         rows = batch["input"].shape[0]
         self.calls.append(rows)
         probabilities = np.repeat(batch["input"][:, :1], 2, axis=1).astype(np.float32)
-        return Prediction(np.arange(rows, dtype=np.int64).reshape(-1, 1), probabilities)
+        return ModelOutputs(np.arange(rows, dtype=np.int64).reshape(-1, 1), probabilities)
 
 
 def test_score_gives_each_request_its_own_rows_on_both_paths() -> None:
@@ -135,22 +135,22 @@ def test_score_gives_each_request_its_own_rows_on_both_paths() -> None:
     fast = RowModel()
     scored = score(SCHEMA, fast, requests)
     assert fast.calls == [6]
-    labels = [r.label.ravel().tolist() for r in scored.results if isinstance(r, Prediction)]
+    labels = [r.label.ravel().tolist() for r in scored.results if isinstance(r, ModelOutputs)]
     assert labels == [[0, 1], [2], [3, 4, 5]]
     for result, request in zip(scored.results, requests, strict=True):
-        assert isinstance(result, Prediction) and request["input"] is not None
+        assert isinstance(result, ModelOutputs) and request["input"] is not None
         assert result.probabilities[:, 0].tolist() == request["input"][:, 0].tolist()
     slow = RowModel()
     mixed = score(SCHEMA, slow, [requests[0], SPOILERS["infinite"](requests[1]), requests[2]])
     assert slow.calls == [5]
-    assert [r.label.ravel().tolist() for r in mixed.results if isinstance(r, Prediction)] == [[0, 1], [2, 3, 4]]
+    assert [r.label.ravel().tolist() for r in mixed.results if isinstance(r, ModelOutputs)] == [[0, 1], [2, 3, 4]]
     refused = mixed.results[1]
     assert isinstance(refused, InvalidRequestError) and refused.reason == "nan"
     assert refused.message == "input 'input': feature 'b' is infinite at row 0; finite values only [reason: nan]"
 
 
 def test_a_failing_model_fails_every_request_of_a_valid_batch() -> None:
-    def broken(batch: Batch) -> Prediction:
+    def broken(batch: Batch) -> ModelOutputs:
         raise RuntimeError("out of memory")
 
     rng = np.random.default_rng(4)

@@ -19,13 +19,13 @@ import triton_python_backend_utils as pb_utils
 
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.backend_options import BackendOptions
-from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
+from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, PendingCounts
 from tritonops.serving.response_cache import ResponseCache
 from tritonops.serving.scoring import (
     OUTPUT_LABEL,
     OUTPUT_PROBABILITIES,
+    ModelOutputs,
     OnnxRunner,
-    Prediction,
     execution_providers,
     score,
     session_threads,
@@ -39,7 +39,7 @@ class _BlsRunner:
     def __init__(self, target: str) -> None:
         self.target = target
 
-    def __call__(self, batch: Batch) -> Prediction:
+    def __call__(self, batch: Batch) -> ModelOutputs:
         request = pb_utils.InferenceRequest(
             model_name=self.target,
             requested_output_names=[OUTPUT_LABEL, OUTPUT_PROBABILITIES],
@@ -50,7 +50,7 @@ class _BlsRunner:
             raise RuntimeError(f"model '{self.target}' failed: {response.error().message()}")
         label = pb_utils.get_output_tensor_by_name(response, OUTPUT_LABEL).as_numpy()
         probabilities = pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES).as_numpy()
-        return Prediction(label.reshape(-1, 1), probabilities.astype(np.float32, copy=False))
+        return ModelOutputs(label.reshape(-1, 1), probabilities.astype(np.float32, copy=False))
 
 
 class _Metrics:
@@ -113,7 +113,7 @@ class _Metrics:
         self.families.append(duration)
         self.duration = duration.Metric(labels=base, buckets=list(DURATION_BUCKETS))
 
-    def flush(self, snapshot: Snapshot) -> None:
+    def flush(self, snapshot: PendingCounts) -> None:
         for reason, count in snapshot.invalid.items():
             if count:
                 self.invalid[reason].increment(float(count))
@@ -196,7 +196,7 @@ class TritonPythonModel:
             self.run = OnnxRunner(model_path, providers, session_threads(self.options.instance_count))
         entries = self.options.response_cache_entries
         # ours, not Triton's response cache: Triton 2.51 replays a cached error response as an empty success
-        self.cache: ResponseCache[Prediction] | None = ResponseCache(entries) if entries else None
+        self.cache: ResponseCache[ModelOutputs] | None = ResponseCache(entries) if entries else None
         self.label_tensor = _LabelTensors(len(manifest.classes))
         self.counters = DriftCounters(manifest)
         self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters, self.cache is not None)
@@ -219,7 +219,7 @@ class TritonPythonModel:
         responses = []
         tensor, response, label_tensor = pb_utils.Tensor, pb_utils.InferenceResponse, self.label_tensor
         for request, result in zip(requests, scored.results, strict=True):
-            if isinstance(result, Prediction):
+            if isinstance(result, ModelOutputs):
                 responses.append(
                     response(
                         output_tensors=[
