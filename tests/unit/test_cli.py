@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -141,16 +142,37 @@ def test_help_of_every_command_imports_nothing_heavy() -> None:
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_help_is_fast() -> None:
-    """Median of 5 runs of ``tritonops --help`` under 0.5 s (the goal is 0.3 s; this machine is shared)."""
-    command = [sys.executable, "-m", "tritonops", "--help"]
-    subprocess.run(command, capture_output=True, check=True, timeout=60)  # warm the file cache
-    times = []
-    for _ in range(5):
+def _help_times(args: list[str], runs: int = 5) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system) seconds of ``runs`` subprocess runs of ``tritonops ARGS``."""
+    command = [sys.executable, "-m", "tritonops", *args]
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         subprocess.run(command, capture_output=True, check=True, timeout=60)
-        times.append(time.perf_counter() - started)
-    assert statistics.median(times) < 0.5, times
+        walls.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return walls, cpus
+
+
+@pytest.mark.parametrize("args", [["--help"], ["promote", "--help"]])
+def test_help_is_fast(args: list[str]) -> None:
+    """Median of 5 runs under 0.5 s (the goal is 0.3 s).
+
+    CPU time (user + system: what the command itself costs) is bounded every time. Wall time is bounded in one of
+    up to three rounds while the machine has a core per runnable job; on an oversubscribed machine (load average
+    above the core count: a shared box running several suites) wall time measures the queue, not the command.
+    """
+    subprocess.run([sys.executable, "-m", "tritonops", *args], capture_output=True, check=True, timeout=60)  # warm
+    rounds = []
+    for _ in range(3):
+        walls, cpus = _help_times(args)
+        assert statistics.median(cpus) < 0.5, f"tritonops {' '.join(args)}: CPU seconds {cpus}"
+        rounds.append(walls)
+        if statistics.median(walls) < 0.5 or os.getloadavg()[0] > (os.cpu_count() or 1):
+            return
+    pytest.fail(f"tritonops {' '.join(args)}: median wall time >= 0.5 s in every round: {rounds}")
 
 
 def test_shell_completion_is_offered(tmp_path: Path) -> None:
