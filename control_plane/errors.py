@@ -17,7 +17,8 @@ ControlPlaneError
  ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
  ├── PolicyError                a guardrail policy file is missing or malformed
  ├── GuardrailActedError        `watch --exit-on-action` stopped after an automatic rollback / canary abort
- └── FeedbackError              ground truth for an unknown request id, or a bad label
+ ├── FeedbackError              ground truth for an unknown request id, or a bad label
+ └── CaptureError               captured rows asked for that don't exist, or a bad capture setting
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ class PolicyError(ControlPlaneError):
 
 class FeedbackError(ControlPlaneError):
     """Ground truth that can't be recorded (unknown request id, bad label, bad arguments)."""
+
+
+class CaptureError(ControlPlaneError):
+    """Captured rows that aren't there, or a capture setting that makes no sense."""
 
 
 class GuardrailActedError(ControlPlaneError):
