@@ -43,6 +43,7 @@ def parse_duration(text: str, option: str = "--window") -> float:
 
 def resolve_metrics_urls(settings: Settings, explicit: list[str]) -> list[str]:
     """``--metrics-url`` values, else the fleet's endpoints from the state file (which must exist)."""
+    from tritonops.control_plane.discovery import discover
     from tritonops.control_plane.errors import NoStateError
     from tritonops.control_plane.metrics import metrics_urls
     from tritonops.control_plane.state import StateStore
@@ -52,7 +53,7 @@ def resolve_metrics_urls(settings: Settings, explicit: list[str]) -> list[str]:
     if not explicit:
         try:
             with StateStore.open(settings.state, create=False) as store:
-                fleet = store.fleet()
+                fleet = discover(settings.fleet, store)
         except NoStateError as exc:
             exc.add_note("or name the endpoints to scrape with --metrics-url")
             raise

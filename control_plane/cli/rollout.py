@@ -218,6 +218,7 @@ def reconcile(
 
     Exits non-zero when an endpoint could not be brought there; with --json the report is printed first.
     """
+    from tritonops.control_plane.discovery import discover
     from tritonops.control_plane.errors import FleetApplyError
     from tritonops.control_plane.fleet import reconcile as reconcile_fleet
     from tritonops.control_plane.state import StateStore
@@ -226,7 +227,12 @@ def reconcile(
     settings = options.settings(repository, state)
     with StateStore.open(settings.state, create=False) as store:
         report = reconcile_fleet(
-            store, settings.repository, settings.admin_headers(), actor=_actor(actor), dry_run=dry_run
+            store,
+            settings.repository,
+            settings.admin_headers(),
+            actor=_actor(actor),
+            dry_run=dry_run,
+            endpoints=discover(settings.fleet, store),
         )
     if as_json:
         print_json(from_reconcile(report, dry_run))
