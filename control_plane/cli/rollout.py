@@ -17,25 +17,103 @@ from tritonops.control_plane.cli.output import Cell, console, print_json, print_
 
 if TYPE_CHECKING:
     from tritonops.control_plane.rollout import RolloutResult
+    from tritonops.control_plane.views import HistoryView, ReconcileView, RolloutView, StatusView
 
 fleet_app = typer.Typer(help="The Triton endpoints the control plane keeps in the desired state.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 
+# Each render_* prints one view (tritonops.control_plane.views): the same objects --json prints, wherever they
+# were computed.
 
-def _render(result: RolloutResult, as_json: bool) -> None:
-    from tritonops.control_plane.views import from_rollout
 
-    if as_json:
-        print_json(from_rollout(result))
-        return
-    prefix = styled("dry run", "yellow") if result.dry_run else styled("ok", "bold green")
-    console().print(prefix, f"{result.action} {result.model}: {result.detail} ({result.seconds:.1f} s)", markup=False)
-    for smoke in result.smoke:
+def render_rollout(view: RolloutView) -> None:
+    prefix = styled("dry run", "yellow") if view.dry_run else styled("ok", "bold green")
+    console().print(prefix, f"{view.action} {view.model}: {view.detail} ({view.seconds:.1f} s)", markup=False)
+    for smoke in view.smoke:
         console().print(
             f"  smoke {smoke.endpoint} {smoke.name} v{smoke.version}: {smoke.rows} rows match, "
             f"max |dp| {smoke.max_prob_diff:.2g}, p99 {smoke.p99_ms:.1f} ms",
             markup=False,
         )
+
+
+def render_status(view: StatusView) -> None:
+    if not view.endpoints:
+        console().print("the fleet is empty: add endpoints with `tritonops fleet add HOST:PORT`", markup=False)
+        return
+    rows: list[list[Cell]] = []
+    for endpoint in view.endpoints:
+        if endpoint.error:
+            rows.append([endpoint.endpoint, "-", "-", "-", "-", "-", "-", "-", styled(endpoint.error, "red")])
+            continue
+        for m in endpoint.models:
+            rows.append(
+                [
+                    endpoint.endpoint,
+                    m.model,
+                    str(m.live) if m.live is not None else "-",
+                    f"{m.canary} @ {m.canary_weight:g}" if m.canary is not None else "-",
+                    ",".join(map(str, m.ready_versions)) or "-",
+                    ",".join(map(str, m.canary_ready_versions)) or "-",
+                    str(m.requests),
+                    str(m.failures),
+                    styled("in sync", "green") if m.in_sync else styled("; ".join(m.divergence), "red"),
+                ]
+            )
+    columns = ["endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "divergence"]
+    print_table(columns, rows)
+
+
+def render_history(view: HistoryView) -> None:
+    colors = {"ok": "green", "refused": "yellow", "failed": "red", "interrupted": "red", "started": "dim"}
+    rows: list[list[Cell]] = [
+        [
+            str(event.id),
+            event.at,
+            event.actor,
+            event.action,
+            "-" if event.from_version is None else str(event.from_version),
+            "-" if event.to_version is None else str(event.to_version),
+            styled(event.result, colors.get(event.result, "white")),
+            event.reason,
+            event.detail,
+        ]
+        for event in view.events
+    ]
+    print_table(["#", "time (UTC)", "actor", "action", "from", "to", "result", "reason", "detail"], rows)
+
+
+def render_reconcile(view: ReconcileView) -> None:
+    for note in view.interrupted:
+        console().print(styled("closed interrupted rollout", "yellow"), note, markup=False)
+    for endpoint in view.endpoints:
+        console().print(
+            styled(endpoint.endpoint, "bold"),
+            f": {len(endpoint.divergence)} diverged, {len(endpoint.actions)} actions",
+            sep="",
+            markup=False,
+        )
+        for line in endpoint.divergence:
+            console().print(f"  diverged {line}", markup=False)
+        for line in endpoint.actions:
+            console().print("  ", styled("did", "green"), f"      {line}", sep="", markup=False)
+        for line in endpoint.errors:
+            console().print("  ", styled("error", "red"), f"    {line}", sep="", markup=False)
+    for line in view.skipped:
+        console().print(styled("skipped", "yellow"), line, markup=False)
+    if view.ok:
+        in_sync = not view.dry_run or view.divergence_count == 0
+        console().print(styled("in sync", "bold green") if in_sync else "diverged from desired state (dry run)")
+
+
+def _render(result: RolloutResult, as_json: bool) -> None:
+    from tritonops.control_plane.views import from_rollout
+
+    view = from_rollout(result)
+    if as_json:
+        print_json(view)
+    else:
+        render_rollout(view)
 
 
 def _actor(value: str | None) -> str:
@@ -55,34 +133,11 @@ def status(
     from tritonops.control_plane.rollout import status as fleet_status
     from tritonops.control_plane.views import from_status
 
-    report = fleet_status(options.settings(repository, state), model)
+    view = from_status(fleet_status(options.settings(repository, state), model))
     if as_json:
-        print_json(from_status(report))
-        return
-    if not report:
-        console().print("the fleet is empty: add endpoints with `tritonops fleet add HOST:PORT`", markup=False)
-        return
-    rows: list[list[Cell]] = []
-    for endpoint in report:
-        if endpoint.error:
-            rows.append([endpoint.endpoint, "-", "-", "-", "-", "-", "-", "-", styled(endpoint.error, "red")])
-            continue
-        for m in endpoint.models:
-            rows.append(
-                [
-                    endpoint.endpoint,
-                    m.model,
-                    str(m.live) if m.live is not None else "-",
-                    f"{m.canary} @ {m.canary_weight:g}" if m.canary is not None else "-",
-                    ",".join(map(str, m.ready_versions)) or "-",
-                    ",".join(map(str, m.canary_ready_versions)) or "-",
-                    str(m.requests),
-                    str(m.failures),
-                    styled("in sync", "green") if not m.divergence else styled("; ".join(m.divergence), "red"),
-                ]
-            )
-    columns = ["endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "divergence"]
-    print_table(columns, rows)
+        print_json(view)
+    else:
+        render_status(view)
 
 
 @app.command("deploy")
@@ -184,26 +239,11 @@ def history(
     from tritonops.control_plane.rollout import history as model_history
     from tritonops.control_plane.views import from_history
 
-    events = model_history(options.settings(state=state), model, limit)
+    view = from_history(model, model_history(options.settings(state=state), model, limit))
     if as_json:
-        print_json(from_history(model, events))
-        return
-    colors = {"ok": "green", "refused": "yellow", "failed": "red", "interrupted": "red", "started": "dim"}
-    rows: list[list[Cell]] = [
-        [
-            str(event.id),
-            event.at,
-            event.actor,
-            event.action,
-            "-" if event.from_version is None else str(event.from_version),
-            "-" if event.to_version is None else str(event.to_version),
-            styled(event.result, colors.get(event.result, "white")),
-            event.reason,
-            event.detail,
-        ]
-        for event in events
-    ]
-    print_table(["#", "time (UTC)", "actor", "action", "from", "to", "result", "reason", "detail"], rows)
+        print_json(view)
+    else:
+        render_history(view)
 
 
 @app.command("reconcile")
@@ -234,34 +274,16 @@ def reconcile(
             dry_run=dry_run,
             endpoints=discover(settings.fleet, store),
         )
+    view = from_reconcile(report, dry_run)
     if as_json:
-        print_json(from_reconcile(report, dry_run))
+        print_json(view)
     else:
-        for note in report.interrupted:
-            console().print(styled("closed interrupted rollout", "yellow"), note, markup=False)
-        for endpoint in report.endpoints:
-            console().print(
-                styled(endpoint.endpoint, "bold"),
-                f": {len(endpoint.divergence)} diverged, {len(endpoint.actions)} actions",
-                sep="",
-                markup=False,
-            )
-            for line in endpoint.divergence:
-                console().print(f"  diverged {line}", markup=False)
-            for line in endpoint.actions:
-                console().print("  ", styled("did", "green"), f"      {line}", sep="", markup=False)
-            for line in endpoint.errors:
-                console().print("  ", styled("error", "red"), f"    {line}", sep="", markup=False)
-        for line in report.skipped:
-            console().print(styled("skipped", "yellow"), line, markup=False)
-    if not report.ok:
-        failures = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
-        if report.skipped:
-            failures["skipped"] = "; ".join(report.skipped)
+        render_reconcile(view)
+    if not view.ok:
+        failures = {e.endpoint: "; ".join(e.errors) for e in view.endpoints if e.errors}
+        if view.skipped:
+            failures["skipped"] = "; ".join(view.skipped)
         raise FleetApplyError("reconcile did not finish on every endpoint", failures)
-    if not as_json:
-        in_sync = not dry_run or report.divergence_count == 0
-        console().print(styled("in sync", "bold green") if in_sync else "diverged from desired state (dry run)")
 
 
 @fleet_app.command("add")

@@ -218,14 +218,15 @@ def top(
             _print(view)
         return
     try:
-        if not console().is_terminal:  # piped: one plain block per refresh
+        if console().is_terminal:
+            with Live(console=console(), auto_refresh=False, screen=False) as live:
+                while True:
+                    view = snapshot(settings, urls, rates, drifts, interval, drift_seconds)
+                    live.update(render(view.rows, _caption(view)), refresh=True)
+                    time.sleep(interval)
+        else:  # piped: one plain block per refresh
             while True:
                 _print(snapshot(settings, urls, rates, drifts, interval, drift_seconds))
-                time.sleep(interval)
-        with Live(console=console(), auto_refresh=False, screen=False) as live:
-            while True:
-                view = snapshot(settings, urls, rates, drifts, interval, drift_seconds)
-                live.update(render(view.rows, _caption(view)), refresh=True)
                 time.sleep(interval)
     except KeyboardInterrupt:  # Ctrl-C is how one leaves top: a normal exit
         return

@@ -44,9 +44,11 @@ def _describe(step: Step) -> str:
 
 
 def _render(step: Step) -> None:
+    from rich.markup import escape  # messages from servers and errors are text, never markup
+
     console().print(_describe(step), highlight=False)
     for url, why in step.scrape_failures.items():
-        error_console().print(f"  [yellow]scrape failed[/] {url}: {why}", highlight=False)
+        error_console().print(f"  [yellow]scrape failed[/] {escape(url)}: {escape(why)}", highlight=False)
     for check in step.alerts:
         console().print(
             f"  [bold yellow]alert[/]: {check.target} v{check.version} {check.guardrail} breached "
@@ -55,9 +57,9 @@ def _render(step: Step) -> None:
         )
     if step.action is not None:
         if step.action_error is None:
-            console().print(f"  [bold red]{step.action}[/]: {step.action_detail}", highlight=False)
+            console().print(f"  [bold red]{step.action}[/]: {escape(step.action_detail)}", highlight=False)
         else:
-            error_console().print(f"  [bold red]{step.action} failed[/]: {step.action_error}", highlight=False)
+            error_console().print(f"  [bold red]{step.action} failed[/]: {escape(step.action_error)}", highlight=False)
 
 
 def _interruptible(stop: threading.Event) -> Callable[[float], None]:
