@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tritonops.control_plane.errors import DiscoveryError
+from tritonops.control_plane.errors import DiscoveryError, FleetError
 from tritonops.control_plane.state import StateStore
 from tritonops.settings import FleetSource
 
@@ -31,13 +31,19 @@ SERVICE_LABEL = "kubernetes.io/service-name"
 
 
 def discover(
-    source: FleetSource, store: StateStore, *, timeout: float = 5.0, kubernetes_api: DiscoveryV1Api | None = None
+    source: FleetSource,
+    store: StateStore | None,
+    *,
+    timeout: float = 5.0,
+    kubernetes_api: DiscoveryV1Api | None = None,
 ) -> list[str]:
-    """The fleet's ``host:port`` gRPC endpoints now, sorted."""
+    """The fleet's ``host:port`` gRPC endpoints now, sorted (``store`` is read only for a static fleet)."""
     if source.kind == "dns":
         return resolve_dns(source, timeout=timeout)
     if source.kind == "endpointslice":
         return endpointslice_endpoints(source, timeout=timeout, api=kubernetes_api)
+    if store is None:
+        raise FleetError("a static fleet is kept in the state database, and none was opened")
     return store.fleet()
 
 

@@ -509,6 +509,8 @@ def fleet_remove(settings: Settings, endpoint: str, *, actor: str) -> None:
 
 def fleet_list(settings: Settings) -> list[str]:
     """The fleet's endpoints now (as discovered, when ``TRITONOPS_FLEET`` is a DNS name or a Service)."""
+    if settings.fleet.kind != "static":  # discovered: the state is not read (nor created)
+        return discover(settings.fleet, None)
     with StateStore.open(settings.state, create=False) as store:
         return discover(settings.fleet, store)
 

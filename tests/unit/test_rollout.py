@@ -19,6 +19,7 @@ from tritonops.control_plane.errors import (
     FleetError,
     GateError,
     InvalidRolloutError,
+    NoStateError,
     RolloutInProgressError,
     UnknownModelError,
     UnknownVersionError,
@@ -275,10 +276,24 @@ def test_preconditions_of_each_action(settings: Settings) -> None:
 
 
 def test_history_and_status_of_an_unknown_model(settings: Settings) -> None:
+    StateStore.open(settings.state).close()  # a state that never heard of the model
     with pytest.raises(UnknownModelError, match=r"model 'nope' is not known to the control plane state"):
         rollout.history(settings, "nope")
     with pytest.raises(UnknownModelError, match=r"model 'nope' is not known"):
         rollout.status(settings, "nope")
+
+
+def test_reads_without_a_state_file_create_none(tmp_path: Path) -> None:
+    settings = Settings(repository=tmp_path / "repo", state_path=tmp_path / "nowhere" / "state.db", admin_token=None)
+    for read in (
+        lambda: rollout.history(settings, "rf"),
+        lambda: rollout.status(settings),
+        lambda: rollout.fleet_list(settings),
+        lambda: rollout.fleet_remove(settings, "127.0.0.1:8001", actor="alice"),
+    ):
+        with pytest.raises(NoStateError, match=rf"no control plane state at {tmp_path / 'nowhere' / 'state.db'}"):
+            read()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_admin_token_never_reaches_the_audit_log(settings: Settings) -> None:
