@@ -1,4 +1,5 @@
-"""Shared fixtures: the real embedded tritonserver (one per session) and headless Chromium."""
+"""Shared fixtures: the real embedded tritonserver (one per session), a real PostgreSQL (one per session, when
+used) and headless Chromium."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tritonops.loadtest.postgres import PostgresCluster
 from tritonops.serving.triton import ServerOptions, TritonServer
+from tritonops.settings import StateLocation
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +75,19 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Rende
         return RenderedPage(dom.stdout, shot)
 
     return render
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A real PostgreSQL server (initdb + pg_ctl, free port, password auth), removed at the end of the session."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_location(request: pytest.FixtureRequest, tmp_path: Path) -> StateLocation:
+    """Where a test's control plane state lives: run once on a SQLite file and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return StateLocation(path=tmp_path / "state" / "state.db")
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()

@@ -39,7 +39,7 @@ def resolve_metrics_urls(explicit: list[str]) -> list[str]:
     settings = load_settings()
     fleet: list[str] = []
     if not explicit:
-        with StateStore.open(settings.state_path) as store:
+        with StateStore.open(settings.state) as store:
             fleet = store.fleet()
         if not fleet:
             raise ConfigurationError(
@@ -150,7 +150,7 @@ def drift(
         loaded = load_policy(policy)
         config = loaded.drift.thresholds if loaded.drift is not None else config
     urls = resolve_metrics_urls(metrics_url)
-    with SnapshotStore(settings.state_path) as history:
+    with SnapshotStore(settings.state) as history:
         report = measure_drift(
             settings, model, urls, version=version, window_seconds=seconds, config=config, history=history
         )

@@ -161,7 +161,7 @@ def test_watch_rolls_back_the_bad_version_within_its_window(
     assert "rollback" in result.stdout and "live 2 -> 1" in result.stdout
     # window 3 s + 2 breaches in a row at 0.5 s intervals + the rollback itself (~2 s): well under 15 s
     assert elapsed < 15, f"took {elapsed:.1f} s"
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         state = store.model(MODEL)
         events = store.audit(MODEL)
     assert state is not None and state.live == 1
@@ -263,7 +263,7 @@ def test_watch_aborts_a_bad_canary_and_leaves_live_alone(
         )
     assert result.returncode == 10, result.stdout + result.stderr
     assert "abort-canary" in result.stdout
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         state = store.model(MODEL)
         events = store.audit(MODEL)
     assert state is not None and (state.live, state.canary) == (1, None)

@@ -123,12 +123,12 @@ def connector(fakes: dict[str, FakeEndpoint]) -> Any:
 
 
 def desired_state(settings: Settings) -> ModelState | None:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         return store.model("rf")
 
 
 def last_audit(settings: Settings) -> tuple[str, str, str]:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         event = store.audit("rf")[-1]
         return event.action, event.result, event.detail
 
@@ -245,7 +245,7 @@ def test_a_restore_that_fails_too_says_to_reconcile(settings: Settings, fakes: d
         rollout.promote(settings, "rf", 2, actor="alice", connect=connect)
     assert desired_state(settings) == ModelState("rf", 1, None, 0.0)
     fakes["fake-a:8001"].fail_loads.clear()
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         report = reconcile(store, settings.repository, settings.admin_headers(), actor="bob", connect=connect)
     assert report.ok
     assert [r.actions for r in report.endpoints] == [["loaded rf version 1 (warmed up)", "unloaded rf__canary"], []]
@@ -285,7 +285,7 @@ def test_canary_then_rollback_with_an_endpoint_down(settings: Settings, fakes: d
     assert sorted(fakes["fake-a:8001"].loaded) == ["rf"] and fakes["fake-a:8001"]._versions("rf") == (1,)
     fakes["fake-b:8001"].unreachable = False
     fakes["fake-b:8001"].loaded.clear()  # it came back empty, as a restarted Triton does
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         report = reconcile(store, settings.repository, settings.admin_headers(), actor="bob", connect=connect)
     assert report.ok and [len(r.actions) for r in report.endpoints] == [0, 1]
     assert report.endpoints[1].drift == ["rf: not loaded (want version 1)"]
