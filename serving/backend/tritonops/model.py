@@ -17,6 +17,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import triton_python_backend_utils as pb_utils
 
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.backend_options import BackendOptions
+from tritonops.serving.capture import CaptureSpec, CaptureWriter
 from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
 from tritonops.serving.response_cache import ResponseCache
 from tritonops.serving.routing import VERSION_OUTPUT, CanaryRoute, ShadowRoute, route_key
@@ -294,6 +296,45 @@ class _Metrics:
         self.rows.increment(float(snapshot.rows))
 
 
+def _tensor_features(manifest: Manifest) -> list[tuple[str, tuple[str, ...]]]:
+    return [(tensor.name, tuple(tensor.features)) for tensor in manifest.inputs]
+
+
+class _Capture:
+    """The capture writer plus its counters on Triton's /metrics; a failed flush is logged, never raised."""
+
+    def __init__(self, writer: CaptureWriter) -> None:
+        self.writer = writer
+        base = {"model": writer.model, "version": str(writer.version)}
+        self.families = [
+            pb_utils.MetricFamily(
+                name="tritonops_capture_rows_total",
+                description="Scored rows written to the capture spool",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+            pb_utils.MetricFamily(
+                name="tritonops_capture_dropped_total",
+                description="Sampled rows dropped because the capture buffer was full or its spool unwritable",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+        ]
+        self.rows = self.families[0].Metric(labels=base)
+        self.dropped = self.families[1].Metric(labels=base)
+        self.reported = (0, 0)
+
+    def flush(self, *, final: bool = False) -> None:
+        try:
+            self.writer.flush(final=final)
+        except OSError as exc:
+            pb_utils.Logger.log_error(f"tritonops: writing captured rows to {self.writer.folder} failed: {exc}")
+        written, dropped = self.writer.written, self.writer.dropped
+        if written > self.reported[0]:
+            self.rows.increment(float(written - self.reported[0]))
+        if dropped > self.reported[1]:
+            self.dropped.increment(float(dropped - self.reported[1]))
+        self.reported = (written, dropped)
+
+
 class _LabelTensors:
     """``label`` output tensors of one-row answers, built once per class and then reused by every response.
 
@@ -387,6 +428,12 @@ class TritonPythonModel:
             else None
         )
         self.route_metrics = _RouteMetrics(manifest, self.canary, self.shadow)
+        spec = CaptureSpec.from_model_config(config)
+        self.capture = (
+            _Capture(CaptureWriter(spec, manifest.name, manifest.version, _tensor_features(manifest), manifest.classes))
+            if spec is not None and spec.share > 0
+            else None
+        )
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name="tritonops-flush", daemon=True)
         self._flusher.start()
@@ -398,6 +445,8 @@ class TritonPythonModel:
                 self.route_metrics.flush(self.canary_counts, self.mirror)
             except Exception as exc:  # keep counting: one failed flush must not stop the thread for good
                 pb_utils.Logger.log_error(f"tritonops: flushing metrics failed: {exc}")
+            if self.capture is not None:
+                self.capture.flush()
 
     def execute(self, requests: list[Any]) -> list[Any] | Coroutine[Any, Any, list[Any]]:
         """Responses in request order; a coroutine (run by the stub) only while a canary takes traffic."""
@@ -454,9 +503,13 @@ class TritonPythonModel:
         scored = score(self.schema, self.run, tensors, self.cache)
         responses = []
         tensor, response, label_tensor = pb_utils.Tensor, pb_utils.InferenceResponse, self.label_tensor
-        version_tensor = self.version_tensor
-        for request, result in zip(requests, scored.results, strict=True):
+        version_tensor, capture = self.version_tensor, self.capture
+        for index, (request, result) in enumerate(zip(requests, scored.results, strict=True)):
             if isinstance(result, Prediction):
+                if capture is not None and capture.writer.sampled():
+                    capture.writer.offer(
+                        request.request_id() or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
+                    )
                 outputs = [label_tensor(result.label), tensor(OUTPUT_PROBABILITIES, result.probabilities)]
                 if version_tensor is not None:
                     outputs.append(version_tensor(result.label.shape[0]))
@@ -502,3 +555,5 @@ class TritonPythonModel:
             self.mirror.close()
         self.metrics.flush(self.counters.take())
         self.route_metrics.flush(self.canary_counts, self.mirror)
+        if self.capture is not None:
+            self.capture.flush(final=True)
