@@ -9,7 +9,6 @@ Per model (see docs/contracts.md, "Aliases"):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from tritonops.control_plane.state import ModelState
 from tritonops.converters.errors import ManifestError
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.install import BACKEND_NAME
 from tritonops.serving.model_config import read_pbtxt, with_specific_versions
+from tritonops.serving.routing import CANARY_PARAMETER, VERSION_OUTPUT, CanaryRoute
 
 CANARY_SUFFIX = "__canary"
-CANARY_PARAMETER = "tritonops.canary"
 
 
 def canary_alias(model: str) -> str:
@@ -31,8 +31,8 @@ def canary_alias(model: str) -> str:
 
 
 def canary_parameter(model: str, version: int, weight: float) -> str:
-    """The compact JSON published on the live model's config for SDK clients to route by."""
-    return json.dumps({"model": canary_alias(model), "version": version, "weight": weight}, separators=(",", ":"))
+    """The compact JSON published on the live model's config: the backend splits by it (and opt-in SDK routing)."""
+    return CanaryRoute(canary_alias(model), version, weight).to_parameter()
 
 
 def version_dir(repository: Path, model: str, version: int) -> Path:
@@ -65,10 +65,23 @@ def version_manifest(repository: Path, model: str, version: int) -> Manifest:
     return manifest
 
 
+def with_version_output(config: mc.ModelConfig) -> mc.ModelConfig:
+    """``config`` declaring the ``served_version`` output, so every answer names the version that scored it."""
+    if config.backend == BACKEND_NAME and all(output.name != VERSION_OUTPUT for output in config.output):
+        config.output.append(mc.ModelOutput(name=VERSION_OUTPUT, data_type=mc.TYPE_INT64, dims=[1]))
+    return config
+
+
 def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
-    """``<model>`` serving exactly the live version, with the canary split when one exists."""
+    """``<model>`` serving exactly the live version, with the canary split when one exists.
+
+    The backend reads the split when the config loads: a weight change reloads the live model (Triton keeps the
+    old instances serving until the new ones are ready, so no request fails).
+    """
     assert state.live is not None
-    config = with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    config = with_version_output(
+        with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    )
     config.name = state.name
     if state.canary is not None:
         config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
@@ -78,7 +91,7 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
 
 
 def canary_config(repository: Path, model: str, version: int) -> mc.ModelConfig:
-    config = with_specific_versions(version_config(repository, model, version), [version])
+    config = with_version_output(with_specific_versions(version_config(repository, model, version), [version]))
     config.name = canary_alias(model)
     return config
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.control_plane.desired import CANARY_PARAMETER, Desired, canary_alias
+from tritonops.control_plane.desired import Desired, canary_alias
+from tritonops.serving.routing import CANARY_PARAMETER
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def _split(config: mc.ModelConfig) -> str | None:
 
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if list(loaded.version_policy.specific.versions) != list(wanted.version_policy.specific.versions):
+        return True
+    if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
         return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
