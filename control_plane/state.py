@@ -27,7 +27,16 @@ from tritonops.control_plane.errors import FleetError, NoStateError, RolloutInPr
 from tritonops.control_plane.migrations import SCHEMA_VERSION, open_state_database, schema_version
 from tritonops.settings import StateLocation
 
-__all__ = ["SCHEMA_VERSION", "AuditEntry", "AuditEvent", "ModelState", "Operation", "Release", "StateStore"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AuditEntry",
+    "AuditEvent",
+    "ModelState",
+    "Operation",
+    "Release",
+    "StateStore",
+    "require_state",
+]
 
 Result = Literal["started", "ok", "refused", "failed", "interrupted"]
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tritonops.control_plane.metrics import VersionStats
     from tritonops.control_plane.rollout import EndpointStatus, RolloutResult
     from tritonops.control_plane.state import AuditEvent
+    from tritonops.control_plane.webhooks import Delivery, DeliveryResult
     from tritonops.converters.repository import ModelVersion
     from tritonops.serving.daemon import ServerStatus
 
@@ -498,6 +499,75 @@ def top_row(model: str, version: str, role: str, stats: VersionStats, drift: str
     )
 
 
+# -- webhooks ----------------------------------------------------------------------------------------------------
+class DeliveryResultView(View):
+    hook: str
+    outcome: str
+    """``ok``, ``failed`` or ``skipped`` (a duplicate or within the hook's cooldown)."""
+    attempts: int
+    status_code: int | None
+    detail: str
+
+
+class RetrainView(View):
+    """``retrain``: each configured hook's delivery of the manual trigger."""
+
+    model: str
+    results: list[DeliveryResultView]
+
+
+def from_retrain(model: str, results: Sequence[DeliveryResult]) -> RetrainView:
+    return RetrainView(
+        model=model,
+        results=[
+            DeliveryResultView(
+                hook=r.hook, outcome=r.outcome, attempts=r.attempts, status_code=r.status_code, detail=r.detail
+            )
+            for r in results
+        ],
+    )
+
+
+class DeliveryView(View):
+    id: int
+    at: float
+    """Unix time."""
+    hook: str
+    model: str
+    event: str
+    dedup_key: str
+    attempts: int
+    status_code: int | None
+    outcome: str
+    detail: str
+
+
+class WebhookLogView(View):
+    """``webhooks log``: deliveries, newest first."""
+
+    deliveries: list[DeliveryView]
+
+
+def from_deliveries(entries: Sequence[Delivery]) -> WebhookLogView:
+    return WebhookLogView(
+        deliveries=[
+            DeliveryView(
+                id=e.id,
+                at=e.at,
+                hook=e.hook,
+                model=e.model,
+                event=e.event,
+                dedup_key=e.dedup_key,
+                attempts=e.attempts,
+                status_code=e.status_code,
+                outcome=e.outcome,
+                detail=e.detail,
+            )
+            for e in entries
+        ]
+    )
+
+
 OUTPUTS: dict[str, type[BaseModel]] = {
     "status": StatusView,
     "history": HistoryView,
@@ -509,6 +579,8 @@ OUTPUTS: dict[str, type[BaseModel]] = {
     "top --once": TopView,
     "deploy | promote | canary | rollback": RolloutView,
     "reconcile": ReconcileView,
+    "retrain": RetrainView,
+    "webhooks log": WebhookLogView,
 }
 """Command -> the model of its ``--json`` output (``models show`` prints the manifest: docs/contracts.md)."""
 

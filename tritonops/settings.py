@@ -84,6 +84,8 @@ class Settings:
     state_url: str | None = None
     state_password: str | None = field(default=None, repr=False)
     fleet: FleetSource = field(default_factory=FleetSource)
+    webhooks_path: Path | None = None
+    """``TRITONOPS_WEBHOOKS``: the YAML file of outbound webhooks (``tritonops.control_plane.webhooks``)."""
 
     @property
     def state(self) -> StateLocation:
@@ -205,4 +207,26 @@ def load_settings(
         state_url=state_url,
         state_password=_read_secret(env, "TRITONOPS_STATE_PASSWORD", "state database password") if state_url else None,
         fleet=parse_fleet_source(env.get("TRITONOPS_FLEET", ""), env.get("TRITONOPS_DNS_SERVER")),
+        webhooks_path=Path(env["TRITONOPS_WEBHOOKS"]) if env.get("TRITONOPS_WEBHOOKS") else None,
     )
+
+
+def read_api_token(env: dict[str, str] | None = None) -> str | None:
+    """A client's controller API token from ``TRITONOPS_TOKEN`` or the file named by ``TRITONOPS_TOKEN_FILE``."""
+    env = dict(os.environ) if env is None else env
+    token = env.get("TRITONOPS_TOKEN")
+    if token:
+        return token.strip()
+    token_file = env.get("TRITONOPS_TOKEN_FILE")
+    if not token_file:
+        return None
+    path = Path(token_file).expanduser()
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"TRITONOPS_TOKEN_FILE={path}: cannot read the API token file ({exc.strerror})"
+        ) from exc
+    if not content:
+        raise ConfigurationError(f"TRITONOPS_TOKEN_FILE={path}: the file is empty, expected a token")
+    return content

@@ -47,7 +47,7 @@ COLUMNS = (
 
 def role_of(model: str, version: str, states: Mapping[str, ModelState]) -> str:
     """``live`` / ``canary`` per the desired state, ``-`` for what the control plane doesn't manage."""
-    from tritonops.control_plane.fleet import canary_alias
+    from tritonops.control_plane.desired import canary_alias
 
     for state in states.values():
         if model == state.name and state.live is not None and version == str(state.live):
@@ -136,9 +136,9 @@ def _drift(
     settings: Settings, states: Mapping[str, ModelState], now: FleetWindow, history: MemoryHistory, seconds: float
 ) -> dict[tuple[str, str], DriftReport]:
     """Drift of every live version over the last ``seconds`` (or as much history as there is)."""
+    from tritonops.control_plane.desired import version_manifest
     from tritonops.control_plane.drift import DriftConfig
     from tritonops.control_plane.errors import ControlPlaneError
-    from tritonops.control_plane.fleet import version_manifest
     from tritonops.control_plane.guardrails import drift_for_version
     from tritonops.control_plane.metrics import FleetWindow, window
 

@@ -210,7 +210,8 @@ def test_each_short_flag_means_one_thing() -> None:
 
 STATE_COMMANDS = {
     "status", "deploy", "promote", "canary", "rollback", "history", "reconcile", "fleet add", "fleet remove",
-    "fleet list", "drift", "watch", "top", "feedback prediction", "feedback label", "feedback accuracy",
+    "fleet list", "drift", "watch", "top", "feedback prediction", "feedback label", "feedback accuracy", "retrain",
+    "webhooks log",
 }  # fmt: skip
 REPOSITORY_COMMANDS = {
     "convert", "models list", "models show", "server start", "status", "deploy", "promote", "canary", "rollback",
@@ -218,7 +219,7 @@ REPOSITORY_COMMANDS = {
 }  # fmt: skip
 JSON_COMMANDS = {
     "status", "history", "fleet list", "models list", "models show", "drift", "feedback accuracy", "server status",
-    "top", "deploy", "promote", "canary", "rollback", "reconcile",
+    "top", "deploy", "promote", "canary", "rollback", "reconcile", "retrain", "webhooks log",
 }  # fmt: skip
 
 
@@ -283,6 +284,7 @@ def test_piped_tables_print_whole_rows_without_boxes(tmp_path: Path) -> None:
         ["drift", "rf"],
         ["drift", "rf", "--metrics-url", "http://127.0.0.1:9/metrics"],
         ["top", "--once", "--interval", "0.2"],
+        ["webhooks", "log"],
     ],
 )
 def test_read_only_commands_create_no_state(tmp_path: Path, args: list[str]) -> None:
