@@ -18,13 +18,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tests.unit.test_rollout import TOKEN, write_version
 from tritonops.control_plane import rollout
 from tritonops.control_plane.desired import canary_alias, desired, live_config, version_manifest
-from tritonops.control_plane.endpoint import Endpoint, VersionStats
+from tritonops.control_plane.endpoint import Endpoint, InferenceCounts
 from tritonops.control_plane.errors import (
     ControlPlaneError,
     EndpointUnreachableError,
     FleetApplyError,
     GateError,
-    ModelLoadError,
+    VersionLoadError,
 )
 from tritonops.control_plane.fleet import reconcile
 from tritonops.control_plane.plan import LoadCanary, LoadLive, ModelObservation, Unload, differences, plan
@@ -70,7 +70,7 @@ class FakeEndpoint:
         version = config.version_policy.specific.versions[0]
         self.calls.append(f"load {config.name} v{version}")
         if (config.name, version) in self.fail_loads:
-            raise ModelLoadError(self.url, config.name, version, "the fake refuses it")
+            raise VersionLoadError(self.url, config.name, version, "the fake refuses it")
         stored = mc.ModelConfig()
         stored.CopyFrom(config)
         self.loaded[config.name] = stored
@@ -91,8 +91,8 @@ class FakeEndpoint:
             labels[0] = "yes" if labels[0] == "no" else "no"
         return labels, np.array(expected.probabilities, dtype=np.float64)
 
-    def statistics(self, name: str) -> dict[int, VersionStats]:
-        return {v: VersionStats(success=10, failure=0) for v in self._versions(name)}
+    def statistics(self, name: str) -> dict[int, InferenceCounts]:
+        return {v: InferenceCounts(success=10, failure=0) for v in self._versions(name)}
 
     def close(self) -> None:
         self.closed += 1
@@ -226,8 +226,9 @@ def test_a_failed_switch_puts_every_endpoint_back_and_keeps_the_state(
     connect = connector(fakes)
     rollout.promote(settings, "rf", 1, actor="alice", connect=connect)
     fakes["fake-b:8001"].fail_loads.add(("rf", 2))
-    with pytest.raises(ModelLoadError, match=r"fake-b:8001: loading 'rf' version 2 failed: .*endpoints restored"):
+    with pytest.raises(VersionLoadError, match=r"fake-b:8001: loading 'rf' version 2 failed: ") as raised:
         rollout.promote(settings, "rf", 2, actor="alice", connect=connect)
+    assert raised.value.__notes__ == ["endpoints restored to the previous state"]  # the message itself is untouched
     for fake in fakes.values():  # A had switched to 2 already: back on 1, candidate gone
         assert sorted(fake.loaded) == ["rf"] and fake._versions("rf") == (1,)
     assert fakes["fake-a:8001"].calls[-3:] == ["load rf v2", "load rf v1", "unload rf__canary"]
@@ -241,7 +242,7 @@ def test_a_restore_that_fails_too_says_to_reconcile(settings: Settings, fakes: d
     rollout.promote(settings, "rf", 1, actor="alice", connect=connect)
     fakes["fake-a:8001"].fail_loads.add(("rf", 1))  # A switches to 2, then can't go back
     fakes["fake-b:8001"].fail_loads.add(("rf", 2))
-    with pytest.raises(ModelLoadError, match=r"restoring some endpoints failed, run `tritonops reconcile`: fake-a"):
+    with pytest.raises(VersionLoadError, match=r"restoring some endpoints failed, run `tritonops reconcile`: fake-a"):
         rollout.promote(settings, "rf", 2, actor="alice", connect=connect)
     assert desired_state(settings) == ModelState("rf", 1, None, 0.0)
     fakes["fake-a:8001"].fail_loads.clear()
