@@ -289,9 +289,9 @@ def test_canary_then_rollback_with_an_endpoint_down(settings: Settings, fakes: d
     with StateStore.open(settings.state) as store:
         report = reconcile(store, settings.repository, settings.admin_headers(), actor="bob", connect=connect)
     assert report.ok and [len(r.actions) for r in report.endpoints] == [0, 1]
-    assert report.endpoints[1].drift == ["rf: not loaded (want version 1)"]
+    assert report.endpoints[1].divergence == ["rf: not loaded (want version 1)"]
     status = rollout.status(settings, "rf", connect=connect)
-    assert [(s.endpoint, s.models[0].ready_versions, s.models[0].drift) for s in status] == [
+    assert [(s.endpoint, s.models[0].ready_versions, s.models[0].divergence) for s in status] == [
         ("fake-a:8001", (1,), ()),
         ("fake-b:8001", (1,), ()),
     ]
