@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from tritonops.control_plane.errors import (
     GateError,
     ModelLoadError,
     RolloutInProgressError,
+    UnknownModelError,
     UnknownVersionError,
 )
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
@@ -68,6 +69,8 @@ def canary_parameter(model: str, version: int, weight: float) -> str:
 
 # -- what to load: configs and files from the repository --------------------------------------------
 def version_dir(repository: Path, model: str, version: int) -> Path:
+    if not (repository / model).is_dir():
+        raise UnknownModelError(model, f"the model repository ({repository})")
     path = repository / model / str(version)
     if not path.is_dir():
         raise UnknownVersionError(model, version, f"no directory {path} in the model repository")
@@ -470,14 +473,17 @@ def reconcile(
     *,
     actor: str,
     dry_run: bool = False,
+    only: Sequence[str] | None = None,
+    audit_in_sync: bool = True,
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift.
+    only reports drift. ``only``: just these fleet endpoints. ``audit_in_sync=False`` leaves no audit event for a
+    run that found nothing to do (the controller reconciles every few seconds).
     """
-    endpoints = [Endpoint(url, admin_headers) for url in store.fleet()]
+    endpoints = [Endpoint(url, admin_headers) for url in store.fleet() if only is None or url in only]
     reports = {e.url: EndpointReport(e.url) for e in endpoints}
     report = ReconcileReport(list(reports.values()))
     try:
@@ -495,7 +501,8 @@ def reconcile(
     finally:
         for endpoint in endpoints:
             endpoint.close()
-    if not dry_run:
+    quiet = report.ok and not report.interrupted and not any(r.actions for r in report.endpoints)
+    if not dry_run and (audit_in_sync or not quiet):
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         store.record(
             AuditEntry(

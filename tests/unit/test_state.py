@@ -29,7 +29,7 @@ def store(tmp_path: Path) -> StateStore:
 
 
 def test_a_new_database_has_the_schema_version_and_wal(store: StateStore) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     assert store.models() == [] and store.fleet() == [] and store.audit() == []
@@ -39,7 +39,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     StateStore.open(path).close()
     sqlite3.connect(path).execute("PRAGMA user_version = 99")
-    with pytest.raises(StateError, match=r"schema version 99, this tritonops understands up to 1"):
+    with pytest.raises(StateError, match=r"schema version 99, this tritonops understands up to 2"):
         StateStore.open(path)
 
 
