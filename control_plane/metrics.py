@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import threading
 import time
 import zlib
@@ -30,7 +29,9 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tritonops.control_plane.errors import MetricsError
+from tritonops.control_plane.errors import MetricsError, StateError
+from tritonops.control_plane.migrations import open_state_database
+from tritonops.settings import StateLocation
 
 Labels = tuple[tuple[str, str], ...]
 """A series' labels, sorted by name: hashable and JSON-friendly."""
@@ -384,20 +385,6 @@ def rows_scored(delta: Snapshot, model: str, version: int | str) -> float:
 
 # -- history ----------------------------------------------------------------------------------------------------
 
-_SAMPLES_TABLE = """
-CREATE TABLE IF NOT EXISTS tritonops_counter_samples (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint TEXT NOT NULL,
-    taken_at REAL NOT NULL,
-    body BLOB NOT NULL
-)
-"""
-_SAMPLES_INDEX = (
-    "CREATE INDEX IF NOT EXISTS tritonops_counter_samples_at ON tritonops_counter_samples (endpoint, taken_at)"
-)
-_OLD_SNAPSHOTS = "DROP TABLE IF EXISTS tritonops_metric_snapshots"
-"""Whole scrapes as JSON (about 59 KB each), kept by earlier versions: replaced by compact counter samples."""
-
 
 def compact_counters(snapshot: Snapshot) -> bytes:
     """The counters the control plane reads from ``snapshot``, zero series left out (a window counts a missing
@@ -412,36 +399,34 @@ def compact_counters(snapshot: Snapshot) -> bytes:
 
 
 def expand_counters(blob: bytes) -> Snapshot:
-    body = json.loads(zlib.decompress(blob))
+    body = json.loads(zlib.decompress(bytes(blob)))
     series = {n: {_labels(labels): float(v) for labels, v in rows} for n, rows in body["counters"].items()}
     return Snapshot(float(body["taken_at"]), series, frozenset(series))
 
 
 class SnapshotStore:
-    """Compact counter samples in the control plane's SQLite file (own table), so windows can reach back in time.
+    """Compact counter samples in the control plane's state database (own table), so windows can reach back.
 
-    Only what the longest window needs is kept: samples older than ``keep_seconds`` are forgotten at every record,
-    and a sample is stored at most every ``min_spacing`` seconds per endpoint (a window then starts up to that much
-    earlier than asked, and says so in its length).
+    A sample holds only the counters the control plane reads, without zero series, compressed (a whole scrape was
+    about 59 KB of JSON). Only what the longest window needs is kept: samples older than ``keep_seconds`` are
+    forgotten at every record, and one is stored at most every ``min_spacing`` seconds per endpoint.
     """
 
     def __init__(
-        self, path: Path, busy_timeout: float = 10.0, keep_seconds: float = 86400.0, min_spacing: float = 0.0
+        self,
+        location: StateLocation | Path,
+        busy_timeout: float = 10.0,
+        keep_seconds: float = 86400.0,
+        min_spacing: float = 0.0,
     ) -> None:
-        self.path = path
         self.keep_seconds = keep_seconds
         self.min_spacing = min_spacing
         self._last: dict[str, float] = {}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last commits, never corrupts
-            self._db.execute(_SAMPLES_TABLE)
-            self._db.execute(_SAMPLES_INDEX)
-            self._db.execute(_OLD_SNAPSHOTS)
-        except (OSError, sqlite3.Error) as exc:
-            raise MetricsError(str(path), f"cannot open the counter history ({exc})") from exc
+            self._db = open_state_database(location, busy_timeout)
+        except StateError as exc:
+            raise MetricsError(str(location), f"cannot open the counter history ({exc})") from exc
+        self.location = self._db.location
 
     def close(self) -> None:
         self._db.close()
@@ -456,8 +441,8 @@ class SnapshotStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:
-            raise MetricsError(str(self.path), f"counter history: {exc}") from exc
+        except StateError as exc:
+            raise MetricsError(str(self.location), f"counter history: {exc}") from exc
 
     def record(self, endpoint: str, snapshot: Snapshot) -> bool:
         """Keep ``snapshot``'s counters (unless one was kept less than ``min_spacing`` ago); forget samples older
@@ -470,9 +455,9 @@ class SnapshotStore:
                 "INSERT INTO tritonops_counter_samples (endpoint, taken_at, body) VALUES (?, ?, ?)",
                 (endpoint, snapshot.taken_at, compact_counters(snapshot)),
             )
+        if len(self._last) >= 1024:  # endpoints that left the fleet: forget them, stay bounded
+            self._last.clear()
         self._last[endpoint] = snapshot.taken_at
-        if len(self._last) > 1024:  # endpoints that left the fleet: forget them, stay bounded
-            self._last = {endpoint: snapshot.taken_at}
         self.prune(snapshot.taken_at - self.keep_seconds)
         return True
 

@@ -30,7 +30,7 @@ def set_policy(
     """Store MODEL's guardrail policy; the controller starts (or updates) its guardrails within a second."""
     settings = load_settings()
     policy = load_policy(policy_file)
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         store_policy(store, model, policy, actor=resolve_actor(), repository=settings.repository)
     console.print(f"policy of {model} stored from {policy_file}", highlight=False)
 
@@ -38,7 +38,7 @@ def set_policy(
 @policy_app.command("show")
 def show(model: str | None = typer.Argument(None, help="Only this model (default: every stored policy).")) -> None:
     """Print stored policies as JSON (every field, defaults included)."""
-    with StateStore.open(load_settings().state_path) as store:
+    with StateStore.open(load_settings().state) as store:
         policies = stored_policies(store)
     if model is not None:
         if model not in policies:
@@ -50,6 +50,6 @@ def show(model: str | None = typer.Argument(None, help="Only this model (default
 @policy_app.command("delete")
 def delete(model: str = typer.Argument(..., help=f"Model name, or {DEFAULT_POLICY!r}.")) -> None:
     """Forget MODEL's policy (its guardrails stop, or the default applies again)."""
-    with StateStore.open(load_settings().state_path) as store:
+    with StateStore.open(load_settings().state) as store:
         remove_policy(store, model, actor=resolve_actor())
     console.print(f"policy of {model} removed", highlight=False)

@@ -27,7 +27,7 @@ def create(
 ) -> None:
     """Create a token and print it once: only its hash is kept."""
     seconds = parse_duration(expires, "--expires") if expires else None
-    with StateStore.open(load_settings().state_path) as store:
+    with StateStore.open(load_settings().state) as store:
         token, record = create_token(store, name, role, actor=resolve_actor(), expires_in_seconds=seconds)
     console.print(f"token for {record.name} (role {record.role}), shown only now:", highlight=False)
     typer.echo(token)
@@ -39,7 +39,7 @@ def create(
 def list_tokens() -> None:
     """Tokens by name, role and prefix (never the token itself)."""
     table = Table("name", "role", "prefix", "created", "by", "expires", "revoked")
-    with StateStore.open(load_settings().state_path) as store:
+    with StateStore.open(load_settings().state) as store:
         for r in store.tokens():
             table.add_row(
                 r.name, r.role, r.prefix + "...", r.created_at, r.created_by, r.expires_at or "-", r.revoked_at or "-"
@@ -50,6 +50,6 @@ def list_tokens() -> None:
 @token_app.command("revoke")
 def revoke(name: str = typer.Argument(..., help="Name of the token.")) -> None:
     """Revoke a token: every later call with it is refused."""
-    with StateStore.open(load_settings().state_path) as store:
+    with StateStore.open(load_settings().state) as store:
         revoke_token(store, name, actor=resolve_actor())
     console.print(f"revoked {name}")

@@ -76,11 +76,11 @@ class Gatekeeper:
 
     def identify(self, header: str) -> Identity:
         token = bearer_token(header)
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             return authenticate(store, token)
 
     def refuse(self, actor: str, action: str, model: str | None, why: str, where: str) -> None:
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             store.record(AuditEntry(actor, action, model, None, None, f"API refused: {why}", "refused", where))
 
 

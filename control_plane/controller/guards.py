@@ -64,7 +64,7 @@ class Guardrails:
     def sync(self) -> None:
         """Watchers for exactly the models with a live version and a policy; rebuilt when a policy changes."""
         wanted: dict[str, tuple[Policy, str]] = {}
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             for state in store.models():
                 self.exporter.set_state(state)
                 if state.live is None:

@@ -94,7 +94,7 @@ class Reconciler:
         """Reconcile every endpoint that is not backing off; returns the report (None: nothing to try)."""
         now = time.monotonic()
         self._next_periodic = now + self.every
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             fleet = store.fleet()
             due = [url for url in fleet if self._backoff.get(url, _Backoff()).retry_at <= now]
             if not due:
@@ -153,7 +153,7 @@ class Reconciler:
         return client
 
     def _probe(self) -> None:
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             fleet = store.fleet()
             states = [s for s in store.models() if s.live is not None]
         for url in fleet:

@@ -50,7 +50,7 @@ class Controller:
         if (self.options.tls_cert is None) != (self.options.tls_key is None):
             raise ConfigurationError("TLS: give both --tls-cert and --tls-key, or neither")
         self.exporter = ControlPlaneExporter()
-        self.history = SnapshotStore(settings.state_path, keep_seconds=3600.0, min_spacing=1.0)
+        self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
         self.sampler = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
         self.reconciler = Reconciler(settings, every=self.options.reconcile_every, probe_every=self.options.probe_every)
         self.guardrails = Guardrails(
@@ -76,7 +76,7 @@ class Controller:
     def _metrics_urls(self) -> list[str]:
         if self.options.metrics_urls:
             return list(self.options.metrics_urls)
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             return metrics_urls([], store.fleet())
 
     def _readiness(self) -> dict[str, str | None]:
@@ -88,7 +88,7 @@ class Controller:
     def start(self) -> None:
         """Store the bootstrap token (first start only), then start the loops."""
         if self.settings.bootstrap_token:
-            with StateStore.open(self.settings.state_path) as store:
+            with StateStore.open(self.settings.state) as store:
                 if ensure_bootstrap(store, self.settings.bootstrap_token):
                     _log.info("bootstrap admin token stored (name 'bootstrap')", extra={"actor": "controller"})
         self.reconcile_runner.start()

@@ -58,7 +58,7 @@ def delete_fleet(
 @router.get("/tokens", response_model=list[TokenRecord])
 def get_tokens(ctx: Ctx, who: Annotated[Identity, Depends(require(Role.ADMIN, "token-list"))]) -> list[TokenRecord]:
     """Every token by name, role and prefix (never the token), with its expiry and revocation."""
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         return store.tokens()
 
 
@@ -67,7 +67,7 @@ def post_token(
     body: TokenCreateRequest, ctx: Ctx, who: Annotated[Identity, Depends(require(Role.ADMIN, "token-create"))]
 ) -> TokenCreated:
     """A new token for a person or service; the answer holds the token, the only time it is shown."""
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         token, record = create_token(
             store, body.name, body.role, actor=who.name, expires_in_seconds=body.expires_in_seconds
         )
@@ -78,6 +78,6 @@ def post_token(
 @router.delete("/tokens/{name}", status_code=204)
 def delete_token(name: str, ctx: Ctx, who: Annotated[Identity, Depends(require(Role.ADMIN, "token-revoke"))]) -> None:
     """Revoke a token at once: its next call is refused."""
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         revoke_token(store, name, actor=who.name)
     ctx.acted(who, "token-revoke", None, None, name)

@@ -21,7 +21,7 @@ def post_feedback(
     body: FeedbackBatch, ctx: Ctx, who: Annotated[Identity, Depends(require(Role.OPERATOR, "feedback"))]
 ) -> FeedbackAnswer:
     """Record predictions (which version answered which request id) and labels, all in one transaction."""
-    with FeedbackStore(ctx.settings.state_path) as store:
+    with FeedbackStore(ctx.settings.state) as store:
         added, labelled = store.record_batch(
             [(p.request_id, p.model, p.version, p.label) for p in body.predictions],
             [(label.request_id, label.true_label) for label in body.labels],

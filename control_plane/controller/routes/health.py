@@ -28,7 +28,7 @@ def readyz(ctx: Ctx) -> dict[str, object] | JSONResponse:
     """Readiness: the state database opens and every check of the controller loop passes."""
     checks: dict[str, str | None] = {}
     try:
-        with StateStore.open(ctx.settings.state_path, busy_timeout=2.0) as store:
+        with StateStore.open(ctx.settings.state, busy_timeout=2.0) as store:
             store.schema_version()
         checks["state"] = None
     except StateError as exc:

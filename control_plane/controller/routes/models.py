@@ -41,7 +41,7 @@ def get_models(ctx: Ctx, who: Annotated[Identity, Depends(require(Role.VIEWER, "
     except RepositoryError:
         names = set()
     answer = []
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         states = {s.name: s for s in store.models()}
         for name in sorted(names | set(states)):
             state = states.get(name)
@@ -73,7 +73,7 @@ def get_versions(
 ) -> list[VersionInfo]:
     """The model's versions in the repository, oldest first, with their parity verdict and role."""
     _known(ctx, model)
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         state = store.model(model)
     return [
         VersionInfo(
@@ -101,12 +101,12 @@ def get_drift(
     _known(ctx, model)
     seconds = None if window == "load" else parse_duration(window, "window")
     if ctx.window is None:
-        with StateStore.open(ctx.settings.state_path) as store:
+        with StateStore.open(ctx.settings.state) as store:
             urls = metrics_urls([], store.fleet())
         report = measure_drift(ctx.settings, model, urls, version=version, window_seconds=seconds)
         return report_to_dict(report)
     if version is None:
-        with StateStore.open(ctx.settings.state_path) as store:
+        with StateStore.open(ctx.settings.state) as store:
             state = store.model(model)
         if state is None or state.live is None:
             raise UnknownModelError(model, "the control plane state as a live model")
@@ -119,7 +119,7 @@ def get_drift(
 
 
 def _policy_or_default(ctx: ApiContext, model: str) -> Policy:
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         found = effective_policy(store, model)
     return found[0] if found is not None else Policy()
 
@@ -133,9 +133,9 @@ def get_accuracy(
 ) -> AccuracyAnswer:
     """Accuracy per version from recorded predictions and labels; canary against live while one runs."""
     check_model_name(model)
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         state = store.model(model)
-    with FeedbackStore(ctx.settings.state_path) as feedback:
+    with FeedbackStore(ctx.settings.state) as feedback:
         versions = feedback.accuracy_report(model)
         comparison = (
             feedback.compare_accuracy(model, state.live, state.canary, min_labels)
@@ -149,7 +149,7 @@ def get_accuracy(
 
 
 def _policy_answer(ctx: ApiContext, model: str) -> PolicyAnswer:
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         found = effective_policy(store, model)
     if found is None:
         raise PolicyError(f"model {model!r}", "no policy is stored for it and there is no default policy")
@@ -172,7 +172,7 @@ def put_policy(
 ) -> PolicyAnswer:
     """Store ``model``'s guardrail policy; a misspelt or out-of-range field is refused naming it."""
     policy = parse_policy_data(body, f"body for {model!r}")
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         store_policy(store, model, policy, actor=who.name, repository=ctx.settings.repository)
     ctx.acted(who, "policy-set", model, None, "policy stored")
     return _policy_answer(ctx, model)
@@ -183,7 +183,7 @@ def delete_policy(
     model: str, ctx: Ctx, who: Annotated[Identity, Depends(require(Role.ADMIN, "policy-delete"))]
 ) -> None:
     """Forget ``model``'s own policy (the default, if any, applies again)."""
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         remove_policy(store, _known(ctx, model), actor=who.name)
     ctx.acted(who, "policy-delete", model, None, "policy removed")
 
@@ -191,7 +191,7 @@ def delete_policy(
 @router.get("/policies/default", response_model=PolicyAnswer)
 def get_default_policy(ctx: Ctx, who: Annotated[Identity, Depends(require(Role.VIEWER, "policy"))]) -> PolicyAnswer:
     """The default policy for every promoted model without one of its own."""
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         found = effective_policy(store, DEFAULT_POLICY)
     if found is None:
         raise PolicyError("default", "no default policy is stored")
@@ -206,7 +206,7 @@ def put_default_policy(
 ) -> PolicyAnswer:
     """Store the default policy: from now on every promoted model without its own is guarded by it."""
     policy = parse_policy_data(body, "body for the default policy")
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         store_policy(store, DEFAULT_POLICY, policy, actor=who.name, repository=ctx.settings.repository)
     ctx.acted(who, "policy-set", None, None, "default policy stored")
     return PolicyAnswer(model=DEFAULT_POLICY, source="default", policy=policy.model_dump(mode="json"))
@@ -214,6 +214,6 @@ def put_default_policy(
 
 @router.delete("/policies/default", status_code=204)
 def delete_default_policy(ctx: Ctx, who: Annotated[Identity, Depends(require(Role.ADMIN, "policy-delete"))]) -> None:
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         remove_policy(store, DEFAULT_POLICY, actor=who.name)
     ctx.acted(who, "policy-delete", None, None, "default policy removed")

@@ -124,7 +124,7 @@ def post_reconcile(
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state now (``dry_run``: only report what differs)."""
     dry_run = body.dry_run if body else False
-    with StateStore.open(ctx.settings.state_path) as store:
+    with StateStore.open(ctx.settings.state) as store:
         return reconcile(store, ctx.settings.repository, ctx.settings.admin_headers(), actor=who.name, dry_run=dry_run)
 
 
