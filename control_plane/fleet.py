@@ -473,18 +473,20 @@ def reconcile(
     *,
     actor: str,
     dry_run: bool = False,
-    only: Sequence[str] | None = None,
+    endpoints: Sequence[str] | None = None,
     audit_in_sync: bool = True,
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift. ``only``: just these fleet endpoints. ``audit_in_sync=False`` leaves no audit event for a
-    run that found nothing to do (the controller reconciles every few seconds).
+    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list), or the part
+    of it to reconcile now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the
+    controller reconciles every few seconds).
     """
-    endpoints = [Endpoint(url, admin_headers) for url in store.fleet() if only is None or url in only]
-    reports = {e.url: EndpointReport(e.url) for e in endpoints}
+    urls = store.fleet() if endpoints is None else list(endpoints)
+    servers = [Endpoint(url, admin_headers) for url in urls]
+    reports = {e.url: EndpointReport(e.url) for e in servers}
     report = ReconcileReport(list(reports.values()))
     try:
         for state in store.models():
@@ -494,13 +496,13 @@ def reconcile(
                         for event in store.close_interrupted(state.name, actor):
                             report.interrupted.append(f"{event.model}: {event.action} {event.reason}")
                     state = store.model(state.name) or state
-                    for endpoint in endpoints:
-                        _reconcile_one(endpoint, repository, state, reports[endpoint.url], dry_run)
+                    for server in servers:
+                        _reconcile_one(server, repository, state, reports[server.url], dry_run)
             except RolloutInProgressError as exc:
                 report.skipped.append(str(exc))
     finally:
-        for endpoint in endpoints:
-            endpoint.close()
+        for server in servers:
+            server.close()
     quiet = report.ok and not report.interrupted and not any(r.actions for r in report.endpoints)
     if not dry_run and (audit_in_sync or not quiet):
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
@@ -519,6 +521,7 @@ def reconcile(
                         "actions": sum(len(r.actions) for r in report.endpoints),
                         "errors": errors,
                         "skipped": report.skipped,
+                        "endpoints": urls,
                     }
                 ),
             )

@@ -152,6 +152,26 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
+        "outbound webhook deliveries",
+        (
+            """CREATE TABLE webhook_deliveries (
+                id {id},
+                at {float} NOT NULL,
+                hook TEXT NOT NULL,
+                model TEXT NOT NULL,
+                event TEXT NOT NULL,
+                dedup_key TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                status_code INTEGER,
+                outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped')),
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (hook, model, outcome)",
+        ),
+        append_only=("webhook_deliveries",),
+    ),
+    Migration(
+        6,
         "controller API tokens (hashed) and guardrail policies",
         (
             """CREATE TABLE tokens (
@@ -174,7 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        6,
+        7,
         "compact counter samples replace whole metric snapshots",
         (
             "DROP TABLE IF EXISTS tritonops_metric_snapshots",

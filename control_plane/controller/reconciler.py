@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.errors import ControlPlaneError
 from tritonops.control_plane.fleet import Endpoint, ReconcileReport, canary_alias, reconcile
 from tritonops.control_plane.state import ModelState, StateStore
@@ -55,6 +56,7 @@ class Reconciler:
         self._backoff: dict[str, _Backoff] = {}
         self._down: set[str] = set()
         self._clients: dict[str, Endpoint] = {}
+        self._fleet: list[str] = []
         self.last_report: ReconcileReport | None = None
         self.last_run: float | None = None
         self.runs = 0
@@ -95,7 +97,8 @@ class Reconciler:
         now = time.monotonic()
         self._next_periodic = now + self.every
         with StateStore.open(self.settings.state) as store:
-            fleet = store.fleet()
+            fleet = discover(self.settings.fleet, store)
+            self._fleet = fleet
             due = [url for url in fleet if self._backoff.get(url, _Backoff()).retry_at <= now]
             if not due:
                 return None
@@ -104,7 +107,7 @@ class Reconciler:
                 self.settings.repository,
                 self.settings.admin_headers(),
                 actor=self.actor,
-                only=due,
+                endpoints=due,
                 audit_in_sync=False,
             )
         self.runs += 1
@@ -154,7 +157,8 @@ class Reconciler:
 
     def _probe(self) -> None:
         with StateStore.open(self.settings.state) as store:
-            fleet = store.fleet()
+            # a static fleet is read every probe; a discovered one (DNS, EndpointSlice) as of the last reconcile
+            fleet = store.fleet() if self.settings.fleet.kind == "static" else self._fleet
             states = [s for s in store.models() if s.live is not None]
         for url in fleet:
             why = self._probe_one(url, states)

@@ -17,6 +17,7 @@ from tritonops.control_plane.controller.context import ApiContext
 from tritonops.control_plane.controller.guards import Guardrails
 from tritonops.control_plane.controller.loop import PeriodicTask, TaskRunner, every
 from tritonops.control_plane.controller.reconciler import Reconciler
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.metrics import FleetSampler, SnapshotStore, metrics_urls
 from tritonops.control_plane.state import StateStore
@@ -77,7 +78,7 @@ class Controller:
         if self.options.metrics_urls:
             return list(self.options.metrics_urls)
         with StateStore.open(self.settings.state) as store:
-            return metrics_urls([], store.fleet())
+            return metrics_urls([], discover(self.settings.fleet, store))
 
     def _readiness(self) -> dict[str, str | None]:
         return {

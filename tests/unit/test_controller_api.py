@@ -100,7 +100,7 @@ def test_readiness_fails_with_the_reason_when_a_loop_check_fails(settings: Setti
 # -- tokens ---------------------------------------------------------------------------------------------
 def test_tokens_are_stored_as_sha256_only_and_listed_by_prefix(settings: Settings, tokens: dict[str, str]) -> None:
     with StateStore.open(settings.state_path) as store:
-        rows = store._db.execute("SELECT name, prefix, sha256 FROM tokens ORDER BY name").fetchall()
+        rows = store.db.execute("SELECT name, prefix, sha256 FROM tokens ORDER BY name").fetchall()
     assert [r[0] for r in rows] == ["admin-person", "operator-person", "viewer-person"]
     for name, prefix, digest in rows:
         token = tokens[name.removesuffix("-person")]

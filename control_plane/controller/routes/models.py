@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from tritonops.control_plane.controller.auth import require
 from tritonops.control_plane.controller.context import ApiContext, context
 from tritonops.control_plane.controller.schemas import AccuracyAnswer, ModelInfo, PolicyAnswer, VersionInfo
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.drift import parse_duration, report_to_dict
 from tritonops.control_plane.errors import PolicyError, UnknownModelError
 from tritonops.control_plane.feedback import FeedbackStore
@@ -102,7 +103,7 @@ def get_drift(
     seconds = None if window == "load" else parse_duration(window, "window")
     if ctx.window is None:
         with StateStore.open(ctx.settings.state) as store:
-            urls = metrics_urls([], store.fleet())
+            urls = metrics_urls([], discover(ctx.settings.fleet, store))
         report = measure_drift(ctx.settings, model, urls, version=version, window_seconds=seconds)
         return report_to_dict(report)
     if version is None:

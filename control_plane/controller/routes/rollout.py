@@ -21,6 +21,7 @@ from tritonops.control_plane.controller.schemas import (
     ReconcileRequest,
     RollbackRequest,
 )
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.fleet import ReconcileReport, reconcile
 from tritonops.control_plane.rollout import (
     EndpointStatus,
@@ -125,7 +126,14 @@ def post_reconcile(
     """Make every endpoint serve exactly the desired state now (``dry_run``: only report what differs)."""
     dry_run = body.dry_run if body else False
     with StateStore.open(ctx.settings.state) as store:
-        return reconcile(store, ctx.settings.repository, ctx.settings.admin_headers(), actor=who.name, dry_run=dry_run)
+        return reconcile(
+            store,
+            ctx.settings.repository,
+            ctx.settings.admin_headers(),
+            actor=who.name,
+            dry_run=dry_run,
+            endpoints=discover(ctx.settings.fleet, store),
+        )
 
 
 @router.get("/history", response_model=HistoryPage)
