@@ -215,3 +215,24 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         fleet=parse_fleet_source(env.get("TRITONOPS_FLEET", ""), env.get("TRITONOPS_DNS_SERVER")),
         webhooks_path=Path(env["TRITONOPS_WEBHOOKS"]) if env.get("TRITONOPS_WEBHOOKS") else None,
     )
+
+
+def read_api_token(env: dict[str, str] | None = None) -> str | None:
+    """A client's controller API token from ``TRITONOPS_TOKEN`` or the file named by ``TRITONOPS_TOKEN_FILE``."""
+    env = dict(os.environ) if env is None else env
+    token = env.get("TRITONOPS_TOKEN")
+    if token:
+        return token.strip()
+    token_file = env.get("TRITONOPS_TOKEN_FILE")
+    if not token_file:
+        return None
+    path = Path(token_file).expanduser()
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"TRITONOPS_TOKEN_FILE={path}: cannot read the API token file ({exc.strerror})"
+        ) from exc
+    if not content:
+        raise ConfigurationError(f"TRITONOPS_TOKEN_FILE={path}: the file is empty, expected a token")
+    return content

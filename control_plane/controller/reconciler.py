@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tritonops.control_plane.discovery import discover
+from tritonops.control_plane.endpoint import GrpcEndpoint
 from tritonops.control_plane.errors import ControlPlaneError
-from tritonops.control_plane.fleet import Endpoint, ReconcileReport, canary_alias, reconcile
+from tritonops.control_plane.fleet import ReconcileReport, reconcile
 from tritonops.control_plane.state import ModelState, StateStore
 from tritonops.settings import Settings
 
@@ -55,7 +56,7 @@ class Reconciler:
         self._next_probe = 0.0
         self._backoff: dict[str, _Backoff] = {}
         self._down: set[str] = set()
-        self._clients: dict[str, Endpoint] = {}
+        self._clients: dict[str, GrpcEndpoint] = {}
         self._fleet: list[str] = []
         self.last_report: ReconcileReport | None = None
         self.last_run: float | None = None
@@ -148,10 +149,10 @@ class Reconciler:
         return {url: b.retry_at - now for url, b in self._backoff.items() if b.retry_at > now}
 
     # -- the probe ------------------------------------------------------------------------------------------
-    def _client(self, url: str) -> Endpoint:
+    def _client(self, url: str) -> GrpcEndpoint:
         client = self._clients.get(url)
         if client is None:
-            client = Endpoint(url, self.settings.admin_headers(), timeout=max(self.probe_every, 0.5))
+            client = GrpcEndpoint(url, self.settings.admin_headers(), timeout=max(self.probe_every, 0.5))
             self._clients[url] = client
         return client
 
@@ -169,7 +170,7 @@ class Reconciler:
     def _probe_one(self, url: str, states: list[ModelState]) -> str | None:
         client = self._client(url)
         try:
-            index = client.repository_index()
+            ready = client.ready_index()
         except ControlPlaneError as exc:
             if url not in self._down:
                 _log.warning("endpoint %s stopped answering: %s", url, exc, extra={"endpoint": url})
@@ -180,20 +181,16 @@ class Reconciler:
             self._backoff.pop(url, None)  # a restarted server is reconciled at once, whatever its backoff
             _log.info("endpoint %s answers again: reconciling it now", url, extra={"endpoint": url})
             return f"{url} answers again"
-        ready: dict[str, set[str]] = {}
-        for entry in index:
-            if entry.get("state") == "READY":
-                ready.setdefault(str(entry.get("name")), set()).add(str(entry.get("version")))
         for state in states:
-            if ready.get(state.name, set()) != {str(state.live)}:
+            if ready.get(state.name, set()) != {state.live}:
                 return f"{url}: {state.name} serves versions {sorted(ready.get(state.name, set()))}, want {state.live}"
             if state.canary is not None:
                 try:
-                    canary_ready = client.is_ready(canary_alias(state.name), state.canary)
+                    canary_ready = client.observe(state.name).canary_ready
                 except ControlPlaneError:
                     return None
-                if not canary_ready:
-                    return f"{url}: {canary_alias(state.name)} v{state.canary} not ready"
+                if tuple(canary_ready) != (state.canary,):
+                    return f"{url}: {state.name}'s canary serves {list(canary_ready)}, want [{state.canary}]"
         return None
 
     def _forget_departed(self, fleet: list[str]) -> None:

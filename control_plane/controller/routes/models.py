@@ -9,11 +9,11 @@ from fastapi import APIRouter, Body, Depends, Query
 from tritonops.control_plane.controller.auth import require
 from tritonops.control_plane.controller.context import ApiContext, context
 from tritonops.control_plane.controller.schemas import AccuracyAnswer, ModelInfo, PolicyAnswer, VersionInfo
+from tritonops.control_plane.desired import version_manifest
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.drift import parse_duration, report_to_dict
 from tritonops.control_plane.errors import PolicyError, UnknownModelError
 from tritonops.control_plane.feedback import FeedbackStore
-from tritonops.control_plane.fleet import version_manifest
 from tritonops.control_plane.guardrails import Policy, drift_for_version, measure_drift, parse_policy_data
 from tritonops.control_plane.metrics import metrics_urls
 from tritonops.control_plane.policies import DEFAULT_POLICY, effective_policy, remove_policy, store_policy
