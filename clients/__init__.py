@@ -10,6 +10,7 @@ split from ``tritonops.canary`` (docs/contracts.md).
 """
 
 from tritonops.clients.client import AsyncTritonClient, ClientOptions, TritonClient
+from tritonops.clients.connection import GrpcChannelOptions, TlsOptions
 from tritonops.clients.errors import (
     ClientError,
     InferenceError,
@@ -30,6 +31,7 @@ __all__ = [
     "ClientError",
     "ClientOptions",
     "Feature",
+    "GrpcChannelOptions",
     "InferenceError",
     "InputError",
     "MissingFeatureError",
@@ -38,5 +40,6 @@ __all__ = [
     "ServerUnavailableError",
     "Signature",
     "SignatureError",
+    "TlsOptions",
     "TritonClient",
 ]

@@ -46,6 +46,7 @@ PUBLIC: dict[str, set[str]] = {
         "ClientError",
         "ClientOptions",
         "Feature",
+        "GrpcChannelOptions",
         "InferenceError",
         "InputError",
         "MissingFeatureError",
@@ -54,6 +55,7 @@ PUBLIC: dict[str, set[str]] = {
         "ServerUnavailableError",
         "Signature",
         "SignatureError",
+        "TlsOptions",
         "TritonClient",
     },
     "control_plane": {
