@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.backend_options import BackendOptions
+from tritonops.serving.capture import CaptureSpec, CaptureWriter
 from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
 from tritonops.serving.response_cache import ResponseCache
 from tritonops.serving.scoring import (
@@ -137,6 +139,45 @@ class _Metrics:
         self.rows.increment(float(snapshot.rows))
 
 
+def _tensor_features(manifest: Manifest) -> list[tuple[str, tuple[str, ...]]]:
+    return [(tensor.name, tuple(tensor.features)) for tensor in manifest.inputs]
+
+
+class _Capture:
+    """The capture writer plus its counters on Triton's /metrics; a failed flush is logged, never raised."""
+
+    def __init__(self, writer: CaptureWriter) -> None:
+        self.writer = writer
+        base = {"model": writer.model, "version": str(writer.version)}
+        self.families = [
+            pb_utils.MetricFamily(
+                name="tritonops_capture_rows_total",
+                description="Scored rows written to the capture spool",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+            pb_utils.MetricFamily(
+                name="tritonops_capture_dropped_total",
+                description="Sampled rows dropped because the capture buffer was full or its spool unwritable",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+        ]
+        self.rows = self.families[0].Metric(labels=base)
+        self.dropped = self.families[1].Metric(labels=base)
+        self.reported = (0, 0)
+
+    def flush(self, *, final: bool = False) -> None:
+        try:
+            self.writer.flush(final=final)
+        except OSError as exc:
+            pb_utils.Logger.log_error(f"tritonops: writing captured rows to {self.writer.folder} failed: {exc}")
+        written, dropped = self.writer.written, self.writer.dropped
+        if written > self.reported[0]:
+            self.rows.increment(float(written - self.reported[0]))
+        if dropped > self.reported[1]:
+            self.dropped.increment(float(dropped - self.reported[1]))
+        self.reported = (written, dropped)
+
+
 class _LabelTensors:
     """``label`` output tensors of one-row answers, built once per class and then reused by every response.
 
@@ -200,6 +241,12 @@ class TritonPythonModel:
         self.label_tensor = _LabelTensors(len(manifest.classes))
         self.counters = DriftCounters(manifest)
         self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters, self.cache is not None)
+        spec = CaptureSpec.from_model_config(config)
+        self.capture = (
+            _Capture(CaptureWriter(spec, manifest.name, manifest.version, _tensor_features(manifest), manifest.classes))
+            if spec is not None and spec.share > 0
+            else None
+        )
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name="tritonops-flush", daemon=True)
         self._flusher.start()
@@ -210,6 +257,8 @@ class TritonPythonModel:
                 self.metrics.flush(self.counters.take())
             except Exception as exc:  # keep counting: one failed flush must not stop the thread for good
                 pb_utils.Logger.log_error(f"tritonops: flushing metrics failed: {exc}")
+            if self.capture is not None:
+                self.capture.flush()
 
     def execute(self, requests: list[Any]) -> list[Any]:
         started = time.perf_counter()
@@ -218,8 +267,13 @@ class TritonPythonModel:
         scored = score(self.schema, self.run, tensors, self.cache)
         responses = []
         tensor, response, label_tensor = pb_utils.Tensor, pb_utils.InferenceResponse, self.label_tensor
-        for request, result in zip(requests, scored.results, strict=True):
+        capture = self.capture
+        for index, (request, result) in enumerate(zip(requests, scored.results, strict=True)):
             if isinstance(result, Prediction):
+                if capture is not None and capture.writer.sampled():
+                    capture.writer.offer(
+                        request.request_id() or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
+                    )
                 responses.append(
                     response(
                         output_tensors=[
@@ -253,3 +307,5 @@ class TritonPythonModel:
         self._stop.set()
         self._flusher.join()
         self.metrics.flush(self.counters.take())
+        if self.capture is not None:
+            self.capture.flush(final=True)
