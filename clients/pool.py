@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from tritonops.clients.connection import Target
 from tritonops.clients.encoding import Tensor
 from tritonops.clients.retry import is_retryable
-from tritonops.clients.transport import Answer, AsyncTransport, SyncTransport
+from tritonops.clients.transport import Answer, AsyncTransport, Route, SyncTransport
 
 T = TypeVar("T")
 _FAILURES = (InferenceServerException, OSError, asyncio.TimeoutError)
@@ -126,8 +126,10 @@ class PooledTransport:
         assert error is not None
         raise error
 
-    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
-        return self._each(lambda transport: transport.infer(model, tensors, request_id, timeout))
+    def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer:
+        return self._each(lambda transport: transport.infer(model, tensors, request_id, timeout, route))
 
     def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
         return self._each(lambda transport: transport.model_config(model, timeout))
@@ -193,8 +195,10 @@ class AsyncPooledTransport:
         assert error is not None
         raise error
 
-    async def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
-        return await self._each(lambda transport: transport.infer(model, tensors, request_id, timeout))
+    async def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer:
+        return await self._each(lambda transport: transport.infer(model, tensors, request_id, timeout, route))
 
     async def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
         return await self._each(lambda transport: transport.model_config(model, timeout))

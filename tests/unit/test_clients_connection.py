@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 from tritonops.clients.connection import GrpcChannelOptions, Target, TlsOptions
 from tritonops.clients.encoding import Tensor
 from tritonops.clients.pool import PooledTransport
-from tritonops.clients.transport import Answer
+from tritonops.clients.transport import Answer, Route
 from tritonops.errors import ConfigurationError
 from tritonops.loadtest.dnsmasq import Dnsmasq
 
@@ -74,7 +74,9 @@ class _Server:
         self.url, self._down, self._calls = address, down, calls
         self.closed = False
 
-    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+    def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer:
         self._calls.append(self.url)
         if self.url in self._down:
             raise InferenceServerException("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
