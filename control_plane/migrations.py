@@ -165,6 +165,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         append_only=("webhook_deliveries",),
     ),
+    Migration(
+        6,
+        "leader leases (one controller replica acts, the others serve the API)",
+        (
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                epoch INTEGER NOT NULL,
+                acquired_at {float} NOT NULL,
+                renewed_at {float} NOT NULL,
+                expires_at {float} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
