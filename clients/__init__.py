@@ -19,6 +19,7 @@ from tritonops.clients.errors import (
     ServerUnavailableError,
     SignatureError,
 )
+from tritonops.clients.feedback import FeedbackSink, FeedbackStats, HttpFeedbackSink
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy
 from tritonops.clients.routing import CanaryRouter
@@ -31,7 +32,10 @@ __all__ = [
     "ClientError",
     "ClientOptions",
     "Feature",
+    "FeedbackSink",
+    "FeedbackStats",
     "GrpcChannelOptions",
+    "HttpFeedbackSink",
     "InferenceError",
     "InputError",
     "MissingFeatureError",
