@@ -18,6 +18,7 @@ Each action holds the model's rollout lock, so a second concurrent action on the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -55,6 +56,7 @@ from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
 from tritonops.settings import Settings
 
+_log = logging.getLogger("tritonops.rollout")
 MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _REFUSALS = (
     GateError,
@@ -194,8 +196,38 @@ def _operation(
             raise
         finally:
             store.finish_operation(operation_id, outcome)
+            _log.log(
+                logging.INFO if outcome == "ok" else logging.WARNING,
+                "%s %s %s -> %s by %s: %s",
+                action,
+                model,
+                op.state.live,
+                op.to_version,
+                actor,
+                outcome,
+                extra={"action": action, "model": model, "version": op.to_version, "actor": actor},
+            )
             for endpoint in op.open_endpoints:
                 endpoint.close()
+
+
+def provenance(manifest: Manifest) -> str:
+    """Where the version came from, for its audit events: the MLflow model version, and any allowed version skew."""
+    source = manifest.source
+    notes = []
+    if source.mlflow is not None:
+        mlflow = source.mlflow
+        registered = (
+            f" = MLflow model {mlflow.registered_model!r} version {mlflow.registered_version}"
+            if mlflow.registered_model
+            else ""
+        )
+        notes.append(f"from {mlflow.uri}{registered} (run {mlflow.run_id})")
+    notes += [
+        f"version skew allowed: trained with {skew.package} {skew.trained}, converted with {skew.converted}"
+        for skew in source.version_skew
+    ]
+    return "".join(f"; {note}" for note in notes)
 
 
 def _gated_manifest(settings: Settings, model: str, version: int) -> Manifest:
@@ -293,7 +325,7 @@ def promote(
                 if isinstance(exc, TritonOpsError):
                     exc.add_note(note)
             raise
-        detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)"
+        detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)" + provenance(manifest)
         op.store.set_live(model, version, op.entry("ok", detail))
         if state.canary_weight > 0:  # SDK clients may still route by the old split for a moment
             time.sleep(CANARY_DRAIN_SECONDS)
@@ -449,13 +481,17 @@ def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]
 
 
 # -- reads -----------------------------------------------------------------------------------------
-def history(settings: Settings, model: str, limit: int | None = None) -> list[AuditEvent]:
-    """``model``'s audit events, oldest first (the last ``limit`` when given)."""
-    check_model_name(model)
+def history(
+    settings: Settings, model: str | None, limit: int | None = None, before: int | None = None
+) -> list[AuditEvent]:
+    """Audit events (``model``'s, or every one with ``None``), oldest first: the last ``limit`` when given, with
+    ids below ``before`` when given (paging back)."""
     with StateStore.open(settings.state, create=False) as store:
-        if store.model(model) is None and not store.audit(model, 1):
-            raise UnknownModelError(model, f"the control plane state ({settings.state})")
-        return store.audit(model, limit)
+        if model is not None:
+            check_model_name(model)
+            if store.model(model) is None and not store.audit(model, 1):
+                raise UnknownModelError(model, f"the control plane state ({settings.state})")
+        return store.audit(model, limit, before)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,11 @@ def convert(
     native_export: bool = typer.Option(
         True, "--native-export/--no-native-export", help="Also write <name>__onnxruntime for the NGC image."
     ),
+    allow_version_skew: bool = typer.Option(
+        False,
+        "--allow-version-skew",
+        help="Convert a model saved with another scikit-learn version (refused by default; recorded in the manifest).",
+    ),
 ) -> None:
     """Convert a trained classifier to ONNX, check parity, and write the next version into the repository."""
     from tritonops.converters import ConversionOptions, ParityThresholds
@@ -97,6 +102,7 @@ def convert(
         label_column=label_column,
         options=conversion,
         progress=lambda step: console().print(styled(">", "dim"), step, markup=False, highlight=False),
+        allow_version_skew=allow_version_skew,
     )
     _summary(version, time.perf_counter() - started)
 
@@ -116,8 +122,26 @@ def _summary(version: ModelVersion, seconds: float | None) -> None:
             f"{parity.rows} rows, label agreement {parity.label_agreement:.4f}, "
             f"max |prob diff| {parity.max_abs_prob_diff:.2e}, tie rows {parity.tie_rows}",
         ],
-        ["onnx", f"opset {manifest.onnx.opset}, sha256 {manifest.onnx.sha256[:16]}..."],
     ]
+    for group in parity.groups:
+        verdict = "passed" if group.passed else "failed" if group.enforced else "differs (not enforced)"
+        rows.append(
+            [
+                f"  {group.name}",
+                f"{group.rows} generated rows, max |prob diff| {group.max_abs_prob_diff:.2e}: {verdict}",
+            ]
+        )
+    if parity.seconds is not None:
+        rows.append(["  gate time", f"{parity.seconds:.2f} s"])
+    for skew in source.version_skew:
+        rows.append(["version skew", f"trained with {skew.package} {skew.trained}, converted with {skew.converted}"])
+    if source.mlflow is not None:
+        mlflow = source.mlflow
+        registered = (
+            f" = {mlflow.registered_model} version {mlflow.registered_version}" if mlflow.registered_model else ""
+        )
+        rows.append(["mlflow", f"{mlflow.uri}{registered}, run {mlflow.run_id}, sample from {mlflow.sample_from}"])
+    rows.append(["onnx", f"opset {manifest.onnx.opset}, sha256 {manifest.onnx.sha256[:16]}..."])
     if seconds is not None:
         rows.append(["took", f"{seconds:.1f} s"])
     heading = "converted" if seconds is not None else "model"

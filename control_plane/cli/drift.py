@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from tritonops.control_plane.metrics import History
     from tritonops.control_plane.views import DriftView, FeatureDriftView
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _BARS = " ▁▂▃▄▅▆▇█"
 _P_VALUE_METHODS = ("ks", "chisquare")
 PREDICTION_ROW = "__prediction__"
@@ -32,13 +30,14 @@ METRICS_URL_HELP = (
 
 
 def parse_duration(text: str, option: str = "--window") -> float:
-    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` -> seconds; a usage error (exit 2) naming ``option`` otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if match is None or float(match[1]) <= 0:
-        raise typer.BadParameter(
-            f"expected a positive duration such as 30s, 15m or 2h, got {text!r}", param_hint=option
-        )
-    return float(match[1]) * _UNITS[match[2] or "s"]
+    """``tritonops.control_plane.drift.parse_duration`` as a usage error (exit 2) naming ``option``."""
+    from tritonops.control_plane.drift import parse_duration as parse
+    from tritonops.errors import ConfigurationError
+
+    try:
+        return parse(text, option)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(exc.message) from exc
 
 
 def resolve_metrics_urls(settings: Settings, explicit: list[str]) -> list[str]:

@@ -211,11 +211,12 @@ def test_each_short_flag_means_one_thing() -> None:
 STATE_COMMANDS = {
     "status", "deploy", "promote", "canary", "rollback", "history", "reconcile", "fleet add", "fleet remove",
     "fleet list", "drift", "watch", "top", "feedback prediction", "feedback label", "feedback accuracy", "retrain",
-    "webhooks log",
+    "webhooks log", "controller start", "token create", "token list", "token revoke", "policy set", "policy show",
+    "policy delete",
 }  # fmt: skip
 REPOSITORY_COMMANDS = {
     "convert", "models list", "models show", "server start", "status", "deploy", "promote", "canary", "rollback",
-    "reconcile", "drift", "watch", "top",
+    "reconcile", "drift", "watch", "top", "controller start", "policy set",
 }  # fmt: skip
 JSON_COMMANDS = {
     "status", "history", "fleet list", "models list", "models show", "drift", "feedback accuracy", "server status",
@@ -233,9 +234,17 @@ def test_shared_options_are_on_every_command_that_uses_them() -> None:
     assert not any("--model-repository" in opts for opts in names.values())
 
 
+def test_the_policy_help_names_the_default_policy_of_the_state() -> None:
+    from tritonops.control_plane.cli.policy import DEFAULT_POLICY
+    from tritonops.control_plane.state import DEFAULT_POLICY as STATE_DEFAULT
+
+    assert DEFAULT_POLICY == STATE_DEFAULT
+
+
 def test_fixed_choices_are_shown_as_choices(tmp_path: Path) -> None:
     assert "--allocator <auto|tcmalloc|system>" in _cli(tmp_path, "server", "start", "--help").stdout
     assert "--torch-output <logits|probabilities>" in _cli(tmp_path, "convert", "--help").stdout
+    assert "--role <viewer|operator|admin>" in _cli(tmp_path, "token", "create", "--help").stdout
     refused = _cli(tmp_path, "convert", "m.joblib", "-n", "m", "-s", "s.csv", "--torch-output", "softmax")
     assert refused.returncode == ExitCode.USAGE
     assert "'softmax' is not one of 'logits', 'probabilities'" in refused.stderr
@@ -285,6 +294,8 @@ def test_piped_tables_print_whole_rows_without_boxes(tmp_path: Path) -> None:
         ["drift", "rf", "--metrics-url", "http://127.0.0.1:9/metrics"],
         ["top", "--once", "--interval", "0.2"],
         ["webhooks", "log"],
+        ["token", "list"],
+        ["policy", "show"],
     ],
 )
 def test_read_only_commands_create_no_state(tmp_path: Path, args: list[str]) -> None:
