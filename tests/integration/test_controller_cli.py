@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.unit.test_rollout import write_version
+from tritonops.errors import ExitCode
 from tritonops.serving.triton import free_port
 
 TRITONOPS = [sys.executable, "-m", "tritonops"]
@@ -46,7 +47,8 @@ def test_token_create_prints_it_once_and_list_shows_only_the_prefix(env: dict[st
     again = cli(env, "token", "create", "ci-bot", "--role", "viewer")
     assert again.returncode != 0 and "token 'ci-bot' already exists" in again.stderr
     bad_role = cli(env, "token", "create", "x", "--role", "root")
-    assert bad_role.returncode != 0 and "role: expected one of viewer, operator, admin, got 'root'" in bad_role.stderr
+    assert bad_role.returncode == ExitCode.USAGE
+    assert "'root' is not one of 'viewer', 'operator', 'admin'" in bad_role.stderr
     assert cli(env, "token", "revoke", "ci-bot").returncode == 0
     twice = cli(env, "token", "revoke", "ci-bot")
     assert twice.returncode != 0 and "token 'ci-bot' is not an active token" in twice.stderr
