@@ -255,6 +255,7 @@ def _state_with_history(tmp_path: Path, model: str, reason: str) -> Path:
     path = tmp_path / "elsewhere" / "state.db"
     with StateStore.open(path) as store:
         store.record(AuditEntry("ci-bot", "promote", model, None, 1, reason, "refused", "nothing [changed]"))
+        store.set_live(model, 1, AuditEntry("ci-bot", "desired-state", model, None, 1, "", "ok"))
     return path
 
 
