@@ -1,0 +1,61 @@
+"""The ``routing`` bench target's models: one converted version served four ways on one server.
+
+- ``as converted``: the model's own config (no ``served_version`` output, no split): the backend's hot path as it
+  was before server-side routing existed;
+- ``weight 0``: the config the control plane loads (``served_version`` output, split parameter at weight 0);
+- ``weight 0.2``: the same with 20% sent to its own ``__canary`` alias (the same version, so only routing differs);
+- ``shadow 1.0``: every answered row mirrored to its own ``__shadow`` alias.
+
+Each variant is loaded from the version's bytes under its own name, as the control plane loads aliases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonops.control_plane.fleet import canary_files, version_config, with_version_output
+from tritonops.serving.model_config import to_json, with_specific_versions
+from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER, CanaryRoute, ShadowRoute
+
+AS_CONVERTED = "as converted"
+WEIGHT_0 = "weight 0"
+WEIGHT_02 = "weight 0.2"
+SHADOW_1 = "shadow 1.0"
+
+
+@dataclass(frozen=True)
+class RoutingModel:
+    label: str
+    model: str
+    """The Triton model the load is sent to."""
+
+
+def _config(repository: Path, base: str, name: str) -> mc.ModelConfig:
+    config = with_version_output(with_specific_versions(version_config(repository, base, 1), [1]))
+    config.name = name
+    return config
+
+
+def load_routing_models(grpc_url: str, repository: Path, base: str) -> tuple[RoutingModel, ...]:
+    """Load the four variants of version 1 of ``base`` (already loaded as itself) on the server at ``grpc_url``."""
+    files = canary_files(repository, base, 1)
+    weight0, canary, shadow = f"{base}_w0", f"{base}_w02", f"{base}_sh"
+    configs = [_config(repository, base, name) for name in (f"{canary}__canary", f"{shadow}__shadow", weight0)]
+    split = _config(repository, base, canary)
+    split.parameters[CANARY_PARAMETER].string_value = CanaryRoute(f"{canary}__canary", 1, 0.2).to_parameter()
+    mirror = _config(repository, base, shadow)
+    mirror.parameters[SHADOW_PARAMETER].string_value = ShadowRoute(f"{shadow}__shadow", 1, 1.0).to_parameter()
+    configs[2].parameters[CANARY_PARAMETER].string_value = CanaryRoute(f"{weight0}__canary", 1, 0.0).to_parameter()
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+        for config in [*configs, split, mirror]:
+            client.load_model(config.name, config=to_json(config), files=files)
+    return (
+        RoutingModel(AS_CONVERTED, base),
+        RoutingModel(WEIGHT_0, weight0),
+        RoutingModel(WEIGHT_02, canary),
+        RoutingModel(SHADOW_1, shadow),
+    )
