@@ -40,9 +40,10 @@ from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.errors import ModelConfigError
 from tritonops.serving.install import BACKEND_NAME
 from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
-from tritonops.serving.routing import CANARY_PARAMETER, VERSION_OUTPUT, CanaryRoute
+from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER, VERSION_OUTPUT, CanaryRoute, ShadowRoute
 
 CANARY_SUFFIX = "__canary"
+SHADOW_SUFFIX = "__shadow"
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 """Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
 
@@ -120,6 +121,10 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
         config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
             state.name, state.canary, state.canary_weight
         )
+    if state.shadow is not None and state.shadow_share > 0:
+        # scored in-process from the version's folder beside live's (the alias name is only used over BLS)
+        route = ShadowRoute(f"{state.name}{SHADOW_SUFFIX}", state.shadow, state.shadow_share)
+        config.parameters[SHADOW_PARAMETER].string_value = route.to_parameter()
     return config
 
 
@@ -382,10 +387,14 @@ def observe(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str
                 )
             if not endpoint.is_ready(state.name, state.live):
                 drift.append(f"{state.name}: version {state.live} not ready")
-            have = loaded.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in loaded.parameters else None
-            want = wanted.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in wanted.parameters else None
-            if have != want:
-                drift.append(f"{state.name}: {CANARY_PARAMETER} is {have!r}, want {want!r}")
+            for parameter in (CANARY_PARAMETER, SHADOW_PARAMETER):
+                have = loaded.parameters[parameter].string_value if parameter in loaded.parameters else None
+                want = wanted.parameters[parameter].string_value if parameter in wanted.parameters else None
+                if have != want:
+                    drift.append(f"{state.name}: {parameter} is {have!r}, want {want!r}")
+            missing = {o.name for o in wanted.output} - {o.name for o in loaded.output}
+            if missing:
+                drift.append(f"{state.name}: outputs {sorted(missing)} not declared")
             extra = [v for v in endpoint.ready_versions(state.name) if v != state.live]
             if extra:
                 drift.append(f"{state.name}: versions {extra} also ready, want only {state.live}")
@@ -447,8 +456,8 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
         return True
     have = dict(loaded.parameters)
-    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
-        CANARY_PARAMETER in have and CANARY_PARAMETER not in wanted.parameters
+    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
+        key in have and key not in wanted.parameters for key in (CANARY_PARAMETER, SHADOW_PARAMETER)
     )
 
 

@@ -165,6 +165,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         append_only=("webhook_deliveries",),
     ),
+    Migration(
+        6,
+        "shadow scoring: the version mirrored beside live and its share",
+        (
+            "ALTER TABLE models ADD COLUMN shadow_version INTEGER",
+            "ALTER TABLE models ADD COLUMN shadow_share {float} NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -42,7 +42,7 @@ from tritonops.loadtest.generators import LoadResult, OtherLoad, cpu_idle_share,
 from tritonops.loadtest.inprocess import measure
 from tritonops.loadtest.peers import flask_baseline, mlserver_peer
 from tritonops.loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
-from tritonops.loadtest.routing import AS_CONVERTED, SHADOW_1, WEIGHT_0, WEIGHT_02, load_routing_models
+from tritonops.loadtest.routing import AS_CONVERTED, SHADOW_1, WEIGHT_0, WEIGHT_02, WEIGHT_02_BLS, load_routing_models
 from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, write_variants
 from tritonops.serving.triton import ServerOptions, TritonServer
 
@@ -336,6 +336,7 @@ def bench_routing(
         summary[f"{connections} connections"] = {
             "weight0_of_as_converted": paired_median(rps[WEIGHT_0], rps[AS_CONVERTED]),
             "weight02_of_weight0": paired_median(rps[WEIGHT_02], rps[WEIGHT_0]),
+            "weight02_bls_of_weight0": paired_median(rps[WEIGHT_02_BLS], rps[WEIGHT_0]),
             "shadow_of_weight0": paired_median(rps[SHADOW_1], rps[WEIGHT_0]),
             "shadow_p99_added_ms": p99[SHADOW_1] - p99[WEIGHT_0],
             "rounds_rps": rps,
@@ -487,6 +488,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
                 console.print(
                     f"  routing at {level}: weight 0 does {100 * measured['weight0_of_as_converted']:.1f}% of the "
                     f"model as converted, weight 0.2 {100 * measured['weight02_of_weight0']:.1f}% of weight 0, "
+                    f"(over BLS {100 * measured['weight02_bls_of_weight0']:.1f}%), "
                     f"shadow 1.0 {100 * measured['shadow_of_weight0']:.1f}% (p99 "
                     f"{measured['shadow_p99_added_ms']:+.2f} ms)"
                 )

@@ -286,7 +286,7 @@ def shadow_counts(server: TritonServer, version: int) -> dict[str, float]:
     labels = {"model": MODEL, "version": "1", "shadow_version": str(version)}
     names = ("mirrored_rows_total", "compared_rows_total", "agreed_rows_total", "dropped_rows_total")
     counts = {name: metric(server, f"tritonops_shadow_{name}", **labels) for name in names}
-    counts["identical"] = metric(server, "tritonops_shadow_prob_diff_bucket", **labels, le="0.0")
+    counts["identical"] = metric(server, "tritonops_shadow_prob_diff_rows_total", **labels, le="0.0")
     counts["errors"] = metric(server, "tritonops_shadow_errors_total", **labels)
     return counts
 

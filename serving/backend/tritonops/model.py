@@ -146,11 +146,11 @@ class _RouteMetrics:
             ("dropped", "tritonops_shadow_dropped_rows_total", "Rows not mirrored: the shadow queue was full"),
             ("compared", "tritonops_shadow_compared_rows_total", "Mirrored rows the shadow scored and compared"),
             ("agreed", "tritonops_shadow_agreed_rows_total", "Compared rows where the shadow's label equals live's"),
-            ("diff_sum", "tritonops_shadow_prob_diff_sum", "Sum over compared rows of max |probability difference|"),
+            ("diff_sum", "tritonops_shadow_prob_diff_total", "Sum over compared rows of max |probability difference|"),
         ):
             self.shadow[key] = self._family(name, description, counter).Metric(labels=labels)
         buckets = self._family(
-            "tritonops_shadow_prob_diff_bucket",
+            "tritonops_shadow_prob_diff_rows_total",
             "Compared rows whose max |live - shadow probability| is <= le (cumulative, for histogram_quantile)",
             counter,
         )
