@@ -19,7 +19,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.control_plane.fleet import canary_files, version_config, with_version_output
+from tritonops.control_plane.desired import canary_files, version_config, with_version_output
 from tritonops.serving.model_config import to_json, with_specific_versions
 from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER, CanaryRoute, ShadowRoute
 
