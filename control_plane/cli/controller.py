@@ -73,8 +73,15 @@ def start(
     log_file: Path = typer.Option(Path(".tritonops/controller.log"), help="Log of a detached controller."),
     repository: Path | None = options.REPOSITORY,
     state: str | None = options.STATE,
+    replica: str = typer.Option("", "--replica", help="This replica's name in the lease and audit (default host:pid)."),
+    lease_ttl: float = typer.Option(
+        6.0, "--lease-ttl", min=0.5, help="Seconds a leader's lease lasts unrenewed (replicas sharing one state)."
+    ),
 ) -> None:
     """Serve the API and run the reconciler and every model's guardrails until Ctrl-C or SIGTERM.
+
+    Replicas on one PostgreSQL state all serve the API; the one holding the lease runs the reconciler and the
+    guardrails (`tritonops controller status` says which).
 
     Tokens: the first admin token comes from TRITONOPS_BOOTSTRAP_TOKEN (or _FILE) at the first start; more with
     `tritonops token create`. Triton's admin key (TRITONOPS_ADMIN_TOKEN) is needed here only.
@@ -99,6 +106,8 @@ def start(
         metrics_urls=tuple(metrics_url),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        lease_ttl=lease_ttl,
+        replica=replica,
     )
     controller = Controller(settings_, controller_options)
     console().print(f"[bold green]controller[/] on {url} (API docs {url}/docs); Ctrl-C stops it", highlight=False)
@@ -154,3 +163,29 @@ def stop(
             os.kill(record.pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     console().print(f"stopped controller pid {record.pid}")
+
+
+@controller_app.command("status")
+def status(state: str | None = options.STATE) -> None:
+    """Which controller replica leads (from the state database), its epoch and how long its lease still runs."""
+    from tritonops.control_plane.lease import current_leader
+    from tritonops.control_plane.state import StateStore
+
+    settings = options.settings(state=state)
+    with StateStore.open(settings.state, create=False) as store:
+        leader = current_leader(store)
+    if leader is None:
+        console().print(f"no controller has led on {settings.state} yet")
+        return
+    if leader.expired:
+        console().print(
+            f"no leader: the lease of {leader.holder} (epoch {leader.epoch}) ran out "
+            f"{leader.now - leader.expires_at:.1f} s ago",
+            highlight=False,
+        )
+        return
+    console().print(
+        f"leader {leader.holder} (epoch {leader.epoch}), lease renewed {leader.now - leader.renewed_at:.1f} s ago, "
+        f"runs {leader.expires_at - leader.now:.1f} s more",
+        highlight=False,
+    )

@@ -165,13 +165,26 @@ def promote(
     max_latency_ms: float | None = typer.Option(
         None, "--max-latency-ms", help="Latency gate: p99 of the smoke request on each endpoint must not exceed it."
     ),
+    min_shadow_agreement: float | None = typer.Option(
+        None,
+        "--min-shadow-agreement",
+        help="Shadow gate: VERSION ran as a shadow (`tritonops shadow start`) and agreed with live on at least this "
+        "share of the compared rows.",
+    ),
+    metrics_url: list[str] = typer.Option(
+        [],
+        "--metrics-url",
+        envvar="TRITONOPS_METRICS_URLS",
+        help="Triton /metrics URLs the shadow gate reads (default: each endpoint's gRPC port + 1).",
+    ),
     repository: Path | None = options.REPOSITORY,
     state: str | None = options.STATE,
     actor: str | None = options.ACTOR,
     reason: str = options.REASON,
     as_json: bool = options.JSON,
 ) -> None:
-    """Make VERSION live everywhere once its gates pass (parity, smoke on every endpoint, optional latency)."""
+    """Make VERSION live everywhere once its gates pass (parity, optional shadow agreement, smoke on every
+    endpoint, optional latency)."""
     from tritonops.control_plane.rollout import promote as promote_version
 
     result = promote_version(
@@ -182,6 +195,8 @@ def promote(
         reason=reason,
         dry_run=dry_run,
         max_latency_ms=max_latency_ms,
+        min_shadow_agreement=min_shadow_agreement,
+        shadow_metrics_urls=metrics_url,
     )
     _render(result, as_json)
 
@@ -312,6 +327,22 @@ def remove(
 
     fleet_remove(options.settings(state=state), endpoint, actor=_actor(actor))
     console().print(f"removed {endpoint}", markup=False)
+
+
+@fleet_app.command("ready")
+def ready(
+    endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port."),
+    repository: Path | None = options.REPOSITORY,
+    state: str | None = options.STATE,
+) -> None:
+    """Exit 0 only when ENDPOINT serves the desired state (a readiness probe for a Triton pod)."""
+    from tritonops.control_plane.errors import NotServingError
+    from tritonops.control_plane.readiness import not_serving
+
+    missing = not_serving(options.settings(repository, state), endpoint)
+    if missing:
+        raise NotServingError(endpoint, missing)
+    console().print(f"{endpoint} serves the desired state", markup=False)
 
 
 @fleet_app.command("list")
