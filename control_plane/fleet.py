@@ -37,6 +37,7 @@ from tritonops.control_plane.errors import (
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
 from tritonops.converters.errors import ManifestError
 from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.serving.capture import CAPTURE_PARAMETER, SMOKE_REQUEST_ID
 from tritonops.serving.errors import ModelConfigError
 from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
 
@@ -106,6 +107,8 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
         config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
             state.name, state.canary, state.canary_weight
         )
+    if state.capture is not None:
+        config.parameters[CAPTURE_PARAMETER].string_value = state.capture
     return config
 
 
@@ -272,6 +275,7 @@ class Endpoint:
             inputs,
             model_version=str(version),
             outputs=[grpcclient.InferRequestedOutput("label"), grpcclient.InferRequestedOutput("probabilities")],
+            request_id=SMOKE_REQUEST_ID,
             client_timeout=self._timeout,
         )
         labels = result.as_numpy("label")
@@ -431,8 +435,8 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if list(loaded.version_policy.specific.versions) != list(wanted.version_policy.specific.versions):
         return True
     have = dict(loaded.parameters)
-    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
-        CANARY_PARAMETER in have and CANARY_PARAMETER not in wanted.parameters
+    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
+        key in have and key not in wanted.parameters for key in (CANARY_PARAMETER, CAPTURE_PARAMETER)
     )
 
 

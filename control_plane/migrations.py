@@ -165,6 +165,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         append_only=("webhook_deliveries",),
     ),
+    Migration(
+        6,
+        "row capture settings per model (a serving.capture.CaptureSpec as JSON)",
+        ("ALTER TABLE models ADD COLUMN capture TEXT",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -21,9 +21,9 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tritonops.control_plane.discovery import discover
@@ -55,6 +55,8 @@ from tritonops.control_plane.fleet import (
 from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
 from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
+from tritonops.serving.capture import CaptureSpec
+from tritonops.serving.errors import ModelConfigError
 from tritonops.settings import Settings
 
 MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
@@ -263,7 +265,7 @@ def promote(
         manifest = _gated_manifest(settings, model, version)
         endpoints = op.endpoints()
         alias = canary_alias(model)
-        promoted = ModelState(model, version, None, 0.0)
+        promoted = replace(state, live=version, canary=None, canary_weight=0.0)
         try:
             to_stage = [e for e in endpoints if e.ready_versions(alias) != [version]]
             op.changed = bool(to_stage)
@@ -333,7 +335,7 @@ def _stage(
             )
         manifest = _gated_manifest(settings, model, version)
         endpoints = op.endpoints()
-        target = ModelState(model, state.live, version, weight)
+        target = replace(state, canary=version, canary_weight=weight)
         alias = canary_alias(model)
         try:
             for endpoint in endpoints:
@@ -350,6 +352,46 @@ def _stage(
         return op.result(detail, smoke)
 
 
+def set_capture(
+    settings: Settings,
+    model: str,
+    share: float,
+    *,
+    drop: Sequence[str] = (),
+    hashed: Sequence[str] = (),
+    actor: str,
+    reason: str = "",
+) -> RolloutResult:
+    """Capture ``share`` of the live version's scored requests (0 stops), with columns dropped or hashed.
+
+    The setting is desired state: every endpoint's live model is reloaded with it now (zero downtime, as for a
+    canary step) and reconcile keeps it there.
+    """
+    with _operation(settings, actor, "capture", model, None, reason) as op:
+        state = op.state
+        if state.live is None:
+            raise InvalidRolloutError(f"model {model!r} has no live version; promote one before capturing its rows")
+        features = version_manifest(settings.repository, model, state.live).feature_names()
+        unknown = sorted(set(drop) - set(features) | set(hashed) - set(features))
+        if unknown:
+            raise InvalidRolloutError(f"capture {model!r}: columns {unknown} are not features of it; have {features}")
+        op.to_version = state.live
+        try:
+            spec = CaptureSpec(share, (settings.capture_dir / "spool").resolve(), tuple(drop), tuple(hashed))
+        except ModelConfigError as exc:
+            raise InvalidRolloutError(str(exc)) from exc
+        capture = spec.to_parameter() if share > 0 else None
+        if share > 0:
+            detail = f"capture {share:g} of live {state.live}'s requests (drop {list(drop)}, hash {list(hashed)})"
+        else:
+            detail = "capture stopped"
+        op.changed = True
+        op.store.set_capture(model, capture, op.entry("ok", detail, action="desired-state"))
+        _apply_everywhere(op, replace(state, capture=capture))
+        op.store.record(op.entry("ok", detail))
+        return op.result(detail)
+
+
 # -- back: abort_canary, rollback ------------------------------------------------------------------
 def abort_canary(settings: Settings, model: str, *, actor: str, reason: str = "") -> RolloutResult:
     """Stop the canary (or drop the candidate): all traffic to live, ``<model>__canary`` unloaded."""
@@ -358,7 +400,7 @@ def abort_canary(settings: Settings, model: str, *, actor: str, reason: str = ""
         if state.canary is None:
             raise InvalidRolloutError(f"model {model!r} has no candidate or canary to abort")
         op.to_version = state.live
-        target = ModelState(model, state.live, None, 0.0)
+        target = replace(state, canary=None, canary_weight=0.0)
         detail = f"canary {state.canary} (weight {state.canary_weight}) removed, live stays {state.live}"
         op.changed = True
         op.store.set_canary(model, None, 0.0, op.entry("ok", detail, action="desired-state"))
@@ -382,7 +424,7 @@ def rollback(settings: Settings, model: str, *, actor: str, to: int | None = Non
         if target_version == state.live:
             raise InvalidRolloutError(f"model {model!r}: version {target_version} is already live")
         _gated_manifest(settings, model, target_version)
-        target = ModelState(model, target_version, None, 0.0)
+        target = replace(state, live=target_version, canary=None, canary_weight=0.0)
         detail = f"live {state.live} -> {target_version}" + (
             f", canary {state.canary} removed" if state.canary is not None else ""
         )

@@ -55,6 +55,8 @@ class ModelState:
     live: int | None
     canary: int | None
     canary_weight: float
+    capture: str | None = None
+    """Row capture of the live version: a ``CaptureSpec`` as its model-config parameter (JSON), or None."""
 
 
 @dataclass(frozen=True)
@@ -150,15 +152,15 @@ class StateStore:
 
     def model(self, name: str) -> ModelState | None:
         row = self.db.execute(
-            "SELECT name, live_version, canary_version, canary_weight FROM models WHERE name = ?", (name,)
+            "SELECT name, live_version, canary_version, canary_weight, capture FROM models WHERE name = ?", (name,)
         ).fetchone()
-        return ModelState(row[0], row[1], row[2], float(row[3])) if row else None
+        return ModelState(row[0], row[1], row[2], float(row[3]), row[4]) if row else None
 
     def models(self) -> list[ModelState]:
         rows = self.db.execute(
-            "SELECT name, live_version, canary_version, canary_weight FROM models ORDER BY name"
+            "SELECT name, live_version, canary_version, canary_weight, capture FROM models ORDER BY name"
         ).fetchall()
-        return [ModelState(r[0], r[1], r[2], float(r[3])) for r in rows]
+        return [ModelState(r[0], r[1], r[2], float(r[3]), r[4]) for r in rows]
 
     def fleet(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT endpoint FROM fleet ORDER BY endpoint").fetchall()]
@@ -244,6 +246,13 @@ class StateStore:
                 "INSERT INTO releases (model, version, at, actor) VALUES (?, ?, ?, ?)",
                 (name, version, now_iso(), entry.actor),
             )
+            return self._append(db, entry)
+
+    def set_capture(self, name: str, capture: str | None, entry: AuditEntry) -> AuditEvent:
+        """Set (or, with None, stop) the row capture of ``name``'s live version."""
+        with self._write() as db:
+            self._ensure_model(db, name)
+            db.execute("UPDATE models SET capture = ?, updated_at = ? WHERE name = ?", (capture, now_iso(), name))
             return self._append(db, entry)
 
     def set_canary(self, name: str, version: int | None, weight: float, entry: AuditEntry) -> AuditEvent:

@@ -30,6 +30,8 @@ from tritonops.serving.errors import ModelConfigError
 
 CAPTURE_PARAMETER = "tritonops.capture"
 """Model-config parameter holding a ``CaptureSpec`` as JSON; absent = no capture."""
+SMOKE_REQUEST_ID = "tritonops-smoke"
+"""The request id of the control plane's smoke checks and warm-ups: synthetic rows, never captured."""
 OPEN_SUFFIX = ".open.jsonl"
 CLOSED_SUFFIX = ".jsonl"
 

@@ -75,6 +75,7 @@ PUBLIC: dict[str, set[str]] = {
         "reconcile",
         "resolve_actor",
         "rollback",
+        "set_capture",
         "status",
     },
     "serving": {

@@ -20,7 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.backend_options import BackendOptions
-from tritonops.serving.capture import CaptureSpec, CaptureWriter
+from tritonops.serving.capture import SMOKE_REQUEST_ID, CaptureSpec, CaptureWriter
 from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
 from tritonops.serving.response_cache import ResponseCache
 from tritonops.serving.scoring import (
@@ -271,9 +271,11 @@ class TritonPythonModel:
         for index, (request, result) in enumerate(zip(requests, scored.results, strict=True)):
             if isinstance(result, Prediction):
                 if capture is not None and capture.writer.sampled():
-                    capture.writer.offer(
-                        request.request_id() or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
-                    )
+                    request_id = request.request_id()
+                    if request_id != SMOKE_REQUEST_ID:
+                        capture.writer.offer(
+                            request_id or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
+                        )
                 responses.append(
                     response(
                         output_tensors=[
