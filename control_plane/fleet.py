@@ -39,10 +39,11 @@ from tritonops.converters.errors import ManifestError
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.capture import CAPTURE_PARAMETER, SMOKE_REQUEST_ID
 from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.install import BACKEND_NAME
 from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
+from tritonops.serving.routing import CANARY_PARAMETER, VERSION_OUTPUT, CanaryRoute
 
 CANARY_SUFFIX = "__canary"
-CANARY_PARAMETER = "tritonops.canary"
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 """Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
 
@@ -63,8 +64,8 @@ def grpc_admin_headers(admin_headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def canary_parameter(model: str, version: int, weight: float) -> str:
-    """The compact JSON published on the live model's config for SDK clients to route by."""
-    return json.dumps({"model": canary_alias(model), "version": version, "weight": weight}, separators=(",", ":"))
+    """The compact JSON published on the live model's config: the backend splits by it (and opt-in SDK routing)."""
+    return CanaryRoute(canary_alias(model), version, weight).to_parameter()
 
 
 # -- what to load: configs and files from the repository --------------------------------------------
@@ -98,10 +99,23 @@ def version_manifest(repository: Path, model: str, version: int) -> Manifest:
     return manifest
 
 
+def with_version_output(config: mc.ModelConfig) -> mc.ModelConfig:
+    """``config`` declaring the ``served_version`` output, so every answer names the version that scored it."""
+    if config.backend == BACKEND_NAME and all(output.name != VERSION_OUTPUT for output in config.output):
+        config.output.append(mc.ModelOutput(name=VERSION_OUTPUT, data_type=mc.TYPE_INT64, dims=[1]))
+    return config
+
+
 def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
-    """``<model>`` serving exactly the live version, with the canary split when one exists."""
+    """``<model>`` serving exactly the live version, with the canary split when one exists.
+
+    The backend reads the split when the config loads: a weight change reloads the live model (Triton keeps the
+    old instances serving until the new ones are ready, so no request fails).
+    """
     assert state.live is not None
-    config = with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    config = with_version_output(
+        with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    )
     config.name = state.name
     if state.canary is not None:
         config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
@@ -113,7 +127,7 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
 
 
 def canary_config(repository: Path, model: str, version: int) -> mc.ModelConfig:
-    config = with_specific_versions(version_config(repository, model, version), [version])
+    config = with_version_output(with_specific_versions(version_config(repository, model, version), [version]))
     config.name = canary_alias(model)
     return config
 
@@ -433,6 +447,8 @@ def _canary_weight(config: mc.ModelConfig) -> float:
 
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if list(loaded.version_policy.specific.versions) != list(wanted.version_policy.specific.versions):
+        return True
+    if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
         return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
