@@ -70,7 +70,11 @@ def two_proportion_z(correct_a: int, n_a: int, correct_b: int, n_b: int) -> tupl
 
 
 class FeedbackStore:
-    """Predictions and ground truth in the control plane's state database (a SQLite file or PostgreSQL)."""
+    """Predictions and ground truth in the control plane's state database (a SQLite file or PostgreSQL).
+
+    Also the SDK's local sink (``tritonops.clients.FeedbackSink``) for the embedded case:
+    ``ClientOptions(feedback=FeedbackStore(path))``; over a network, use ``HttpFeedbackSink`` to the controller.
+    """
 
     def __init__(self, location: StateLocation | Path, busy_timeout: float = 10.0) -> None:
         self._db = open_state_database(location, busy_timeout)

@@ -34,11 +34,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tritonops.control_plane.desired import canary_alias, version_manifest
 from tritonops.control_plane.drift import DriftConfig, DriftReport, drift_report, references_from_manifest
 from tritonops.control_plane.errors import ControlPlaneError, PolicyError, UnknownModelError
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.feedback import AccuracyComparison, FeedbackStore
-from tritonops.control_plane.fleet import canary_alias, version_manifest
 from tritonops.control_plane.metrics import (
     FleetWindow,
     History,

@@ -211,3 +211,24 @@ def _positive_int(env: dict[str, str], name: str, default: int) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise ConfigurationError(f"{name}: expected a whole number > 0, got {text!r}")
     return int(text)
+
+
+def read_api_token(env: dict[str, str] | None = None) -> str | None:
+    """A client's controller API token from ``TRITONOPS_TOKEN`` or the file named by ``TRITONOPS_TOKEN_FILE``."""
+    env = dict(os.environ) if env is None else env
+    token = env.get("TRITONOPS_TOKEN")
+    if token:
+        return token.strip()
+    token_file = env.get("TRITONOPS_TOKEN_FILE")
+    if not token_file:
+        return None
+    path = Path(token_file).expanduser()
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"TRITONOPS_TOKEN_FILE={path}: cannot read the API token file ({exc.strerror})"
+        ) from exc
+    if not content:
+        raise ConfigurationError(f"TRITONOPS_TOKEN_FILE={path}: the file is empty, expected a token")
+    return content

@@ -16,10 +16,10 @@ TRITONOPS = str(Path(sys.executable).parent / "tritonops")
 
 def test_watch_facing_signatures() -> None:
     rollback = inspect.signature(tritonops.control_plane.rollback)
-    assert list(rollback.parameters) == ["settings", "model", "actor", "to", "reason"]
+    assert list(rollback.parameters) == ["settings", "model", "actor", "to", "reason", "connect"]
     assert rollback.parameters["actor"].kind is inspect.Parameter.KEYWORD_ONLY
     abort = inspect.signature(tritonops.control_plane.abort_canary)
-    assert list(abort.parameters) == ["settings", "model", "actor", "reason"]
+    assert list(abort.parameters) == ["settings", "model", "actor", "reason", "connect"]
     assert abort.parameters["reason"].default == ""
 
 
