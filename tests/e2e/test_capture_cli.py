@@ -17,8 +17,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from examples.data import sensor_frame
+from tritonops.control_plane.endpoint import GrpcEndpoint
 from tritonops.control_plane.feedback import FeedbackStore
-from tritonops.control_plane.fleet import Endpoint
 from tritonops.control_plane.rollout import fleet_add, promote
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.serving.capture import CAPTURE_PARAMETER, hash_value
@@ -67,9 +67,9 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _capture_parameter(server: TritonServer) -> str | None:
-    endpoint = Endpoint(server.grpc_url, {})
+    endpoint = GrpcEndpoint(server.grpc_url, {})
     try:
-        config = endpoint.loaded_config(MODEL)
+        config = endpoint.observe(MODEL).config
     finally:
         endpoint.close()
     assert config is not None
