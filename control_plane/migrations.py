@@ -209,6 +209,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         8,
+        "leader leases (one controller replica acts, the others serve the API)",
+        (
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                epoch INTEGER NOT NULL,
+                acquired_at {float} NOT NULL,
+                renewed_at {float} NOT NULL,
+                expires_at {float} NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        9,
         "row capture settings per model (a serving.capture.CaptureSpec as JSON)",
         ("ALTER TABLE models ADD COLUMN capture TEXT",),
     ),

@@ -20,9 +20,9 @@ app.add_typer(capture_app, name="capture")
 
 
 def _seconds(text: str) -> float:
-    from tritonops.control_plane.cli.drift import parse_duration
+    from tritonops.control_plane.drift import parse_duration
 
-    return parse_duration(text)
+    return parse_duration(text, "--since")
 
 
 @capture_app.command("set")
