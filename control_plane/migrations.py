@@ -223,6 +223,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         9,
+        "shadow scoring: the version mirrored beside live and its share",
+        (
+            "ALTER TABLE models ADD COLUMN shadow_version INTEGER",
+            "ALTER TABLE models ADD COLUMN shadow_share {float} NOT NULL DEFAULT 0",
+        ),
+    ),
+    Migration(
+        10,
         "row capture settings per model (a serving.capture.CaptureSpec as JSON)",
         ("ALTER TABLE models ADD COLUMN capture TEXT",),
     ),

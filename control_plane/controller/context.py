@@ -35,6 +35,8 @@ class ApiContext:
     """Named checks for ``/readyz``: None = passing, else why not."""
     dispatcher: WebhookDispatcher | None = None
     """Delivers webhook triggers (alerts with ``retrain``); None: no webhooks."""
+    leader: Callable[[], dict[str, object]] | None = None
+    """Who leads the replicas (``/readyz`` shows it); None: no lease (the API alone)."""
 
     def changed(self, reason: str) -> None:
         """The desired state changed (the library logged the action): let the loop react."""
