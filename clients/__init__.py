@@ -21,7 +21,8 @@ from tritonops.clients.errors import (
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy
 from tritonops.clients.routing import CanaryRouter
-from tritonops.clients.signature import CanarySplit, Feature, Signature
+from tritonops.contract.signature import CanarySplit, Signature
+from tritonops.contract.signature import SignatureFeature as Feature
 
 __all__ = [
     "AsyncTritonClient",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from tritonops.clients.signature import CanarySplit
+from tritonops.contract.signature import CanarySplit
 
 
 def key_position(key: str) -> float:

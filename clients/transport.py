@@ -20,10 +20,10 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
-from tritonops.clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, Tensor
+from tritonops.contract.encoding import Tensor
+from tritonops.contract.names import OUTPUTS, REQUEST_ID_PARAMETER
 
 Protocol_ = Literal["grpc", "http"]
-OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class AsyncTransport(Protocol):
 
 
 def _parameters(request_id: str) -> dict[str, str] | None:
-    return {"request_id": request_id} if request_id else None
+    return {REQUEST_ID_PARAMETER: request_id} if request_id else None
 
 
 def _grpc_inputs(tensors: Sequence[Tensor]) -> list[grpcclient.InferInput]:

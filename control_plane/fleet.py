@@ -25,6 +25,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from tritonops.contract.encoding import encode_rows
+from tritonops.contract.errors import ManifestError, ModelConfigError, SignatureError
+from tritonops.contract.manifest import Manifest, load_manifest
+from tritonops.contract.names import LABEL_OUTPUT, PARAM_CANARY, PROBABILITIES_OUTPUT, canary_alias
+from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
@@ -35,13 +40,8 @@ from tritonops.control_plane.errors import (
     UnknownVersionError,
 )
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
-from tritonops.converters.errors import ManifestError
-from tritonops.converters.manifest import Manifest, load_manifest
-from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
+from tritonops.model_config import read_pbtxt, to_json, with_specific_versions
 
-CANARY_SUFFIX = "__canary"
-CANARY_PARAMETER = "tritonops.canary"
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 """Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
 
@@ -52,18 +52,9 @@ CANARY_DRAIN_SECONDS = 2.5
 _T = TypeVar("_T")
 
 
-def canary_alias(model: str) -> str:
-    return f"{model}{CANARY_SUFFIX}"
-
-
 def grpc_admin_headers(admin_headers: Mapping[str, str]) -> dict[str, str]:
     """The HTTP-style admin headers (``Settings.admin_headers()``) as the gRPC metadata Triton expects."""
     return {f"{GRPC_RESTRICTED_PREFIX}{key}": value for key, value in admin_headers.items()}
-
-
-def canary_parameter(model: str, version: int, weight: float) -> str:
-    """The compact JSON published on the live model's config for SDK clients to route by."""
-    return json.dumps({"model": canary_alias(model), "version": version, "weight": weight}, separators=(",", ":"))
 
 
 # -- what to load: configs and files from the repository --------------------------------------------
@@ -103,9 +94,9 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
     config = with_specific_versions(version_config(repository, state.name, state.live), [state.live])
     config.name = state.name
     if state.canary is not None:
-        config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
-            state.name, state.canary, state.canary_weight
-        )
+        split = CanarySplit(canary_alias(state.name), state.canary, state.canary_weight)
+        for key, value in split.to_parameters().items():
+            config.parameters[key].string_value = value
     return config
 
 
@@ -271,11 +262,14 @@ class Endpoint:
             name,
             inputs,
             model_version=str(version),
-            outputs=[grpcclient.InferRequestedOutput("label"), grpcclient.InferRequestedOutput("probabilities")],
+            outputs=[
+                grpcclient.InferRequestedOutput(LABEL_OUTPUT),
+                grpcclient.InferRequestedOutput(PROBABILITIES_OUTPUT),
+            ],
             client_timeout=self._timeout,
         )
-        labels = result.as_numpy("label")
-        probabilities = result.as_numpy("probabilities")
+        labels = result.as_numpy(LABEL_OUTPUT)
+        probabilities = result.as_numpy(PROBABILITIES_OUTPUT)
         if labels is None or probabilities is None:
             raise ControlPlaneError(f"endpoint {self.url}: {name} v{version} answered without label/probabilities")
         decoded = [v.decode("utf-8") if isinstance(v, bytes) else v.item() for v in labels.reshape(-1)]
@@ -302,24 +296,12 @@ class SmokeResult:
 
 
 def sample_inputs(manifest: Manifest) -> list[grpcclient.InferInput]:
-    """The reference sample as Triton input tensors, columns in the manifest's feature order."""
-    features = {f.name: f for f in manifest.features}
-    rows = len(manifest.reference.expected.labels)
+    """The reference sample as Triton input tensors (the contract's encoder, as every client uses)."""
     tensors = []
-    for spec in manifest.inputs:
-        columns = sorted(spec.features, key=lambda name: features[name].column)
-        if spec.datatype == "FP32":
-            data: np.ndarray[Any, Any] = np.array(
-                [[math.nan if v is None else float(v) for v in manifest.reference.sample[c]] for c in columns],
-                dtype=np.float32,
-            ).T.reshape(rows, len(columns))
-        else:
-            data = np.array(
-                [[str(v).encode("utf-8") for v in manifest.reference.sample[c]] for c in columns], dtype=np.object_
-            ).T.reshape(rows, len(columns))
-        tensor = grpcclient.InferInput(spec.name, list(data.shape), spec.datatype)
-        tensor.set_data_from_numpy(data)
-        tensors.append(tensor)
+    for tensor in encode_rows(manifest.name, manifest.features, manifest.reference.sample):
+        item = grpcclient.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
+        item.set_data_from_numpy(tensor.data)
+        tensors.append(item)
     return tensors
 
 
@@ -368,10 +350,10 @@ def observe(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str
                 )
             if not endpoint.is_ready(state.name, state.live):
                 drift.append(f"{state.name}: version {state.live} not ready")
-            have = loaded.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in loaded.parameters else None
-            want = wanted.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in wanted.parameters else None
+            have = loaded.parameters[PARAM_CANARY].string_value if PARAM_CANARY in loaded.parameters else None
+            want = wanted.parameters[PARAM_CANARY].string_value if PARAM_CANARY in wanted.parameters else None
             if have != want:
-                drift.append(f"{state.name}: {CANARY_PARAMETER} is {have!r}, want {want!r}")
+                drift.append(f"{state.name}: {PARAM_CANARY} is {have!r}, want {want!r}")
             extra = [v for v in endpoint.ready_versions(state.name) if v != state.live]
             if extra:
                 drift.append(f"{state.name}: versions {extra} also ready, want only {state.live}")
@@ -419,12 +401,12 @@ def apply(
 
 
 def _canary_weight(config: mc.ModelConfig) -> float:
-    if CANARY_PARAMETER not in config.parameters:
-        return 0.0
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
     try:
-        return float(json.loads(config.parameters[CANARY_PARAMETER].string_value).get("weight", 0.0))
-    except (ValueError, AttributeError):
+        split = CanarySplit.published(config.name, parameters)
+    except SignatureError:  # a split we did not write: treat as no traffic, reconcile rewrites it
         return 0.0
+    return 0.0 if split is None else split.weight
 
 
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
@@ -432,7 +414,7 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
         return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
-        CANARY_PARAMETER in have and CANARY_PARAMETER not in wanted.parameters
+        PARAM_CANARY in have and PARAM_CANARY not in wanted.parameters
     )
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.names import canary_alias, model_name_problem
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
@@ -42,7 +43,6 @@ from tritonops.control_plane.fleet import (
     Endpoint,
     SmokeResult,
     apply,
-    canary_alias,
     canary_config,
     canary_files,
     live_config,
@@ -52,11 +52,9 @@ from tritonops.control_plane.fleet import (
     version_manifest,
 )
 from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
-from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
 from tritonops.settings import Settings
 
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _REFUSALS = (
     GateError,
     InvalidRolloutError,
@@ -77,11 +75,9 @@ def resolve_actor(explicit: str | None = None, env: Mapping[str, str] | None = N
 
 
 def check_model_name(model: str) -> str:
-    if not MODEL_NAME.match(model) or "__" in model:
-        raise InvalidRolloutError(
-            f"model name {model!r}: expected letters, digits, '_' or '-', starting with a letter, at most 63 "
-            "characters, without '__' (reserved for aliases)"
-        )
+    problem = model_name_problem(model)
+    if problem is not None:
+        raise InvalidRolloutError(problem)
     return model
 
 

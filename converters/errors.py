@@ -13,8 +13,10 @@ Nothing is written to the model repository when any of these is raised.
      ├── ModelLoadError            a joblib / pickle / skops / TorchScript file fails to load
      ├── OnnxRuntimeError          ONNX Runtime can't load or run the converted model
      ├── ParityError               ONNX outputs differ from the original model beyond the thresholds
-     ├── ManifestError             a manifest.json is missing or doesn't match the schema
      └── RepositoryError           model name, repository path or version directory problems
+
+``ManifestError`` (a manifest.json is missing or doesn't match the schema) belongs to the contract
+(``tritonops.contract.errors``) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 from tritonops.errors import TritonOpsError
 
 if TYPE_CHECKING:
-    from tritonops.converters.manifest import ParityResult
+    from tritonops.contract.manifest import ParityResult
 
 
 class ConversionError(TritonOpsError):
@@ -97,12 +99,6 @@ class ParityError(ConversionError):
                 f"|prob diff| {row.prob_diff:.3g}"
             )
         super().__init__("\n".join(lines))
-
-
-class ManifestError(ConversionError):
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = path
-        super().__init__(f"manifest {path}: {reason}")
 
 
 class RepositoryError(ConversionError):

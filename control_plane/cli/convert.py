@@ -12,7 +12,7 @@ from tritonops.control_plane.cli.app import app, console
 from tritonops.converters import ConversionOptions, ModelVersion, ParityThresholds, list_models, list_versions
 from tritonops.converters.files import convert_file, parse_classes
 from tritonops.converters.torch import ModuleOutput
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.settings import load_settings
 
 models_app = typer.Typer(help="Inspect the converted models in the model repository.", no_args_is_help=True)

@@ -2,8 +2,9 @@
 
 A Python-based backend (model configs say ``backend: "tritonops"``): model versions hold only ``model.onnx`` and
 ``manifest.json``. Each instance owns one ONNX Runtime session (or forwards batches to another Triton model over
-BLS, for the GPU deployment in docs/gpu.md). The logic lives in the ``serving`` package; this module adapts it to
-``triton_python_backend_utils``: requests in, responses and metrics out.
+BLS, for the GPU deployment in docs/gpu.md). The logic lives in the ``serving`` package and the names and the
+manifest in ``tritonops.contract``; this module adapts them to ``triton_python_backend_utils``: requests in,
+responses and metrics out. It imports no pandas, pyarrow, onnx or scipy (tests/unit/test_lean_imports.py).
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.contract.manifest import Manifest, load_manifest
+from tritonops.contract.names import LABEL_OUTPUT, PROBABILITIES_OUTPUT, REQUEST_ID_PARAMETER
 from tritonops.serving.backend_options import BackendOptions
 from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
 from tritonops.serving.response_cache import ResponseCache
 from tritonops.serving.scoring import (
-    OUTPUT_LABEL,
-    OUTPUT_PROBABILITIES,
     OnnxRunner,
     Prediction,
     execution_providers,
@@ -42,14 +42,14 @@ class _BlsRunner:
     def __call__(self, batch: Batch) -> Prediction:
         request = pb_utils.InferenceRequest(
             model_name=self.target,
-            requested_output_names=[OUTPUT_LABEL, OUTPUT_PROBABILITIES],
+            requested_output_names=[LABEL_OUTPUT, PROBABILITIES_OUTPUT],
             inputs=[pb_utils.Tensor(name, array) for name, array in batch.items()],
         )
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"model '{self.target}' failed: {response.error().message()}")
-        label = pb_utils.get_output_tensor_by_name(response, OUTPUT_LABEL).as_numpy()
-        probabilities = pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES).as_numpy()
+        label = pb_utils.get_output_tensor_by_name(response, LABEL_OUTPUT).as_numpy()
+        probabilities = pb_utils.get_output_tensor_by_name(response, PROBABILITIES_OUTPUT).as_numpy()
         return Prediction(label.reshape(-1, 1), probabilities.astype(np.float32, copy=False))
 
 
@@ -152,11 +152,11 @@ class _LabelTensors:
 
     def __call__(self, label: np.ndarray) -> Any:
         if label.shape[0] != 1:
-            return pb_utils.Tensor(OUTPUT_LABEL, label)
+            return pb_utils.Tensor(LABEL_OUTPUT, label)
         key = label.item()
         tensor = self.tensors.get(key)
         if tensor is None:
-            tensor = pb_utils.Tensor(OUTPUT_LABEL, label.copy())  # a copy: not a view of this batch's outputs
+            tensor = pb_utils.Tensor(LABEL_OUTPUT, label.copy())  # a copy: not a view of this batch's outputs
             if len(self.tensors) < self.limit:  # only classes get here; the bound keeps a surprise from growing it
                 self.tensors[key] = tensor
         return tensor
@@ -170,7 +170,7 @@ def _as_numpy(tensor: Any) -> Any:
 def _with_request_id(message: str, request: Any) -> str:
     """The error message plus the client's ``request_id`` parameter, when it sent one (error path only)."""
     try:
-        request_id = json.loads(request.parameters() or "{}").get("request_id")
+        request_id = json.loads(request.parameters() or "{}").get(REQUEST_ID_PARAMETER)
     except json.JSONDecodeError:
         request_id = None
     return f"{message} (request_id={request_id})" if isinstance(request_id, str) and request_id else message
@@ -224,7 +224,7 @@ class TritonPythonModel:
                     response(
                         output_tensors=[
                             label_tensor(result.label),
-                            tensor(OUTPUT_PROBABILITIES, result.probabilities),
+                            tensor(PROBABILITIES_OUTPUT, result.probabilities),
                         ]
                     )
                 )

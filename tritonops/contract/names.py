@@ -1,0 +1,73 @@
+"""Names written once: Triton tensors, model-config parameters, the backend, aliases and the model-name rule.
+
+The converter writes these names, the backend and the SDK read them and the control plane rewrites some of them
+(docs/contracts.md); every side imports them from here.
+"""
+
+from __future__ import annotations
+
+import re
+
+# -- tensors ---------------------------------------------------------------------------------------
+NUMERIC_INPUT = "input"
+"""The one FP32 matrix of a numeric-only model (columns in feature order)."""
+LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
+OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
+REQUEST_ID_PARAMETER = "request_id"
+"""Optional request parameter: echoed in error messages, keys ground-truth feedback."""
+
+# -- the backend and its model-config parameters (all string values) --------------------------------
+BACKEND_NAME = "tritonops"
+"""Model configs of our Python-based backend say ``backend: "tritonops"``."""
+PARAM_MODEL = "tritonops.model"
+PARAM_VERSION = "tritonops.version"
+PARAM_DRIFT_FLUSH_SECONDS = "tritonops.drift_flush_seconds"
+PARAM_DRIFT_COUNTERS = "tritonops.drift_counters"
+PARAM_RESPONSE_CACHE_ENTRIES = "tritonops.response_cache_entries"
+PARAM_RUNNER = "tritonops.runner"
+PARAM_TENSORRT = "tritonops.tensorrt"
+PARAM_SIGNATURE = "tritonops.signature"
+"""Compact JSON written by the converter: features, classes, class dtype (``Signature.to_parameters``)."""
+PARAM_CANARY = "tritonops.canary"
+"""Compact JSON on the live model while a candidate exists: alias, version, weight (``CanarySplit``)."""
+
+# -- model names and the aliases derived from them ---------------------------------------------------
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+ALIAS_SEPARATOR = "__"
+"""Reserved inside model names: ``<model>__canary`` and ``<model>__onnxruntime`` are derived names."""
+CANARY_SUFFIX = "__canary"
+NATIVE_SUFFIX = "__onnxruntime"
+"""The export for Triton's native ``onnxruntime_onnx`` platform (GPU / NGC image)."""
+MODEL_NAME_RULE = (
+    "a letter followed by up to 62 letters, digits, '_' or '-', without '__' (reserved for aliases such as "
+    "<model>__canary)"
+)
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why ``name`` can't be a model name (Triton's and our aliases' rule), or None when it can."""
+    if MODEL_NAME_PATTERN.match(name) and ALIAS_SEPARATOR not in name:
+        return None
+    return f"model name {name!r} is not allowed: expected {MODEL_NAME_RULE}"
+
+
+def canary_alias(model: str) -> str:
+    """The name the candidate version of ``model`` is loaded under."""
+    return f"{model}{CANARY_SUFFIX}"
+
+
+def native_name(model: str) -> str:
+    """The name of ``model``'s native ``onnxruntime_onnx`` export in the repository."""
+    return f"{model}{NATIVE_SUFFIX}"
+
+
+def base_model(served: str) -> str:
+    """The model a Triton name serves: ``rf__canary`` -> ``rf`` (aliases use ``__``)."""
+    return served.split(ALIAS_SEPARATOR, 1)[0]
+
+
+def feature_tensor_name(feature: str) -> str:
+    """The Triton tensor of a per-feature input: the feature name with other characters than ``[A-Za-z0-9_]``
+    replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", feature)
