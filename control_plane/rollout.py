@@ -159,7 +159,7 @@ def _operation(
 ) -> Iterator[_Operation]:
     """Lock the model, audit the start, and audit a refusal or failure with its message before re-raising."""
     check_model_name(model)
-    with StateStore.open(settings.state_path) as store, contextlib.ExitStack() as stack:
+    with StateStore.open(settings.state) as store, contextlib.ExitStack() as stack:
         try:
             stack.enter_context(store.rollout_lock(model, f"{action} by {actor}"))
         except RolloutInProgressError as exc:
@@ -418,9 +418,9 @@ def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]
 def history(settings: Settings, model: str, limit: int | None = None) -> list[AuditEvent]:
     """``model``'s audit events, oldest first (the last ``limit`` when given)."""
     check_model_name(model)
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         if store.model(model) is None and not store.audit(model, 1):
-            raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
+            raise UnknownModelError(model, f"the control plane state ({settings.state})")
         return store.audit(model, limit)
 
 
@@ -448,10 +448,10 @@ class EndpointStatus:
 
 def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]:
     """Per endpoint: for each model, versions loaded/ready, desired live and canary, request and error counts."""
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         states = store.models() if model is None else [store.model(check_model_name(model))]
         if model is not None and states[0] is None:
-            raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
+            raise UnknownModelError(model, f"the control plane state ({settings.state})")
         urls = store.fleet()
     report = []
     for url in urls:
@@ -486,16 +486,16 @@ def _model_status(endpoint: Endpoint, repository: Path, state: ModelState) -> Mo
 def fleet_add(settings: Settings, endpoint: str, *, actor: str) -> None:
     """Add a Triton gRPC endpoint (``host:port``) to the fleet; ``reconcile`` then brings it up to date."""
     endpoint = check_endpoint(endpoint)
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         store.add_endpoint(endpoint, AuditEntry(actor, "fleet-add", None, None, None, "", "ok", endpoint))
 
 
 def fleet_remove(settings: Settings, endpoint: str, *, actor: str) -> None:
     """Remove an endpoint from the fleet (what it serves is left alone)."""
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         store.remove_endpoint(endpoint, AuditEntry(actor, "fleet-remove", None, None, None, "", "ok", endpoint))
 
 
 def fleet_list(settings: Settings) -> list[str]:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         return store.fleet()

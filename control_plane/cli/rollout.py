@@ -174,7 +174,7 @@ def reconcile(
 ) -> None:
     """Make every endpoint serve exactly the desired versions (safe to repeat, e.g. after a server restart)."""
     settings = load_settings()
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         report = reconcile_fleet(
             store, settings.repository, settings.admin_headers(), actor=_actor(actor), dry_run=dry_run
         )
