@@ -6,6 +6,7 @@ ControlPlaneError
  ├── UnknownModelError          the model is not in the state or not in the repository
  ├── UnknownVersionError        the version directory or its files are missing
  ├── FleetError                 a bad endpoint address, a duplicate, an empty fleet
+ │    └── DiscoveryError        the DNS server or the Kubernetes API did not say where the servers are
  ├── EndpointUnreachableError   a Triton endpoint did not answer
  ├── AdminAuthError             a Triton endpoint refused the admin key (missing or wrong)
  ├── ModelLoadError             Triton could not load a version, or it never became ready
@@ -64,6 +65,14 @@ class UnknownVersionError(ControlPlaneError):
 
 class FleetError(ControlPlaneError):
     """The fleet definition is wrong (bad address, duplicate, empty)."""
+
+
+class DiscoveryError(FleetError):
+    """The fleet source (a DNS name, a Service's EndpointSlices) could not be read."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        super().__init__(f"fleet {source}: {detail}")
 
 
 class EndpointUnreachableError(ControlPlaneError):

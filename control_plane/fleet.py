@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -452,15 +452,17 @@ def reconcile(
     *,
     actor: str,
     dry_run: bool = False,
+    endpoints: Sequence[str] | None = None,
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift.
+    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list).
     """
-    endpoints = [Endpoint(url, admin_headers) for url in store.fleet()]
-    reports = {e.url: EndpointReport(e.url) for e in endpoints}
+    urls = store.fleet() if endpoints is None else list(endpoints)
+    servers = [Endpoint(url, admin_headers) for url in urls]
+    reports = {e.url: EndpointReport(e.url) for e in servers}
     report = ReconcileReport(list(reports.values()))
     try:
         for state in store.models():
@@ -470,13 +472,13 @@ def reconcile(
                         for event in store.close_interrupted(state.name, actor):
                             report.interrupted.append(f"{event.model}: {event.action} {event.reason}")
                     state = store.model(state.name) or state
-                    for endpoint in endpoints:
-                        _reconcile_one(endpoint, repository, state, reports[endpoint.url], dry_run)
+                    for server in servers:
+                        _reconcile_one(server, repository, state, reports[server.url], dry_run)
             except RolloutInProgressError as exc:
                 report.skipped.append(str(exc))
     finally:
-        for endpoint in endpoints:
-            endpoint.close()
+        for server in servers:
+            server.close()
     if not dry_run:
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         store.record(
@@ -494,6 +496,7 @@ def reconcile(
                         "actions": sum(len(r.actions) for r in report.endpoints),
                         "errors": errors,
                         "skipped": report.skipped,
+                        "endpoints": urls,
                     }
                 ),
             )

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tritonops.contract.manifest import Manifest
 from tritonops.contract.names import canary_alias, model_name_problem
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
@@ -125,7 +126,9 @@ class _Operation:
 
     def endpoints(self, *, preflight: bool = True) -> list[Endpoint]:
         """The fleet's endpoints; with ``preflight`` each must answer and accept our admin key."""
-        urls = self.store.fleet()
+        urls = discover(self.settings.fleet, self.store)
+        if not urls and self.settings.fleet.kind != "static":
+            raise FleetError(f"the fleet is empty: {self.settings.fleet} lists no Triton server right now")
         if not urls:
             raise FleetError("the fleet is empty: add Triton gRPC endpoints with `tritonops fleet add HOST:PORT`")
         headers = self.settings.admin_headers()
@@ -452,7 +455,7 @@ def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]
         states = store.models() if model is None else [store.model(check_model_name(model))]
         if model is not None and states[0] is None:
             raise UnknownModelError(model, f"the control plane state ({settings.state})")
-        urls = store.fleet()
+        urls = discover(settings.fleet, store)
     report = []
     for url in urls:
         endpoint = Endpoint(url, settings.admin_headers())
@@ -485,6 +488,7 @@ def _model_status(endpoint: Endpoint, repository: Path, state: ModelState) -> Mo
 # -- fleet membership ------------------------------------------------------------------------------
 def fleet_add(settings: Settings, endpoint: str, *, actor: str) -> None:
     """Add a Triton gRPC endpoint (``host:port``) to the fleet; ``reconcile`` then brings it up to date."""
+    _static_fleet_only(settings, "add")
     endpoint = check_endpoint(endpoint)
     with StateStore.open(settings.state) as store:
         store.add_endpoint(endpoint, AuditEntry(actor, "fleet-add", None, None, None, "", "ok", endpoint))
@@ -492,10 +496,20 @@ def fleet_add(settings: Settings, endpoint: str, *, actor: str) -> None:
 
 def fleet_remove(settings: Settings, endpoint: str, *, actor: str) -> None:
     """Remove an endpoint from the fleet (what it serves is left alone)."""
+    _static_fleet_only(settings, "remove")
     with StateStore.open(settings.state) as store:
         store.remove_endpoint(endpoint, AuditEntry(actor, "fleet-remove", None, None, None, "", "ok", endpoint))
 
 
 def fleet_list(settings: Settings) -> list[str]:
+    """The fleet's endpoints now (as discovered, when ``TRITONOPS_FLEET`` is a DNS name or a Service)."""
     with StateStore.open(settings.state) as store:
-        return store.fleet()
+        return discover(settings.fleet, store)
+
+
+def _static_fleet_only(settings: Settings, verb: str) -> None:
+    if settings.fleet.kind != "static":
+        raise FleetError(
+            f"fleet {verb}: the fleet is discovered from {settings.fleet} (TRITONOPS_FLEET); add or remove servers "
+            "there (DNS records, the Service's pods), not in the state"
+        )

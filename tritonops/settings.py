@@ -3,6 +3,11 @@
 The admin token is read from ``TRITONOPS_ADMIN_TOKEN`` or from the file named by
 ``TRITONOPS_ADMIN_TOKEN_FILE``; it is never accepted on a command line and never printed.
 
+``TRITONOPS_FLEET`` says where the Triton servers are: ``static`` (the list kept in the state, ``tritonops fleet
+add``), ``dns:NAME:PORT`` (every A/AAAA record of NAME, e.g. a Kubernetes headless Service; ``TRITONOPS_DNS_SERVER``
+``HOST:PORT`` picks the DNS server) or ``endpointslice:NAMESPACE/SERVICE:PORT`` (the ready endpoints of a Service's
+EndpointSlices; PORT is the port's name or number).
+
 ``TRITONOPS_STATE`` is a SQLite file path (the embedded default) or a ``postgresql://user@host:port/db`` URL; the
 PostgreSQL password comes from ``TRITONOPS_STATE_PASSWORD`` or the file named by ``TRITONOPS_STATE_PASSWORD_FILE``
 (or libpq's own ``PGPASSFILE``), never from the URL, so the URL can be shown in messages.
@@ -41,6 +46,30 @@ class StateLocation:
         return self.url if self.url is not None else str(self.path)
 
 
+FleetKind = Literal["static", "dns", "endpointslice"]
+
+
+@dataclass(frozen=True)
+class FleetSource:
+    """Where the Triton servers are listed: the state's static list, a DNS name, or a Service's EndpointSlices."""
+
+    kind: FleetKind = "static"
+    name: str = ""
+    """dns: the name to resolve; endpointslice: the Service."""
+    port: str = ""
+    """dns: the gRPC port number; endpointslice: the port's name or number."""
+    namespace: str = ""
+    nameserver: tuple[str, int] | None = None
+    """dns: the DNS server to ask (None: the system's resolver configuration)."""
+
+    def __str__(self) -> str:
+        if self.kind == "dns":
+            return f"dns:{self.name}:{self.port}"
+        if self.kind == "endpointslice":
+            return f"endpointslice:{self.namespace}/{self.name}:{self.port}"
+        return "static"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things live and how to reach them.
@@ -54,6 +83,7 @@ class Settings:
     admin_token: str | None
     state_url: str | None = None
     state_password: str | None = field(default=None, repr=False)
+    fleet: FleetSource = field(default_factory=FleetSource)
 
     @property
     def state(self) -> StateLocation:
@@ -115,6 +145,41 @@ def parse_state_url(value: str) -> str | None:
     return value
 
 
+def parse_fleet_source(value: str, dns_server: str | None = None) -> FleetSource:
+    """``TRITONOPS_FLEET`` (and ``TRITONOPS_DNS_SERVER``) as a ``FleetSource``; a clear error when malformed."""
+    value = value.strip()
+    if value in ("", "static"):
+        return FleetSource()
+    kind, _, rest = value.partition(":")
+    name, _, port = rest.rpartition(":")
+    if kind == "dns":
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(
+                f"TRITONOPS_FLEET={value}: expected dns:NAME:PORT, e.g. dns:triton.tritonops.svc.cluster.local:8001"
+            )
+        return FleetSource("dns", name, port, nameserver=_parse_dns_server(dns_server) if dns_server else None)
+    if kind == "endpointslice":
+        namespace, _, service = name.partition("/")
+        if not namespace or not service or not port:
+            raise ConfigurationError(
+                f"TRITONOPS_FLEET={value}: expected endpointslice:NAMESPACE/SERVICE:PORT (PORT a name or number), "
+                "e.g. endpointslice:tritonops/triton:grpc"
+            )
+        return FleetSource("endpointslice", service, port, namespace)
+    raise ConfigurationError(
+        f"TRITONOPS_FLEET={value}: expected static, dns:NAME:PORT or endpointslice:NAMESPACE/SERVICE:PORT"
+    )
+
+
+def _parse_dns_server(value: str) -> tuple[str, int]:
+    host, _, port = value.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(
+            f"TRITONOPS_DNS_SERVER={value}: expected HOST:PORT of a DNS server, e.g. 10.96.0.10:53"
+        )
+    return host.strip("[]"), int(port)
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Settings from the environment, with defaults relative to the working directory."""
     env = dict(os.environ) if env is None else env
@@ -126,4 +191,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         admin_token=read_admin_token(env),
         state_url=state_url,
         state_password=_read_secret(env, "TRITONOPS_STATE_PASSWORD", "state database password") if state_url else None,
+        fleet=parse_fleet_source(env.get("TRITONOPS_FLEET", ""), env.get("TRITONOPS_DNS_SERVER")),
     )

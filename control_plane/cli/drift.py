@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDrift, report_to_dict
 from tritonops.control_plane.guardrails import load_policy, measure_drift
 from tritonops.control_plane.metrics import SnapshotStore, metrics_urls
@@ -40,7 +41,7 @@ def resolve_metrics_urls(explicit: list[str]) -> list[str]:
     fleet: list[str] = []
     if not explicit:
         with StateStore.open(settings.state) as store:
-            fleet = store.fleet()
+            fleet = discover(settings.fleet, store)
         if not fleet:
             raise ConfigurationError(
                 "--metrics-url: none given and the fleet is empty; pass --metrics-url or add endpoints with "

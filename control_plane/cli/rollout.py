@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.errors import FleetApplyError
 from tritonops.control_plane.fleet import reconcile as reconcile_fleet
 from tritonops.control_plane.rollout import (
@@ -176,7 +177,12 @@ def reconcile(
     settings = load_settings()
     with StateStore.open(settings.state) as store:
         report = reconcile_fleet(
-            store, settings.repository, settings.admin_headers(), actor=_actor(actor), dry_run=dry_run
+            store,
+            settings.repository,
+            settings.admin_headers(),
+            actor=_actor(actor),
+            dry_run=dry_run,
+            endpoints=discover(settings.fleet, store),
         )
     for note in report.interrupted:
         console.print(f"[yellow]closed interrupted rollout[/] {note}")
