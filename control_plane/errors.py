@@ -18,7 +18,9 @@ ControlPlaneError
  ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
  ├── PolicyError                a guardrail policy file is missing or malformed
  ├── GuardrailActedError        `watch --exit-on-action` stopped after an automatic rollback / canary abort
- └── FeedbackError              ground truth for an unknown request id, or a bad label
+ ├── FeedbackError              ground truth for an unknown request id, or a bad label
+ ├── CaptureError               captured rows asked for that don't exist, or a bad capture setting
+ └── WebhookError               a webhooks file that is missing or malformed, or a secret file that can't be read
 """
 
 from __future__ import annotations
@@ -143,6 +145,14 @@ class PolicyError(ControlPlaneError):
 
 class FeedbackError(ControlPlaneError):
     """Ground truth that can't be recorded (unknown request id, bad label, bad arguments)."""
+
+
+class CaptureError(ControlPlaneError):
+    """Captured rows that aren't there, or a capture setting that makes no sense."""
+
+
+class WebhookError(ControlPlaneError):
+    """The webhooks configuration can't be used as it is."""
 
 
 class GuardrailActedError(ControlPlaneError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +133,19 @@ class FeedbackStore:
                 "ON CONFLICT(request_id) DO UPDATE SET true_label = excluded.true_label, at = excluded.at",
                 (request_id, _label_text(true_label), time.time()),
             )
+
+    def true_labels(self, request_ids: Sequence[str]) -> dict[str, str]:
+        """The ground truth recorded for those of ``request_ids`` that have one."""
+        found: dict[str, str] = {}
+        with self._db.write() as db:
+            for start in range(0, len(request_ids), 500):  # SQLite caps the number of bound parameters
+                chunk = list(request_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT request_id, true_label FROM tritonops_feedback WHERE request_id IN ({marks})", chunk
+                ).fetchall()
+                found.update((str(request_id), str(label)) for request_id, label in rows)
+        return found
 
     def accuracy_report(self, model: str) -> list[VersionAccuracy]:
         """Per version of ``model``: predictions recorded, how many have a label, how many were right."""

@@ -26,9 +26,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from tritonops.contract.encoding import encode_rows
-from tritonops.contract.errors import ManifestError, ModelConfigError, SignatureError
+from tritonops.contract.errors import ManifestError, ModelConfigError
 from tritonops.contract.manifest import Manifest, load_manifest
-from tritonops.contract.names import LABEL_OUTPUT, PARAM_CANARY, PROBABILITIES_OUTPUT, canary_alias
+from tritonops.contract.names import (
+    BACKEND_NAME,
+    LABEL_OUTPUT,
+    PARAM_CANARY,
+    PROBABILITIES_OUTPUT,
+    VERSION_OUTPUT,
+    canary_alias,
+)
 from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.errors import (
     AdminAuthError,
@@ -88,10 +95,23 @@ def version_manifest(repository: Path, model: str, version: int) -> Manifest:
     return manifest
 
 
+def with_version_output(config: mc.ModelConfig) -> mc.ModelConfig:
+    """``config`` declaring the ``served_version`` output, so every answer names the version that scored it."""
+    if config.backend == BACKEND_NAME and all(output.name != VERSION_OUTPUT for output in config.output):
+        config.output.append(mc.ModelOutput(name=VERSION_OUTPUT, data_type=mc.TYPE_INT64, dims=[1]))
+    return config
+
+
 def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
-    """``<model>`` serving exactly the live version, with the canary split when one exists."""
+    """``<model>`` serving exactly the live version, with the canary split when one exists.
+
+    The backend reads the split when the config loads: a weight change reloads the live model (Triton keeps the
+    old instances serving until the new ones are ready, so no request fails).
+    """
     assert state.live is not None
-    config = with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    config = with_version_output(
+        with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    )
     config.name = state.name
     if state.canary is not None:
         split = CanarySplit(canary_alias(state.name), state.canary, state.canary_weight)
@@ -101,7 +121,7 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
 
 
 def canary_config(repository: Path, model: str, version: int) -> mc.ModelConfig:
-    config = with_specific_versions(version_config(repository, model, version), [version])
+    config = with_version_output(with_specific_versions(version_config(repository, model, version), [version]))
     config.name = canary_alias(model)
     return config
 
@@ -403,14 +423,16 @@ def apply(
 def _canary_weight(config: mc.ModelConfig) -> float:
     parameters = {key: value.string_value for key, value in config.parameters.items()}
     try:
-        split = CanarySplit.published(config.name, parameters)
-    except SignatureError:  # a split we did not write: treat as no traffic, reconcile rewrites it
+        split = CanarySplit.published(parameters)
+    except ModelConfigError:  # a split we did not write: treat as no traffic, reconcile rewrites it
         return 0.0
     return 0.0 if split is None else split.weight
 
 
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if list(loaded.version_policy.specific.versions) != list(wanted.version_policy.specific.versions):
+        return True
+    if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
         return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (

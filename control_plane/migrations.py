@@ -145,6 +145,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         "who holds each rollout lock (shown when a second rollout is refused)",
         ("CREATE TABLE lock_holders (name TEXT PRIMARY KEY, holder TEXT NOT NULL, since TEXT NOT NULL)",),
     ),
+    Migration(
+        5,
+        "outbound webhook deliveries",
+        (
+            """CREATE TABLE webhook_deliveries (
+                id {id},
+                at {float} NOT NULL,
+                hook TEXT NOT NULL,
+                model TEXT NOT NULL,
+                event TEXT NOT NULL,
+                dedup_key TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                status_code INTEGER,
+                outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped')),
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (hook, model, outcome)",
+        ),
+        append_only=("webhook_deliveries",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

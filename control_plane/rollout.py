@@ -307,7 +307,7 @@ def deploy(settings: Settings, model: str, version: int, *, actor: str, reason: 
 def canary(
     settings: Settings, model: str, version: int, weight: float, *, actor: str, reason: str = ""
 ) -> RolloutResult:
-    """Send ``weight`` (0 < weight <= 1) of SDK traffic to ``version`` (loading it as the candidate if needed)."""
+    """Send ``weight`` (0 < weight <= 1) of all requests to ``version`` (loading it as the candidate if needed)."""
     if not 0.0 < weight <= 1.0:
         raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
     return _stage(settings, model, version, weight, actor=actor, reason=reason, action="canary")

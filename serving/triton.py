@@ -24,6 +24,7 @@ from types import TracebackType
 
 import requests
 
+from tritonops.contract.names import ROUTE_KEY_HEADER
 from tritonops.serving.allocator import Allocator, resolve_allocator, with_preload
 from tritonops.serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
 from tritonops.serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
@@ -153,6 +154,10 @@ class TritonServer:
             # Ready = the server is up; per-model readiness is /v2/models/<m>/ready. Strict readiness reports the
             # whole server unready for a moment after every version switch, which would make balancers drop it.
             "--strict-readiness=false",
+            # the sticky canary key may come as a header: Triton hands matching headers to the backend as
+            # request parameters (tritonops.serving.routing)
+            f"--http-header-forward-pattern={ROUTE_KEY_HEADER}",
+            f"--grpc-header-forward-pattern={ROUTE_KEY_HEADER}",
             f"--exit-timeout-secs={max(1, int(opts.stop_grace) - 5)}",
             f"--log-verbose={opts.log_verbose}",
         ]

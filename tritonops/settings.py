@@ -84,6 +84,8 @@ class Settings:
     state_url: str | None = None
     state_password: str | None = field(default=None, repr=False)
     fleet: FleetSource = field(default_factory=FleetSource)
+    webhooks_path: Path | None = None
+    """``TRITONOPS_WEBHOOKS``: the YAML file of outbound webhooks (``tritonops.control_plane.webhooks``)."""
 
     @property
     def state(self) -> StateLocation:
@@ -192,4 +194,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         state_url=state_url,
         state_password=_read_secret(env, "TRITONOPS_STATE_PASSWORD", "state database password") if state_url else None,
         fleet=parse_fleet_source(env.get("TRITONOPS_FLEET", ""), env.get("TRITONOPS_DNS_SERVER")),
+        webhooks_path=Path(env["TRITONOPS_WEBHOOKS"]) if env.get("TRITONOPS_WEBHOOKS") else None,
     )

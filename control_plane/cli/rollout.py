@@ -119,7 +119,9 @@ def promote(
 def canary(
     model: str = typer.Argument(..., help="Model name."),
     version: int | None = typer.Argument(None, help="Candidate version (not needed with --abort)."),
-    weight: float = typer.Option(0.1, "--weight", help="Share of SDK traffic for the canary, in (0, 1]."),
+    weight: float = typer.Option(
+        0.1, "--weight", help="Share of all requests to MODEL the server sends to the canary, in (0, 1]."
+    ),
     abort: bool = typer.Option(False, "--abort", help="End the canary: all traffic to live, candidate unloaded."),
     actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
     reason: str = typer.Option("", "--reason", help=_REASON_HELP),

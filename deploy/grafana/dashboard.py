@@ -80,7 +80,7 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             ),
             PanelSpec(
                 "Canary weight",
-                "Share of SDK traffic routed to the canary.",
+                "Share of requests the live model sends to the canary (split inside Triton).",
                 (Query(f"tritonops_canary_weight{{{CONTROL}}}", "{{model}}"),),
                 unit="percentunit",
                 kind="stat",

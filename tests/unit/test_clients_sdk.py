@@ -14,8 +14,10 @@ import tritonops.clients
 from tritonops.clients.errors import InputError, MissingFeatureError, SignatureError
 from tritonops.clients.outputs import decode_labels
 from tritonops.clients.retry import RetryPolicy, is_retryable
-from tritonops.clients.routing import CanaryRouter, key_position
+from tritonops.clients.routing import CanaryRouter
 from tritonops.contract.encoding import Rows, Tensor, encode, split_rows, to_rows
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import key_position
 from tritonops.contract.signature import CanarySplit, Signature
 from tritonops.errors import ConfigurationError
 
@@ -80,7 +82,8 @@ def test_canary_split_parsed_and_zero_weight_means_none() -> None:
     assert split == CanarySplit("m__canary", 3, 0.25)
     assert CanarySplit.from_config("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 0.0})) is None
     assert CanarySplit.from_config("m", _config(NUMERIC)) is None
-    with pytest.raises(SignatureError, match=r"weight should lie in \[0, 1\], got 1.5"):
+    # one CanarySplit for the backend and the SDK: a bad split is a model-config error naming the parameter
+    with pytest.raises(ModelConfigError, match=r"parameter tritonops\.canary: weight must lie in \[0, 1\], got 1.5"):
         CanarySplit.from_config("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 1.5}))
 
 

@@ -6,6 +6,7 @@ The converter writes these names, the backend and the SDK read them and the cont
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 # -- tensors ---------------------------------------------------------------------------------------
@@ -14,8 +15,14 @@ NUMERIC_INPUT = "input"
 LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
 OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
+VERSION_OUTPUT = "served_version"
+"""Output tensor (INT64, one per row) naming the version that scored the request; declared on fleet-loaded models."""
 REQUEST_ID_PARAMETER = "request_id"
 """Optional request parameter: echoed in error messages, keys ground-truth feedback."""
+ROUTE_KEY_PARAMETER = "tritonops_route_key"
+"""Optional request parameter: the sticky key of the server-side canary split."""
+ROUTE_KEY_HEADER = "tritonops-route-key"
+"""HTTP header / gRPC metadata with the same meaning; the server forwards it as a request parameter of this name."""
 
 # -- the backend and its model-config parameters (all string values) --------------------------------
 BACKEND_NAME = "tritonops"
@@ -31,6 +38,11 @@ PARAM_SIGNATURE = "tritonops.signature"
 """Compact JSON written by the converter: features, classes, class dtype (``Signature.to_parameters``)."""
 PARAM_CANARY = "tritonops.canary"
 """Compact JSON on the live model while a candidate exists: alias, version, weight (``CanarySplit``)."""
+PARAM_SHADOW = "tritonops.shadow"
+"""Compact JSON on the live model while a shadow runs: alias, version, share (``tritonops.serving.routing``)."""
+PARAM_SHADOW_QUEUE_BATCHES = "tritonops.shadow_queue_batches"
+PARAM_CAPTURE = "tritonops.capture"
+"""Row capture: a ``tritonops.serving.capture.CaptureSpec`` as JSON; absent = no capture."""
 
 # -- model names and the aliases derived from them ---------------------------------------------------
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
@@ -50,6 +62,13 @@ def model_name_problem(name: str) -> str | None:
     if MODEL_NAME_PATTERN.match(name) and ALIAS_SEPARATOR not in name:
         return None
     return f"model name {name!r} is not allowed: expected {MODEL_NAME_RULE}"
+
+
+def key_position(key: str) -> float:
+    """A stable position in [0, 1) for a routing key (same on every host, process and Python run): a canary of
+    weight ``w`` answers the keys below ``w``, in the backend and in SDK clients alike."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def canary_alias(model: str) -> str:

@@ -9,13 +9,14 @@ Triton. One class owns both directions of each parameter, so writer and reader c
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tritonops.contract.encoding import group_by_tensor
-from tritonops.contract.errors import SignatureError
-from tritonops.contract.names import PARAM_CANARY, PARAM_SIGNATURE
+from tritonops.contract.errors import ModelConfigError, SignatureError
+from tritonops.contract.names import PARAM_CANARY, PARAM_SIGNATURE, VERSION_OUTPUT, key_position
 
 FeatureDtype = Literal["float", "string"]
 ClassDtype = Literal["string", "int64"]
@@ -88,6 +89,8 @@ class Signature:
     classes: tuple[str | int, ...]
     class_dtype: ClassDtype
     max_batch_size: int
+    names_version: bool = False
+    """The model declares the ``served_version`` output (the server may split it with a canary)."""
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -109,8 +112,13 @@ class Signature:
     @classmethod
     def from_config(cls, model: str, config: Mapping[str, Any]) -> Signature:
         """The signature in a model config's JSON (either protocol's answer); ``SignatureError`` if absent/bad."""
-        max_batch_size = int(unwrap_config(config).get("max_batch_size", 0) or 0)
-        return cls.from_parameters(model, config_parameters(model, config), max_batch_size)
+        inner = unwrap_config(config)
+        max_batch_size = int(inner.get("max_batch_size", 0) or 0)
+        signature = cls.from_parameters(model, config_parameters(model, config), max_batch_size)
+        outputs = inner.get("output", []) or []
+        if any(isinstance(o, Mapping) and o.get("name") == VERSION_OUTPUT for o in outputs):
+            return cls(model, signature.features, signature.classes, signature.class_dtype, max_batch_size, True)
+        return signature
 
     @classmethod
     def from_parameters(cls, model: str, parameters: Mapping[str, str], max_batch_size: int) -> Signature:
@@ -142,7 +150,12 @@ class Signature:
 
 @dataclass(frozen=True)
 class CanarySplit:
-    """The canary next to the live model: the alias it is served under, its version and its traffic share."""
+    """The canary next to the live model: the alias it is served under, its version and its traffic share.
+
+    The control plane writes it on the live model (``to_parameters``); the backend splits by it and SDK clients
+    that route themselves read it back (``from_parameters`` / ``from_config``). A bad value is a
+    ``ModelConfigError`` naming the parameter and the field.
+    """
 
     model: str
     version: int
@@ -150,7 +163,16 @@ class CanarySplit:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
-            raise SignatureError(self.model, f"{PARAM_CANARY}.weight should lie in [0, 1], got {self.weight}")
+            raise ModelConfigError(f"parameter {PARAM_CANARY}: weight must lie in [0, 1], got {self.weight}")
+
+    def to_canary(self, key: str | None, draw: float | None = None) -> bool:
+        """True when this request goes to the canary: the key's position, else a uniform draw, below the weight.
+
+        A key always lands on the same side while the weight stays the same; raising the weight only moves keys
+        from live to the canary."""
+        if key is not None:
+            return key_position(key) < self.weight
+        return (random.random() if draw is None else draw) < self.weight
 
     def to_parameters(self) -> dict[str, str]:
         """The ``tritonops.canary`` parameter the live model's config carries (compact JSON)."""
@@ -160,24 +182,30 @@ class CanarySplit:
     @classmethod
     def from_config(cls, model: str, config: Mapping[str, Any]) -> CanarySplit | None:
         """The split written on the live model's config JSON, or None when no canary takes traffic."""
-        return cls.from_parameters(model, config_parameters(model, config))
+        return cls.from_parameters(config_parameters(model, config))
 
     @classmethod
-    def from_parameters(cls, model: str, parameters: Mapping[str, str]) -> CanarySplit | None:
+    def from_parameters(cls, parameters: Mapping[str, str]) -> CanarySplit | None:
         """The split in a config's string parameters, or None when there is none or its weight is 0."""
-        split = cls.published(model, parameters)
+        split = cls.published(parameters)
         return None if split is None or split.weight == 0.0 else split
 
     @classmethod
-    def published(cls, model: str, parameters: Mapping[str, str]) -> CanarySplit | None:
+    def published(cls, parameters: Mapping[str, str]) -> CanarySplit | None:
         """The split as written, weight 0 included (a candidate deployed without traffic); None when absent."""
         text = parameters.get(PARAM_CANARY, "").strip()
         if not text:
             return None
-        raw = _load_json(model, PARAM_CANARY, text)
-        if not isinstance(raw, Mapping) or not {"model", "version", "weight"} <= set(raw):
-            raise SignatureError(model, f"{PARAM_CANARY} should be {{model, version, weight}}, got {text!r}")
+        expected = f"parameter {PARAM_CANARY}: expected JSON {{model, version, weight}}, got {text!r}"
         try:
-            return cls(model=str(raw["model"]), version=int(raw["version"]), weight=float(raw["weight"]))
-        except (TypeError, ValueError) as exc:
-            raise SignatureError(model, f"{PARAM_CANARY}: version and weight should be numbers, got {text!r}") from exc
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelConfigError(expected) from exc
+        if not isinstance(raw, Mapping) or not {"model", "version", "weight"} <= set(raw):
+            raise ModelConfigError(expected)
+        version, weight = raw["version"], raw["weight"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ModelConfigError(f"parameter {PARAM_CANARY}: version must be a whole number >= 1, got {version!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ModelConfigError(f"parameter {PARAM_CANARY}: weight must be a number in [0, 1], got {weight!r}")
+        return cls(model=str(raw["model"]), version=version, weight=float(weight))
