@@ -18,6 +18,7 @@ from tritonops.clients.errors import (
     ServerUnavailableError,
     SignatureError,
 )
+from tritonops.clients.feedback import FeedbackSink, FeedbackStats, HttpFeedbackSink
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy
 from tritonops.clients.routing import CanaryRouter
@@ -31,6 +32,9 @@ __all__ = [
     "ClientError",
     "ClientOptions",
     "Feature",
+    "FeedbackSink",
+    "FeedbackStats",
+    "HttpFeedbackSink",
     "InferenceError",
     "InputError",
     "MissingFeatureError",

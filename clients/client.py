@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -24,7 +23,7 @@ import pandas as pd
 from tritonclient.utils import InferenceServerException
 
 from tritonops.clients.errors import InferenceError, ServerUnavailableError
-from tritonops.clients.feedback import record_feedback, record_predictions
+from tritonops.clients.feedback import FeedbackSink
 from tritonops.clients.outputs import concat, decode_labels
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy, describe, is_deadline, is_retryable
@@ -62,10 +61,9 @@ class ClientOptions:
     headers: Mapping[str, str] | None = None
     max_in_flight: int = 4
     """Async client: requests of one ``predict`` call sent concurrently."""
-    record_predictions: bool = False
-    """Record every answered row (request id, model, version, label) for ground-truth feedback."""
-    feedback_path: Path | None = None
-    """The control plane's state file holding feedback (default: ``TRITONOPS_STATE``)."""
+    feedback: FeedbackSink | None = None
+    """Where every answered row (request id, model, version, label) goes for ground-truth feedback:
+    ``HttpFeedbackSink(controller_url)`` or, embedded, ``tritonops.control_plane.feedback.FeedbackStore(path)``."""
 
     client_side_canary: bool = False
     """Route the canary's share in this client (to ``<model>__canary``), the fallback for servers whose live model
@@ -149,6 +147,21 @@ def _assemble(
         request_id=request_id,
         index=pd.Index(index),
     )
+
+
+def _record(sink: FeedbackSink | None, model: str, prediction: Prediction) -> None:
+    if sink is not None:
+        answers = list(zip(prediction.request_ids, prediction.labels.tolist(), strict=True))
+        sink.record_predictions(model, int(prediction.version), answers)
+
+
+def _sink(options: ClientOptions) -> FeedbackSink:
+    if options.feedback is None:
+        raise ConfigurationError(
+            "feedback: ClientOptions.feedback is not set; pass HttpFeedbackSink(controller_url) (or, embedded, "
+            "FeedbackStore(state_path)) so predictions and labels have somewhere to go"
+        )
+    return options.feedback
 
 
 def _route(served: str, model: str, live: Signature, key: str | None, request_id: str) -> Route:
@@ -242,13 +255,12 @@ class TritonClient:
             infer = functools.partial(self._transport.infer, served, tensors, request_id, route=route)
             answers.append(self._call(served, deadline, infer))
         prediction = _assemble(signature, served, answers, request_id, rows.index, split)
-        if self.options.record_predictions:
-            record_predictions(self.model, prediction, self.options.feedback_path)
+        _record(self.options.feedback, self.model, prediction)
         return prediction
 
     def feedback(self, request_id: str, label: object) -> None:
         """The true label for a row answered earlier (an id from ``Prediction.request_ids``)."""
-        record_feedback(request_id, label, self.options.feedback_path)
+        _sink(self.options).record_feedback(request_id, label)
 
     def close(self) -> None:
         self._transport.close()
@@ -334,13 +346,13 @@ class AsyncTritonClient:
         chunks = split_rows(rows, _rows_per_request(self.options, signature))
         answers = await asyncio.gather(*(one(chunk) for chunk in chunks))
         prediction = _assemble(signature, served, answers, request_id, rows.index, split)
-        if self.options.record_predictions:
-            await asyncio.to_thread(record_predictions, self.model, prediction, self.options.feedback_path)
+        if self.options.feedback is not None:  # a local store writes SQLite: not on the event loop
+            await asyncio.to_thread(_record, self.options.feedback, self.model, prediction)
         return prediction
 
     async def feedback(self, request_id: str, label: object) -> None:
         """The true label for a row answered earlier (an id from ``Prediction.request_ids``)."""
-        await asyncio.to_thread(record_feedback, request_id, label, self.options.feedback_path)
+        await asyncio.to_thread(_sink(self.options).record_feedback, request_id, label)
 
     async def close(self) -> None:
         await self._transport.close()

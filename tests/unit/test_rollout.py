@@ -15,6 +15,13 @@ from google.protobuf import json_format
 from tritonops.contract.manifest import Manifest
 from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane import rollout
+from tritonops.control_plane.desired import (
+    canary_config,
+    canary_files,
+    live_config,
+    version_manifest,
+)
+from tritonops.control_plane.endpoint import grpc_admin_headers
 from tritonops.control_plane.errors import (
     EndpointUnreachableError,
     FleetError,
@@ -24,14 +31,7 @@ from tritonops.control_plane.errors import (
     UnknownModelError,
     UnknownVersionError,
 )
-from tritonops.control_plane.fleet import (
-    canary_config,
-    canary_files,
-    grpc_admin_headers,
-    live_config,
-    sample_inputs,
-    version_manifest,
-)
+from tritonops.control_plane.fleet import sample_inputs
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
 from tritonops.errors import TritonOpsError
 from tritonops.model_config import TensorSpec, embedded_config, to_pbtxt
