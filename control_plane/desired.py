@@ -4,7 +4,8 @@ Per model (see docs/contracts.md, "Aliases"):
 
 - ``<model>`` loaded with ``version_policy: specific [live]``, plus the ``tritonops.canary`` parameter while a
   candidate or canary exists, so unversioned requests always reach live;
-- ``<model>__canary`` loaded from the candidate version's bytes while a candidate/canary exists, absent otherwise.
+- ``<model>__canary`` loaded from the candidate version's bytes while a candidate/canary exists, absent otherwise;
+- the ``tritonops.shadow`` parameter on ``<model>`` while a shadow runs (scored in-process by live's instances).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.contract.errors import ManifestError, ModelConfigError
 from tritonops.contract.manifest import Manifest, load_manifest
-from tritonops.contract.names import BACKEND_NAME, VERSION_OUTPUT, canary_alias
+from tritonops.contract.names import BACKEND_NAME, PARAM_SHADOW, VERSION_OUTPUT, canary_alias, shadow_alias
 from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.errors import UnknownModelError, UnknownVersionError
 from tritonops.control_plane.state import ModelState
 from tritonops.model_config import read_pbtxt, with_specific_versions
+from tritonops.serving.routing import ShadowRoute
 
 
 def version_dir(repository: Path, model: str, version: int) -> Path:
@@ -77,6 +79,10 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
         split = CanarySplit(canary_alias(state.name), state.canary, state.canary_weight)
         for key, value in split.to_parameters().items():
             config.parameters[key].string_value = value
+    if state.shadow is not None and state.shadow_share > 0:
+        # scored in-process from the version's folder beside live's (the alias name is only used over BLS)
+        route = ShadowRoute(shadow_alias(state.name), state.shadow, state.shadow_share)
+        config.parameters[PARAM_SHADOW].string_value = route.to_parameter()
     return config
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.contract.errors import ModelConfigError
-from tritonops.contract.names import PARAM_CANARY, canary_alias
+from tritonops.contract.names import PARAM_CANARY, PARAM_SHADOW, canary_alias
 from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.desired import Desired
 
@@ -79,8 +79,8 @@ def canary_weight(config: mc.ModelConfig) -> float:
     return 0.0 if split is None else split.weight
 
 
-def _split(config: mc.ModelConfig) -> str | None:
-    return config.parameters[PARAM_CANARY].string_value if PARAM_CANARY in config.parameters else None
+def _parameter(config: mc.ModelConfig, name: str) -> str | None:
+    return config.parameters[name].string_value if name in config.parameters else None
 
 
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
@@ -89,8 +89,8 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
         return True
     have = dict(loaded.parameters)
-    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
-        PARAM_CANARY in have and PARAM_CANARY not in wanted.parameters
+    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
+        key in have and key not in wanted.parameters for key in (PARAM_CANARY, PARAM_SHADOW)
     )
 
 
@@ -129,9 +129,10 @@ def differences(desired: Desired, observed: ModelObservation) -> list[str]:
                 )
             if state.live not in observed.ready:
                 lines.append(f"{state.name}: version {state.live} not ready")
-            have, want = _split(loaded), _split(desired.live_config)
-            if have != want:
-                lines.append(f"{state.name}: {PARAM_CANARY} is {have!r}, want {want!r}")
+            for parameter in (PARAM_CANARY, PARAM_SHADOW):
+                have, want = _parameter(loaded, parameter), _parameter(desired.live_config, parameter)
+                if have != want:
+                    lines.append(f"{state.name}: {parameter} is {have!r}, want {want!r}")
             extra = [v for v in observed.ready if v != state.live]
             if extra:
                 lines.append(f"{state.name}: versions {extra} also ready, want only {state.live}")

@@ -99,10 +99,23 @@ def promote(
     max_latency_ms: float | None = typer.Option(
         None, "--max-latency-ms", help="Latency gate: p99 of the smoke request on each endpoint must not exceed it."
     ),
+    min_shadow_agreement: float | None = typer.Option(
+        None,
+        "--min-shadow-agreement",
+        help="Shadow gate: VERSION ran as a shadow (`tritonops shadow start`) and agreed with live on at least this "
+        "share of the compared rows.",
+    ),
+    metrics_url: list[str] = typer.Option(
+        [],
+        "--metrics-url",
+        envvar="TRITONOPS_METRICS_URLS",
+        help="Triton /metrics URLs the shadow gate reads (default: each endpoint's gRPC port + 1).",
+    ),
     actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
     reason: str = typer.Option("", "--reason", help=_REASON_HELP),
 ) -> None:
-    """Make VERSION live everywhere once its gates pass (parity, smoke on every endpoint, optional latency)."""
+    """Make VERSION live everywhere once its gates pass (parity, optional shadow agreement, smoke on every
+    endpoint, optional latency)."""
     result = promote_version(
         load_settings(),
         model,
@@ -111,6 +124,8 @@ def promote(
         reason=reason,
         dry_run=dry_run,
         max_latency_ms=max_latency_ms,
+        min_shadow_agreement=min_shadow_agreement,
+        shadow_metrics_urls=metrics_url,
     )
     _render(result)
 

@@ -100,6 +100,7 @@ PUBLIC: dict[str, set[str]] = {
         "FeedbackSink",
         "FeedbackStats",
         "HttpFeedbackSink",
+        "GrpcChannelOptions",
         "InferenceError",
         "InputError",
         "MissingFeatureError",
@@ -108,6 +109,7 @@ PUBLIC: dict[str, set[str]] = {
         "ServerUnavailableError",
         "Signature",
         "SignatureError",
+        "TlsOptions",
         "TritonClient",
     },
     "tritonops.control_plane": {

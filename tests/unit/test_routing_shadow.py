@@ -129,6 +129,6 @@ def test_mirror_counts_shadow_failures_by_reason_and_keeps_going() -> None:
         assert mirror.offer({"input": np.zeros((1, 3), dtype=np.float32)}, _prediction([1], [[0.0, 1.0]]))
     assert mirror.drain(10)
     snap = mirror.take()
-    assert snap.errors == {"unavailable": 1, "model_error": 1, "bad_output": 0}
+    assert snap.errors == {"unavailable": 1, "rejected": 0, "model_error": 1, "bad_output": 0}
     assert (snap.compared, snap.agreed) == (1, 1)
     mirror.close()

@@ -49,6 +49,7 @@ MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 ALIAS_SEPARATOR = "__"
 """Reserved inside model names: ``<model>__canary`` and ``<model>__onnxruntime`` are derived names."""
 CANARY_SUFFIX = "__canary"
+SHADOW_SUFFIX = "__shadow"
 NATIVE_SUFFIX = "__onnxruntime"
 """The export for Triton's native ``onnxruntime_onnx`` platform (GPU / NGC image)."""
 MODEL_NAME_RULE = (
@@ -74,6 +75,11 @@ def key_position(key: str) -> float:
 def canary_alias(model: str) -> str:
     """The name the candidate version of ``model`` is loaded under."""
     return f"{model}{CANARY_SUFFIX}"
+
+
+def shadow_alias(model: str) -> str:
+    """The name the shadow version of ``model`` is known by (BLS, metrics)."""
+    return f"{model}{SHADOW_SUFFIX}"
 
 
 def native_name(model: str) -> str:
