@@ -23,18 +23,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonops.contract.errors import ModelConfigError
-from tritonops.contract.names import PARAM_SHADOW, ROUTE_KEY_HEADER, ROUTE_KEY_PARAMETER
+from tritonops.contract.names import (
+    LIVE_ONLY_PARAMETER,
+    LIVE_ROUTE_KEY,
+    PARAM_SHADOW,
+    ROUTE_KEY_HEADER,
+    ROUTE_KEY_PARAMETER,
+)
 from tritonops.contract.signature import CanarySplit
 
 
 def route_key(parameters_json: str) -> str | None:
-    """The routing key in a request's parameters JSON (parameter first, then the forwarded header), or None."""
-    if ROUTE_KEY_PARAMETER not in parameters_json and ROUTE_KEY_HEADER not in parameters_json:
+    """The routing key in a request's parameters JSON (parameter first, then the forwarded header),
+    ``LIVE_ROUTE_KEY`` for a request pinned to live, or None."""
+    if "tritonops" not in parameters_json:
         return None  # the common case: no key, no JSON parsing on the hot path
     try:
         parameters = json.loads(parameters_json)
     except json.JSONDecodeError:
         return None
+    if parameters.get(LIVE_ONLY_PARAMETER) is True:
+        return LIVE_ROUTE_KEY
     for name in (ROUTE_KEY_PARAMETER, ROUTE_KEY_HEADER):
         value = parameters.get(name)
         if value is not None and value != "":

@@ -177,6 +177,14 @@ def test_sticky_keys_stay_on_one_version_over_http_headers_parameters_and_grpc(
     assert 150 < sum(v == 2 for v in expected.values()) < 250
 
 
+def test_a_request_pinned_to_live_is_never_split(triton_server: TritonServer, endpoint: Endpoint) -> None:
+    url = f"http://{triton_server.http_url}/v2/models/{MODEL}/infer"
+    bodies = [body(row(), **{ROUTE_KEY_PARAMETER: f"user-{i}"}) for i in range(300)]
+    for message in bodies:
+        message["parameters"]["tritonops_live_only"] = True  # type: ignore[index]
+    assert set(post_many(url, bodies)) == {1}  # what the control plane's smoke check of live sends
+
+
 def test_a_client_asking_for_some_outputs_gets_only_those(triton_server: TritonServer, endpoint: Endpoint) -> None:
     message = body(row(), **{ROUTE_KEY_PARAMETER: "user-1"}) | {"outputs": [{"name": "label"}]}
     answer = requests.post(f"http://{triton_server.http_url}/v2/models/{MODEL}/infer", json=message, timeout=10)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from tritonops.contract.names import PARAM_CANARY, PARAM_SHADOW, key_position
+from tritonops.contract.names import LIVE_ROUTE_KEY, PARAM_CANARY, PARAM_SHADOW, key_position
 from tritonops.contract.signature import CanarySplit
 from tritonops.serving.errors import ModelConfigError
 from tritonops.serving.routing import Routes, ShadowRoute, route_key
@@ -55,6 +55,8 @@ def test_route_key_prefers_the_parameter_then_the_forwarded_header() -> None:
     assert route_key('{"tritonops-route-key":"h"}') == "h"
     assert route_key('{"tritonops_route_key":"p","tritonops-route-key":"h"}') == "p"
     assert route_key('{"tritonops_route_key":42}') == "42"
+    assert route_key('{"tritonops_live_only":true,"tritonops_route_key":"p"}') == LIVE_ROUTE_KEY
+    assert not CanarySplit("c", 2, 1.0).to_canary(LIVE_ROUTE_KEY)
 
 
 def test_sticky_choice_follows_the_key_position_and_a_higher_weight_only_adds_keys() -> None:

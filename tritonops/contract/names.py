@@ -23,6 +23,10 @@ ROUTE_KEY_PARAMETER = "tritonops_route_key"
 """Optional request parameter: the sticky key of the server-side canary split."""
 ROUTE_KEY_HEADER = "tritonops-route-key"
 """HTTP header / gRPC metadata with the same meaning; the server forwards it as a request parameter of this name."""
+LIVE_ONLY_PARAMETER = "tritonops_live_only"
+"""Request parameter (bool) that keeps a request on live whatever the split (the control plane's smoke check)."""
+LIVE_ROUTE_KEY = "\x00live"
+"""The routing key of a request pinned to live: no canary weight sends it to the canary."""
 
 # -- the backend and its model-config parameters (all string values) --------------------------------
 BACKEND_NAME = "tritonops"

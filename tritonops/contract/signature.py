@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from tritonops.contract.encoding import group_by_tensor
 from tritonops.contract.errors import ModelConfigError, SignatureError
-from tritonops.contract.names import PARAM_CANARY, PARAM_SIGNATURE, VERSION_OUTPUT, key_position
+from tritonops.contract.names import LIVE_ROUTE_KEY, PARAM_CANARY, PARAM_SIGNATURE, VERSION_OUTPUT, key_position
 
 FeatureDtype = Literal["float", "string"]
 ClassDtype = Literal["string", "int64"]
@@ -170,6 +170,8 @@ class CanarySplit:
 
         A key always lands on the same side while the weight stays the same; raising the weight only moves keys
         from live to the canary."""
+        if key == LIVE_ROUTE_KEY:
+            return False
         if key is not None:
             return key_position(key) < self.weight
         return (random.random() if draw is None else draw) < self.weight
