@@ -11,8 +11,9 @@ from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
 from tritonops.control_plane.discovery import discover
-from tritonops.control_plane.errors import FleetApplyError
+from tritonops.control_plane.errors import FleetApplyError, NotServingError
 from tritonops.control_plane.fleet import reconcile as reconcile_fleet
+from tritonops.control_plane.readiness import not_serving
 from tritonops.control_plane.rollout import (
     RolloutResult,
     abort_canary,
@@ -239,6 +240,15 @@ def remove(
     """Remove an endpoint from the fleet (what it serves is left as it is)."""
     fleet_remove(load_settings(), endpoint, actor=_actor(actor))
     console.print(f"removed {endpoint}")
+
+
+@fleet_app.command("ready")
+def ready(endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port.")) -> None:
+    """Exit 0 only when ENDPOINT serves the desired state (a readiness probe for a Triton pod)."""
+    missing = not_serving(load_settings(), endpoint)
+    if missing:
+        raise NotServingError(endpoint, missing)
+    console.print(f"{endpoint} serves the desired state")
 
 
 @fleet_app.command("list")

@@ -17,12 +17,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from examples.data import sensor_frame
+from tritonops.contract.names import PARAM_CAPTURE
 from tritonops.control_plane.endpoint import GrpcEndpoint
 from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.control_plane.rollout import fleet_add, promote
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.serving.capture import CAPTURE_PARAMETER, hash_value
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
+from tritonops.serving.capture import hash_value
 from tritonops.serving.triton import TritonServer
 from tritonops.settings import Settings
 
@@ -73,7 +74,7 @@ def _capture_parameter(server: TritonServer) -> str | None:
     finally:
         endpoint.close()
     assert config is not None
-    return config.parameters[CAPTURE_PARAMETER].string_value if CAPTURE_PARAMETER in config.parameters else None
+    return config.parameters[PARAM_CAPTURE].string_value if PARAM_CAPTURE in config.parameters else None
 
 
 def test_capture_set_export_off(settings: Settings, triton_server: TritonServer, tmp_path: Path) -> None:

@@ -22,21 +22,20 @@ import requests
 import tritonclient.grpc as grpcclient
 from sklearn.linear_model import LogisticRegression
 
+from tritonops.contract.names import (
+    PARAM_SHADOW,
+    ROUTE_KEY_HEADER,
+    ROUTE_KEY_PARAMETER,
+    VERSION_OUTPUT,
+    key_position,
+)
+from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.desired import canary_config, canary_files, live_config, with_version_output
 from tritonops.control_plane.endpoint import GrpcEndpoint as Endpoint
 from tritonops.control_plane.state import ModelState
 from tritonops.converters import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions, with_specific_versions
-from tritonops.serving.routing import (
-    CANARY_PARAMETER,
-    ROUTE_KEY_HEADER,
-    ROUTE_KEY_PARAMETER,
-    SHADOW_PARAMETER,
-    VERSION_OUTPUT,
-    CanaryRoute,
-    ShadowRoute,
-    key_position,
-)
+from tritonops.model_config import ServingOptions, with_specific_versions
+from tritonops.serving.routing import ShadowRoute
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -178,6 +177,14 @@ def test_sticky_keys_stay_on_one_version_over_http_headers_parameters_and_grpc(
     assert 150 < sum(v == 2 for v in expected.values()) < 250
 
 
+def test_a_request_pinned_to_live_is_never_split(triton_server: TritonServer, endpoint: Endpoint) -> None:
+    url = f"http://{triton_server.http_url}/v2/models/{MODEL}/infer"
+    bodies = [body(row(), **{ROUTE_KEY_PARAMETER: f"user-{i}"}) for i in range(300)]
+    for message in bodies:
+        message["parameters"]["tritonops_live_only"] = True  # type: ignore[index]
+    assert set(post_many(url, bodies)) == {1}  # what the control plane's smoke check of live sends
+
+
 def test_a_client_asking_for_some_outputs_gets_only_those(triton_server: TritonServer, endpoint: Endpoint) -> None:
     message = body(row(), **{ROUTE_KEY_PARAMETER: "user-1"}) | {"outputs": [{"name": "label"}]}
     answer = requests.post(f"http://{triton_server.http_url}/v2/models/{MODEL}/infer", json=message, timeout=10)
@@ -197,7 +204,7 @@ def test_a_canary_over_bls_that_is_unloaded_falls_back_to_live_and_is_counted(
     triton_server: TritonServer, endpoint: Endpoint, repository: Path
 ) -> None:
     alias = f"{MODEL}__canary"
-    load_from_bytes(endpoint, repository, **{CANARY_PARAMETER: CanaryRoute(alias, 2, 0.2).to_parameter()})
+    load_from_bytes(endpoint, repository, **CanarySplit(alias, 2, 0.2).to_parameters())
     url = f"http://{triton_server.http_url}/v2/models/{FROM_BYTES}/infer"
     versions = post_many(url, [body(row()) for _ in range(500)])
     assert abs(Counter(versions)[2] / 500 - 0.2) < 0.08  # over BLS the alias answers its share
@@ -281,7 +288,7 @@ def load_shadow(endpoint: Endpoint, repository: Path, version: int, share: float
         config.parameters[key].string_value = value
     endpoint.load(config, canary_files(repository, MODEL, version))
     live = live_config(repository, ModelState(MODEL, 1, None, 0.0))
-    live.parameters[SHADOW_PARAMETER].string_value = ShadowRoute(SHADOW, version, share).to_parameter()
+    live.parameters[PARAM_SHADOW].string_value = ShadowRoute(SHADOW, version, share).to_parameter()
     endpoint.load(live)
 
 
@@ -358,7 +365,7 @@ def test_a_shadow_over_bls_that_fails_or_is_unloaded_never_fails_a_caller(
 ) -> None:
     # the alias forwards each batch to a model that does not exist: every shadow call fails
     load_shadow(endpoint, repository, 2, 1.0, **{"tritonops.runner": "bls:no_such_model"})
-    load_from_bytes(endpoint, repository, **{SHADOW_PARAMETER: ShadowRoute(SHADOW, 2, 1.0).to_parameter()})
+    load_from_bytes(endpoint, repository, **{PARAM_SHADOW: ShadowRoute(SHADOW, 2, 1.0).to_parameter()})
     url = f"http://{triton_server.http_url}/v2/models/{FROM_BYTES}/infer"
     errors = {"model": MODEL, "shadow_version": "2"}
     before = metric(triton_server, "tritonops_shadow_errors_total", **errors, reason="model_error")

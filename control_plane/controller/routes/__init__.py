@@ -2,12 +2,13 @@
 
 from fastapi import APIRouter
 
-from tritonops.control_plane.controller.routes import admin, feedback, health, hooks, models, rollout
+from tritonops.control_plane.controller.routes import admin, feedback, health, hooks, models, rollout, shadow
 
 ROUTERS: list[APIRouter] = [
     health.router,
     rollout.router,
     models.router,
+    shadow.router,
     feedback.router,
     admin.router,
     hooks.router,

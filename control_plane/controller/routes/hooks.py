@@ -15,9 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from tritonops.contract.names import CANARY_SUFFIX
 from tritonops.control_plane.controller.auth import require
 from tritonops.control_plane.controller.context import ApiContext, context
-from tritonops.control_plane.desired import CANARY_SUFFIX
 from tritonops.control_plane.errors import ControlPlaneError
 from tritonops.control_plane.guardrails import AlertAction
 from tritonops.control_plane.policies import effective_policy
