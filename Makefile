@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) with $(PYTHON)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev,torch,loadtest]'
+	@$(PY) -m pip install -q -e '.[dev,torch,loadtest,controller]'
 	@touch $@
 
 test: setup lint  ## Set up, run the gates (ruff, mypy --strict), then the whole test suite

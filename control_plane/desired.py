@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.control_plane.errors import UnknownVersionError
+from tritonops.control_plane.errors import UnknownModelError, UnknownVersionError
 from tritonops.control_plane.state import ModelState
 from tritonops.converters.errors import ManifestError
 from tritonops.converters.manifest import Manifest, load_manifest
@@ -36,6 +36,8 @@ def canary_parameter(model: str, version: int, weight: float) -> str:
 
 
 def version_dir(repository: Path, model: str, version: int) -> Path:
+    if not (repository / model).is_dir():
+        raise UnknownModelError(model, f"the model repository ({repository})")
     path = repository / model / str(version)
     if not path.is_dir():
         raise UnknownVersionError(model, version, f"no directory {path} in the model repository")

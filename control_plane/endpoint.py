@@ -121,6 +121,15 @@ class GrpcEndpoint:
         )
         return list(index.get("models", []))
 
+    def ready_index(self) -> dict[str, set[int]]:
+        """READY versions of every model in the repository index, in one call (the controller's cheap probe;
+        aliases such as ``<model>__canary`` are not in the index: ``observe`` them)."""
+        ready: dict[str, set[int]] = {}
+        for entry in self._repository_index():
+            if entry.get("state") == "READY" and entry.get("version"):
+                ready.setdefault(str(entry["name"]), set()).add(int(entry["version"]))
+        return ready
+
     def observe(self, model: str) -> ModelObservation:
         index = self._repository_index()
         return ModelObservation(

@@ -182,12 +182,15 @@ def reconcile(
     dry_run: bool = False,
     endpoints: Sequence[str] | None = None,
     connect: Connector = GrpcEndpoint,
+    audit_in_sync: bool = True,
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list).
+    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list), or the part of
+    it to reconcile now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the
+    controller reconciles every few seconds).
     """
     urls = store.fleet() if endpoints is None else list(endpoints)
     servers = [connect(url, admin_headers) for url in urls]
@@ -208,7 +211,8 @@ def reconcile(
     finally:
         for server in servers:
             server.close()
-    if not dry_run:
+    quiet = report.ok and not report.interrupted and not any(r.actions for r in report.endpoints)
+    if not dry_run and (audit_in_sync or not quiet):
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         store.record(
             AuditEntry(

@@ -18,6 +18,7 @@ Each action holds the model's rollout lock, so a second concurrent action on the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -55,6 +56,7 @@ from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
 from tritonops.settings import Settings
 
+_log = logging.getLogger("tritonops.rollout")
 MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _REFUSALS = (
     GateError,
@@ -194,6 +196,17 @@ def _operation(
             raise
         finally:
             store.finish_operation(operation_id, outcome)
+            _log.log(
+                logging.INFO if outcome == "ok" else logging.WARNING,
+                "%s %s %s -> %s by %s: %s",
+                action,
+                model,
+                op.state.live,
+                op.to_version,
+                actor,
+                outcome,
+                extra={"action": action, "model": model, "version": op.to_version, "actor": actor},
+            )
             for endpoint in op.open_endpoints:
                 endpoint.close()
 
@@ -449,13 +462,17 @@ def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]
 
 
 # -- reads -----------------------------------------------------------------------------------------
-def history(settings: Settings, model: str, limit: int | None = None) -> list[AuditEvent]:
-    """``model``'s audit events, oldest first (the last ``limit`` when given)."""
-    check_model_name(model)
+def history(
+    settings: Settings, model: str | None, limit: int | None = None, before: int | None = None
+) -> list[AuditEvent]:
+    """Audit events (``model``'s, or every one with ``None``), oldest first: the last ``limit`` when given, with
+    ids below ``before`` when given (paging back)."""
     with StateStore.open(settings.state) as store:
-        if store.model(model) is None and not store.audit(model, 1):
-            raise UnknownModelError(model, f"the control plane state ({settings.state})")
-        return store.audit(model, limit)
+        if model is not None:
+            check_model_name(model)
+            if store.model(model) is None and not store.audit(model, 1):
+                raise UnknownModelError(model, f"the control plane state ({settings.state})")
+        return store.audit(model, limit, before)
 
 
 @dataclass(frozen=True)

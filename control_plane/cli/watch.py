@@ -124,7 +124,7 @@ def watch(
             f"{policy.window_seconds:g} s, {policy.consecutive} breaches in a row to act ({policy.action.value})"
         )
         try:
-            steps = watcher.run(
+            summary = watcher.run(
                 1 if once else iterations,
                 stop_after_action=exit_on_action,
                 on_step=_render,
@@ -133,9 +133,8 @@ def watch(
         finally:
             if exporter is not None:
                 exporter.stop()
-    acted = [s for s in steps if s.action is not None]
-    if exit_on_action and acted:
-        last = acted[-1]
+    last = summary.last
+    if exit_on_action and last is not None and last.action is not None:
         if last.action_error is not None:
             raise ControlPlaneError(f"watch {model!r}: the automatic {last.action} failed: {last.action_error}")
         raise GuardrailActedError(model, last.action or "", last.action_detail)
