@@ -178,6 +178,8 @@ class TokenError(ControlPlaneError):
 class AccessError(ControlPlaneError):
     """The controller refused the caller (see the subclasses)."""
 
+    exit_code = 11
+
 
 class AuthenticationError(AccessError):
     """No token, or one that is unknown, revoked or expired."""
