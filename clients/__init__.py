@@ -10,6 +10,7 @@ split from ``tritonops.canary`` (docs/contracts.md).
 """
 
 from tritonops.clients.client import AsyncTritonClient, ClientOptions, TritonClient
+from tritonops.clients.connection import GrpcChannelOptions, TlsOptions
 from tritonops.clients.errors import (
     ClientError,
     InferenceError,
@@ -33,6 +34,7 @@ __all__ = [
     "Feature",
     "FeedbackSink",
     "FeedbackStats",
+    "GrpcChannelOptions",
     "HttpFeedbackSink",
     "InferenceError",
     "InputError",
@@ -42,5 +44,6 @@ __all__ = [
     "ServerUnavailableError",
     "Signature",
     "SignatureError",
+    "TlsOptions",
     "TritonClient",
 ]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from tritonclient.utils import InferenceServerException
 
+from tritonops.clients.connection import GrpcChannelOptions, Target, TlsOptions
 from tritonops.clients.encoding import (
     LABEL_OUTPUT,
     PROBABILITIES_OUTPUT,
@@ -34,6 +35,7 @@ from tritonops.clients.encoding import (
 )
 from tritonops.clients.errors import InferenceError, ServerUnavailableError
 from tritonops.clients.feedback import FeedbackSink
+from tritonops.clients.pool import AsyncPooledTransport, PooledTransport
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy, describe, is_deadline, is_retryable
 from tritonops.clients.routing import CanaryRouter
@@ -71,6 +73,12 @@ class ClientOptions:
     feedback: FeedbackSink | None = None
     """Where every answered row (request id, model, version, label) goes for ground-truth feedback:
     ``HttpFeedbackSink(controller_url)`` or, embedded, ``tritonops.control_plane.feedback.FeedbackStore(path)``."""
+    tls: TlsOptions | None = None
+    """TLS (and mutual TLS) to the server or the ingress in front of it; None: plain text."""
+    grpc: GrpcChannelOptions = field(default_factory=GrpcChannelOptions)
+    """gRPC channel arguments: keepalive, message size limit, any other."""
+    resolve_interval: float = 5.0
+    """``dns://`` addresses: seconds between two lookups of the name (pods joining and leaving)."""
 
     client_side_canary: bool = False
     """Route the canary's share in this client (to ``<model>__canary``), the fallback for servers whose live model
@@ -83,6 +91,8 @@ class ClientOptions:
             raise ConfigurationError(f"ClientOptions.rows_per_request must be >= 1, got {self.rows_per_request}")
         if self.max_in_flight < 1:
             raise ConfigurationError(f"ClientOptions.max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.resolve_interval <= 0:
+            raise ConfigurationError(f"ClientOptions.resolve_interval must be > 0 seconds, got {self.resolve_interval}")
 
 
 @dataclass
@@ -183,12 +193,35 @@ def _check_protocol(protocol: str) -> Protocol_:
     return "grpc" if protocol == "grpc" else "http"
 
 
+def _sync_transport(url: str, protocol: Protocol_, options: ClientOptions) -> SyncTransport:
+    def make(address: str) -> SyncTransport:
+        if protocol == "grpc":
+            return GrpcTransport(address, options.headers, options.tls, options.grpc)
+        return HttpTransport(address, options.headers, timeout=options.deadline, tls=options.tls)
+
+    target = Target.parse(url)
+    return PooledTransport(target, make, options.resolve_interval) if target.dns else make(url)
+
+
+def _async_transport(url: str, protocol: Protocol_, options: ClientOptions) -> AsyncTransport:
+    def make(address: str) -> AsyncTransport:
+        if protocol == "grpc":
+            return AsyncGrpcTransport(address, options.headers, options.tls, options.grpc)
+        return AsyncHttpTransport(address, options.headers, tls=options.tls)
+
+    target = Target.parse(url)
+    return AsyncPooledTransport(target, make, options.resolve_interval) if target.dns else make(url)
+
+
 def _rows_per_request(options: ClientOptions, signature: Signature) -> int:
     return min(options.rows_per_request or signature.max_batch_size, signature.max_batch_size)
 
 
 class TritonClient:
     """Blocking client for one model. Reuses one connection; thread-safe for gRPC (one HTTP client per thread).
+
+    ``url`` is ``host:port``, or ``dns:///NAME:PORT`` (``dns://DNS_SERVER:PORT/NAME:PORT``) to spread requests
+    round robin over every server the name lists (``tritonops.clients.pool``).
 
     >>> with TritonClient("127.0.0.1:8001", "churn") as client:
     ...     prediction = client.predict(frame)
@@ -200,11 +233,7 @@ class TritonClient:
     ) -> None:
         self.url, self.model, self.protocol = url, model, _check_protocol(protocol)
         self.options = options or ClientOptions()
-        self._transport: SyncTransport = (
-            GrpcTransport(url, self.options.headers)
-            if protocol == "grpc"
-            else HttpTransport(url, self.options.headers, timeout=self.options.deadline)
-        )
+        self._transport = _sync_transport(url, self.protocol, self.options)
         self._view = _ModelView()
         self._router = CanaryRouter()
         self._lock = threading.Lock()
@@ -289,11 +318,7 @@ class AsyncTritonClient:
     ) -> None:
         self.url, self.model, self.protocol = url, model, _check_protocol(protocol)
         self.options = options or ClientOptions()
-        self._transport: AsyncTransport = (
-            AsyncGrpcTransport(url, self.options.headers)
-            if protocol == "grpc"
-            else AsyncHttpTransport(url, self.options.headers)
-        )
+        self._transport = _async_transport(url, self.protocol, self.options)
         self._view = _ModelView()
         self._router = CanaryRouter()
         self._lock = asyncio.Lock()

@@ -207,6 +207,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX tritonops_counter_samples_at ON tritonops_counter_samples (endpoint, taken_at)",
         ),
     ),
+    Migration(
+        8,
+        "leader leases (one controller replica acts, the others serve the API)",
+        (
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                epoch INTEGER NOT NULL,
+                acquired_at {float} NOT NULL,
+                renewed_at {float} NOT NULL,
+                expires_at {float} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

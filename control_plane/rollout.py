@@ -217,6 +217,25 @@ def _operation(
                 endpoint.close()
 
 
+def provenance(manifest: Manifest) -> str:
+    """Where the version came from, for its audit events: the MLflow model version, and any allowed version skew."""
+    source = manifest.source
+    notes = []
+    if source.mlflow is not None:
+        mlflow = source.mlflow
+        registered = (
+            f" = MLflow model {mlflow.registered_model!r} version {mlflow.registered_version}"
+            if mlflow.registered_model
+            else ""
+        )
+        notes.append(f"from {mlflow.uri}{registered} (run {mlflow.run_id})")
+    notes += [
+        f"version skew allowed: trained with {skew.package} {skew.trained}, converted with {skew.converted}"
+        for skew in source.version_skew
+    ]
+    return "".join(f"; {note}" for note in notes)
+
+
 def _gated_manifest(settings: Settings, model: str, version: int) -> Manifest:
     """The version's manifest, after checking its files exist and its parity check passed."""
     version_config(settings.repository, model, version)
@@ -312,7 +331,7 @@ def promote(
                 if isinstance(exc, TritonOpsError):
                     exc.message = f"{exc.message}; {note}"
             raise
-        detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)"
+        detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)" + provenance(manifest)
         op.store.set_live(model, version, op.entry("ok", detail))
         if state.canary_weight > 0:  # SDK clients may still route by the old split for a moment
             time.sleep(CANARY_DRAIN_SECONDS)

@@ -246,6 +246,10 @@ class StateStore:
         with self._write() as db:
             return self._append(db, entry)
 
+    def append_event(self, db: Database, entry: AuditEntry) -> AuditEvent:
+        """Append ``entry`` inside a write transaction of ``db`` (so a change made elsewhere commits with it)."""
+        return self._append(db, entry)
+
     def _append(self, db: Database, entry: AuditEntry) -> AuditEvent:
         at = now_iso()
         values = astuple(entry)  # actor .. detail: the same order as the columns below

@@ -36,9 +36,6 @@ CATBOOST_IR_VERSION = 8
 """CatBoost writes IR 3 with only the ai.onnx.ml domain; our edits add default-domain nodes (opset 17, IR 8)."""
 LIGHTGBM_ZERO = float(np.float32(1e-35))
 """LightGBM's ``kZeroThreshold``: it reads an input with ``|x| <= 1e-35`` (float32) as 0 before comparing."""
-BOOSTING_EXTRA = "boosting"
-"""The extra that installs LightGBM, XGBoost and CatBoost: ``pip install 'tritonops[boosting]'``."""
-BOOSTING_LIBRARIES = {"lightgbm": "LGBMClassifier", "xgboost": "XGBClassifier", "catboost": "CatBoostClassifier"}
 
 
 @cache
@@ -93,20 +90,6 @@ def _catboost() -> tuple[type[BaseEstimator], ...]:
 
 def is_catboost(estimator: object) -> bool:
     return any(isinstance(estimator, cls) for cls in _catboost())
-
-
-def missing_library_hint(module: str) -> str | None:
-    """For ``No module named 'xgboost'`` and the like: which extra installs it, or None."""
-    top = module.split(".")[0]
-    if top in BOOSTING_LIBRARIES:
-        return f"{top} is not installed: pip install 'tritonops[{BOOSTING_EXTRA}]'"
-    if top == "torch":
-        return "torch is not installed: pip install 'tritonops[torch]'"
-    if top == "mlflow":
-        return "the MLflow client is not installed: pip install 'tritonops[mlflow]'"
-    if top in ("skl2onnx", "onnxmltools", "sklearn"):
-        return f"{top} is not installed: pip install 'tritonops[convert]'"
-    return None
 
 
 def _lightgbm_thresholds(estimator: Any) -> dict[int, list[float]]:

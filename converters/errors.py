@@ -46,9 +46,11 @@ class UnsupportedModelError(ConversionError):
 
 
 class NotAClassifierError(ConversionError):
-    def __init__(self, estimator: str, reason: str) -> None:
+    def __init__(self, estimator: str, reason: str, supported: Sequence[str] = ()) -> None:
         self.estimator = estimator
-        super().__init__(f"{estimator} is not a classifier ({reason}); tritonops converts classifiers only")
+        self.supported = tuple(supported)
+        listed = f": supported classifiers are {', '.join(self.supported)}" if self.supported else ""
+        super().__init__(f"{estimator} is not a classifier ({reason}); tritonops converts classifiers only{listed}")
 
 
 class NotFittedError(ConversionError):

@@ -17,6 +17,7 @@ import pandas as pd
 
 from tritonops.converters.convert import ConversionOptions, Progress, convert_sklearn, convert_torch
 from tritonops.converters.errors import ClassesError, FeatureMismatchError, ModelLoadError, VersionSkewError
+from tritonops.converters.extras import missing_dependency
 from tritonops.converters.manifest import VersionSkew
 from tritonops.converters.prepared import Provenance
 from tritonops.converters.repository import ModelVersion
@@ -49,7 +50,10 @@ def _torch_factory(spec: str, input_dim: int | None) -> Any:
 
 
 def _load_torch(path: Path, torch_factory: str | None, input_dim: int | None) -> Any:
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError as exc:
+        raise missing_dependency(exc) or ModelLoadError(path, str(exc)) from exc
 
     if torch_factory is None:
         try:
@@ -99,6 +103,11 @@ def _load_pickle(path: Path, allow_version_skew: bool) -> LoadedModel:
         warnings.simplefilter("always", InconsistentVersionWarning)
         try:
             model = joblib.load(path)
+        except ModuleNotFoundError as exc:
+            missing = missing_dependency(exc)
+            if missing is None:
+                raise ModelLoadError(path, f"{type(exc).__name__}: {exc}") from exc
+            raise missing from exc
         except Exception as exc:  # unpickling runs arbitrary code paths and raises anything
             raise ModelLoadError(path, f"{type(exc).__name__}: {exc}") from exc
     trained = {

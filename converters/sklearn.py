@@ -120,6 +120,11 @@ def supported_estimators() -> list[str]:
     return [cls.__name__ for cls in classes] + ["Pipeline", "ColumnTransformer"]
 
 
+def supported_classifiers() -> list[str]:
+    """Names of the classifiers we convert (alone or as the last step of a pipeline)."""
+    return [cls.__name__ for cls in (*CLASSIFIERS, *boosting_classifiers())]
+
+
 def _dotted(model: object) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
@@ -146,7 +151,10 @@ def check_sklearn_model(model: object) -> BaseEstimator:
     if not isinstance(model, BaseEstimator) and not is_catboost(model):
         raise UnsupportedModelError(f"an object of type {_dotted(model)}", supported_estimators())
     if not is_classifier(model):
-        raise NotAClassifierError(_dotted(model), "sklearn.base.is_classifier() is False")
+        final = _final_estimator(model)
+        where = f"the last step of the {_dotted(model)}" if final is not model else _dotted(model)
+        what = f"{_dotted(final)} ({where})" if final is not model else where
+        raise NotAClassifierError(what, "sklearn.base.is_classifier() is False", supported_classifiers())
     try:
         check_is_fitted(model)
     except SklearnNotFittedError as exc:

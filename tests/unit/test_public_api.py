@@ -49,6 +49,7 @@ PUBLIC: dict[str, set[str]] = {
         "FeedbackSink",
         "FeedbackStats",
         "HttpFeedbackSink",
+        "GrpcChannelOptions",
         "InferenceError",
         "InputError",
         "MissingFeatureError",
@@ -57,6 +58,7 @@ PUBLIC: dict[str, set[str]] = {
         "ServerUnavailableError",
         "Signature",
         "SignatureError",
+        "TlsOptions",
         "TritonClient",
     },
     "control_plane": {

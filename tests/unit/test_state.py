@@ -24,7 +24,7 @@ from tritonops.control_plane.state import SCHEMA_VERSION, AuditEntry, ModelState
 from tritonops.settings import StateLocation
 
 TABLES = {"models", "fleet", "releases", "operations", "audit", "tritonops_predictions", "tritonops_feedback",
-          "tritonops_counter_samples", "lock_holders", "tokens", "policies", "webhook_deliveries",
+          "tritonops_counter_samples", "lock_holders", "tokens", "policies", "webhook_deliveries", "leases",
           "tritonops_schema_migrations"}  # fmt: skip
 
 
