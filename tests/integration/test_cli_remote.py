@@ -121,7 +121,7 @@ def test_feedback_and_accuracy_through_the_api(api: Api) -> None:
     for i, (predicted, truth) in enumerate([("yes", "yes"), ("no", "yes"), ("yes", "yes")]):
         api.cli("feedback", "prediction", f"req-{i}", "rf", "1", predicted, who="operator")
         api.cli("feedback", "label", f"req-{i}", truth, who="operator")
-    assert "no prediction recorded" in api.cli("feedback", "label", "req-9", "yes", who="operator", expect=4)
+    assert "has no recorded prediction" in api.cli("feedback", "label", "req-9", "yes", who="operator", expect=4)
     remote = api.cli("feedback", "accuracy", "rf", who="viewer")
     assert "0.6667" in remote and remote == api.cli("feedback", "accuracy", "rf", local=True)
 
