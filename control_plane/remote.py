@@ -127,19 +127,27 @@ class ControllerClient:
             self._typed(AccuracyComparison, comparison) if comparison is not None else None,
         )
 
-    def stored_policies(self) -> dict[str, dict[str, Any]]:
-        """Every stored policy by model (``*``: the default), as ``tritonops policy show`` prints them."""
+    def stored_policies(self, model: str | None = None) -> dict[str, dict[str, Any]]:
+        """The stored policies by model (``*``: the default), as ``tritonops policy show`` prints them."""
+        names = [model] if model is not None else [m["name"] for m in self.call("GET", "/v1/models")]
         shown: dict[str, dict[str, Any]] = {}
-        for model in self.call("GET", "/v1/models"):
-            if model.get("policy") == "model":
-                shown[model["name"]] = self.call("GET", f"/v1/models/{_seg(model['name'])}/policy")["policy"]
-        try:
-            default = self.call("GET", "/v1/policies/default")["policy"]
-        except PolicyError:  # no default policy is stored
-            default = None
-        if default is not None:
-            shown[DEFAULT_POLICY] = default
+        for name in names:
+            if name == DEFAULT_POLICY:
+                continue
+            answer = self._stored(f"/v1/models/{_seg(name)}/policy")
+            if answer is not None and answer["source"] == "model":
+                shown[name] = answer["policy"]
+        if model in (None, DEFAULT_POLICY):
+            default = self._stored("/v1/policies/default")
+            if default is not None:
+                shown[DEFAULT_POLICY] = default["policy"]
         return dict(sorted(shown.items()))
+
+    def _stored(self, path: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.call("GET", path))
+        except PolicyError:  # nothing stored there (and no default behind it)
+            return None
 
     def fleet_list(self) -> list[str]:
         return list(self.call("GET", "/v1/fleet")["endpoints"])

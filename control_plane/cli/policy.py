@@ -43,7 +43,7 @@ def set_policy(
 def show(model: str | None = typer.Argument(None, help="Only this model (default: every stored policy).")) -> None:
     """Print stored policies as JSON (every field, defaults included)."""
     if api := controller():
-        shown = api.stored_policies()
+        shown = api.stored_policies(model)
     else:
         with StateStore.open(load_settings().state) as store:
             shown = {name: p.model_dump(mode="json") for name, p in stored_policies(store).items()}
