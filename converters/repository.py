@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -19,23 +18,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonops.contract.manifest import Manifest, load_manifest
+from tritonops.contract.names import model_name_problem, native_name
 from tritonops.converters.errors import RepositoryError
-from tritonops.converters.manifest import Manifest, load_manifest
 
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
-NATIVE_SUFFIX = "__onnxruntime"
-"""Suffix of the directory holding the export for Triton's native ``onnxruntime_onnx`` platform."""
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
 
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if Triton and our aliases can use it, else raise ``RepositoryError``."""
-    if not MODEL_NAME.match(name) or "__" in name:
-        raise RepositoryError(
-            f"model name {name!r} is not allowed: expected a letter followed by up to 62 letters, digits, '_' "
-            "or '-', without '__' (reserved for aliases such as <model>__canary)"
-        )
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise RepositoryError(problem)
     return name
 
 
@@ -136,7 +131,7 @@ def write_version(repository: Path, name: str, render: Callable[[int], VersionCo
     """Add the next version of ``name`` to ``repository``; ``render(version)`` produces its files."""
     validate_model_name(name)
     model_dir = repository / name
-    native_dir = repository / f"{name}{NATIVE_SUFFIX}"
+    native_dir = repository / native_name(name)
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -171,7 +166,5 @@ def list_models(repository: Path) -> list[str]:
     if not repository.is_dir():
         raise RepositoryError(f"model repository {repository} does not exist or is not a directory")
     return sorted(
-        p.name
-        for p in repository.iterdir()
-        if p.is_dir() and MODEL_NAME.match(p.name) and "__" not in p.name and version_numbers(p)
+        p.name for p in repository.iterdir() if p.is_dir() and model_name_problem(p.name) is None and version_numbers(p)
     )

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_pbtxt
+from tritonops.model_config import ServingOptions, read_pbtxt, to_pbtxt
 
 BARE_BACKEND_SOURCE = Path(__file__).resolve().parent / "baselines" / "bare_backend" / "model.py"
 

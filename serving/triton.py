@@ -24,10 +24,10 @@ from types import TracebackType
 
 import requests
 
+from tritonops.contract.names import ROUTE_KEY_HEADER
 from tritonops.serving.allocator import Allocator, resolve_allocator, with_preload
 from tritonops.serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
 from tritonops.serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
-from tritonops.serving.routing import ROUTE_KEY_HEADER
 
 DEFAULT_HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1

@@ -23,7 +23,7 @@ from examples.tree_families import fit
 from tritonops.converters import ConversionOptions, convert_sklearn
 from tritonops.converters.features import FeatureLayout
 from tritonops.converters.probes import threshold_rows
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
