@@ -47,7 +47,24 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_services(resolved: dict[str, Any]) -> None:
-    assert set(resolved["services"]) == {"triton", "triton-native", "controller", "prometheus", "grafana"}
+    assert set(resolved["services"]) == {
+        "triton",
+        "triton-native",
+        "controller",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
+
+
+def test_alertmanager_gets_our_config_and_its_token_as_a_secret(resolved: dict[str, Any]) -> None:
+    alertmanager = resolved["services"]["alertmanager"]
+    config = Path(_mounts(alertmanager)["/etc/alertmanager"]) / "alertmanager.yml"
+    loaded = yaml.safe_load(config.read_text())
+    (hook,) = loaded["receivers"][0]["webhook_configs"]
+    assert hook["url"] == "http://controller:8080/v1/hooks/alertmanager"
+    (secret,) = alertmanager["secrets"]
+    assert hook["http_config"]["authorization"]["credentials_file"] == f"/run/secrets/{secret['source']}"
 
 
 def test_triton_is_our_gpu_image_with_a_gpu_and_a_locked_admin_api(resolved: dict[str, Any]) -> None:
@@ -125,7 +142,9 @@ def test_prometheus_and_grafana_get_our_files(resolved: dict[str, Any]) -> None:
     assert (Path(grafana["/var/lib/grafana/dashboards"]) / "tritonops.json").is_file()
 
 
-@pytest.mark.parametrize("secret", ["tritonops_admin_token", "tritonops_bootstrap_token"])
+@pytest.mark.parametrize(
+    "secret", ["tritonops_admin_token", "tritonops_bootstrap_token", "tritonops_alertmanager_token"]
+)
 def test_secret_files_are_git_ignored(resolved: dict[str, Any], secret: str) -> None:
     path = Path(resolved["secrets"][secret]["file"])
     assert path.parent.is_dir()

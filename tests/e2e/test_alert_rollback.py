@@ -105,8 +105,8 @@ def stack(
         token, _ = create_token(store, "alertmanager", Role.OPERATOR, actor="test")
     secrets = work / "secrets"
     secrets.mkdir()
-    (secrets / "controller-token").write_text(token)
-    (secrets / "controller-token").chmod(0o600)
+    (secrets / "tritonops_alertmanager_token").write_text(token)
+    (secrets / "tritonops_alertmanager_token").chmod(0o600)
 
     processes: list[subprocess.Popen[bytes]] = []
     try:
