@@ -35,8 +35,9 @@ from tritonops.control_plane.errors import (
     UnknownVersionError,
 )
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
-from tritonops.converters.errors import ManifestError
+from tritonops.converters.errors import ManifestError, RepositoryError
 from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.converters.repository import publish_live
 from tritonops.serving.errors import ModelConfigError
 from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
 
@@ -385,15 +386,20 @@ def observe(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str
 
 
 def apply(
-    endpoint: Endpoint, repository: Path, state: ModelState, drain_seconds: float = CANARY_DRAIN_SECONDS
+    endpoint: Endpoint,
+    repository: Path,
+    state: ModelState,
+    drain_seconds: float = CANARY_DRAIN_SECONDS,
+    actions: list[str] | None = None,
 ) -> list[str]:
     """Bring one endpoint to ``state`` for one model, loading only what differs; returns the actions taken.
 
     Order keeps clients safe: the canary alias is loaded before the live config points at it, and unloaded only
     ``drain_seconds`` after the live config stopped sending traffic to it. Each version loaded is warmed up and
-    checked with the reference sample.
+    checked with the reference sample. Actions are appended to ``actions`` as they finish, so a caller that
+    passes a list still knows what was done when a later step raises.
     """
-    actions: list[str] = []
+    actions = [] if actions is None else actions
     alias = canary_alias(state.name)
     if state.canary is not None and endpoint.ready_versions(alias) != [state.canary]:
         endpoint.load(
@@ -436,6 +442,31 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class ReconcileChange:
+    """One model on one endpoint that reconcile found different and acted on: one audit event."""
+
+    endpoint: str
+    model: str
+    live: int | None
+    drift: list[str]
+    actions: list[str]
+    error: str | None = None
+
+    def audit_entry(self, actor: str) -> AuditEntry:
+        detail = {"endpoint": self.endpoint, "differed": self.drift, "actions": self.actions, "error": self.error}
+        return AuditEntry(
+            actor=actor,
+            action="reconcile-apply",
+            model=self.model,
+            from_version=None,
+            to_version=self.live,
+            reason="",
+            result="failed" if self.error else "ok",
+            detail=json.dumps(detail),
+        )
+
+
 @dataclass
 class EndpointReport:
     """What reconcile found and did on one endpoint."""
@@ -444,6 +475,7 @@ class EndpointReport:
     drift: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    changes: list[ReconcileChange] = field(default_factory=list)
     unusable: bool = False
     """Unreachable or refusing our admin key: the remaining models are not tried."""
 
@@ -453,6 +485,20 @@ class ReconcileReport:
     endpoints: list[EndpointReport]
     interrupted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    """Model-level configs rewritten because they did not name the live version."""
+    not_published: list[str] = field(default_factory=list)
+    """Model-level configs that are stale but could not be rewritten (read-only repository), and why."""
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing differed, nothing was done, nothing failed: such a run leaves no audit event."""
+        return not (
+            self.interrupted
+            or self.skipped
+            or self.published
+            or any(r.drift or r.actions or r.errors for r in self.endpoints)
+        )
 
     @property
     def ok(self) -> bool:
@@ -475,7 +521,10 @@ def reconcile(
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift.
+    only reports drift. Audit, written once at the end of the run: one ``reconcile-apply`` event per model and
+    endpoint acted on (endpoint, what differed, the loads/unloads, result) and a ``reconcile`` summary event; a run
+    that found nothing to do adds none. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
+    (``tritonops.converters.repository.publish_live``).
     """
     endpoints = [Endpoint(url, admin_headers) for url in store.fleet()]
     reports = {e.url: EndpointReport(e.url) for e in endpoints}
@@ -488,6 +537,8 @@ def reconcile(
                         for event in store.close_interrupted(state.name, actor):
                             report.interrupted.append(f"{event.model}: {event.action} {event.reason}")
                     state = store.model(state.name) or state
+                    if state.live is not None and not dry_run:
+                        _publish(repository, state, report)
                     for endpoint in endpoints:
                         _reconcile_one(endpoint, repository, state, reports[endpoint.url], dry_run)
             except RolloutInProgressError as exc:
@@ -495,7 +546,9 @@ def reconcile(
     finally:
         for endpoint in endpoints:
             endpoint.close()
-    if not dry_run:
+    if not dry_run and not report.quiet:
+        for change in (c for r in report.endpoints for c in r.changes):
+            store.record(change.audit_entry(actor))
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         store.record(
             AuditEntry(
@@ -512,6 +565,8 @@ def reconcile(
                         "actions": sum(len(r.actions) for r in report.endpoints),
                         "errors": errors,
                         "skipped": report.skipped,
+                        "interrupted": report.interrupted,
+                        "published": report.published,
                     }
                 ),
             )
@@ -530,10 +585,37 @@ def _reconcile_one(
             return
         drift = observe(endpoint, repository, state)
         report.drift.extend(drift)
-        if drift and not dry_run:
-            report.actions.extend(apply(endpoint, repository, state))
     except (EndpointUnreachableError, AdminAuthError) as exc:
         report.unusable = True
         report.errors.append(str(exc))
+        return
     except ControlPlaneError as exc:
         report.errors.append(f"{state.name}: {exc}")
+        return
+    if not drift or dry_run:
+        return
+    actions: list[str] = []
+    error: str | None = None
+    try:
+        apply(endpoint, repository, state, actions=actions)
+    except (EndpointUnreachableError, AdminAuthError) as exc:
+        report.unusable = True
+        error = str(exc)
+        report.errors.append(error)
+    except ControlPlaneError as exc:
+        error = str(exc)
+        report.errors.append(f"{state.name}: {exc}")
+    report.actions.extend(actions)
+    report.changes.append(ReconcileChange(endpoint.url, state.name, state.live, drift, actions, error))
+
+
+def _publish(repository: Path, state: ModelState, report: ReconcileReport) -> None:
+    """Rewrite the live model's model-level config if it is stale. A repository this process may not write (the
+    deployments mount it read-only) is reported on every run but is not a change: it leaves no audit event."""
+    assert state.live is not None
+    try:
+        written = publish_live(repository, state.name, state.live)
+    except RepositoryError as exc:
+        report.not_published.append(str(exc))
+        return
+    report.published += [f"{path} now serves version {state.live}" for path in written]

@@ -190,6 +190,10 @@ def reconcile(
             console.print(f"  [red]error[/]   {line}")
     for line in report.skipped:
         console.print(f"[yellow]skipped[/] {line}")
+    for line in report.published:
+        console.print(f"repository: {line}")
+    for line in report.not_published:
+        console.print(f"[yellow]repository[/]: {line}")
     if not report.ok:
         failures = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         if report.skipped:

@@ -384,6 +384,7 @@ def test_history_tells_the_story(fleet: Fleet) -> None:
         ("promote", "ok", 2, 3),
         ("desired-state", "ok", 3, 2),
         ("rollback", "ok", 3, 2),
+        ("reconcile-apply", "ok", None, 2),  # the restarted server B loaded again
     ]
     table = fleet.cli("history", MODEL)
     assert "error rate up" in table and "first release" in table and "dry run" in table
