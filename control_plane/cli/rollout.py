@@ -12,6 +12,7 @@ from rich.table import Table
 from tritonops.control_plane.cli.app import app, console
 from tritonops.control_plane.errors import FleetApplyError
 from tritonops.control_plane.fleet import reconcile as reconcile_fleet
+from tritonops.control_plane.metrics import FRONTEND_GAP
 from tritonops.control_plane.rollout import (
     RolloutResult,
     abort_canary,
@@ -59,7 +60,12 @@ def status(
     if not report:
         console.print("the fleet is empty: add endpoints with `tritonops fleet add HOST:PORT`")
         return
-    table = Table("endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "drift")
+    table = Table(
+        "endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "drift",
+        caption=f"errors = Triton's failure count: requests our backend refused count as successes there "
+        f"(tritonops watch/top add them); {FRONTEND_GAP}",
+        caption_justify="left",
+    )  # fmt: skip
     for endpoint in report:
         if endpoint.error:
             table.add_row(endpoint.endpoint, "-", "-", "-", "-", "-", "-", "-", f"[red]{endpoint.error}[/]")
