@@ -45,8 +45,14 @@ from tritonops.serving.processes import (
 
 DEFAULT_HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
-SECRET_VARIABLES = ("TRITONOPS_ADMIN_TOKEN", "TRITONOPS_ADMIN_TOKEN_FILE")
-"""Left out of the server's (and so every backend stub's) environment: Triton gets the key on its command line."""
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET")
+
+
+def is_secret_variable(name: str) -> bool:
+    """``TRITONOPS_*`` variables naming a secret or its file (admin token, state password, ...): left out of the
+    server's environment, and so of every backend stub's; Triton gets the admin key on its command line."""
+    return name.startswith("TRITONOPS_") and any(word in name for word in _SECRET_WORDS)
+
 
 log = logging.getLogger("tritonops.serving")
 
@@ -193,7 +199,7 @@ class TritonServer:
     def environment(self) -> dict[str, str]:
         """The server's environment: our interpreter first on PATH (the Python stub imports from it), no secrets."""
         assert self.install is not None
-        env = {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+        env = {key: value for key, value in os.environ.items() if not is_secret_variable(key)}
         interpreter_bin = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join([interpreter_bin, env.get("PATH", "/usr/bin:/bin")])
         libs = [str(p) for p in self.install.library_dirs]

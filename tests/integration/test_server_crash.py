@@ -214,11 +214,12 @@ def test_stop_never_signals_a_process_that_is_not_the_recorded_server(tmp_path: 
 
 def test_admin_key_is_in_no_environment_of_the_server_or_its_stubs(repository: Path, tmp_path: Path) -> None:
     """Triton 2.51 takes the admin key only on its command line (docs/operations.md, "Admin key"); the mitigation
-    tested here: neither tritonserver nor a backend stub has TRITONOPS_ADMIN_TOKEN(_FILE) in its environment."""
+    tested here: neither tritonserver nor a backend stub has TRITONOPS_ADMIN_TOKEN(_FILE), or any other
+    TRITONOPS_* secret, in its environment."""
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN)
     token_file.chmod(0o600)
-    env = _env(TRITONOPS_ADMIN_TOKEN_FILE=str(token_file))
+    env = _env(TRITONOPS_ADMIN_TOKEN_FILE=str(token_file), TRITONOPS_STATE_PASSWORD="pg-" + TOKEN)
     started = _cli("server", "start", "--detach", "-r", str(repository), "-m", MODEL, *_ports(), cwd=tmp_path, env=env)
     assert started.returncode == 0, started.stderr
     assert "locked (admin-key)" in started.stdout and TOKEN not in started.stdout + started.stderr
@@ -229,7 +230,7 @@ def test_admin_key_is_in_no_environment_of_the_server_or_its_stubs(repository: P
         for process in (psutil.Process(pid), *stubs):
             environ = Path(f"/proc/{process.pid}/environ").read_bytes()
             assert TOKEN.encode() not in environ, process
-            assert b"TRITONOPS_ADMIN_TOKEN" not in environ, process
+            assert b"TRITONOPS_ADMIN_TOKEN" not in environ and b"TRITONOPS_STATE_PASSWORD" not in environ, process
         for stub in stubs:  # the stubs' command lines don't carry it either; only tritonserver's does
             assert TOKEN.encode() not in Path(f"/proc/{stub.pid}/cmdline").read_bytes()
         assert TOKEN.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()  # why: see docs/operations.md
