@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
-APT_PACKAGES := prometheus wrk nghttp2-client libtcmalloc-minimal4
+APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client libtcmalloc-minimal4 chromium postgresql dnsmasq
 # stamped per package list: adding a package installs it on the next run
 APT_STAMP := .tritonops/.apt-installed-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 PYTEST_ARGS ?=

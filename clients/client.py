@@ -38,7 +38,7 @@ from tritonops.clients.feedback import record_feedback, record_predictions
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy, describe, is_deadline, is_retryable
 from tritonops.clients.routing import CanaryRouter
-from tritonops.clients.signature import CanarySplit, Signature, parse_canary, parse_signature
+from tritonops.clients.signature import CANARY_SUFFIX, CanarySplit, Signature, parse_canary, parse_signature
 from tritonops.clients.transport import (
     Answer,
     AsyncGrpcTransport,
@@ -47,6 +47,7 @@ from tritonops.clients.transport import (
     GrpcTransport,
     HttpTransport,
     Protocol_,
+    Route,
     SyncTransport,
 )
 from tritonops.errors import ConfigurationError
@@ -72,6 +73,10 @@ class ClientOptions:
     """Record every answered row (request id, model, version, label) for ground-truth feedback."""
     feedback_path: Path | None = None
     """The control plane's state file holding feedback (default: ``TRITONOPS_STATE``)."""
+
+    client_side_canary: bool = False
+    """Route the canary's share in this client (to ``<model>__canary``), the fallback for servers whose live model
+    does not split by itself. Off: the tritonops backend splits on the server, sticky on ``predict(key=...)``."""
 
     def __post_init__(self) -> None:
         if self.deadline <= 0:
@@ -128,19 +133,35 @@ class _Deadline:
 
 
 def _assemble(
-    signature: Signature, served: str, answers: Sequence[Answer], request_id: str, index: pd.Index[Any]
+    signature: Signature,
+    served: str,
+    answers: Sequence[Answer],
+    request_id: str,
+    index: pd.Index[Any],
+    split: CanarySplit | None,
 ) -> Prediction:
     labels = concat([decode_labels(signature, answer.outputs[LABEL_OUTPUT]) for answer in answers])
     probabilities = concat([answer.outputs[PROBABILITIES_OUTPUT] for answer in answers])
+    first = answers[0]
+    model, version = served, first.model_version
+    if first.served_version is not None and first.served_version != first.model_version:
+        # the server routed the request (every chunk: they share one routing key) to its canary
+        model, version = (split.model if split is not None else f"{served}{CANARY_SUFFIX}"), first.served_version
     return Prediction(
         labels=labels,
         probabilities=probabilities,
         classes=signature.classes,
-        model=served,
-        version=answers[0].model_version,
+        model=model,
+        version=version,
         request_id=request_id,
         index=index,
     )
+
+
+def _route(served: str, model: str, live: Signature, key: str | None, request_id: str) -> Route:
+    """Ask a live model that names its version for that output, sticky on the key (else the request id, so the
+    chunks of one call stay on one version)."""
+    return (key if key is not None else request_id, True) if served == model and live.names_version else None
 
 
 def _check_protocol(protocol: str) -> Protocol_:
@@ -217,16 +238,17 @@ class TritonClient:
         """
         deadline = _Deadline(self.url, self.options.deadline, self.options.retry)
         live, split = self._refresh(deadline)
-        served = self._router.choose(self.model, split, key)
-        signature = live if split is None or served == self.model else self._canary_signature(split, deadline)
+        served = self._router.choose(self.model, split if self.options.client_side_canary else None, key)
+        signature = live if served == self.model or split is None else self._canary_signature(split, deadline)
         rows = to_rows(signature, data)
         request_id = request_id or uuid.uuid4().hex
+        route = _route(served, self.model, live, key, request_id)
         answers = []
         for chunk in split_rows(rows, _rows_per_request(self.options, signature)):
             tensors = encode(signature, chunk)
-            infer = functools.partial(self._transport.infer, served, tensors, request_id)
+            infer = functools.partial(self._transport.infer, served, tensors, request_id, route=route)
             answers.append(self._call(served, deadline, infer))
-        prediction = _assemble(signature, served, answers, request_id, rows.index)
+        prediction = _assemble(signature, served, answers, request_id, rows.index, split)
         if self.options.record_predictions:
             record_predictions(self.model, prediction, self.options.feedback_path)
         return prediction
@@ -302,22 +324,23 @@ class AsyncTritonClient:
         """Labels and probabilities for ``data``; see ``TritonClient.predict``."""
         deadline = _Deadline(self.url, self.options.deadline, self.options.retry)
         live, split = await self._refresh(deadline)
-        served = self._router.choose(self.model, split, key)
-        signature = live if split is None or served == self.model else await self._canary_signature(split, deadline)
+        served = self._router.choose(self.model, split if self.options.client_side_canary else None, key)
+        signature = live if served == self.model or split is None else await self._canary_signature(split, deadline)
         rows = to_rows(signature, data)
         request_id = request_id or uuid.uuid4().hex
+        route = _route(served, self.model, live, key, request_id)
         gate = asyncio.Semaphore(self.options.max_in_flight)
 
         async def one(chunk: Rows) -> Answer:
             tensors = encode(signature, chunk)
             async with gate:
                 return await self._call(
-                    served, deadline, lambda left: self._transport.infer(served, tensors, request_id, left)
+                    served, deadline, lambda left: self._transport.infer(served, tensors, request_id, left, route)
                 )
 
         chunks = split_rows(rows, _rows_per_request(self.options, signature))
         answers = await asyncio.gather(*(one(chunk) for chunk in chunks))
-        prediction = _assemble(signature, served, answers, request_id, rows.index)
+        prediction = _assemble(signature, served, answers, request_id, rows.index, split)
         if self.options.record_predictions:
             await asyncio.to_thread(record_predictions, self.model, prediction, self.options.feedback_path)
         return prediction

@@ -11,11 +11,11 @@ from tritonops.clients.prediction import Prediction
 
 
 def record_predictions(model: str, prediction: Prediction, path: Path | None) -> None:
-    """Store which version of ``model`` answered each row of ``prediction`` (state file: ``path`` or settings)."""
+    """Store which version of ``model`` answered each row of ``prediction`` (state: the file ``path`` or settings)."""
     from tritonops.control_plane.feedback import FeedbackStore
     from tritonops.settings import load_settings
 
-    with FeedbackStore(path if path is not None else load_settings().state_path) as store:
+    with FeedbackStore(path if path is not None else load_settings().state) as store:
         for row_id, label in zip(prediction.request_ids, prediction.labels.tolist(), strict=True):
             store.record_prediction(row_id, model, int(prediction.version), label)
 

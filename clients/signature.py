@@ -16,6 +16,9 @@ from tritonops.clients.errors import SignatureError
 
 SIGNATURE_PARAMETER = "tritonops.signature"
 CANARY_PARAMETER = "tritonops.canary"
+VERSION_OUTPUT = "served_version"
+CANARY_SUFFIX = "__canary"
+"""Output naming the version that scored a request (declared on models the control plane loads)."""
 
 FeatureDtype = Literal["float", "string"]
 ClassDtype = Literal["string", "int64"]
@@ -40,6 +43,8 @@ class Signature:
     classes: tuple[str | int, ...]
     class_dtype: ClassDtype
     max_batch_size: int
+    names_version: bool = False
+    """The model declares the ``served_version`` output (the server may split it with a canary)."""
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -134,7 +139,8 @@ def parse_signature(model: str, config: Mapping[str, Any]) -> Signature:
     max_batch_size = int(config.get("max_batch_size", 0) or 0)
     if max_batch_size < 1:
         raise SignatureError(model, f"max_batch_size should be >= 1 (contract), got {max_batch_size}")
-    return Signature(model, features, classes, class_dtype, max_batch_size)
+    names_version = any(output.get("name") == VERSION_OUTPUT for output in config.get("output", []) or [])
+    return Signature(model, features, classes, class_dtype, max_batch_size, names_version)
 
 
 def parse_canary(model: str, config: Mapping[str, Any]) -> CanarySplit | None:

@@ -21,9 +21,12 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
 from tritonops.clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, Tensor
+from tritonops.clients.signature import VERSION_OUTPUT
 
 Protocol_ = Literal["grpc", "http"]
 OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
+ROUTE_KEY_PARAMETER = "tritonops_route_key"
+"""Request parameter the server's canary split is sticky on."""
 
 
 @dataclass(frozen=True)
@@ -32,12 +35,17 @@ class Answer:
 
     outputs: dict[str, npt.NDArray[Any]]
     model_version: str
+    """The version Triton names (the live model's, for a request the server routed to its canary)."""
+    served_version: str | None = None
+    """The version that scored the request, from the ``served_version`` output (None: not asked for)."""
 
 
 class SyncTransport(Protocol):
     url: str
 
-    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer: ...
+    def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer: ...
     def model_config(self, model: str, timeout: float) -> Mapping[str, Any]: ...
     def close(self) -> None: ...
 
@@ -45,13 +53,29 @@ class SyncTransport(Protocol):
 class AsyncTransport(Protocol):
     url: str
 
-    async def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer: ...
+    async def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer: ...
     async def model_config(self, model: str, timeout: float) -> Mapping[str, Any]: ...
     async def close(self) -> None: ...
 
 
-def _parameters(request_id: str) -> dict[str, str] | None:
-    return {"request_id": request_id} if request_id else None
+Route = tuple[str | None, bool] | None
+"""For a model that names its version: (the sticky routing key or None, True); None otherwise."""
+
+
+def _parameters(request_id: str, route: Route) -> dict[str, str] | None:
+    parameters = {"request_id": request_id} if request_id else {}
+    if route is not None and route[0] is not None:
+        parameters[ROUTE_KEY_PARAMETER] = route[0]
+    return parameters or None
+
+
+def _answer(result: Any, model_version: str, route: Route) -> Answer:
+    if route is None:
+        return Answer(_outputs(result), model_version)
+    served = result.as_numpy(VERSION_OUTPUT)
+    return Answer(_outputs(result), model_version, str(int(served.reshape(-1)[0])) if served is not None else None)
 
 
 def _grpc_inputs(tensors: Sequence[Tensor]) -> list[grpcclient.InferInput]:
@@ -86,18 +110,21 @@ class GrpcTransport:
         self.headers = dict(headers or {})
         self._client = grpcclient.InferenceServerClient(url)
         self._outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+        self._versioned = [*self._outputs, grpcclient.InferRequestedOutput(VERSION_OUTPUT)]
 
-    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+    def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer:
         result = self._client.infer(
             model,
             _grpc_inputs(tensors),
-            outputs=self._outputs,
+            outputs=self._outputs if route is None else self._versioned,
             request_id=request_id,
             client_timeout=timeout,
             headers=self.headers or None,
-            parameters=_parameters(request_id),
+            parameters=_parameters(request_id, route),
         )
-        return Answer(_outputs(result), str(result.get_response().model_version))
+        return _answer(result, str(result.get_response().model_version), route)
 
     def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
         config: Mapping[str, Any] = self._client.get_model_config(
@@ -121,17 +148,20 @@ class HttpTransport:
             url, concurrency=concurrency, connection_timeout=timeout, network_timeout=timeout
         )
         self._outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in OUTPUTS]
+        self._versioned = [*self._outputs, httpclient.InferRequestedOutput(VERSION_OUTPUT, binary_data=True)]
 
-    def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+    def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer:
         result = self._client.infer(
             model,
             _http_inputs(tensors),
-            outputs=self._outputs,
+            outputs=self._outputs if route is None else self._versioned,
             request_id=request_id,
             headers=self.headers or None,
-            parameters=_parameters(request_id),
+            parameters=_parameters(request_id, route),
         )
-        return Answer(_outputs(result), str(result.get_response().get("model_version", "")))
+        return _answer(result, str(result.get_response().get("model_version", "")), route)
 
     def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
         config: Mapping[str, Any] = self._client.get_model_config(model, headers=self.headers or None)
@@ -147,18 +177,21 @@ class AsyncGrpcTransport:
         self.headers = dict(headers or {})
         self._client = grpcaio.InferenceServerClient(url)
         self._outputs = [grpcaio.InferRequestedOutput(name) for name in OUTPUTS]
+        self._versioned = [*self._outputs, grpcaio.InferRequestedOutput(VERSION_OUTPUT)]
 
-    async def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+    async def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer:
         result = await self._client.infer(
             model,
             _grpc_inputs(tensors),
-            outputs=self._outputs,
+            outputs=self._outputs if route is None else self._versioned,
             request_id=request_id,
             client_timeout=timeout,
             headers=self.headers or None,
-            parameters=_parameters(request_id),
+            parameters=_parameters(request_id, route),
         )
-        return Answer(_outputs(result), str(result.get_response().model_version))
+        return _answer(result, str(result.get_response().model_version), route)
 
     async def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
         config: Mapping[str, Any] = await self._client.get_model_config(
@@ -176,8 +209,11 @@ class AsyncHttpTransport:
         self.headers = dict(headers or {})
         self._client = httpaio.InferenceServerClient(url, conn_limit=connections)
         self._outputs = [httpaio.InferRequestedOutput(name, binary_data=True) for name in OUTPUTS]
+        self._versioned = [*self._outputs, httpaio.InferRequestedOutput(VERSION_OUTPUT, binary_data=True)]
 
-    async def infer(self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float) -> Answer:
+    async def infer(
+        self, model: str, tensors: Sequence[Tensor], request_id: str, timeout: float, route: Route = None
+    ) -> Answer:
         inputs = []
         for tensor in tensors:
             item = httpaio.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
@@ -186,13 +222,13 @@ class AsyncHttpTransport:
         call = self._client.infer(
             model,
             inputs,
-            outputs=self._outputs,
+            outputs=self._outputs if route is None else self._versioned,
             request_id=request_id,
             headers=self.headers or None,
-            parameters=_parameters(request_id),
+            parameters=_parameters(request_id, route),
         )
         result = await _bounded(call, timeout)
-        return Answer(_outputs(result), str(result.get_response().get("model_version", "")))
+        return _answer(result, str(result.get_response().get("model_version", "")), route)
 
     async def model_config(self, model: str, timeout: float) -> Mapping[str, Any]:
         config: Mapping[str, Any] = await _bounded(

@@ -6,6 +6,7 @@ ControlPlaneError
  ├── UnknownModelError          the model is not in the state or not in the repository
  ├── UnknownVersionError        the version directory or its files are missing
  ├── FleetError                 a bad endpoint address, a duplicate, an empty fleet
+ │    └── DiscoveryError        the DNS server or the Kubernetes API did not say where the servers are
  ├── EndpointUnreachableError   a Triton endpoint did not answer
  ├── AdminAuthError             a Triton endpoint refused the admin key (missing or wrong)
  ├── ModelLoadError             Triton could not load a version, or it never became ready
@@ -17,7 +18,9 @@ ControlPlaneError
  ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
  ├── PolicyError                a guardrail policy file is missing or malformed
  ├── GuardrailActedError        `watch --exit-on-action` stopped after an automatic rollback / canary abort
- └── FeedbackError              ground truth for an unknown request id, or a bad label
+ ├── FeedbackError              ground truth for an unknown request id, or a bad label
+ ├── CaptureError               captured rows asked for that don't exist, or a bad capture setting
+ └── WebhookError               a webhooks file that is missing or malformed, or a secret file that can't be read
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ class UnknownVersionError(ControlPlaneError):
 
 class FleetError(ControlPlaneError):
     """The fleet definition is wrong (bad address, duplicate, empty)."""
+
+
+class DiscoveryError(FleetError):
+    """The fleet source (a DNS name, a Service's EndpointSlices) could not be read."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        super().__init__(f"fleet {source}: {detail}")
 
 
 class EndpointUnreachableError(ControlPlaneError):
@@ -134,6 +145,14 @@ class PolicyError(ControlPlaneError):
 
 class FeedbackError(ControlPlaneError):
     """Ground truth that can't be recorded (unknown request id, bad label, bad arguments)."""
+
+
+class CaptureError(ControlPlaneError):
+    """Captured rows that aren't there, or a capture setting that makes no sense."""
+
+
+class WebhookError(ControlPlaneError):
+    """The webhooks configuration can't be used as it is."""
 
 
 class GuardrailActedError(ControlPlaneError):

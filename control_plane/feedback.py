@@ -1,42 +1,26 @@
 """Ground truth: which version answered a request, what the right answer was, accuracy per version.
 
 Clients record each prediction (``record_prediction(request_id, model, version, label)``, the SDK does it when
-asked); labels arrive later (``record_feedback(request_id, true_label)``). Both land in the control plane's SQLite
-file, in tables of their own. ``accuracy_report`` gives accuracy per version; ``compare_accuracy`` tests whether a
-canary is less accurate than live (one-sided two-proportion z-test, the pooled form; its two-sided p-value is the
-one ``scipy.stats.chi2_contingency(correction=False)`` gives on the same 2x2 table).
+asked); labels arrive later (``record_feedback(request_id, true_label)``). Both land in the control plane's state
+database (SQLite or PostgreSQL), in tables of their own. ``accuracy_report`` gives accuracy per version;
+``compare_accuracy`` tests whether a canary is less accurate than live (one-sided two-proportion z-test, the pooled
+form; its two-sided p-value is the one ``scipy.stats.chi2_contingency(correction=False)`` gives on the same 2x2
+table).
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from scipy import stats
 
 from tritonops.control_plane.errors import FeedbackError
-from tritonops.settings import load_settings
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS tritonops_predictions (
-        request_id TEXT PRIMARY KEY,
-        model TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        label TEXT NOT NULL,
-        at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS tritonops_predictions_model ON tritonops_predictions (model, version)",
-    """CREATE TABLE IF NOT EXISTS tritonops_feedback (
-        request_id TEXT PRIMARY KEY,
-        true_label TEXT NOT NULL,
-        at REAL NOT NULL
-    )""",
-)
+from tritonops.control_plane.migrations import open_state_database
+from tritonops.settings import StateLocation, load_settings
 
 
 @dataclass(frozen=True)
@@ -86,19 +70,11 @@ def two_proportion_z(correct_a: int, n_a: int, correct_b: int, n_b: int) -> tupl
 
 
 class FeedbackStore:
-    """Predictions and ground truth in the control plane's SQLite file."""
+    """Predictions and ground truth in the control plane's state database (a SQLite file or PostgreSQL)."""
 
-    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last commits, never corrupts
-            for statement in _SCHEMA:
-                self._db.execute(statement)
-        except (OSError, sqlite3.Error) as exc:
-            raise FeedbackError(f"feedback store {path}: cannot open it ({exc})") from exc
+    def __init__(self, location: StateLocation | Path, busy_timeout: float = 10.0) -> None:
+        self._db = open_state_database(location, busy_timeout)
+        self.location = self._db.location
 
     def close(self) -> None:
         self._db.close()
@@ -109,31 +85,13 @@ class FeedbackStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _errors(self) -> Iterator[sqlite3.Connection]:
-        try:
-            yield self._db
-        except sqlite3.Error as exc:
-            raise FeedbackError(f"feedback store {self.path}: {exc}") from exc
-
     def record_prediction(self, request_id: str, model: str, version: int, label: object) -> None:
         """Remember that ``model`` ``version`` answered ``request_id`` with ``label`` (recording twice refused)."""
-        _check_text("request_id", request_id)
-        _check_text("model", model)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise FeedbackError(f"version: expected a version number >= 1, got {version!r}")
-        with self._errors() as db:
-            try:
-                db.execute(
-                    "INSERT INTO tritonops_predictions (request_id, model, version, label, at) VALUES (?, ?, ?, ?, ?)",
-                    (request_id, model, version, _label_text(label), time.time()),
-                )
-            except sqlite3.IntegrityError:
-                raise FeedbackError(
-                    f"request_id {request_id!r}: a prediction is already recorded for it; ids must be unique"
-                ) from None
+        self.record_predictions(model, version, [(request_id, label)], _one=True)
 
-    def record_predictions(self, model: str, version: int, answers: Iterable[tuple[str, object]]) -> int:
+    def record_predictions(
+        self, model: str, version: int, answers: Iterable[tuple[str, object]], *, _one: bool = False
+    ) -> int:
         """Many ``(request_id, label)`` answers of one version in one transaction: all recorded, or none."""
         _check_text("model", model)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -143,28 +101,27 @@ class FeedbackStore:
         for request_id, label in answers:
             _check_text("request_id", request_id)
             rows.append((request_id, model, version, _label_text(label), now))
-        with self._errors() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT INTO tritonops_predictions (request_id, model, version, label, at) VALUES (?, ?, ?, ?, ?)",
-                    rows,
+        with self._db.write() as db:
+            for row in rows:
+                added = db.execute(
+                    "INSERT INTO tritonops_predictions (request_id, model, version, label, at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    row,
                 )
-            except sqlite3.IntegrityError:
-                db.execute("ROLLBACK")
-                raise FeedbackError(
-                    f"record_predictions: a request id among {len(rows)} is already recorded; nothing was recorded"
-                ) from None
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                if added.rowcount == 0:  # raising rolls the whole transaction back
+                    if _one:
+                        raise FeedbackError(
+                            f"request_id {row[0]!r}: a prediction is already recorded for it; ids must be unique"
+                        )
+                    raise FeedbackError(
+                        f"record_predictions: a request id among {len(rows)} is already recorded; nothing was recorded"
+                    )
         return len(rows)
 
     def record_feedback(self, request_id: str, true_label: object) -> None:
         """The right answer for ``request_id``; it must have a recorded prediction. A later label replaces one."""
         _check_text("request_id", request_id)
-        with self._errors() as db:
+        with self._db.write() as db:
             known = db.execute("SELECT 1 FROM tritonops_predictions WHERE request_id = ?", (request_id,)).fetchone()
             if known is None:
                 raise FeedbackError(
@@ -177,11 +134,25 @@ class FeedbackStore:
                 (request_id, _label_text(true_label), time.time()),
             )
 
+    def true_labels(self, request_ids: Sequence[str]) -> dict[str, str]:
+        """The ground truth recorded for those of ``request_ids`` that have one."""
+        found: dict[str, str] = {}
+        with self._db.write() as db:
+            for start in range(0, len(request_ids), 500):  # SQLite caps the number of bound parameters
+                chunk = list(request_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT request_id, true_label FROM tritonops_feedback WHERE request_id IN ({marks})", chunk
+                ).fetchall()
+                found.update((str(request_id), str(label)) for request_id, label in rows)
+        return found
+
     def accuracy_report(self, model: str) -> list[VersionAccuracy]:
         """Per version of ``model``: predictions recorded, how many have a label, how many were right."""
-        with self._errors() as db:
+        with self._db.write() as db:
             rows = db.execute(
-                """SELECT p.version, COUNT(*), COUNT(f.request_id), COALESCE(SUM(f.true_label = p.label), 0)
+                """SELECT p.version, COUNT(*), COUNT(f.request_id),
+                          COALESCE(SUM(CASE WHEN f.true_label = p.label THEN 1 ELSE 0 END), 0)
                    FROM tritonops_predictions p LEFT JOIN tritonops_feedback f ON f.request_id = p.request_id
                    WHERE p.model = ? GROUP BY p.version ORDER BY p.version""",
                 (model,),
@@ -212,7 +183,7 @@ def _label_text(label: object) -> str:
 
 
 def _store(path: Path | None) -> FeedbackStore:
-    return FeedbackStore(path if path is not None else load_settings().state_path)
+    return FeedbackStore(path if path is not None else load_settings().state)
 
 
 def record_prediction(request_id: str, model: str, version: int, label: object, *, path: Path | None = None) -> None:

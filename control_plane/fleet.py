@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,10 +39,11 @@ from tritonops.converters.errors import ManifestError, RepositoryError
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.converters.repository import publish_live
 from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.install import BACKEND_NAME
 from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
+from tritonops.serving.routing import CANARY_PARAMETER, VERSION_OUTPUT, CanaryRoute
 
 CANARY_SUFFIX = "__canary"
-CANARY_PARAMETER = "tritonops.canary"
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 """Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
 
@@ -63,8 +64,8 @@ def grpc_admin_headers(admin_headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def canary_parameter(model: str, version: int, weight: float) -> str:
-    """The compact JSON published on the live model's config for SDK clients to route by."""
-    return json.dumps({"model": canary_alias(model), "version": version, "weight": weight}, separators=(",", ":"))
+    """The compact JSON published on the live model's config: the backend splits by it (and opt-in SDK routing)."""
+    return CanaryRoute(canary_alias(model), version, weight).to_parameter()
 
 
 # -- what to load: configs and files from the repository --------------------------------------------
@@ -98,10 +99,23 @@ def version_manifest(repository: Path, model: str, version: int) -> Manifest:
     return manifest
 
 
+def with_version_output(config: mc.ModelConfig) -> mc.ModelConfig:
+    """``config`` declaring the ``served_version`` output, so every answer names the version that scored it."""
+    if config.backend == BACKEND_NAME and all(output.name != VERSION_OUTPUT for output in config.output):
+        config.output.append(mc.ModelOutput(name=VERSION_OUTPUT, data_type=mc.TYPE_INT64, dims=[1]))
+    return config
+
+
 def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
-    """``<model>`` serving exactly the live version, with the canary split when one exists."""
+    """``<model>`` serving exactly the live version, with the canary split when one exists.
+
+    The backend reads the split when the config loads: a weight change reloads the live model (Triton keeps the
+    old instances serving until the new ones are ready, so no request fails).
+    """
     assert state.live is not None
-    config = with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    config = with_version_output(
+        with_specific_versions(version_config(repository, state.name, state.live), [state.live])
+    )
     config.name = state.name
     if state.canary is not None:
         config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
@@ -111,7 +125,7 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
 
 
 def canary_config(repository: Path, model: str, version: int) -> mc.ModelConfig:
-    config = with_specific_versions(version_config(repository, model, version), [version])
+    config = with_version_output(with_specific_versions(version_config(repository, model, version), [version]))
     config.name = canary_alias(model)
     return config
 
@@ -436,6 +450,8 @@ def _canary_weight(config: mc.ModelConfig) -> float:
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if list(loaded.version_policy.specific.versions) != list(wanted.version_policy.specific.versions):
         return True
+    if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
+        return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
         CANARY_PARAMETER in have and CANARY_PARAMETER not in wanted.parameters
@@ -516,18 +532,21 @@ def reconcile(
     *,
     actor: str,
     dry_run: bool = False,
+    endpoints: Sequence[str] | None = None,
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift. Audit, written once at the end of the run: one ``reconcile-apply`` event per model and
-    endpoint acted on (endpoint, what differed, the loads/unloads, result) and a ``reconcile`` summary event; a run
-    that found nothing to do adds none. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
+    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list). Audit, written
+    once at the end of the run: one ``reconcile-apply`` event per model and endpoint acted on (endpoint, what
+    differed, the loads/unloads, result) and a ``reconcile`` summary event; a run that found nothing to do adds
+    none. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
     (``tritonops.converters.repository.publish_live``).
     """
-    endpoints = [Endpoint(url, admin_headers) for url in store.fleet()]
-    reports = {e.url: EndpointReport(e.url) for e in endpoints}
+    urls = store.fleet() if endpoints is None else list(endpoints)
+    servers = [Endpoint(url, admin_headers) for url in urls]
+    reports = {e.url: EndpointReport(e.url) for e in servers}
     report = ReconcileReport(list(reports.values()))
     try:
         for state in store.models():
@@ -539,13 +558,13 @@ def reconcile(
                     state = store.model(state.name) or state
                     if state.live is not None and not dry_run:
                         _publish(repository, state, report)
-                    for endpoint in endpoints:
-                        _reconcile_one(endpoint, repository, state, reports[endpoint.url], dry_run)
+                    for server in servers:
+                        _reconcile_one(server, repository, state, reports[server.url], dry_run)
             except RolloutInProgressError as exc:
                 report.skipped.append(str(exc))
     finally:
-        for endpoint in endpoints:
-            endpoint.close()
+        for server in servers:
+            server.close()
     if not dry_run and not report.quiet:
         for change in (c for r in report.endpoints for c in r.changes):
             store.record(change.audit_entry(actor))
@@ -567,6 +586,7 @@ def reconcile(
                         "skipped": report.skipped,
                         "interrupted": report.interrupted,
                         "published": report.published,
+                        "endpoints": urls,
                     }
                 ),
             )

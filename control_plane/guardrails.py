@@ -168,10 +168,10 @@ def measure_drift(
 ) -> DriftReport:
     """Drift of ``model``'s live version (or ``version``) over the last ``window_seconds`` across the fleet."""
     if version is None:
-        with StateStore.open(settings.state_path) as store:
+        with StateStore.open(settings.state) as store:
             state = store.model(model)
         if state is None or state.live is None:
-            raise UnknownModelError(model, f"the control plane state ({settings.state_path}) as a live model")
+            raise UnknownModelError(model, f"the control plane state ({settings.state}) as a live model")
         version = state.live
     manifest = version_manifest(settings.repository, model, version)
     fleet = fleet_window(metrics_urls, window_seconds, history)
@@ -427,17 +427,17 @@ class Watcher:
         return self._manifests[version]
 
     def _state(self) -> ModelState:
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             state = store.model(self.model)
         if state is None or state.live is None:
-            raise UnknownModelError(self.model, f"the control plane state ({self.settings.state_path}) as live")
+            raise UnknownModelError(self.model, f"the control plane state ({self.settings.state}) as live")
         return state
 
     def _accuracy(self, state: ModelState) -> AccuracyComparison | None:
         guard = self.policy.canary
         if guard is None or guard.accuracy_alpha is None or state.canary is None or state.live is None:
             return None
-        with FeedbackStore(self.settings.state_path) as store:
+        with FeedbackStore(self.settings.state) as store:
             return store.compare_accuracy(self.model, state.live, state.canary, guard.min_labels)
 
     def step(self) -> Step:
@@ -519,7 +519,7 @@ class Watcher:
             "window_seconds": self.policy.window_seconds,
             "scrape_failures": dict(scrape_failures),
         }
-        with StateStore.open(self.settings.state_path) as store:
+        with StateStore.open(self.settings.state) as store:
             store.record(
                 AuditEntry(
                     actor=self.actor,

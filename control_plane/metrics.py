@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,9 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tritonops.control_plane.errors import MetricsError
+from tritonops.control_plane.errors import MetricsError, StateError
+from tritonops.control_plane.migrations import open_state_database
+from tritonops.settings import StateLocation
 
 Labels = tuple[tuple[str, str], ...]
 """A series' labels, sorted by name: hashable and JSON-friendly."""
@@ -386,34 +387,19 @@ def rows_scored(delta: Snapshot, model: str, version: int | str) -> float:
 
 # -- history ----------------------------------------------------------------------------------------------------
 
-_SNAPSHOT_TABLE = """
-CREATE TABLE IF NOT EXISTS tritonops_metric_snapshots (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint TEXT NOT NULL,
-    taken_at REAL NOT NULL,
-    body TEXT NOT NULL
-)
-"""
-_SNAPSHOT_INDEX = (
-    "CREATE INDEX IF NOT EXISTS tritonops_metric_snapshots_at ON tritonops_metric_snapshots (endpoint, taken_at)"
-)
-
 
 class SnapshotStore:
-    """Scrapes kept in the control plane's SQLite file (own table), so windows can reach back in time."""
+    """Scrapes kept in the control plane's state database (own table), so windows can reach back in time."""
 
-    def __init__(self, path: Path, busy_timeout: float = 10.0, keep_seconds: float = 86400.0) -> None:
-        self.path = path
+    def __init__(
+        self, location: StateLocation | Path, busy_timeout: float = 10.0, keep_seconds: float = 86400.0
+    ) -> None:
         self.keep_seconds = keep_seconds
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last commits, never corrupts
-            self._db.execute(_SNAPSHOT_TABLE)
-            self._db.execute(_SNAPSHOT_INDEX)
-        except (OSError, sqlite3.Error) as exc:
-            raise MetricsError(str(path), f"cannot open the snapshot history ({exc})") from exc
+            self._db = open_state_database(location, busy_timeout)
+        except StateError as exc:
+            raise MetricsError(str(location), f"cannot open the snapshot history ({exc})") from exc
+        self.location = self._db.location
 
     def close(self) -> None:
         self._db.close()
@@ -428,8 +414,8 @@ class SnapshotStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:
-            raise MetricsError(str(self.path), f"snapshot history: {exc}") from exc
+        except StateError as exc:
+            raise MetricsError(str(self.location), f"snapshot history: {exc}") from exc
 
     def record(self, endpoint: str, snapshot: Snapshot) -> None:
         """Keep the families the control plane reads from ``snapshot``; forget those older than ``keep_seconds``."""

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
@@ -131,7 +132,9 @@ class _Operation:
 
     def endpoints(self, *, preflight: bool = True) -> list[Endpoint]:
         """The fleet's endpoints; with ``preflight`` each must answer and accept our admin key."""
-        urls = self.store.fleet()
+        urls = discover(self.settings.fleet, self.store)
+        if not urls and self.settings.fleet.kind != "static":
+            raise FleetError(f"the fleet is empty: {self.settings.fleet} lists no Triton server right now")
         if not urls:
             raise FleetError("the fleet is empty: add Triton gRPC endpoints with `tritonops fleet add HOST:PORT`")
         headers = self.settings.admin_headers()
@@ -165,7 +168,7 @@ def _operation(
 ) -> Iterator[_Operation]:
     """Lock the model, audit the start, and audit a refusal or failure with its message before re-raising."""
     check_model_name(model)
-    with StateStore.open(settings.state_path) as store, contextlib.ExitStack() as stack:
+    with StateStore.open(settings.state) as store, contextlib.ExitStack() as stack:
         try:
             stack.enter_context(store.rollout_lock(model, f"{action} by {actor}"))
         except RolloutInProgressError as exc:
@@ -311,7 +314,7 @@ def deploy(settings: Settings, model: str, version: int, *, actor: str, reason: 
 def canary(
     settings: Settings, model: str, version: int, weight: float, *, actor: str, reason: str = ""
 ) -> RolloutResult:
-    """Send ``weight`` (0 < weight <= 1) of SDK traffic to ``version`` (loading it as the candidate if needed)."""
+    """Send ``weight`` (0 < weight <= 1) of all requests to ``version`` (loading it as the candidate if needed)."""
     if not 0.0 < weight <= 1.0:
         raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
     return _stage(settings, model, version, weight, actor=actor, reason=reason, action="canary")
@@ -436,9 +439,9 @@ def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]
 def history(settings: Settings, model: str, limit: int | None = None) -> list[AuditEvent]:
     """``model``'s audit events, oldest first (the last ``limit`` when given)."""
     check_model_name(model)
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         if store.model(model) is None and not store.audit(model, 1):
-            raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
+            raise UnknownModelError(model, f"the control plane state ({settings.state})")
         return store.audit(model, limit)
 
 
@@ -466,11 +469,11 @@ class EndpointStatus:
 
 def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]:
     """Per endpoint: for each model, versions loaded/ready, desired live and canary, request and error counts."""
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         states = store.models() if model is None else [store.model(check_model_name(model))]
         if model is not None and states[0] is None:
-            raise UnknownModelError(model, f"the control plane state ({settings.state_path})")
-        urls = store.fleet()
+            raise UnknownModelError(model, f"the control plane state ({settings.state})")
+        urls = discover(settings.fleet, store)
     report = []
     for url in urls:
         endpoint = Endpoint(url, settings.admin_headers())
@@ -503,17 +506,28 @@ def _model_status(endpoint: Endpoint, repository: Path, state: ModelState) -> Mo
 # -- fleet membership ------------------------------------------------------------------------------
 def fleet_add(settings: Settings, endpoint: str, *, actor: str) -> None:
     """Add a Triton gRPC endpoint (``host:port``) to the fleet; ``reconcile`` then brings it up to date."""
+    _static_fleet_only(settings, "add")
     endpoint = check_endpoint(endpoint)
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         store.add_endpoint(endpoint, AuditEntry(actor, "fleet-add", None, None, None, "", "ok", endpoint))
 
 
 def fleet_remove(settings: Settings, endpoint: str, *, actor: str) -> None:
     """Remove an endpoint from the fleet (what it serves is left alone)."""
-    with StateStore.open(settings.state_path) as store:
+    _static_fleet_only(settings, "remove")
+    with StateStore.open(settings.state) as store:
         store.remove_endpoint(endpoint, AuditEntry(actor, "fleet-remove", None, None, None, "", "ok", endpoint))
 
 
 def fleet_list(settings: Settings) -> list[str]:
-    with StateStore.open(settings.state_path) as store:
-        return store.fleet()
+    """The fleet's endpoints now (as discovered, when ``TRITONOPS_FLEET`` is a DNS name or a Service)."""
+    with StateStore.open(settings.state) as store:
+        return discover(settings.fleet, store)
+
+
+def _static_fleet_only(settings: Settings, verb: str) -> None:
+    if settings.fleet.kind != "static":
+        raise FleetError(
+            f"fleet {verb}: the fleet is discovered from {settings.fleet} (TRITONOPS_FLEET); add or remove servers "
+            "there (DNS records, the Service's pods), not in the state"
+        )

@@ -1,85 +1,37 @@
-"""Desired state and audit log, in one SQLite file.
+"""Desired state and audit log, in the state database (SQLite file or PostgreSQL, see ``database``).
 
 Per model: the live version and an optional canary (version + weight; weight 0 = candidate deployed, no traffic).
 Also the fleet (Triton gRPC endpoints), the release history ``rollback`` walks back, in-flight operations (so a
-rollout killed half way is noticed and recorded), and an append-only audit log (triggers refuse UPDATE/DELETE).
+rollout killed half way is noticed and recorded), and an append-only audit log (database triggers refuse UPDATE and
+DELETE on both engines).
 
-WAL journal, ``BEGIN IMMEDIATE`` write transactions (one writer at a time, readers never blocked), schema version
-in ``PRAGMA user_version``. Every state change is written in the same transaction as its audit event.
-A per-model ``flock`` (``rollout_lock``) keeps two rollouts of one model apart; the kernel drops it when the holder
-dies, so a killed command never leaves a stale lock.
+The schema is the ordered migration list in ``migrations``. Every state change is written in the same transaction as
+its audit event, one writer at a time. A per-model rollout lock (``rollout_lock``) keeps two rollouts of one model
+apart, on one host or many; it dies with its holder (a ``flock`` on SQLite, a PostgreSQL session advisory lock), so
+a killed command never leaves a stale lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
-import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from tritonops.control_plane.database import Database
 from tritonops.control_plane.errors import FleetError, RolloutInProgressError, StateError
+from tritonops.control_plane.migrations import SCHEMA_VERSION, open_state_database, schema_version
+from tritonops.settings import StateLocation
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "AuditEntry", "AuditEvent", "ModelState", "Operation", "Release", "StateStore"]
 
 Result = Literal["started", "ok", "refused", "failed", "interrupted"]
 
 _ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
-
-_SCHEMA = """
-CREATE TABLE models (
-    name TEXT PRIMARY KEY,
-    live_version INTEGER,
-    canary_version INTEGER,
-    canary_weight REAL NOT NULL DEFAULT 0 CHECK (canary_weight >= 0 AND canary_weight <= 1),
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE fleet (
-    endpoint TEXT PRIMARY KEY,
-    added_at TEXT NOT NULL
-);
-CREATE TABLE releases (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    at TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    rolled_back INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE operations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    action TEXT NOT NULL,
-    from_version INTEGER,
-    to_version INTEGER,
-    actor TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    result TEXT
-);
-CREATE TABLE audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    model TEXT,
-    from_version INTEGER,
-    to_version INTEGER,
-    reason TEXT NOT NULL,
-    result TEXT NOT NULL CHECK (result IN ('started', 'ok', 'refused', 'failed', 'interrupted')),
-    detail TEXT NOT NULL
-);
-CREATE INDEX audit_model ON audit (model, id);
-CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-"""
 
 
 def now_iso() -> str:
@@ -162,49 +114,26 @@ class Operation:
 
 
 class StateStore:
-    """The control plane's SQLite database. Open with ``StateStore.open(path)``, use as a context manager."""
+    """The control plane's state database. Open with ``StateStore.open(location)``, use as a context manager."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
-        self.path = path
-        self._db = connection
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.location = db.location
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (only for the SQLite engine)."""
+        if self.location.path is None:
+            raise StateError(f"state database {self.location} is PostgreSQL, not a file")
+        return self.location.path
 
     @classmethod
-    def open(cls, path: Path, busy_timeout: float = 10.0) -> StateStore:
-        """Open (creating if needed) the database at ``path`` and check its schema version."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-        except (OSError, sqlite3.Error) as exc:
-            raise StateError(f"state database {path}: cannot open it ({exc})") from exc
-        store = cls(path, db)
-        try:
-            store._migrate()
-        except BaseException:
-            db.close()
-            raise
-        return store
-
-    def _migrate(self) -> None:
-        try:
-            with self._write() as db:
-                version = int(db.execute("PRAGMA user_version").fetchone()[0])
-                if version == 0:
-                    for statement in _statements(_SCHEMA):
-                        db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version > SCHEMA_VERSION:
-                    raise StateError(
-                        f"state database {self.path}: schema version {version}, this tritonops understands up "
-                        f"to {SCHEMA_VERSION}; upgrade tritonops"
-                    )
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state database {self.path}: not a usable tritonops state database ({exc})") from exc
+    def open(cls, location: StateLocation | Path, busy_timeout: float = 10.0) -> StateStore:
+        """Connect to (creating if needed) the state database and bring its schema to ``SCHEMA_VERSION``."""
+        return cls(open_state_database(location, busy_timeout))
 
     def close(self) -> None:
-        self._db.close()
+        self.db.close()
 
     def __enter__(self) -> StateStore:
         return self
@@ -212,48 +141,38 @@ class StateStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: BEGIN IMMEDIATE takes the single writer slot (waits up to busy_timeout)."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StateError(f"state database {self.path}: cannot start a write transaction ({exc})") from exc
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _write(self) -> contextlib.AbstractContextManager[Database]:
+        return self.db.write()
 
     # -- reads ------------------------------------------------------------------------------------
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return schema_version(self.db)
 
     def model(self, name: str) -> ModelState | None:
-        row = self._db.execute(
+        row = self.db.execute(
             "SELECT name, live_version, canary_version, canary_weight FROM models WHERE name = ?", (name,)
         ).fetchone()
         return ModelState(row[0], row[1], row[2], float(row[3])) if row else None
 
     def models(self) -> list[ModelState]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT name, live_version, canary_version, canary_weight FROM models ORDER BY name"
         ).fetchall()
         return [ModelState(r[0], r[1], r[2], float(r[3])) for r in rows]
 
     def fleet(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT endpoint FROM fleet ORDER BY endpoint")]
+        return [r[0] for r in self.db.execute("SELECT endpoint FROM fleet ORDER BY endpoint").fetchall()]
 
     def audit(self, model: str | None = None, limit: int | None = None) -> list[AuditEvent]:
         """Audit events, oldest first; only ``model``'s when given; the last ``limit`` when given."""
         where, args = ("WHERE model = ?", [model]) if model is not None else ("", [])
-        sql = f"SELECT * FROM (SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?) ORDER BY id"
-        rows = self._db.execute(sql, [*args, -1 if limit is None else limit]).fetchall()
+        last = "" if limit is None else f"LIMIT {int(limit)}"
+        sql = f"SELECT * FROM (SELECT {_AUDIT_COLUMNS} FROM audit {where} ORDER BY id DESC {last}) AS a ORDER BY id"
+        rows = self.db.execute(sql, args).fetchall()
         return [AuditEvent(*row) for row in rows]
 
     def releases(self, model: str) -> list[Release]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT id, model, version, at, actor, rolled_back FROM releases WHERE model = ? ORDER BY id", (model,)
         ).fetchall()
         return [Release(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
@@ -269,7 +188,7 @@ class StateStore:
         return None
 
     def unfinished_operations(self, model: str) -> list[Operation]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT id, model, action, from_version, to_version, actor, pid, started_at FROM operations "
             "WHERE model = ? AND finished_at IS NULL ORDER BY id",
             (model,),
@@ -282,18 +201,17 @@ class StateStore:
         with self._write() as db:
             return self._append(db, entry)
 
-    def _append(self, db: sqlite3.Connection, entry: AuditEntry) -> AuditEvent:
+    def _append(self, db: Database, entry: AuditEntry) -> AuditEvent:
         at = now_iso()
         values = astuple(entry)  # actor .. detail: the same order as the columns below
-        cursor = db.execute(
+        row = db.execute(
             "INSERT INTO audit (at, actor, action, model, from_version, to_version, reason, result, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (at, *values),
-        )
-        assert cursor.lastrowid is not None
-        return AuditEvent(cursor.lastrowid, at, *values)
+        ).fetchone()
+        return AuditEvent(int(row[0]), at, *values)
 
-    def _ensure_model(self, db: sqlite3.Connection, name: str) -> None:
+    def _ensure_model(self, db: Database, name: str) -> None:
         db.execute(
             "INSERT INTO models (name, live_version, canary_version, canary_weight, updated_at) "
             "VALUES (?, NULL, NULL, 0, ?) ON CONFLICT (name) DO NOTHING",
@@ -315,7 +233,7 @@ class StateStore:
                     "(SELECT id FROM releases WHERE model = ? ORDER BY id DESC LIMIT 1)",
                     (name,),
                 )
-            ends_canary = "1" if rollback else "canary_version = ?"
+            ends_canary = "TRUE" if rollback else "canary_version = ?"
             db.execute(
                 "UPDATE models SET live_version = ?, updated_at = ?, "
                 f"canary_weight = CASE WHEN {ends_canary} THEN 0 ELSE canary_weight END, "
@@ -343,9 +261,12 @@ class StateStore:
     def add_endpoint(self, endpoint: str, entry: AuditEntry) -> AuditEvent:
         endpoint = check_endpoint(endpoint)
         with self._write() as db:
-            if db.execute("SELECT 1 FROM fleet WHERE endpoint = ?", (endpoint,)).fetchone():
+            added = db.execute(
+                "INSERT INTO fleet (endpoint, added_at) VALUES (?, ?) ON CONFLICT (endpoint) DO NOTHING",
+                (endpoint, now_iso()),
+            )
+            if added.rowcount == 0:
                 raise FleetError(f"endpoint {endpoint} is already in the fleet")
-            db.execute("INSERT INTO fleet (endpoint, added_at) VALUES (?, ?)", (endpoint, now_iso()))
             return self._append(db, entry)
 
     def remove_endpoint(self, endpoint: str, entry: AuditEntry) -> AuditEvent:
@@ -358,14 +279,13 @@ class StateStore:
         """Note that a rollout started (and audit it as 'started'); returns the operation id."""
         assert entry.model is not None
         with self._write() as db:
-            cursor = db.execute(
+            row = db.execute(
                 "INSERT INTO operations (model, action, from_version, to_version, actor, pid, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (entry.model, entry.action, entry.from_version, entry.to_version, entry.actor, os.getpid(), now_iso()),
-            )
+            ).fetchone()
             self._append(db, entry)
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+            return int(row[0])
 
     def finish_operation(self, operation_id: int, result: Result) -> None:
         with self._write() as db:
@@ -378,9 +298,13 @@ class StateStore:
         events = []
         with self._write() as db:
             for op in self.unfinished_operations(model):
-                db.execute(
-                    "UPDATE operations SET finished_at = ?, result = 'interrupted' WHERE id = ?", (now_iso(), op.id)
+                closed = db.execute(
+                    "UPDATE operations SET finished_at = ?, result = 'interrupted' "
+                    "WHERE id = ? AND finished_at IS NULL",
+                    (now_iso(), op.id),
                 )
+                if closed.rowcount == 0:
+                    continue
                 events.append(
                     self._append(
                         db,
@@ -402,38 +326,18 @@ class StateStore:
     @contextlib.contextmanager
     def rollout_lock(self, model: str, holder: str, wait_seconds: float = 0.0) -> Iterator[None]:
         """Hold ``model``'s rollout lock; raise ``RolloutInProgressError`` naming the holder when it is taken."""
-        lock_dir = self.path.parent / (self.path.name + ".locks")
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{model}.lock", "a+", encoding="utf-8") as handle:
-            deadline = time.monotonic() + wait_seconds
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        handle.seek(0)
-                        raise RolloutInProgressError(model, handle.read().strip()) from None
-                    time.sleep(0.05)
-            try:
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{holder}, pid {os.getpid()}, since {now_iso()}")
-                handle.flush()
-                yield
-            finally:
-                handle.seek(0)
-                handle.truncate()
-                handle.flush()
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        name = f"rollout:{model}"
+        with self.db.hold_lock(name, wait_seconds) as held:
+            if not held:
+                row = self.db.execute("SELECT holder FROM lock_holders WHERE name = ?", (name,)).fetchone()
+                raise RolloutInProgressError(model, row[0] if row else "")
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO lock_holders (name, holder, since) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, since = excluded.since",
+                    (name, f"{holder}, pid {os.getpid()}, since {now_iso()}", now_iso()),
+                )
+            yield
 
 
-def _statements(script: str) -> list[str]:
-    """Split the schema into statements (triggers contain ';' inside BEGIN..END)."""
-    statements, current = [], ""
-    for line in script.strip().splitlines():
-        current += line + "\n"
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
+_AUDIT_COLUMNS = "id, at, actor, action, model, from_version, to_version, reason, result, detail"

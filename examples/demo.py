@@ -1,7 +1,7 @@
 """The main job end to end on the embedded Triton: ``make demo`` (``python -m examples.demo``).
 
-train -> convert (parity) -> serve -> deploy + promote v1 -> SDK traffic (gRPC + HTTP) -> canary v2 -> promote v2
--> drifted traffic flagged by ``tritonops drift`` -> a bad v3 trips ``tritonops watch`` and is rolled back
+train -> convert (parity) -> serve -> deploy + promote v1 -> SDK traffic (gRPC + HTTP) -> canary v2 (split in Triton)
+-> promote v2 -> drifted traffic flagged by ``tritonops drift`` -> a bad v3 trips ``tritonops watch`` and is rolled back
 automatically -> status / history -> a short Locust load -> clean shutdown.
 
 Every user-visible action runs the real ``tritonops`` CLI as a subprocess; the SDK sends the traffic.
@@ -222,7 +222,7 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
             f"mlp accuracy {_accuracy(mlp_prediction.labels, test.labels):.3f}"
         )
 
-    with demo.step("Canary v2 at 20% of SDK traffic, then promote it") as step:
+    with demo.step("Canary v2 at 20% of all traffic (split inside Triton), then promote it") as step:
         demo.cli("canary", SENSOR, "2", "--weight", "0.2", "--reason", "gradient boosting candidate")
         served = {"live": 0, "canary": 0}
         requests_sent = 300 if quick else 1000

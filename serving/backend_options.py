@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tritonops.serving.errors import ModelConfigError
+from tritonops.serving.routing import Routes
 
 RUNNER_ONNXRUNTIME = "onnxruntime"
 RUNNER_BLS_PREFIX = "bls:"
@@ -27,6 +28,10 @@ class BackendOptions:
     instance_count: int = 1
     response_cache_entries: int = 0
     """Successful answers each instance keeps for repeated requests (``tritonops.serving.response_cache``); 0: none."""
+    routes: Routes = field(default_factory=Routes)
+    """The canary split and shadow mirror published on this (live) model, ``tritonops.serving.routing``."""
+    shadow_queue_batches: int = 64
+    """Mirrored batches an instance holds for its shadow; when the shadow falls behind, further copies drop."""
 
     @property
     def bls_target(self) -> str | None:
@@ -45,6 +50,8 @@ class BackendOptions:
             tensorrt=_flag(params, "tritonops.tensorrt", False),
             instance_count=sum(int(group.get("count", 1)) for group in groups),
             response_cache_entries=_count(params, "tritonops.response_cache_entries", 0),
+            routes=Routes.from_parameters(params),
+            shadow_queue_batches=max(1, _count(params, "tritonops.shadow_queue_batches", 64)),
         )
 
 

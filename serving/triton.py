@@ -42,6 +42,7 @@ from tritonops.serving.processes import (
     new_run_dir,
     run_processes,
 )
+from tritonops.serving.routing import ROUTE_KEY_HEADER
 
 DEFAULT_HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -184,6 +185,10 @@ class TritonServer:
             # Ready = the server is up; per-model readiness is /v2/models/<m>/ready. Strict readiness reports the
             # whole server unready for a moment after every version switch, which would make balancers drop it.
             "--strict-readiness=false",
+            # the sticky canary key may come as a header: Triton hands matching headers to the backend as
+            # request parameters (tritonops.serving.routing)
+            f"--http-header-forward-pattern={ROUTE_KEY_HEADER}",
+            f"--grpc-header-forward-pattern={ROUTE_KEY_HEADER}",
             f"--exit-timeout-secs={max(1, int(opts.stop_grace) - 5)}",
             f"--log-verbose={opts.log_verbose}",
         ]

@@ -14,5 +14,6 @@ from tritonops.control_plane.cli import drift as _drift  # noqa: F401  isort: sk
 from tritonops.control_plane.cli import watch as _watch  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import feedback as _feedback  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import top as _top  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import webhooks as _webhooks  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

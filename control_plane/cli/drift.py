@@ -10,10 +10,11 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDrift, report_to_dict
 from tritonops.control_plane.guardrails import load_policy, measure_drift
 from tritonops.control_plane.metrics import SnapshotStore, metrics_urls
-from tritonops.control_plane.state import StateStore
+from tritonops.control_plane.state import StateStore, now_iso
 from tritonops.errors import ConfigurationError
 from tritonops.settings import load_settings
 
@@ -39,8 +40,8 @@ def resolve_metrics_urls(explicit: list[str]) -> list[str]:
     settings = load_settings()
     fleet: list[str] = []
     if not explicit:
-        with StateStore.open(settings.state_path) as store:
-            fleet = store.fleet()
+        with StateStore.open(settings.state) as store:
+            fleet = discover(settings.fleet, store)
         if not fleet:
             raise ConfigurationError(
                 "--metrics-url: none given and the fleet is empty; pass --metrics-url or add endpoints with "
@@ -134,6 +135,9 @@ def drift(
         None, "--policy", help="Guardrail policy file (YAML/TOML) whose drift thresholds to use."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    html_report: Path | None = typer.Option(
+        None, "--report", help="Also write the report as one self-contained HTML page (histograms per feature) here."
+    ),
 ) -> None:
     """Drift of each input feature and of the class mix against the manifest's reference.
 
@@ -147,7 +151,7 @@ def drift(
         loaded = load_policy(policy)
         config = loaded.drift.thresholds if loaded.drift is not None else config
     urls = resolve_metrics_urls(metrics_url)
-    with SnapshotStore(settings.state_path) as history:
+    with SnapshotStore(settings.state) as history:
         report = measure_drift(
             settings, model, urls, version=version, window_seconds=seconds, config=config, history=history
         )
@@ -155,3 +159,8 @@ def drift(
         typer.echo(json.dumps(report_to_dict(report), indent=2))
     else:
         render(report)
+    if html_report is not None:
+        from tritonops.control_plane.drift_html import write_html
+
+        written = write_html(report, html_report, generated_at=now_iso())
+        typer.echo(f"drift report written to {written}", err=as_json)

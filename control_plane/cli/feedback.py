@@ -25,7 +25,7 @@ def prediction(
     label: str = typer.Argument(..., help="Label it predicted."),
 ) -> None:
     """Record a prediction (the SDK does this itself when asked to record predictions)."""
-    with FeedbackStore(load_settings().state_path) as store:
+    with FeedbackStore(load_settings().state) as store:
         store.record_prediction(request_id, model, version, label)
     console.print(f"recorded: {request_id} -> {model} v{version} predicted {label!r}")
 
@@ -36,7 +36,7 @@ def label(
     true_label: str = typer.Argument(..., help="The right answer."),
 ) -> None:
     """Record the true label of a request; a later label replaces an earlier one."""
-    with FeedbackStore(load_settings().state_path) as store:
+    with FeedbackStore(load_settings().state) as store:
         store.record_feedback(request_id, true_label)
     console.print(f"recorded: {request_id} is {true_label!r}")
 
@@ -48,9 +48,9 @@ def accuracy(
 ) -> None:
     """Accuracy per version; with a canary running, whether it is significantly less accurate than live."""
     settings = load_settings()
-    with StateStore.open(settings.state_path) as state_store:
+    with StateStore.open(settings.state) as state_store:
         state = state_store.model(model)
-    with FeedbackStore(settings.state_path) as store:
+    with FeedbackStore(settings.state) as store:
         report = store.accuracy_report(model)
         comparison = (
             store.compare_accuracy(model, state.live, state.canary, min_labels)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.errors import FleetApplyError
 from tritonops.control_plane.fleet import reconcile as reconcile_fleet
 from tritonops.control_plane.metrics import FRONTEND_GAP
@@ -124,7 +125,9 @@ def promote(
 def canary(
     model: str = typer.Argument(..., help="Model name."),
     version: int | None = typer.Argument(None, help="Candidate version (not needed with --abort)."),
-    weight: float = typer.Option(0.1, "--weight", help="Share of SDK traffic for the canary, in (0, 1]."),
+    weight: float = typer.Option(
+        0.1, "--weight", help="Share of all requests to MODEL the server sends to the canary, in (0, 1]."
+    ),
     abort: bool = typer.Option(False, "--abort", help="End the canary: all traffic to live, candidate unloaded."),
     actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
     reason: str = typer.Option("", "--reason", help=_REASON_HELP),
@@ -180,9 +183,14 @@ def reconcile(
 ) -> None:
     """Make every endpoint serve exactly the desired versions (safe to repeat, e.g. after a server restart)."""
     settings = load_settings()
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         report = reconcile_fleet(
-            store, settings.repository, settings.admin_headers(), actor=_actor(actor), dry_run=dry_run
+            store,
+            settings.repository,
+            settings.admin_headers(),
+            actor=_actor(actor),
+            dry_run=dry_run,
+            endpoints=discover(settings.fleet, store),
         )
     for note in report.interrupted:
         console.print(f"[yellow]closed interrupted rollout[/] {note}")

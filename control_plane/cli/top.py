@@ -118,9 +118,9 @@ def render(rows: Sequence[TopRow], caption: str) -> Table:
 
 
 def _states(settings: Settings) -> dict[str, ModelState]:
-    if not settings.state_path.exists():  # no control plane here: show what Triton serves, roles unknown
+    if settings.state_url is None and not settings.state_path.exists():  # no control plane: roles unknown
         return {}
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         return {state.name: state for state in store.models()}
 
 

@@ -105,7 +105,7 @@ def watch(
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    with SnapshotStore(settings.state_path) as history:
+    with SnapshotStore(settings.state) as history:
         watcher = Watcher(
             settings,
             model,

@@ -37,6 +37,7 @@ set -- \
     --allow-metrics=true --allow-gpu-metrics=true --allow-cpu-metrics=true \
     --metrics-config=summary_latencies="${TRITONOPS_LATENCY_SUMMARIES:-true}" \
     --strict-readiness=false \
+    --http-header-forward-pattern=tritonops-route-key --grpc-header-forward-pattern=tritonops-route-key \
     "$@"
 if [ -n "$token" ]; then
     set -- "$@" \

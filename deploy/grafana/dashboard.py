@@ -22,11 +22,14 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as models
 
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "tritonops.json"
-DATASOURCE = models.DataSourceRef(type_val="prometheus", uid="prometheus")
-"""Provisioned by ``provisioning/datasources/prometheus.yml`` with this uid."""
+DATASOURCE = models.DataSourceRef(type_val="prometheus", uid="${datasource}")
+"""Every query reads the ``$datasource`` variable: the dashboard imports into any Grafana with any Prometheus uid
+(ours is provisioned by ``provisioning/datasources/prometheus.yml``)."""
 
 TRITON = 'model=~"($model)(__canary)?", version=~"$version"'
 """Selector for Triton-side series (live and canary alias)."""
+PER_INSTANCE = f'instance=~"$instance", {TRITON}'
+"""Selector for the per-instance series (one Triton pod among many)."""
 BACKEND = 'model=~"$model", version=~"$version"'
 """Selector for our backend's and the drift series (manifest name, never the alias)."""
 CONTROL = 'model=~"$model"'
@@ -77,7 +80,7 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             ),
             PanelSpec(
                 "Canary weight",
-                "Share of SDK traffic routed to the canary.",
+                "Share of requests the live model sends to the canary (split inside Triton).",
                 (Query(f"tritonops_canary_weight{{{CONTROL}}}", "{{model}}"),),
                 unit="percentunit",
                 kind="stat",
@@ -129,6 +132,34 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 ),
                 unit="reqps",
                 width=8,
+            ),
+        ),
+    ),
+    (
+        "Instances",
+        (
+            PanelSpec(
+                "Requests per second by instance",
+                "Requests (success + failure) each Triton instance answered ($instance): an uneven share means a "
+                "client or gateway sticks to one pod.",
+                (
+                    Query(
+                        f"instance_model_version:nv_inference_requests:rate1m{{{PER_INSTANCE}}}",
+                        "{{instance}} " + SERIES,
+                    ),
+                ),
+                unit="reqps",
+            ),
+            PanelSpec(
+                "Failures per second by instance",
+                "Triton's failed requests per instance: one failing pod stands out before the fleet's ratio moves.",
+                (
+                    Query(
+                        f"instance_model_version:nv_inference_request_failure:rate1m{{{PER_INSTANCE}}}",
+                        "{{instance}} " + SERIES,
+                    ),
+                ),
+                unit="reqps",
             ),
         ),
     ),
@@ -275,6 +306,7 @@ def build() -> db.Dashboard:
         .time("now-1h", "now")
         .refresh("10s")
         .tooltip(models.DashboardCursorSync.CROSSHAIR)
+        .with_variable(db.DatasourceVariable("datasource").label("Data source").type("prometheus"))
         .with_variable(
             # Base model names: the canary alias folds into its model.
             _variable("model", "Model", "label_values(nv_inference_count, model)", r"/^(.*?)(?:__canary)?$/")
@@ -282,6 +314,7 @@ def build() -> db.Dashboard:
         .with_variable(
             _variable("version", "Version", 'label_values(nv_inference_count{model=~"($model)(__canary)?"}, version)')
         )
+        .with_variable(_variable("instance", "Triton instance", "label_values(nv_inference_count, instance)"))
         .with_variable(_variable("statistic", "Drift statistic", "label_values(tritonops_drift_statistic, statistic)"))
         .annotation(
             db.AnnotationQuery()

@@ -74,7 +74,7 @@ def test_service_joins_the_fleet_reconciles_and_exports(demo_stack: DemoStack, t
     finally:
         _stop(process)
         client.close()
-    with StateStore.open(demo_stack.settings.state_path) as store:
+    with StateStore.open(demo_stack.settings.state) as store:
         assert store.fleet() == [demo_stack.server.grpc_url]  # already there: not added twice
         reconciles = [e for e in store.audit() if e.actor == "control-plane" and e.action == "reconcile"]
     assert any(json.loads(e.detail)["actions"] >= 1 for e in reconciles), "no reconcile that reloaded the model"

@@ -3,6 +3,7 @@ exists: a recording rule of deploy/prometheus or a family of docs/contracts.md."
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -72,8 +73,24 @@ def test_panels_cover_the_issue() -> None:
         assert needed in titles, needed
     for panel in panels:
         assert panel["targets"], panel["title"]
-        assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["description"], panel["title"]
         assert all(t["expr"] and t["refId"] for t in panel["targets"])
+
+
+def test_no_hard_coded_datasource_and_an_instance_variable() -> None:
+    board = _committed()
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert next(iter(variables)) == "datasource"  # the others' queries read it, so it comes first
+    assert variables["instance"]["query"] == "label_values(nv_inference_count, instance)"
+    for variable in variables.values():
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == "${datasource}", variable["name"]
+    assert all(a["datasource"]["uid"] == "${datasource}" for a in board["annotations"]["list"])
+    assert '"uid": "prometheus"' not in json.dumps(board)
+    per_instance = [p for p in board["panels"] if "by instance" in p.get("title", "")]
+    assert len(per_instance) == 2 and all('instance=~"$instance"' in p["targets"][0]["expr"] for p in per_instance)
 
 
 def test_every_query_reads_a_recorded_or_contract_series() -> None:
@@ -99,3 +116,11 @@ def test_provisioning_points_at_the_dashboards_and_the_datasource_uid() -> None:
     assert datasources["datasources"][0]["uid"] == "prometheus"
     providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "tritonops.yml").read_text())
     assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_the_sdk_build_matches_the_grafana_that_deploy_runs() -> None:
+    sdk = importlib.metadata.version("grafana-foundation-sdk")  # "<build epoch>!<grafana version>"
+    grafana = ".".join(sdk.split("!")[-1].split(".")[:2])
+    images = re.findall(r"grafana/grafana:(\d+\.\d+)", (DEPLOY.parent / "docker-compose.yml").read_text())
+    images += re.findall(r"grafana/grafana:(\d+\.\d+)", (DEPLOY / "k8s" / "grafana.yaml").read_text())
+    assert len(images) == 2 and set(images) == {grafana}, (sdk, images)

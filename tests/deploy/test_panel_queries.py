@@ -49,7 +49,12 @@ def _dashboard() -> dict[str, Any]:
 
 def _as_grafana_would(expr: str) -> str:
     """The query Grafana sends with model = demo and every value selected ("All" becomes a regex union)."""
-    return expr.replace("$model", MODEL).replace("$version", "(1|2)").replace("$statistic", ".*")
+    return (
+        expr.replace("$model", MODEL)
+        .replace("$version", "(1|2)")
+        .replace("$statistic", ".*")
+        .replace("$instance", ".*")
+    )
 
 
 def _panel_queries() -> list[tuple[str, str]]:
@@ -206,6 +211,6 @@ def test_every_panel_returns_series_then_the_rollback_shows_as_an_annotation(
     rollbacks = _query(prometheus, f'tritonops_rollbacks_total{{model="{MODEL}"}}')
     by_trigger = {r["metric"]["trigger"]: float(r["value"][1]) for r in rollbacks}
     assert by_trigger == {"abort-canary": 1.0, "rollback": 0.0}
-    with StateStore.open(demo_stack.settings.state_path) as store:
+    with StateStore.open(demo_stack.settings.state) as store:
         state = store.model(MODEL)
     assert state is not None and state.live == 1 and state.canary is None

@@ -71,7 +71,7 @@ def test_rows_are_sorted_and_carry_numbers() -> None:
 @pytest.mark.integration
 def test_top_once_shows_the_demo_model_under_load(demo_stack: DemoStack) -> None:
     # the session's stack is shared: the panel-query test lets `watch` abort the canary, so start it again here
-    with StateStore.open(demo_stack.settings.state_path) as store:
+    with StateStore.open(demo_stack.settings.state) as store:
         state = store.model(MODEL)
     if state is None or state.canary is None:
         start_canary(demo_stack.settings, MODEL, 2, 0.5, actor="tests", reason="test_top needs a running canary")

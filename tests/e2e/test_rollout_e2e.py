@@ -308,7 +308,7 @@ def test_deploy_and_canary_keep_unversioned_traffic_on_live(fleet: Fleet) -> Non
     assert "3 @ 0" in status and "in sync" in status
     _timed(fleet, "canary 3 @ 0.5", "canary", MODEL, "3", "--weight", "0.5", "--reason", "half")
     assert all(fleet.serving(n) == ([2], True) for n in fleet.servers)
-    # SDK clients read the split from Triton and route about half of their requests to the canary
+    # the live model's backend sends about half of the requests to the canary; answers name who scored them
     trained = train_numeric_pipeline(n_rows=300, n_features=8, seed=9)
     with TritonClient(fleet.endpoint("A"), MODEL) as client:
         served = [client.predict(trained.frame.iloc[[i]]) for i in range(40)]
@@ -317,7 +317,7 @@ def test_deploy_and_canary_keep_unversioned_traffic_on_live(fleet: Fleet) -> Non
     assert {p.version for p in served if not p.canary} == {"2"}
     assert 14 <= len(canary_answers) <= 26
     time.sleep(0.3)
-    for name in fleet.servers:  # raw unversioned requests never reached version 3
+    for name in fleet.servers:  # Triton's model_version names the model asked: live (served_version says who answered)
         assert fleet.load.versions_since(name, since) == {"2"}
     assert "3 @ 0.5" in fleet.cli("status", MODEL)
     settings = Settings(fleet.repository, fleet.state_path, TOKEN)

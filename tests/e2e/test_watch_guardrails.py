@@ -225,7 +225,7 @@ def _arrange(
 
     One load per served version instead of a gated rollout per step (the rollout library has tests of its own).
     """
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         for version in releases:
             store.set_live(model, version, AuditEntry("test", "arrange", model, None, version, "setup", "ok"))
         if canary is not None:
@@ -236,14 +236,14 @@ def _arrange(
 
 
 def _desired(settings: Settings, model: str) -> tuple[int | None, int | None, float]:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         state = store.model(model)
     assert state is not None
     return state.live, state.canary, state.canary_weight
 
 
 def _audit(settings: Settings, model: str, action: str) -> list[AuditEvent]:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         return [e for e in store.audit(model) if e.action == action]
 
 

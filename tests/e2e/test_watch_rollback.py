@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from tritonclient.utils import InferenceServerException
 
 from examples.data import sensor_frame
+from tests.conftest import RenderedPage
 from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.control_plane.rollout import canary, fleet_add, promote
 from tritonops.control_plane.state import StateStore
@@ -160,7 +161,7 @@ def test_watch_rolls_back_the_bad_version_within_its_window(
     assert "rollback" in result.stdout and "live 2 -> 1" in result.stdout
     # window 3 s + 2 breaches in a row at 0.5 s intervals + the rollback itself (~2 s): well under 15 s
     assert elapsed < 15, f"took {elapsed:.1f} s"
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         state = store.model(MODEL)
         events = store.audit(MODEL)
     assert state is not None and state.live == 1
@@ -191,14 +192,21 @@ def test_after_the_rollback_rows_with_nan_are_answered_again(
         client.close()
 
 
-def test_drift_cli_reports_json_and_a_table(
+def test_drift_cli_reports_json_a_table_and_a_page(
     rolled_back: tuple[subprocess.CompletedProcess[str], float, Traffic],
     settings: Settings,
     triton_server: TritonServer,
+    tmp_path: Path,
+    chromium: Callable[[Path], RenderedPage],
 ) -> None:
     url = triton_server.metrics_url
-    as_json = _cli(settings, "drift", MODEL, "--metrics-url", url, "--window", "load", "--json")
+    page = tmp_path / "drift.html"
+    as_json = _cli(settings, "drift", MODEL, "--metrics-url", url, "--window", "load", "--json", "--report", str(page))
     assert as_json.returncode == 0, as_json.stderr
+    assert f"drift report written to {page}" in as_json.stderr
+    rendered = chromium(page).dom
+    assert f"<title>Drift report: {MODEL} version 1</title>" in rendered
+    assert rendered.count('<svg class="chart"') == 7  # six features and the class mix
     report = json.loads(as_json.stdout)
     assert report["model"] == MODEL and report["version"] == 1 and report["window_seconds"] is None
     assert report["rows"] > 20 and [f["name"] for f in report["features"]] == [f"f{i:02d}" for i in range(6)]
@@ -255,7 +263,7 @@ def test_watch_aborts_a_bad_canary_and_leaves_live_alone(
         )
     assert result.returncode == 10, result.stdout + result.stderr
     assert "abort-canary" in result.stdout
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         state = store.model(MODEL)
         events = store.audit(MODEL)
     assert state is not None and (state.live, state.canary) == (1, None)

@@ -7,7 +7,6 @@ gRPC admin API; the canary split is published on the live model's config exactly
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from tritonops.clients import (
     TritonClient,
 )
 from tritonops.control_plane.feedback import FeedbackStore
+from tritonops.control_plane.fleet import canary_config, canary_files, live_config
+from tritonops.control_plane.state import ModelState
 from tritonops.converters import load_manifest
 from tritonops.converters.convert import convert_sklearn
 from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
@@ -79,9 +80,9 @@ def _load_version(
 
 
 def _set_weight(served: Served, weight: float) -> None:
-    split = {"model": CANARY, "version": 2, "weight": weight}
+    """The live model's config with the split, as ``tritonops canary`` loads it (``fleet.live_config``)."""
     with grpcclient.InferenceServerClient(served.server.grpc_url) as admin:
-        _load_version(admin, served.repository, SENSOR, 1, parameters={"tritonops.canary": json.dumps(split)})
+        admin.load_model(SENSOR, config=to_json(live_config(served.repository, ModelState(SENSOR, 1, 2, weight))))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,11 @@ def served(triton_server: TritonServer, triton_repository: Path) -> Iterator[Ser
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as admin:
         _load_version(admin, triton_repository, CHURN, 1)
         _load_version(admin, triton_repository, CODES, 1)
-        _load_version(admin, triton_repository, SENSOR, 2, name=CANARY)
+        admin.load_model(
+            CANARY,
+            config=to_json(canary_config(triton_repository, SENSOR, 2)),
+            files=canary_files(triton_repository, SENSOR, 2),
+        )
         _load_version(admin, triton_repository, SENSOR, 1)
         yield Served(triton_server, triton_repository, (sensor_v1, sensor_v2), churn, codes)
         for name in (CHURN, CODES, SENSOR, CANARY):
@@ -222,17 +227,19 @@ def test_rejected_input_is_not_retried(served: Served, protocol: str) -> None:
 
 
 def test_canary_split_accuracy_and_sticky_keys(served: Served) -> None:
+    """The server splits (the SDK sends everything to the live model); each prediction says who answered."""
     _set_weight(served, 0.2)
     rows = served.sensor[0].frame.iloc[:1].to_numpy()
-    live_before, canary_before = _success_counts(served, SENSOR)[0], _success_counts(served, CANARY)[0]
+    live_before = _success_counts(served, SENSOR)[0]
     options = ClientOptions(refresh_interval=0.2)
     with TritonClient(served.server.grpc_url, SENSOR, options=options) as client:
         answers = [client.predict(rows) for _ in range(5000)]
-    canary = _settled_counts(served, CANARY, canary_before + sum(a.canary for a in answers))[0] - canary_before
-    live = _settled_counts(served, SENSOR, live_before + sum(not a.canary for a in answers))[0] - live_before
-    assert live + canary == 5000
+    assert _settled_counts(served, SENSOR, live_before + 5000)[0] - live_before == 5000  # all sent to live
+    canary = sum(a.canary for a in answers)
     assert abs(canary / 5000 - 0.2) <= 0.02, f"canary took {canary / 50:.2f}% of 5000 requests, weight 20%"
     assert {(a.model, a.version) for a in answers} == {(SENSOR, "1"), (CANARY, "2")}
+    expected = served.sensor[1].model.predict(served.sensor[0].frame.iloc[:1]).tolist()
+    assert all(a.labels.tolist() == expected for a in answers if a.canary)  # the canary's own answer
 
     async def keyed(keys: list[str]) -> list[Prediction]:
         async with AsyncTritonClient(served.server.http_url, SENSOR, protocol="http", options=options) as client:
@@ -245,9 +252,8 @@ def test_canary_split_accuracy_and_sticky_keys(served: Served) -> None:
             return await asyncio.gather(*(one(key) for key in keys))
 
     keys = [f"customer-{i}" for i in range(5000)]
-    canary_before = _success_counts(served, CANARY)[0]
     first = asyncio.run(keyed(keys))
-    share = (_settled_counts(served, CANARY, canary_before + sum(p.canary for p in first))[0] - canary_before) / 5000
+    share = sum(p.canary for p in first) / 5000
     assert abs(share - 0.2) <= 0.02, f"keyed canary share {share:.4f}, weight 0.2"
     again = asyncio.run(keyed(keys[:300]))
     assert [p.model for p in again] == [p.model for p in first[:300]], "a key must stay on its side"

@@ -118,7 +118,7 @@ def test_a_breach_must_repeat_before_it_counts_and_a_dead_endpoint_is_reported(
         assert exported.has("tritonops_rollbacks_total", model="rf", trigger=trigger)
     assert exported.total("tritonops_rollbacks_total") == 0.0
     # alert mode records the breach once per run of breaches, when it first becomes due (streak 2)
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         alerts = [e for e in store.audit("rf") if e.action == "guardrail-alert"]
     assert len(alerts) == 1 and alerts[0].from_version == 2 and alerts[0].result == "ok"
     assert alerts[0].reason == (
@@ -206,13 +206,13 @@ def _breaching(target: str) -> str:
 def test_policy_action_decides_what_a_breach_does(
     metrics: MetricsText, settings: Settings, action: Action, target: str, decided: str | None
 ) -> None:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         store.set_canary("rf", 3, 0.5, AuditEntry("test", "canary", "rf", 2, 3, "setup", "ok"))
     metrics.body = _breaching(target)
     policy = Policy(action=action, consecutive=1, min_requests=10, drift=None, canary=None)
     step = Watcher(settings, "rf", policy, [metrics.url], sleep=lambda _: None).step()
     assert step.action == decided
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         events = [e.action for e in store.audit("rf") if e.action.startswith("guardrail-")]
     if decided is None:  # recorded, not acted on
         assert [c.target for c in step.alerts] == [target] and events == ["guardrail-alert"]

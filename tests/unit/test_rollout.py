@@ -37,9 +37,13 @@ from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
 from tritonops.serving.model_config import TensorSpec, embedded_config, to_pbtxt
 from tritonops.serving.triton import free_port
-from tritonops.settings import Settings
+from tritonops.settings import Settings, StateLocation
 
 TOKEN = "tok-8d1f0c2e-very-secret"
+TABLES_SQL = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+}
 
 
 def manifest_dict(model: str, version: int, *, parity_passed: bool = True) -> dict[str, object]:
@@ -102,12 +106,19 @@ def write_version(repository: Path, model: str, version: int, *, parity_passed: 
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, state_location: StateLocation) -> Settings:
+    """A repository with versions 1, 2 and 3 (3 failed parity); the state on SQLite, then on PostgreSQL."""
     repository = tmp_path / "repo"
     write_version(repository, "rf", 1)
     write_version(repository, "rf", 2)
     write_version(repository, "rf", 3, parity_passed=False)
-    return Settings(repository=repository, state_path=tmp_path / "state.db", admin_token=TOKEN)
+    return Settings(
+        repository=repository,
+        state_path=state_location.path or tmp_path / "unused.db",
+        admin_token=TOKEN,
+        state_url=state_location.url,
+        state_password=state_location.password,
+    )
 
 
 def with_unreachable_fleet(settings: Settings) -> str:
@@ -117,7 +128,7 @@ def with_unreachable_fleet(settings: Settings) -> str:
 
 
 def audit_of(settings: Settings, model: str = "rf") -> list[tuple[str, str]]:
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         return [(e.action, e.result) for e in store.audit(model)]
 
 
@@ -201,7 +212,7 @@ def test_promote_with_an_empty_fleet_is_refused(settings: Settings) -> None:
     with pytest.raises(FleetError, match=r"the fleet is empty: add Triton gRPC endpoints"):
         rollout.promote(settings, "rf", 1, actor="alice")
     assert audit_of(settings) == [("promote", "started"), ("promote", "refused")]
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         assert store.model("rf") is None
         assert store.unfinished_operations("rf") == []
 
@@ -217,7 +228,7 @@ def test_unreachable_endpoint_refuses_the_promotion(settings: Settings) -> None:
     endpoint = with_unreachable_fleet(settings)
     with pytest.raises(EndpointUnreachableError, match=rf"endpoint {endpoint} is unreachable"):
         rollout.promote(settings, "rf", 1, actor="alice")
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         assert store.model("rf") is None
         (event,) = [e for e in store.audit("rf") if e.result == "refused"]
         assert endpoint in event.detail and event.actor == "alice" and event.to_version == 1
@@ -232,9 +243,9 @@ def test_unknown_version_is_refused(settings: Settings) -> None:
 
 def test_a_second_concurrent_rollout_is_refused_and_audited(settings: Settings) -> None:
     refused = pytest.raises(RolloutInProgressError, match=r"another rollout is in progress \(promote by alice")
-    with StateStore.open(settings.state_path) as store, store.rollout_lock("rf", "promote by alice"), refused:
+    with StateStore.open(settings.state) as store, store.rollout_lock("rf", "promote by alice"), refused:
         rollout.promote(settings, "rf", 2, actor="bob")
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         (event,) = store.audit("rf")
         assert (event.actor, event.action, event.result, event.to_version) == ("bob", "promote", "refused", 2)
 
@@ -249,7 +260,7 @@ def test_preconditions_of_each_action(settings: Settings) -> None:
         rollout.rollback(settings, "rf", actor="alice")
     with pytest.raises(InvalidRolloutError, match=r"no candidate or canary to abort"):
         rollout.abort_canary(settings, "rf", actor="alice")
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         store.set_live("rf", 1, AuditEntry("alice", "promote", "rf", None, 1, "", "ok"))
     with pytest.raises(InvalidRolloutError, match=r"no earlier live version to roll back to; name one with --to"):
         rollout.rollback(settings, "rf", actor="alice")
@@ -257,7 +268,7 @@ def test_preconditions_of_each_action(settings: Settings) -> None:
         rollout.promote(settings, "rf", 1, actor="alice")
     with pytest.raises(GateError, match=r"parity gate"):
         rollout.rollback(settings, "rf", to=3, actor="alice")
-    with StateStore.open(settings.state_path) as store:
+    with StateStore.open(settings.state) as store:
         assert store.model("rf") == ModelState("rf", 1, None, 0.0)
         assert store.unfinished_operations("rf") == []
     assert {result for _, result in audit_of(settings)} == {"started", "refused", "ok"}
@@ -279,8 +290,9 @@ def test_the_admin_token_never_reaches_the_audit_log(settings: Settings) -> None
     ):
         with pytest.raises(TritonOpsError):
             action()
-    dump = settings.state_path.read_bytes() + b"".join(
-        p.read_bytes() for p in settings.state_path.parent.glob("state.db*") if p.is_file()
-    )
-    assert TOKEN.encode() not in dump
+    with StateStore.open(settings.state) as store:  # every row of every table, as text
+        tables = [t for (t,) in store.db.execute(TABLES_SQL[store.db.engine]).fetchall()]
+        dump = repr([store.db.execute(f"SELECT * FROM {t}").fetchall() for t in tables])
+    assert len(tables) >= 8 and "alice" in dump
+    assert TOKEN not in dump
     assert TOKEN not in repr(settings)

@@ -4,13 +4,21 @@ A Python-based backend (model configs say ``backend: "tritonops"``): model versi
 ``manifest.json``. Each instance owns one ONNX Runtime session (or forwards batches to another Triton model over
 BLS, for the GPU deployment in docs/gpu.md). The logic lives in the ``serving`` package; this module adapts it to
 ``triton_python_backend_utils``: requests in, responses and metrics out.
+
+On a live model with a canary split (``tritonops.serving.routing``), ``execute`` returns a coroutine for the
+stub to run: the canary's share goes to ``<model>__canary`` over BLS ``async_exec`` while this instance scores the
+rest, and a canary that fails falls back to live. Without a split it stays a plain function (no event loop on the
+hot path). A shadow gets copies of answered batches through a bounded queue (``tritonops.serving.shadow``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +27,10 @@ import triton_python_backend_utils as pb_utils
 
 from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.backend_options import BackendOptions
+from tritonops.serving.capture import CaptureSpec, CaptureWriter
 from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, Snapshot
 from tritonops.serving.response_cache import ResponseCache
+from tritonops.serving.routing import VERSION_OUTPUT, CanaryRoute, ShadowRoute, route_key
 from tritonops.serving.scoring import (
     OUTPUT_LABEL,
     OUTPUT_PROBABILITIES,
@@ -30,6 +40,7 @@ from tritonops.serving.scoring import (
     score,
     session_threads,
 )
+from tritonops.serving.shadow import PROB_DIFF_BUCKETS, SHADOW_ERROR_REASONS, ShadowMirror, ShadowRunError
 from tritonops.serving.validation import REASONS, Batch, InputSchema, InvalidRequestError
 
 
@@ -51,6 +62,154 @@ class _BlsRunner:
         label = pb_utils.get_output_tensor_by_name(response, OUTPUT_LABEL).as_numpy()
         probabilities = pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES).as_numpy()
         return Prediction(label.reshape(-1, 1), probabilities.astype(np.float32, copy=False))
+
+
+def _decoded(label: np.ndarray) -> np.ndarray:
+    """BYTES labels from a BLS response as ``str``, the way ONNX Runtime hands string labels to live."""
+    if label.dtype != np.object_:
+        return label
+    return np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in label.reshape(-1)], dtype=object)
+
+
+class _ShadowRunner:
+    """Scores a mirrored batch with the shadow alias over BLS; failures become ``ShadowRunError``s."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __call__(self, batch: Batch) -> Prediction:
+        request = pb_utils.InferenceRequest(
+            model_name=self.target,
+            requested_output_names=[OUTPUT_LABEL, OUTPUT_PROBABILITIES],
+            inputs=[pb_utils.Tensor(name, array) for name, array in batch.items()],
+        )
+        try:
+            response = request.exec()
+        except Exception as exc:  # the stub raises for some BLS failures instead of answering an error
+            reason = "unavailable" if _names_missing_model(str(exc), self.target) else "model_error"
+            raise ShadowRunError(reason, str(exc)) from exc
+        if response.has_error():
+            error = response.error()
+            unavailable = _unavailable(error) or _names_missing_model(error.message(), self.target)
+            raise ShadowRunError("unavailable" if unavailable else "model_error", error.message())
+        label = pb_utils.get_output_tensor_by_name(response, OUTPUT_LABEL)
+        probabilities = pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES)
+        if label is None or probabilities is None:
+            raise ShadowRunError("bad_output", f"model '{self.target}' answered without label/probabilities")
+        return Prediction(
+            _decoded(label.as_numpy()).reshape(-1, 1), probabilities.as_numpy().astype(np.float32, copy=False)
+        )
+
+
+class _CanaryCounts:
+    """Requests the canary answered and requests that fell back to live, since the last ``take``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.answered = 0
+        self.fallback = 0
+
+    def add(self, answered: int, fallback: int) -> None:
+        with self._lock:
+            self.answered += answered
+            self.fallback += fallback
+
+    def take(self) -> tuple[int, int]:
+        with self._lock:
+            counts = (self.answered, self.fallback)
+            self.answered = self.fallback = 0
+        return counts
+
+
+class _RouteMetrics:
+    """Metrics of the canary split and the shadow mirror of one live version (families only where set)."""
+
+    def __init__(self, manifest: Manifest, canary: CanaryRoute | None, shadow: ShadowRoute | None) -> None:
+        base = {"model": manifest.name, "version": str(manifest.version)}
+        self.families: list[Any] = []
+        self.canary: dict[str, Any] = {}
+        if canary is not None:
+            requests = self._family(
+                "tritonops_canary_requests_total",
+                "Requests the live model routed to its canary: answered by the canary, or fell back to live",
+                pb_utils.MetricFamily.COUNTER,
+            )
+            labels = {**base, "canary_version": str(canary.version)}
+            self.canary = {o: requests.Metric(labels={**labels, "outcome": o}) for o in ("answered", "fallback")}
+        self.shadow: dict[str, Any] = {}
+        if shadow is None:
+            return
+        labels = {**base, "shadow_version": str(shadow.version)}
+        counter = pb_utils.MetricFamily.COUNTER
+        for key, name, description in (
+            ("mirrored", "tritonops_shadow_mirrored_rows_total", "Answered rows copied to the shadow"),
+            ("dropped", "tritonops_shadow_dropped_rows_total", "Rows not mirrored: the shadow queue was full"),
+            ("compared", "tritonops_shadow_compared_rows_total", "Mirrored rows the shadow scored and compared"),
+            ("agreed", "tritonops_shadow_agreed_rows_total", "Compared rows where the shadow's label equals live's"),
+            ("diff_sum", "tritonops_shadow_prob_diff_sum", "Sum over compared rows of max |probability difference|"),
+        ):
+            self.shadow[key] = self._family(name, description, counter).Metric(labels=labels)
+        buckets = self._family(
+            "tritonops_shadow_prob_diff_bucket",
+            "Compared rows whose max |live - shadow probability| is <= le (cumulative, for histogram_quantile)",
+            counter,
+        )
+        bounds = [*(repr(float(b)) for b in PROB_DIFF_BUCKETS), "+Inf"]
+        self.diff_buckets = [buckets.Metric(labels={**labels, "le": le}) for le in bounds]
+        errors = self._family(
+            "tritonops_shadow_errors_total", "Mirrored rows the shadow failed to score, by reason", counter
+        )
+        self.errors = {r: errors.Metric(labels={**labels, "reason": r}) for r in SHADOW_ERROR_REASONS}
+        duration = self._family(
+            "tritonops_shadow_duration_seconds",
+            "Shadow time per mirrored batch (BLS call, model, comparison)",
+            pb_utils.MetricFamily.HISTOGRAM,
+        )
+        self.duration = duration.Metric(labels=labels, buckets=list(DURATION_BUCKETS))
+
+    def _family(self, name: str, description: str, kind: Any) -> Any:
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+        self.families.append(family)  # families must outlive their metrics
+        return family
+
+    def flush(self, counts: _CanaryCounts, mirror: ShadowMirror | None) -> None:
+        if self.canary:
+            for outcome, count in zip(("answered", "fallback"), counts.take(), strict=True):
+                if count:
+                    self.canary[outcome].increment(float(count))
+        if mirror is None:
+            return
+        snap = mirror.take()
+        for key, count in (("mirrored", snap.mirrored), ("dropped", snap.dropped), ("agreed", snap.agreed)):
+            if count:
+                self.shadow[key].increment(float(count))
+        for reason, count in snap.errors.items():
+            if count:
+                self.errors[reason].increment(float(count))
+        for seconds in snap.latencies:
+            self.duration.observe(seconds)
+        if snap.compared:
+            cumulative = 0
+            for metric, count in zip(self.diff_buckets, snap.prob_diff_buckets, strict=True):
+                cumulative += count
+                if cumulative:
+                    metric.increment(float(cumulative))
+            self.shadow["diff_sum"].increment(snap.prob_diff_sum)
+            # compared last: a reader that sees it move sees the agreement and histogram of those rows too
+            self.shadow["compared"].increment(float(snap.compared))
+
+
+class _VersionTensors:
+    """``served_version`` output tensors: one reused tensor for one-row answers, a fresh one for larger ones."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.one = pb_utils.Tensor(VERSION_OUTPUT, np.array([[version]], dtype=np.int64))
+
+    def __call__(self, rows: int) -> Any:
+        if rows == 1:
+            return self.one
+        return pb_utils.Tensor(VERSION_OUTPUT, np.full((rows, 1), self.version, dtype=np.int64))
 
 
 class _Metrics:
@@ -137,6 +296,45 @@ class _Metrics:
         self.rows.increment(float(snapshot.rows))
 
 
+def _tensor_features(manifest: Manifest) -> list[tuple[str, tuple[str, ...]]]:
+    return [(tensor.name, tuple(tensor.features)) for tensor in manifest.inputs]
+
+
+class _Capture:
+    """The capture writer plus its counters on Triton's /metrics; a failed flush is logged, never raised."""
+
+    def __init__(self, writer: CaptureWriter) -> None:
+        self.writer = writer
+        base = {"model": writer.model, "version": str(writer.version)}
+        self.families = [
+            pb_utils.MetricFamily(
+                name="tritonops_capture_rows_total",
+                description="Scored rows written to the capture spool",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+            pb_utils.MetricFamily(
+                name="tritonops_capture_dropped_total",
+                description="Sampled rows dropped because the capture buffer was full or its spool unwritable",
+                kind=pb_utils.MetricFamily.COUNTER,
+            ),
+        ]
+        self.rows = self.families[0].Metric(labels=base)
+        self.dropped = self.families[1].Metric(labels=base)
+        self.reported = (0, 0)
+
+    def flush(self, *, final: bool = False) -> None:
+        try:
+            self.writer.flush(final=final)
+        except OSError as exc:
+            pb_utils.Logger.log_error(f"tritonops: writing captured rows to {self.writer.folder} failed: {exc}")
+        written, dropped = self.writer.written, self.writer.dropped
+        if written > self.reported[0]:
+            self.rows.increment(float(written - self.reported[0]))
+        if dropped > self.reported[1]:
+            self.dropped.increment(float(dropped - self.reported[1]))
+        self.reported = (written, dropped)
+
+
 class _LabelTensors:
     """``label`` output tensors of one-row answers, built once per class and then reused by every response.
 
@@ -160,6 +358,24 @@ class _LabelTensors:
             if len(self.tensors) < self.limit:  # only classes get here; the bound keeps a surprise from growing it
                 self.tensors[key] = tensor
         return tensor
+
+
+def _invalid_input(error: Any) -> bool:
+    """True for a validation error (INVALID_ARG): the answer of the model that scored the request."""
+    return bool(error.code() == pb_utils.TritonError.INVALID_ARG)
+
+
+def _names_missing_model(message: str, target: str) -> bool:
+    """Triton's BLS reports a model that is not loaded with code INTERNAL: its message names that model (a
+    model that failed on a model it calls in turn names the inner one, after our ``ModelRunError`` text)."""
+    return f"'{target}'" in message and any(
+        text in message for text in ("unknown model", "is not ready", "no available versions", "not found")
+    )
+
+
+def _unavailable(error: Any) -> bool:
+    """True when the target model is not there (unloaded, not ready), as opposed to failing on the batch."""
+    return bool(error.code() in (pb_utils.TritonError.NOT_FOUND, pb_utils.TritonError.UNAVAILABLE))
 
 
 def _as_numpy(tensor: Any) -> Any:
@@ -198,8 +414,26 @@ class TritonPythonModel:
         # ours, not Triton's response cache: Triton 2.51 replays a cached error response as an empty success
         self.cache: ResponseCache[Prediction] | None = ResponseCache(entries) if entries else None
         self.label_tensor = _LabelTensors(len(manifest.classes))
+        declared = {output["name"] for output in config.get("output", [])}
+        self.version_tensor = _VersionTensors(manifest.version) if VERSION_OUTPUT in declared else None
         self.counters = DriftCounters(manifest)
         self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters, self.cache is not None)
+        routes = self.options.routes
+        self.canary = routes.canary
+        self.shadow = routes.shadow
+        self.canary_counts = _CanaryCounts()
+        self.mirror = (
+            ShadowMirror(_ShadowRunner(self.shadow.model), self.options.shadow_queue_batches)
+            if self.shadow is not None
+            else None
+        )
+        self.route_metrics = _RouteMetrics(manifest, self.canary, self.shadow)
+        spec = CaptureSpec.from_model_config(config)
+        self.capture = (
+            _Capture(CaptureWriter(spec, manifest.name, manifest.version, _tensor_features(manifest), manifest.classes))
+            if spec is not None and spec.share > 0
+            else None
+        )
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name="tritonops-flush", daemon=True)
         self._flusher.start()
@@ -208,26 +442,78 @@ class TritonPythonModel:
         while not self._stop.wait(self.options.drift_flush_seconds):
             try:
                 self.metrics.flush(self.counters.take())
+                self.route_metrics.flush(self.canary_counts, self.mirror)
             except Exception as exc:  # keep counting: one failed flush must not stop the thread for good
                 pb_utils.Logger.log_error(f"tritonops: flushing metrics failed: {exc}")
+            if self.capture is not None:
+                self.capture.flush()
 
-    def execute(self, requests: list[Any]) -> list[Any]:
+    def execute(self, requests: list[Any]) -> list[Any] | Coroutine[Any, Any, list[Any]]:
+        """Responses in request order; a coroutine (run by the stub) only while a canary takes traffic."""
+        if self.canary is not None:
+            return self._split(self.canary, requests)
+        return self._answer(requests)
+
+    async def _split(self, canary: CanaryRoute, requests: list[Any]) -> list[Any]:
+        """Send the canary's share over BLS, score the rest here meanwhile; a canary failure falls back to live.
+
+        The canary's own validation errors are its answer (it scored the request); any other failure (unloaded,
+        model error) re-scores the request here, counted as a fallback.
+        """
+        chosen = [canary.to_canary(route_key(request.parameters())) for request in requests]
+        if not any(chosen):
+            return self._answer(requests)
+        waits = [
+            pb_utils.InferenceRequest(
+                model_name=canary.model,
+                requested_output_names=list(request.requested_output_names()),
+                inputs=request.inputs(),
+            ).async_exec()
+            for request, to_canary in zip(requests, chosen, strict=True)
+            if to_canary
+        ]
+        live = [request for request, to_canary in zip(requests, chosen, strict=True) if not to_canary]
+        live_responses = iter(self._answer(live) if live else [])
+        answers = iter(await asyncio.gather(*waits, return_exceptions=True))
+        responses: list[Any] = []
+        fallback: list[int] = []
+        for index, to_canary in enumerate(chosen):
+            if not to_canary:
+                responses.append(next(live_responses))
+                continue
+            answer = next(answers)
+            if isinstance(answer, BaseException) or (answer.has_error() and not _invalid_input(answer.error())):
+                fallback.append(index)
+                responses.append(None)
+            elif answer.has_error():
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=answer.error()))
+            else:
+                responses.append(pb_utils.InferenceResponse(output_tensors=answer.output_tensors()))
+        if fallback:
+            for index, response in zip(fallback, self._answer([requests[i] for i in fallback]), strict=True):
+                responses[index] = response
+        self.canary_counts.add(len(waits) - len(fallback), len(fallback))
+        return responses
+
+    def _answer(self, requests: list[Any]) -> list[Any]:
+        """Score ``requests`` here (live), mirror the batch to the shadow when one is set."""
         started = time.perf_counter()
         get_input = pb_utils.get_input_tensor_by_name
         tensors = [{name: _as_numpy(get_input(request, name)) for name in self.input_names} for request in requests]
         scored = score(self.schema, self.run, tensors, self.cache)
         responses = []
         tensor, response, label_tensor = pb_utils.Tensor, pb_utils.InferenceResponse, self.label_tensor
-        for request, result in zip(requests, scored.results, strict=True):
+        version_tensor, capture = self.version_tensor, self.capture
+        for index, (request, result) in enumerate(zip(requests, scored.results, strict=True)):
             if isinstance(result, Prediction):
-                responses.append(
-                    response(
-                        output_tensors=[
-                            label_tensor(result.label),
-                            tensor(OUTPUT_PROBABILITIES, result.probabilities),
-                        ]
+                if capture is not None and capture.writer.sampled():
+                    capture.writer.offer(
+                        request.request_id() or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
                     )
-                )
+                outputs = [label_tensor(result.label), tensor(OUTPUT_PROBABILITIES, result.probabilities)]
+                if version_tensor is not None:
+                    outputs.append(version_tensor(result.label.shape[0]))
+                responses.append(response(output_tensors=outputs))
             elif isinstance(result, InvalidRequestError):
                 self.counters.count_invalid(result.reason)
                 responses.append(
@@ -247,9 +533,27 @@ class TritonPythonModel:
         served = scored.served() if self.options.drift_counters else None
         if served is not None:  # cached answers are live inputs too: drift must see them
             self.counters.count_batch(*served, time.perf_counter() - started)
+        if self.mirror is not None and scored.outputs is not None:
+            self._mirror(self.mirror, scored.inputs, scored.outputs)
         return responses
+
+    def _mirror(self, mirror: ShadowMirror, inputs: Batch, outputs: Prediction) -> None:
+        """Offer the shadow's share of the rows this batch ran (rows drawn independently below share 1)."""
+        assert self.shadow is not None
+        if self.shadow.share < 1.0:
+            keep = np.random.random(outputs.label.shape[0]) < self.shadow.share
+            if not keep.any():
+                return
+            inputs = {name: array[keep] for name, array in inputs.items()}
+            outputs = Prediction(outputs.label[keep], outputs.probabilities[keep])
+        mirror.offer(inputs, outputs)
 
     def finalize(self) -> None:
         self._stop.set()
         self._flusher.join()
+        if self.mirror is not None:
+            self.mirror.close()
         self.metrics.flush(self.counters.take())
+        self.route_metrics.flush(self.canary_counts, self.mirror)
+        if self.capture is not None:
+            self.capture.flush(final=True)

@@ -1,0 +1,62 @@
+"""Alerts reach someone: both Prometheus configs send to Alertmanager, Alertmanager's config is valid (amtool) and
+routes every alert to the controller's authenticated receiver, and each alert's runbook section exists."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import DEPLOY
+
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
+OPERATIONS = DEPLOY.parent / "docs" / "operations.md"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_alertmanager_config_is_valid(tmp_path: Path) -> None:
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool not found: run `make setup` (Debian package prometheus-alertmanager)"
+    done = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_every_alert_reaches_the_controller_receiver_with_a_token_from_a_file() -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    route = config["route"]
+    assert route["receiver"] == "tritonops-controller"
+    first = route["routes"][0]
+    assert first["receiver"] == "tritonops-controller" and first["continue"] is True and "matchers" not in first
+    (receiver,) = [r for r in config["receivers"] if r["name"] == "tritonops-controller"]
+    (hook,) = receiver["webhook_configs"]
+    assert hook["url"].endswith("/v1/hooks/alertmanager") and hook["send_resolved"] is True
+    auth = hook["http_config"]["authorization"]
+    assert auth["type"] == "Bearer" and "credentials" not in auth and auth["credentials_file"].startswith("/etc/")
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-k8s.yml"])
+def test_prometheus_sends_alerts_to_alertmanager(config: str) -> None:
+    loaded = yaml.safe_load((DEPLOY / "prometheus" / config).read_text())
+    (targets,) = [c["targets"] for am in loaded["alerting"]["alertmanagers"] for c in am["static_configs"]]
+    assert len(targets) == 1 and targets[0].split(":")[0].startswith("alertmanager") and targets[0].endswith(":9093")
+
+
+def test_every_alert_has_a_runbook_section_that_exists() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    anchors = {_anchor(line.lstrip("#")) for line in OPERATIONS.read_text().splitlines() if line.startswith("#")}
+    assert len(alerts) == 13
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        page, _, anchor = url.partition("#")
+        assert page == "docs/operations.md", url
+        assert anchor == alert["alert"].lower() and anchor in anchors, f"{alert['alert']}: no section #{anchor}"
