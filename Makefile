@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
-APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client libtcmalloc-minimal4 chromium postgresql dnsmasq
+APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client libtcmalloc-minimal4 chromium postgresql dnsmasq nginx-light openssl
 # stamped per package list: adding a package installs it on the next run
 APT_STAMP := .tritonops/.apt-installed-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 PYTEST_ARGS ?=
@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) with $(PYTHON)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev,torch,loadtest]'
+	@$(PY) -m pip install -q -e '.[dev,torch,loadtest,controller]'
 	@touch $@
 
 test: setup lint  ## Set up, run the gates (ruff, mypy --strict), then the whole test suite

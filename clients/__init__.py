@@ -10,6 +10,7 @@ split from ``tritonops.canary`` (docs/contracts.md).
 """
 
 from tritonops.clients.client import AsyncTritonClient, ClientOptions, TritonClient
+from tritonops.clients.connection import GrpcChannelOptions, TlsOptions
 from tritonops.clients.errors import (
     ClientError,
     InferenceError,
@@ -18,6 +19,7 @@ from tritonops.clients.errors import (
     ServerUnavailableError,
     SignatureError,
 )
+from tritonops.clients.feedback import FeedbackSink, FeedbackStats, HttpFeedbackSink
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy
 from tritonops.clients.routing import CanaryRouter
@@ -30,6 +32,10 @@ __all__ = [
     "ClientError",
     "ClientOptions",
     "Feature",
+    "FeedbackSink",
+    "FeedbackStats",
+    "GrpcChannelOptions",
+    "HttpFeedbackSink",
     "InferenceError",
     "InputError",
     "MissingFeatureError",
@@ -38,5 +44,6 @@ __all__ = [
     "ServerUnavailableError",
     "Signature",
     "SignatureError",
+    "TlsOptions",
     "TritonClient",
 ]

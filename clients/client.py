@@ -16,13 +16,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import pandas as pd
 from tritonclient.utils import InferenceServerException
 
+from tritonops.clients.connection import GrpcChannelOptions, Target, TlsOptions
 from tritonops.clients.encoding import (
     LABEL_OUTPUT,
     PROBABILITIES_OUTPUT,
@@ -34,7 +34,8 @@ from tritonops.clients.encoding import (
     to_rows,
 )
 from tritonops.clients.errors import InferenceError, ServerUnavailableError
-from tritonops.clients.feedback import record_feedback, record_predictions
+from tritonops.clients.feedback import FeedbackSink
+from tritonops.clients.pool import AsyncPooledTransport, PooledTransport
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy, describe, is_deadline, is_retryable
 from tritonops.clients.routing import CanaryRouter
@@ -69,10 +70,15 @@ class ClientOptions:
     headers: Mapping[str, str] | None = None
     max_in_flight: int = 4
     """Async client: requests of one ``predict`` call sent concurrently."""
-    record_predictions: bool = False
-    """Record every answered row (request id, model, version, label) for ground-truth feedback."""
-    feedback_path: Path | None = None
-    """The control plane's state file holding feedback (default: ``TRITONOPS_STATE``)."""
+    feedback: FeedbackSink | None = None
+    """Where every answered row (request id, model, version, label) goes for ground-truth feedback:
+    ``HttpFeedbackSink(controller_url)`` or, embedded, ``tritonops.control_plane.feedback.FeedbackStore(path)``."""
+    tls: TlsOptions | None = None
+    """TLS (and mutual TLS) to the server or the ingress in front of it; None: plain text."""
+    grpc: GrpcChannelOptions = field(default_factory=GrpcChannelOptions)
+    """gRPC channel arguments: keepalive, message size limit, any other."""
+    resolve_interval: float = 5.0
+    """``dns://`` addresses: seconds between two lookups of the name (pods joining and leaving)."""
 
     client_side_canary: bool = False
     """Route the canary's share in this client (to ``<model>__canary``), the fallback for servers whose live model
@@ -85,6 +91,8 @@ class ClientOptions:
             raise ConfigurationError(f"ClientOptions.rows_per_request must be >= 1, got {self.rows_per_request}")
         if self.max_in_flight < 1:
             raise ConfigurationError(f"ClientOptions.max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.resolve_interval <= 0:
+            raise ConfigurationError(f"ClientOptions.resolve_interval must be > 0 seconds, got {self.resolve_interval}")
 
 
 @dataclass
@@ -158,6 +166,21 @@ def _assemble(
     )
 
 
+def _record(sink: FeedbackSink | None, model: str, prediction: Prediction) -> None:
+    if sink is not None:
+        answers = list(zip(prediction.request_ids, prediction.labels.tolist(), strict=True))
+        sink.record_predictions(model, int(prediction.version), answers)
+
+
+def _sink(options: ClientOptions) -> FeedbackSink:
+    if options.feedback is None:
+        raise ConfigurationError(
+            "feedback: ClientOptions.feedback is not set; pass HttpFeedbackSink(controller_url) (or, embedded, "
+            "FeedbackStore(state_path)) so predictions and labels have somewhere to go"
+        )
+    return options.feedback
+
+
 def _route(served: str, model: str, live: Signature, key: str | None, request_id: str) -> Route:
     """Ask a live model that names its version for that output, sticky on the key (else the request id, so the
     chunks of one call stay on one version)."""
@@ -170,12 +193,35 @@ def _check_protocol(protocol: str) -> Protocol_:
     return "grpc" if protocol == "grpc" else "http"
 
 
+def _sync_transport(url: str, protocol: Protocol_, options: ClientOptions) -> SyncTransport:
+    def make(address: str) -> SyncTransport:
+        if protocol == "grpc":
+            return GrpcTransport(address, options.headers, options.tls, options.grpc)
+        return HttpTransport(address, options.headers, timeout=options.deadline, tls=options.tls)
+
+    target = Target.parse(url)
+    return PooledTransport(target, make, options.resolve_interval) if target.dns else make(url)
+
+
+def _async_transport(url: str, protocol: Protocol_, options: ClientOptions) -> AsyncTransport:
+    def make(address: str) -> AsyncTransport:
+        if protocol == "grpc":
+            return AsyncGrpcTransport(address, options.headers, options.tls, options.grpc)
+        return AsyncHttpTransport(address, options.headers, tls=options.tls)
+
+    target = Target.parse(url)
+    return AsyncPooledTransport(target, make, options.resolve_interval) if target.dns else make(url)
+
+
 def _rows_per_request(options: ClientOptions, signature: Signature) -> int:
     return min(options.rows_per_request or signature.max_batch_size, signature.max_batch_size)
 
 
 class TritonClient:
     """Blocking client for one model. Reuses one connection; thread-safe for gRPC (one HTTP client per thread).
+
+    ``url`` is ``host:port``, or ``dns:///NAME:PORT`` (``dns://DNS_SERVER:PORT/NAME:PORT``) to spread requests
+    round robin over every server the name lists (``tritonops.clients.pool``).
 
     >>> with TritonClient("127.0.0.1:8001", "churn") as client:
     ...     prediction = client.predict(frame)
@@ -187,11 +233,7 @@ class TritonClient:
     ) -> None:
         self.url, self.model, self.protocol = url, model, _check_protocol(protocol)
         self.options = options or ClientOptions()
-        self._transport: SyncTransport = (
-            GrpcTransport(url, self.options.headers)
-            if protocol == "grpc"
-            else HttpTransport(url, self.options.headers, timeout=self.options.deadline)
-        )
+        self._transport = _sync_transport(url, self.protocol, self.options)
         self._view = _ModelView()
         self._router = CanaryRouter()
         self._lock = threading.Lock()
@@ -249,13 +291,12 @@ class TritonClient:
             infer = functools.partial(self._transport.infer, served, tensors, request_id, route=route)
             answers.append(self._call(served, deadline, infer))
         prediction = _assemble(signature, served, answers, request_id, rows.index, split)
-        if self.options.record_predictions:
-            record_predictions(self.model, prediction, self.options.feedback_path)
+        _record(self.options.feedback, self.model, prediction)
         return prediction
 
     def feedback(self, request_id: str, label: object) -> None:
         """The true label for a row answered earlier (an id from ``Prediction.request_ids``)."""
-        record_feedback(request_id, label, self.options.feedback_path)
+        _sink(self.options).record_feedback(request_id, label)
 
     def close(self) -> None:
         self._transport.close()
@@ -277,11 +318,7 @@ class AsyncTritonClient:
     ) -> None:
         self.url, self.model, self.protocol = url, model, _check_protocol(protocol)
         self.options = options or ClientOptions()
-        self._transport: AsyncTransport = (
-            AsyncGrpcTransport(url, self.options.headers)
-            if protocol == "grpc"
-            else AsyncHttpTransport(url, self.options.headers)
-        )
+        self._transport = _async_transport(url, self.protocol, self.options)
         self._view = _ModelView()
         self._router = CanaryRouter()
         self._lock = asyncio.Lock()
@@ -341,13 +378,13 @@ class AsyncTritonClient:
         chunks = split_rows(rows, _rows_per_request(self.options, signature))
         answers = await asyncio.gather(*(one(chunk) for chunk in chunks))
         prediction = _assemble(signature, served, answers, request_id, rows.index, split)
-        if self.options.record_predictions:
-            await asyncio.to_thread(record_predictions, self.model, prediction, self.options.feedback_path)
+        if self.options.feedback is not None:  # a local store writes SQLite: not on the event loop
+            await asyncio.to_thread(_record, self.options.feedback, self.model, prediction)
         return prediction
 
     async def feedback(self, request_id: str, label: object) -> None:
         """The true label for a row answered earlier (an id from ``Prediction.request_ids``)."""
-        await asyncio.to_thread(record_feedback, request_id, label, self.options.feedback_path)
+        await asyncio.to_thread(_sink(self.options).record_feedback, request_id, label)
 
     async def close(self) -> None:
         await self._transport.close()

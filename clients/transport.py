@@ -20,8 +20,10 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
+from tritonops.clients.connection import GrpcChannelOptions, TlsOptions
 from tritonops.clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, Tensor
 from tritonops.clients.signature import VERSION_OUTPUT
+from tritonops.errors import ConfigurationError
 
 Protocol_ = Literal["grpc", "http"]
 OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
@@ -104,11 +106,34 @@ def _outputs(result: Any) -> dict[str, npt.NDArray[Any]]:
     return values
 
 
+def _grpc_connection(tls: TlsOptions | None, channel: GrpcChannelOptions | None) -> dict[str, Any]:
+    """tritonclient's keyword arguments for a gRPC channel: credentials and channel arguments."""
+    args = (channel or GrpcChannelOptions()).channel_args(tls)
+    return {"channel_args": args, "creds": tls.grpc_credentials() if tls is not None else None}
+
+
+def _gevent_ssl(tls: TlsOptions | None) -> dict[str, Any]:
+    """tritonclient.http's keyword arguments for TLS (geventhttpclient verifies ``server_name`` when given)."""
+    if tls is None:
+        return {}
+    import gevent.ssl
+
+    context = tls.ssl_context(gevent.ssl.create_default_context())
+    options = {"server_hostname": tls.server_name} if tls.server_name else {}
+    return {"ssl": True, "ssl_options": options, "ssl_context_factory": lambda *args, **kwargs: context}
+
+
 class GrpcTransport:
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        tls: TlsOptions | None = None,
+        channel: GrpcChannelOptions | None = None,
+    ) -> None:
         self.url = url
         self.headers = dict(headers or {})
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, **_grpc_connection(tls, channel))
         self._outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
         self._versioned = [*self._outputs, grpcclient.InferRequestedOutput(VERSION_OUTPUT)]
 
@@ -140,12 +165,17 @@ class HttpTransport:
     """Blocking HTTP (geventhttpclient pool): use one instance per thread, ``concurrency`` connections each."""
 
     def __init__(
-        self, url: str, headers: Mapping[str, str] | None = None, timeout: float = 60.0, concurrency: int = 1
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        concurrency: int = 1,
+        tls: TlsOptions | None = None,
     ) -> None:
         self.url = url
         self.headers = dict(headers or {})
         self._client = httpclient.InferenceServerClient(
-            url, concurrency=concurrency, connection_timeout=timeout, network_timeout=timeout
+            url, concurrency=concurrency, connection_timeout=timeout, network_timeout=timeout, **_gevent_ssl(tls)
         )
         self._outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in OUTPUTS]
         self._versioned = [*self._outputs, httpclient.InferRequestedOutput(VERSION_OUTPUT, binary_data=True)]
@@ -172,10 +202,16 @@ class HttpTransport:
 
 
 class AsyncGrpcTransport:
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        tls: TlsOptions | None = None,
+        channel: GrpcChannelOptions | None = None,
+    ) -> None:
         self.url = url
         self.headers = dict(headers or {})
-        self._client = grpcaio.InferenceServerClient(url)
+        self._client = grpcaio.InferenceServerClient(url, **_grpc_connection(tls, channel))
         self._outputs = [grpcaio.InferRequestedOutput(name) for name in OUTPUTS]
         self._versioned = [*self._outputs, grpcaio.InferRequestedOutput(VERSION_OUTPUT)]
 
@@ -204,10 +240,22 @@ class AsyncGrpcTransport:
 
 
 class AsyncHttpTransport:
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None, connections: int = 100) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        connections: int = 100,
+        tls: TlsOptions | None = None,
+    ) -> None:
         self.url = url
         self.headers = dict(headers or {})
-        self._client = httpaio.InferenceServerClient(url, conn_limit=connections)
+        if tls is not None and tls.server_name:
+            raise ConfigurationError(
+                "TlsOptions.server_name: the asyncio HTTP transport verifies the host it dials; dial that name, "
+                "or use gRPC or the blocking HTTP client"
+            )
+        ssl_args: dict[str, Any] = {"ssl": True, "ssl_context": tls.ssl_context()} if tls is not None else {}
+        self._client = httpaio.InferenceServerClient(url, conn_limit=connections, **ssl_args)
         self._outputs = [httpaio.InferRequestedOutput(name, binary_data=True) for name in OUTPUTS]
         self._versioned = [*self._outputs, httpaio.InferRequestedOutput(VERSION_OUTPUT, binary_data=True)]
 

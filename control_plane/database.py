@@ -35,6 +35,18 @@ Params = Sequence[Any]
 
 _WRITER_LOCK = (0x74726F70, 0)  # ("trop", 0): the one-writer lock of PostgreSQL write transactions
 _NAMED_LOCKS = 0x74726F71  # ("troq", hash of the name): named session locks
+# A connection cut without FIN/RST (a partition) must not hang for hours: libpq's keepalives and TCP user timeout
+# end it on our side within seconds; on the server side the same keepalives, and a session left idle inside a
+# transaction is ended, so its locks (the writer lock, a rollout lock) go with it.
+_CONNECTION_LIMITS = {
+    "keepalives": 1,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+    "options": "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 "
+    "-c tcp_user_timeout=5000 -c idle_in_transaction_session_timeout=10000",
+}
 
 
 class Rows(Protocol):
@@ -52,6 +64,8 @@ class Database:
     """An open connection; use ``open_database(location)``."""
 
     engine: Engine
+    clock_sql: str
+    """An SQL expression for the database server's clock, in seconds since the epoch (one clock for all replicas)."""
 
     def __init__(self, location: StateLocation) -> None:
         self.location = location
@@ -75,6 +89,7 @@ class Database:
 
 class SQLiteDatabase(Database):
     engine: Engine = "sqlite"
+    clock_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, location: StateLocation, busy_timeout: float) -> None:
         super().__init__(location)
@@ -137,17 +152,19 @@ class SQLiteDatabase(Database):
 
 class PostgreSQLDatabase(Database):
     engine: Engine = "postgresql"
+    clock_sql = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
     def __init__(self, location: StateLocation, connect_timeout: float) -> None:
         super().__init__(location)
         self._connect_timeout = connect_timeout
+        self._in_transaction = False
         self._db = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
         import psycopg  # only PostgreSQL users pay for the import
 
         assert self.location.url is not None
-        extra: dict[str, Any] = {"connect_timeout": max(1, round(self._connect_timeout))}
+        extra: dict[str, Any] = {"connect_timeout": max(1, round(self._connect_timeout)), **_CONNECTION_LIMITS}
         if self.location.password is not None:
             extra["password"] = self.location.password
         try:
@@ -155,9 +172,15 @@ class PostgreSQLDatabase(Database):
         except psycopg.Error as exc:
             raise self.error(exc, "cannot connect") from exc
 
+    def _reconnect_if_lost(self) -> None:
+        """A connection the server or the network ended is replaced before the next statement (not mid-transaction)."""
+        if self._db.closed and not self._in_transaction:
+            self._db = self._connect()
+
     def execute(self, sql: str, params: Params = ()) -> Rows:
         import psycopg
 
+        self._reconnect_if_lost()
         try:
             return self._db.execute(_postgresql_sql(sql), tuple(params))
         except psycopg.Error as exc:
@@ -167,11 +190,13 @@ class PostgreSQLDatabase(Database):
     def write(self) -> Iterator[Database]:
         import psycopg
 
+        self._reconnect_if_lost()
         try:
             transaction = self._db.transaction()
             transaction.__enter__()
         except psycopg.Error as exc:
             raise self.error(exc, "cannot start a write transaction") from exc
+        self._in_transaction = True
         try:
             self.execute("SELECT pg_advisory_xact_lock(?, ?)", _WRITER_LOCK)
             yield self
@@ -179,6 +204,8 @@ class PostgreSQLDatabase(Database):
             with contextlib.suppress(psycopg.Error):  # the rollback of a dead connection fails too; exc says why
                 transaction.__exit__(type(exc), exc, exc.__traceback__)
             raise
+        finally:
+            self._in_transaction = False
         try:
             transaction.__exit__(None, None, None)
         except psycopg.Error as exc:

@@ -18,6 +18,7 @@ threshold`` with 0.05; dataset drift when the share of drifted features is ``>= 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -30,6 +31,7 @@ from scipy import stats
 from tritonops.control_plane.errors import DriftInputError
 from tritonops.converters.manifest import CategoricalReference, Manifest, NumericReference
 from tritonops.converters.reference import NAN_BIN_LABEL, bin_labels, reference_proportions
+from tritonops.errors import ConfigurationError
 
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
@@ -57,6 +59,17 @@ class Method(StrEnum):
 
 
 # -- the statistics ---------------------------------------------------------------------------------------------
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, what: str = "--window") -> float:
+    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None or float(match[1]) <= 0:
+        raise ConfigurationError(f"{what}: expected a positive duration such as 30s, 15m or 2h, got {text!r}")
+    return float(match[1]) * _UNITS[match[2] or "s"]
 
 
 def _as_distribution(values: Sequence[float] | FloatArray, what: str) -> FloatArray:

@@ -20,7 +20,11 @@ ControlPlaneError
  ├── GuardrailActedError        `watch --exit-on-action` stopped after an automatic rollback / canary abort
  ├── FeedbackError              ground truth for an unknown request id, or a bad label
  ├── CaptureError               captured rows asked for that don't exist, or a bad capture setting
- └── WebhookError               a webhooks file that is missing or malformed, or a secret file that can't be read
+ ├── WebhookError               a webhooks file that is missing or malformed, or a secret file that can't be read
+ ├── TokenError                 an API token can't be created or revoked (duplicate or unknown name, bad role)
+ └── AccessError                the controller API refused a caller
+      ├── AuthenticationError   no token, an unknown, revoked or expired token (HTTP 401)
+      └── PermissionDeniedError the token's role is below what the route needs (HTTP 403)
 """
 
 from __future__ import annotations
@@ -164,3 +168,23 @@ class GuardrailActedError(ControlPlaneError):
         self.model = model
         self.action = action
         super().__init__(f"watch {model!r}: stopped after an automatic {action}: {detail}")
+
+
+class TokenError(ControlPlaneError):
+    """An API token can't be created, found or revoked."""
+
+
+class AccessError(ControlPlaneError):
+    """The controller refused the caller (see the subclasses)."""
+
+
+class AuthenticationError(AccessError):
+    """No token, or one that is unknown, revoked or expired."""
+
+
+class PermissionDeniedError(AccessError):
+    def __init__(self, who: str, role: str, needed: str, what: str) -> None:
+        self.who = who
+        self.role = role
+        self.needed = needed
+        super().__init__(f"{who} (role {role}) may not {what}: it needs the {needed} role or higher")

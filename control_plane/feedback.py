@@ -70,7 +70,11 @@ def two_proportion_z(correct_a: int, n_a: int, correct_b: int, n_b: int) -> tupl
 
 
 class FeedbackStore:
-    """Predictions and ground truth in the control plane's state database (a SQLite file or PostgreSQL)."""
+    """Predictions and ground truth in the control plane's state database (a SQLite file or PostgreSQL).
+
+    Also the SDK's local sink (``tritonops.clients.FeedbackSink``) for the embedded case:
+    ``ClientOptions(feedback=FeedbackStore(path))``; over a network, use ``HttpFeedbackSink`` to the controller.
+    """
 
     def __init__(self, location: StateLocation | Path, busy_timeout: float = 10.0) -> None:
         self._db = open_state_database(location, busy_timeout)
@@ -117,6 +121,60 @@ class FeedbackStore:
                         f"record_predictions: a request id among {len(rows)} is already recorded; nothing was recorded"
                     )
         return len(rows)
+
+    def record_batch(
+        self, predictions: Sequence[tuple[str, str, int, object]], labels: Sequence[tuple[str, object]]
+    ) -> tuple[int, int]:
+        """Predictions ``(request_id, model, version, label)`` and labels ``(request_id, true_label)`` in one
+        transaction: all recorded, or none (``FeedbackError`` naming the first bad row); returns how many of each.
+
+        A prediction recorded again with the same model, version and label is accepted and not counted twice, so a
+        client may retry a batch whose answer it lost; the same id with a different answer is refused.
+        """
+        now = time.time()
+        rows = []
+        for i, (request_id, model, version, label) in enumerate(predictions):
+            _check_text(f"predictions[{i}].request_id", request_id)
+            _check_text(f"predictions[{i}].model", model)
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise FeedbackError(f"predictions[{i}].version: expected a version number >= 1, got {version!r}")
+            rows.append((request_id, model, version, _label_text(label), now))
+        truths = []
+        for i, (request_id, true_label) in enumerate(labels):
+            _check_text(f"labels[{i}].request_id", request_id)
+            truths.append((request_id, _label_text(true_label), now))
+        added = 0
+        with self._db.write() as db:  # raising inside rolls the whole batch back
+            for i, row in enumerate(rows):
+                inserted = db.execute(
+                    "INSERT INTO tritonops_predictions (request_id, model, version, label, at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    row,
+                )
+                if inserted.rowcount == 1:
+                    added += 1
+                    continue
+                old = db.execute(
+                    "SELECT model, version, label FROM tritonops_predictions WHERE request_id = ?", (row[0],)
+                ).fetchone()
+                if (old[0], int(old[1]), old[2]) != row[1:4]:
+                    raise FeedbackError(
+                        f"predictions[{i}]: request_id {row[0]!r} is already recorded as {old[0]} v{old[1]} "
+                        f"predicting {old[2]!r}; ids must be unique; nothing was recorded"
+                    )
+            for i, truth in enumerate(truths):
+                known = db.execute("SELECT 1 FROM tritonops_predictions WHERE request_id = ?", (truth[0],)).fetchone()
+                if known is None:
+                    raise FeedbackError(
+                        f"labels[{i}]: request_id {truth[0]!r} has no recorded prediction, so no version to credit; "
+                        "nothing was recorded"
+                    )
+                db.execute(
+                    "INSERT INTO tritonops_feedback (request_id, true_label, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(request_id) DO UPDATE SET true_label = excluded.true_label, at = excluded.at",
+                    truth,
+                )
+        return added, len(truths)
 
     def record_feedback(self, request_id: str, true_label: object) -> None:
         """The right answer for ``request_id``; it must have a recorded prediction. A later label replaces one."""

@@ -1,13 +1,9 @@
-"""The fleet: Triton endpoints driven over gRPC, and ``reconcile`` (make each one serve the desired state).
+"""The fleet: carry out planned steps on Triton endpoints, warm up what was loaded, and ``reconcile``.
 
-Per model the desired state on every endpoint is (see docs/contracts.md, "Aliases"):
-
-- ``<model>`` loaded with ``version_policy: specific [live]``, plus the ``tritonops.canary`` parameter while a
-  candidate or canary exists, so unversioned requests always reach live;
-- ``<model>__canary`` loaded from the candidate version's bytes while a candidate/canary exists, absent otherwise.
-
-Triton keeps neither override on disk, so after a server restart ``reconcile`` applies them again. Every version it
-loads is warmed up with the manifest's reference sample, and the answers must match the manifest's expected outputs.
+``reconcile`` observes each endpoint once per model, plans the steps (``tritonops.control_plane.plan``, pure) and
+executes them here. Triton keeps no load override on disk, so after a server restart ``reconcile`` applies them
+again. Every version it loads is warmed up with the manifest's reference sample, and the answers must match the
+manifest's expected outputs.
 """
 
 from __future__ import annotations
@@ -15,286 +11,38 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import model_config_pb2 as mc
-from tritonclient.utils import InferenceServerException
 
+from tritonops.control_plane.desired import (
+    canary_alias,
+    canary_config,
+    canary_files,
+    desired,
+    version_manifest,
+)
+from tritonops.control_plane.endpoint import Connector, Endpoint, GrpcEndpoint
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
     EndpointUnreachableError,
     GateError,
-    ModelLoadError,
     RolloutInProgressError,
-    UnknownVersionError,
 )
+from tritonops.control_plane.plan import LoadCanary, LoadLive, Step, differences, plan
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
-from tritonops.converters.errors import ManifestError, RepositoryError
-from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.converters.errors import RepositoryError
+from tritonops.converters.manifest import Manifest
 from tritonops.converters.repository import publish_live
-from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.install import BACKEND_NAME
-from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
-from tritonops.serving.routing import CANARY_PARAMETER, VERSION_OUTPUT, CanaryRoute
-
-CANARY_SUFFIX = "__canary"
-GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
-"""Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
 
 CANARY_DRAIN_SECONDS = 2.5
 """Wait between un-publishing a canary split and unloading its alias: SDK clients re-read the split every 2 s
 (``tritonops.clients.ClientOptions.refresh_interval``), so none still sends to an alias that is gone."""
-
-_T = TypeVar("_T")
-
-
-def canary_alias(model: str) -> str:
-    return f"{model}{CANARY_SUFFIX}"
-
-
-def grpc_admin_headers(admin_headers: Mapping[str, str]) -> dict[str, str]:
-    """The HTTP-style admin headers (``Settings.admin_headers()``) as the gRPC metadata Triton expects."""
-    return {f"{GRPC_RESTRICTED_PREFIX}{key}": value for key, value in admin_headers.items()}
-
-
-def canary_parameter(model: str, version: int, weight: float) -> str:
-    """The compact JSON published on the live model's config: the backend splits by it (and opt-in SDK routing)."""
-    return CanaryRoute(canary_alias(model), version, weight).to_parameter()
-
-
-# -- what to load: configs and files from the repository --------------------------------------------
-def version_dir(repository: Path, model: str, version: int) -> Path:
-    path = repository / model / str(version)
-    if not path.is_dir():
-        raise UnknownVersionError(model, version, f"no directory {path} in the model repository")
-    return path
-
-
-def version_config(repository: Path, model: str, version: int) -> mc.ModelConfig:
-    """The embedded config written for this version (``<repo>/<model>/<v>/config.pbtxt``)."""
-    path = version_dir(repository, model, version) / "config.pbtxt"
-    if not path.is_file():
-        raise UnknownVersionError(model, version, f"missing {path} (the converter writes one per version)")
-    try:
-        return read_pbtxt(path)
-    except ModelConfigError as exc:
-        raise UnknownVersionError(model, version, str(exc)) from exc
-
-
-def version_manifest(repository: Path, model: str, version: int) -> Manifest:
-    try:
-        manifest = load_manifest(version_dir(repository, model, version))
-    except ManifestError as exc:
-        raise UnknownVersionError(model, version, str(exc)) from exc
-    if manifest.name != model or manifest.version != version:
-        raise UnknownVersionError(
-            model, version, f"manifest.json names {manifest.name!r} version {manifest.version}, not this version"
-        )
-    return manifest
-
-
-def with_version_output(config: mc.ModelConfig) -> mc.ModelConfig:
-    """``config`` declaring the ``served_version`` output, so every answer names the version that scored it."""
-    if config.backend == BACKEND_NAME and all(output.name != VERSION_OUTPUT for output in config.output):
-        config.output.append(mc.ModelOutput(name=VERSION_OUTPUT, data_type=mc.TYPE_INT64, dims=[1]))
-    return config
-
-
-def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
-    """``<model>`` serving exactly the live version, with the canary split when one exists.
-
-    The backend reads the split when the config loads: a weight change reloads the live model (Triton keeps the
-    old instances serving until the new ones are ready, so no request fails).
-    """
-    assert state.live is not None
-    config = with_version_output(
-        with_specific_versions(version_config(repository, state.name, state.live), [state.live])
-    )
-    config.name = state.name
-    if state.canary is not None:
-        config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
-            state.name, state.canary, state.canary_weight
-        )
-    return config
-
-
-def canary_config(repository: Path, model: str, version: int) -> mc.ModelConfig:
-    config = with_version_output(with_specific_versions(version_config(repository, model, version), [version]))
-    config.name = canary_alias(model)
-    return config
-
-
-def canary_files(repository: Path, model: str, version: int) -> dict[str, bytes]:
-    """Every file of the version except its config, keyed the way ``load_model(files=...)`` wants."""
-    root = version_dir(repository, model, version)
-    return {
-        f"file:{version}/{path.relative_to(root).as_posix()}": path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name != "config.pbtxt"
-    }
-
-
-# -- one endpoint --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VersionStats:
-    success: int
-    failure: int
-
-
-class Endpoint:
-    """One Triton server's gRPC API, with its errors turned into ours."""
-
-    def __init__(
-        self, url: str, admin_headers: Mapping[str, str], timeout: float = 10.0, load_timeout: float = 180.0
-    ) -> None:
-        self.url = url
-        self._headers = grpc_admin_headers(admin_headers)
-        self._timeout = timeout
-        self._load_timeout = load_timeout
-        self._client = grpcclient.InferenceServerClient(url)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        try:
-            return fn(*args, **kwargs)
-        except InferenceServerException as exc:
-            message = exc.message() or str(exc)
-            if "restricted" in message and "admin-key" in message:
-                raise AdminAuthError(self.url, token_set=bool(self._headers)) from None
-            if exc.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"):
-                raise EndpointUnreachableError(self.url, message) from None
-            raise
-
-    def check(self) -> None:
-        """Reachable, live, and our admin key accepted; raise otherwise.
-
-        Liveness, not readiness: with ``--strict-readiness`` a server reports "not ready" as soon as any version
-        it once served is unloaded, which every version switch does.
-        """
-        if not self._call(self._client.is_server_live, client_timeout=self._timeout):
-            raise EndpointUnreachableError(self.url, "the server answers but is not live")
-        self.repository_index()
-
-    def repository_index(self) -> list[dict[str, str]]:
-        index = self._call(
-            self._client.get_model_repository_index, headers=self._headers, as_json=True, client_timeout=self._timeout
-        )
-        return list(index.get("models", []))
-
-    def wait_settled(self, name: str, timeout: float = 120.0) -> bool:
-        """Wait until no version of ``name`` is LOADING or UNLOADING (a load whose caller died still finishes
-        inside Triton); True when it settled in time."""
-        deadline = time.monotonic() + timeout
-        while any(
-            e.get("name") == name and e.get("state") in ("LOADING", "UNLOADING") for e in self.repository_index()
-        ):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    def load(self, config: mc.ModelConfig, files: Mapping[str, bytes] | None = None) -> None:
-        """Load ``config.name`` with this config; its old versions serve until the new ones are ready."""
-        versions = list(config.version_policy.specific.versions)
-        try:
-            self._call(
-                self._client.load_model,
-                config.name,
-                headers=self._headers,
-                config=to_json(config),
-                files=dict(files) if files else None,
-                client_timeout=self._load_timeout,
-            )
-        except InferenceServerException as exc:
-            raise ModelLoadError(self.url, config.name, versions[0] if versions else None, exc.message()) from None
-        for version in versions:
-            if not self.is_ready(config.name, version):
-                raise ModelLoadError(self.url, config.name, version, "loaded but not ready")
-
-    def unload(self, name: str) -> None:
-        try:
-            self._call(self._client.unload_model, name, headers=self._headers, client_timeout=self._load_timeout)
-        except InferenceServerException as exc:
-            raise ModelLoadError(self.url, name, None, f"unload failed: {exc.message()}") from None
-
-    def is_ready(self, name: str, version: int | None = None) -> bool:
-        try:
-            return bool(
-                self._call(
-                    self._client.is_model_ready,
-                    name,
-                    "" if version is None else str(version),
-                    client_timeout=self._timeout,
-                )
-            )
-        except InferenceServerException:
-            return False
-
-    def loaded_config(self, name: str) -> mc.ModelConfig | None:
-        """The config ``name`` is loaded with, or None when it is not loaded."""
-        if not self.is_ready(name):
-            return None
-        try:
-            response = self._call(self._client.get_model_config, name, client_timeout=self._timeout)
-        except InferenceServerException:
-            return None
-        config = mc.ModelConfig()
-        config.CopyFrom(response.config)
-        return config
-
-    def ready_versions(self, name: str) -> list[int]:
-        """Versions of ``name`` that are ready (aliases are not in the index: ask their loaded config)."""
-        listed = [entry for entry in self.repository_index() if entry.get("name") == name]
-        if listed:
-            return sorted(int(e["version"]) for e in listed if e.get("state") == "READY" and e.get("version"))
-        config = self.loaded_config(name)
-        if config is None:
-            return []
-        return [v for v in config.version_policy.specific.versions if self.is_ready(name, v)]
-
-    def statistics(self, name: str) -> dict[int, VersionStats]:
-        """Successful and failed inference counts per loaded version of ``name``."""
-        try:
-            response = self._call(
-                self._client.get_inference_statistics, name, as_json=True, client_timeout=self._timeout
-            )
-        except InferenceServerException:
-            return {}
-        stats: dict[int, VersionStats] = {}
-        for entry in response.get("model_stats", []):
-            inference = entry.get("inference_stats", {})
-            stats[int(entry["version"])] = VersionStats(
-                success=int(inference.get("success", {}).get("count", 0)),
-                failure=int(inference.get("fail", {}).get("count", 0)),
-            )
-        return stats
-
-    def infer(
-        self, name: str, version: int, inputs: list[grpcclient.InferInput]
-    ) -> tuple[list[Any], np.ndarray[Any, Any]]:
-        """Labels and probabilities for one request to ``name`` version ``version``."""
-        result = self._call(
-            self._client.infer,
-            name,
-            inputs,
-            model_version=str(version),
-            outputs=[grpcclient.InferRequestedOutput("label"), grpcclient.InferRequestedOutput("probabilities")],
-            client_timeout=self._timeout,
-        )
-        labels = result.as_numpy("label")
-        probabilities = result.as_numpy("probabilities")
-        if labels is None or probabilities is None:
-            raise ControlPlaneError(f"endpoint {self.url}: {name} v{version} answered without label/probabilities")
-        decoded = [v.decode("utf-8") if isinstance(v, bytes) else v.item() for v in labels.reshape(-1)]
-        return decoded, probabilities.astype(np.float64)
 
 
 # -- smoke / warm-up --------------------------------------------------------------------------------
@@ -365,99 +113,46 @@ def smoke_check(endpoint: Endpoint, name: str, version: int, manifest: Manifest,
     return result
 
 
-# -- reconcile ------------------------------------------------------------------------------------
-def observe(endpoint: Endpoint, repository: Path, state: ModelState) -> list[str]:
-    """How ``endpoint`` differs from ``state`` for one model (empty list: it matches)."""
-    drift: list[str] = []
-    if state.live is not None:
-        wanted = live_config(repository, state)
-        loaded = endpoint.loaded_config(state.name)
-        if loaded is None:
-            drift.append(f"{state.name}: not loaded (want version {state.live})")
+# -- execute -----------------------------------------------------------------------------------------
+def execute(
+    endpoint: Endpoint,
+    repository: Path,
+    steps: Sequence[Step],
+    drain_seconds: float = CANARY_DRAIN_SECONDS,
+    done: list[str] | None = None,
+) -> list[str]:
+    """Carry out ``steps`` in order on ``endpoint``; each version loaded is warmed up and checked with the
+    reference sample. Returns what was done, one line per step, also appended to ``done`` as each step finishes
+    (so a caller still knows what was done when a later step raises)."""
+    done = [] if done is None else done
+    for step in steps:
+        if isinstance(step, LoadCanary):
+            endpoint.load(
+                canary_config(repository, step.model, step.version),
+                canary_files(repository, step.model, step.version),
+            )
+            manifest = version_manifest(repository, step.model, step.version)
+            smoke_check(endpoint, canary_alias(step.model), step.version, manifest)
+        elif isinstance(step, LoadLive):
+            endpoint.load(step.config)
+            smoke_check(endpoint, step.model, step.version, version_manifest(repository, step.model, step.version))
         else:
-            versions = list(loaded.version_policy.specific.versions)
-            if versions != [state.live]:
-                drift.append(
-                    f"{state.name}: loaded with versions {versions or 'policy ' + str(loaded.version_policy)}"
-                    f", want [{state.live}]"
-                )
-            if not endpoint.is_ready(state.name, state.live):
-                drift.append(f"{state.name}: version {state.live} not ready")
-            have = loaded.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in loaded.parameters else None
-            want = wanted.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in wanted.parameters else None
-            if have != want:
-                drift.append(f"{state.name}: {CANARY_PARAMETER} is {have!r}, want {want!r}")
-            extra = [v for v in endpoint.ready_versions(state.name) if v != state.live]
-            if extra:
-                drift.append(f"{state.name}: versions {extra} also ready, want only {state.live}")
-    alias = canary_alias(state.name)
-    alias_versions = endpoint.ready_versions(alias)
-    if state.canary is not None and alias_versions != [state.canary]:
-        drift.append(f"{alias}: ready versions {alias_versions}, want [{state.canary}]")
-    if state.canary is None and alias_versions:
-        drift.append(f"{alias}: loaded (versions {alias_versions}) but no candidate is wanted")
-    return drift
+            if step.drain:
+                time.sleep(drain_seconds)
+            endpoint.unload(step.name)
+        done.append(step.describe())
+    return done
 
 
 def apply(
-    endpoint: Endpoint,
-    repository: Path,
-    state: ModelState,
-    drain_seconds: float = CANARY_DRAIN_SECONDS,
-    actions: list[str] | None = None,
+    endpoint: Endpoint, repository: Path, state: ModelState, drain_seconds: float = CANARY_DRAIN_SECONDS
 ) -> list[str]:
-    """Bring one endpoint to ``state`` for one model, loading only what differs; returns the actions taken.
-
-    Order keeps clients safe: the canary alias is loaded before the live config points at it, and unloaded only
-    ``drain_seconds`` after the live config stopped sending traffic to it. Each version loaded is warmed up and
-    checked with the reference sample. Actions are appended to ``actions`` as they finish, so a caller that
-    passes a list still knows what was done when a later step raises.
-    """
-    actions = [] if actions is None else actions
-    alias = canary_alias(state.name)
-    if state.canary is not None and endpoint.ready_versions(alias) != [state.canary]:
-        endpoint.load(
-            canary_config(repository, state.name, state.canary), canary_files(repository, state.name, state.canary)
-        )
-        smoke_check(endpoint, alias, state.canary, version_manifest(repository, state.name, state.canary))
-        actions.append(f"loaded {alias} version {state.canary} (warmed up)")
-    routed_before = False
-    if state.live is not None:
-        wanted = live_config(repository, state)
-        loaded = endpoint.loaded_config(state.name)
-        routed_before = loaded is not None and _canary_weight(loaded) > 0
-        if loaded is None or _differs(loaded, wanted) or endpoint.ready_versions(state.name) != [state.live]:
-            endpoint.load(wanted)
-            smoke_check(endpoint, state.name, state.live, version_manifest(repository, state.name, state.live))
-            actions.append(f"loaded {state.name} version {state.live} (warmed up)")
-    if state.canary is None and endpoint.ready_versions(alias):
-        if routed_before:
-            time.sleep(drain_seconds)
-        endpoint.unload(alias)
-        actions.append(f"unloaded {alias}")
-    return actions
+    """Bring one endpoint to ``state`` for one model, loading only what differs; returns the actions taken."""
+    wanted = desired(repository, state)
+    return execute(endpoint, repository, plan(wanted, endpoint.observe(state.name)), drain_seconds)
 
 
-def _canary_weight(config: mc.ModelConfig) -> float:
-    if CANARY_PARAMETER not in config.parameters:
-        return 0.0
-    try:
-        return float(json.loads(config.parameters[CANARY_PARAMETER].string_value).get("weight", 0.0))
-    except (ValueError, AttributeError):
-        return 0.0
-
-
-def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
-    if list(loaded.version_policy.specific.versions) != list(wanted.version_policy.specific.versions):
-        return True
-    if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
-        return True
-    have = dict(loaded.parameters)
-    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
-        CANARY_PARAMETER in have and CANARY_PARAMETER not in wanted.parameters
-    )
-
-
+# -- reconcile ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ReconcileChange:
     """One model on one endpoint that reconcile found different and acted on: one audit event."""
@@ -507,16 +202,6 @@ class ReconcileReport:
     """Model-level configs that are stale but could not be rewritten (read-only repository), and why."""
 
     @property
-    def quiet(self) -> bool:
-        """Nothing differed, nothing was done, nothing failed: such a run leaves no audit event."""
-        return not (
-            self.interrupted
-            or self.skipped
-            or self.published
-            or any(r.drift or r.actions or r.errors for r in self.endpoints)
-        )
-
-    @property
     def ok(self) -> bool:
         return not any(report.errors for report in self.endpoints) and not self.skipped
 
@@ -533,19 +218,22 @@ def reconcile(
     actor: str,
     dry_run: bool = False,
     endpoints: Sequence[str] | None = None,
+    connect: Connector = GrpcEndpoint,
+    audit_in_sync: bool = True,
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
     Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list). Audit, written
-    once at the end of the run: one ``reconcile-apply`` event per model and endpoint acted on (endpoint, what
-    differed, the loads/unloads, result) and a ``reconcile`` summary event; a run that found nothing to do adds
-    none. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
+    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list), or the part of
+    it to reconcile now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the
+    controller reconciles every few seconds). Audit, written once at the end of the run: one ``reconcile-apply``
+    event per model and endpoint acted on (endpoint, what differed, the loads/unloads, result), then the
+    ``reconcile`` summary. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
     (``tritonops.converters.repository.publish_live``).
     """
     urls = store.fleet() if endpoints is None else list(endpoints)
-    servers = [Endpoint(url, admin_headers) for url in urls]
+    servers = [connect(url, admin_headers) for url in urls]
     reports = {e.url: EndpointReport(e.url) for e in servers}
     report = ReconcileReport(list(reports.values()))
     try:
@@ -565,9 +253,12 @@ def reconcile(
     finally:
         for server in servers:
             server.close()
-    if not dry_run and not report.quiet:
-        for change in (c for r in report.endpoints for c in r.changes):
+    changes = [change for r in report.endpoints for change in r.changes]
+    quiet = report.ok and not report.interrupted and not changes and not report.published
+    if not dry_run:
+        for change in changes:
             store.record(change.audit_entry(actor))
+    if not dry_run and (audit_in_sync or not quiet):
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         store.record(
             AuditEntry(
@@ -603,8 +294,11 @@ def _reconcile_one(
         if not endpoint.wait_settled(state.name):
             report.errors.append(f"{state.name}: a load or unload inside Triton did not finish in time")
             return
-        drift = observe(endpoint, repository, state)
+        wanted = desired(repository, state)
+        observed = endpoint.observe(state.name)
+        drift = differences(wanted, observed)
         report.drift.extend(drift)
+        steps = plan(wanted, observed)
     except (EndpointUnreachableError, AdminAuthError) as exc:
         report.unusable = True
         report.errors.append(str(exc))
@@ -612,12 +306,12 @@ def _reconcile_one(
     except ControlPlaneError as exc:
         report.errors.append(f"{state.name}: {exc}")
         return
-    if not drift or dry_run:
+    if dry_run or not steps:
         return
-    actions: list[str] = []
+    done: list[str] = []
     error: str | None = None
     try:
-        apply(endpoint, repository, state, actions=actions)
+        execute(endpoint, repository, steps, done=done)
     except (EndpointUnreachableError, AdminAuthError) as exc:
         report.unusable = True
         error = str(exc)
@@ -625,8 +319,8 @@ def _reconcile_one(
     except ControlPlaneError as exc:
         error = str(exc)
         report.errors.append(f"{state.name}: {exc}")
-    report.actions.extend(actions)
-    report.changes.append(ReconcileChange(endpoint.url, state.name, state.live, drift, actions, error))
+    report.actions.extend(done)
+    report.changes.append(ReconcileChange(endpoint.url, state.name, state.live, drift, done, error))
 
 
 def _publish(repository: Path, state: ModelState, report: ReconcileReport) -> None:

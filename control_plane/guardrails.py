@@ -34,11 +34,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tritonops.control_plane.desired import canary_alias, version_manifest
 from tritonops.control_plane.drift import DriftConfig, DriftReport, drift_report, references_from_manifest
 from tritonops.control_plane.errors import ControlPlaneError, PolicyError, UnknownModelError
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.feedback import AccuracyComparison, FeedbackStore
-from tritonops.control_plane.fleet import canary_alias, version_manifest
 from tritonops.control_plane.metrics import (
     FleetWindow,
     History,
@@ -111,8 +111,11 @@ def parse_policy(text: str, fmt: Literal["yaml", "toml"], source: str = "<text>"
         data = tomllib.loads(text) if fmt == "toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise PolicyError(source, f"not valid {fmt.upper()} ({exc})") from exc
-    if data is None:
-        data = {}
+    return parse_policy_data({} if data is None else data, source)
+
+
+def parse_policy_data(data: object, source: str = "<data>") -> Policy:
+    """A policy from parsed data (a mapping, e.g. a JSON body); ``PolicyError`` naming the first bad field."""
     if not isinstance(data, dict):
         raise PolicyError(source, f"expected a mapping of settings at the top, got {type(data).__name__}")
     try:
@@ -405,8 +408,9 @@ class Watcher:
         history: History | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        windows: Callable[[float | None], FleetWindow] | None = None,
     ) -> None:
-        if not metrics_urls:
+        if not metrics_urls and windows is None:
             raise PolicyError("metrics endpoints", "expected at least one Triton /metrics URL to watch, got none")
         self.settings = settings
         self.model = model
@@ -417,6 +421,7 @@ class Watcher:
         self.history: History = history if history is not None else MemoryHistory(policy.window_seconds * 3)
         self._clock = clock
         self._sleep = sleep
+        self._windows = windows
         self._streaks: dict[str, int] = {}
         self._manifests: dict[int, Manifest] = {}
         self.actions = 0
@@ -443,7 +448,10 @@ class Watcher:
     def step(self) -> Step:
         """Scrape, check, and act when a guardrail has been breached ``consecutive`` times in a row."""
         state = self._state()
-        fleet = fleet_window(self.metrics_urls, self.policy.window_seconds, self.history)
+        if self._windows is not None:
+            fleet = self._windows(self.policy.window_seconds)
+        else:
+            fleet = fleet_window(self.metrics_urls, self.policy.window_seconds, self.history)
         drift: dict[Target, DriftReport] = {}
         if self.policy.drift is not None and fleet.windows:
             versions: dict[Target, int | None] = {"live": state.live, "canary": state.canary}
@@ -562,18 +570,33 @@ class Watcher:
         stop_after_action: bool = False,
         on_step: Callable[[Step], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
-    ) -> list[Step]:
-        """Step every ``interval_seconds`` (``iterations`` times, or until ``should_stop``); returns the steps."""
-        steps: list[Step] = []
-        while iterations is None or len(steps) < iterations:
+    ) -> RunSummary:
+        """Step every ``interval_seconds`` (``iterations`` times, or until ``should_stop``).
+
+        Each step goes to ``on_step`` and is not kept (memory stays flat however long it runs); the summary holds
+        the counts and the last step.
+        """
+        steps = actions = 0
+        last: Step | None = None
+        while iterations is None or steps < iterations:
             started = self._clock()
-            step = self.step()
-            steps.append(step)
+            last = self.step()
+            steps += 1
+            actions += last.action is not None
             if on_step is not None:
-                on_step(step)
-            if (stop_after_action and step.action is not None) or should_stop():
+                on_step(last)
+            if (stop_after_action and last.action is not None) or should_stop():
                 break
-            if iterations is not None and len(steps) >= iterations:
+            if iterations is not None and steps >= iterations:
                 break
             self._sleep(max(self.policy.interval_seconds - (self._clock() - started), 0.0))
-        return steps
+        return RunSummary(steps, actions, last)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What ``Watcher.run`` did: how many steps, how many acted, and the last step."""
+
+    steps: int
+    actions: int
+    last: Step | None

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,17 +390,46 @@ def rows_scored(delta: Snapshot, model: str, version: int | str) -> float:
 # -- history ----------------------------------------------------------------------------------------------------
 
 
+def compact_counters(snapshot: Snapshot) -> bytes:
+    """The counters the control plane reads from ``snapshot``, zero series left out (a window counts a missing
+    series as 0), as zlib-compressed JSON: what one counter sample stores."""
+    kept = snapshot.restricted()
+    series = {
+        name: [[dict(labels), value] for labels, value in kept.series[name].items() if value != 0.0]
+        for name in sorted(kept.counters)
+    }
+    body = {"taken_at": snapshot.taken_at, "counters": {n: rows for n, rows in series.items() if rows}}
+    return zlib.compress(json.dumps(body, separators=(",", ":")).encode("utf-8"), 6)
+
+
+def expand_counters(blob: bytes) -> Snapshot:
+    body = json.loads(zlib.decompress(bytes(blob)))
+    series = {n: {_labels(labels): float(v) for labels, v in rows} for n, rows in body["counters"].items()}
+    return Snapshot(float(body["taken_at"]), series, frozenset(series))
+
+
 class SnapshotStore:
-    """Scrapes kept in the control plane's state database (own table), so windows can reach back in time."""
+    """Compact counter samples in the control plane's state database (own table), so windows can reach back.
+
+    A sample holds only the counters the control plane reads, without zero series, compressed (a whole scrape was
+    about 59 KB of JSON). Only what the longest window needs is kept: samples older than ``keep_seconds`` are
+    forgotten at every record, and one is stored at most every ``min_spacing`` seconds per endpoint.
+    """
 
     def __init__(
-        self, location: StateLocation | Path, busy_timeout: float = 10.0, keep_seconds: float = 86400.0
+        self,
+        location: StateLocation | Path,
+        busy_timeout: float = 10.0,
+        keep_seconds: float = 86400.0,
+        min_spacing: float = 0.0,
     ) -> None:
         self.keep_seconds = keep_seconds
+        self.min_spacing = min_spacing
+        self._last: dict[str, float] = {}
         try:
             self._db = open_state_database(location, busy_timeout)
         except StateError as exc:
-            raise MetricsError(str(location), f"cannot open the snapshot history ({exc})") from exc
+            raise MetricsError(str(location), f"cannot open the counter history ({exc})") from exc
         self.location = self._db.location
 
     def close(self) -> None:
@@ -415,42 +446,58 @@ class SnapshotStore:
         try:
             yield
         except StateError as exc:
-            raise MetricsError(str(self.location), f"snapshot history: {exc}") from exc
+            raise MetricsError(str(self.location), f"counter history: {exc}") from exc
 
-    def record(self, endpoint: str, snapshot: Snapshot) -> None:
-        """Keep the families the control plane reads from ``snapshot``; forget those older than ``keep_seconds``."""
+    def record(self, endpoint: str, snapshot: Snapshot) -> bool:
+        """Keep ``snapshot``'s counters (unless one was kept less than ``min_spacing`` ago); forget samples older
+        than ``keep_seconds``. True when it was stored."""
+        last = self._last.get(endpoint)
+        if last is not None and snapshot.taken_at - last < self.min_spacing:
+            return False
         with self._errors():
             self._db.execute(
-                "INSERT INTO tritonops_metric_snapshots (endpoint, taken_at, body) VALUES (?, ?, ?)",
-                (endpoint, snapshot.taken_at, snapshot.restricted().to_json()),
+                "INSERT INTO tritonops_counter_samples (endpoint, taken_at, body) VALUES (?, ?, ?)",
+                (endpoint, snapshot.taken_at, compact_counters(snapshot)),
             )
+        if len(self._last) >= 1024:  # endpoints that left the fleet: forget them, stay bounded
+            self._last.clear()
+        self._last[endpoint] = snapshot.taken_at
         self.prune(snapshot.taken_at - self.keep_seconds)
+        return True
 
     def _one(self, query: str, args: tuple[object, ...]) -> Snapshot | None:
         with self._errors():
             row = self._db.execute(query, args).fetchone()
-        return Snapshot.from_json(row[0]) if row else None
+        return expand_counters(row[0]) if row else None
 
     def at_or_before(self, endpoint: str, at: float) -> Snapshot | None:
-        """The newest snapshot of ``endpoint`` taken at or before ``at``."""
+        """The newest sample of ``endpoint`` taken at or before ``at``."""
         return self._one(
-            "SELECT body FROM tritonops_metric_snapshots WHERE endpoint = ? AND taken_at <= ? "
+            "SELECT body FROM tritonops_counter_samples WHERE endpoint = ? AND taken_at <= ? "
             "ORDER BY taken_at DESC LIMIT 1",
             (endpoint, at),
         )
 
     def oldest(self, endpoint: str) -> Snapshot | None:
-        """The oldest snapshot kept for ``endpoint``."""
+        """The oldest sample kept for ``endpoint``."""
         return self._one(
-            "SELECT body FROM tritonops_metric_snapshots WHERE endpoint = ? ORDER BY taken_at ASC LIMIT 1",
+            "SELECT body FROM tritonops_counter_samples WHERE endpoint = ? ORDER BY taken_at ASC LIMIT 1",
             (endpoint,),
         )
 
     def prune(self, before: float) -> int:
-        """Forget snapshots taken before ``before``; returns how many."""
+        """Forget samples taken before ``before``; returns how many."""
         with self._errors():
-            cursor = self._db.execute("DELETE FROM tritonops_metric_snapshots WHERE taken_at < ?", (before,))
+            cursor = self._db.execute("DELETE FROM tritonops_counter_samples WHERE taken_at < ?", (before,))
         return cursor.rowcount
+
+    def size(self) -> tuple[int, int]:
+        """(samples kept, bytes of their bodies)."""
+        with self._errors():
+            count, total = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM tritonops_counter_samples"
+            ).fetchone()
+        return int(count), int(total)
 
 
 class MemoryHistory:
@@ -460,12 +507,13 @@ class MemoryHistory:
         self.keep_seconds = keep_seconds
         self._kept: dict[str, list[Snapshot]] = {}
 
-    def record(self, endpoint: str, snapshot: Snapshot) -> None:
+    def record(self, endpoint: str, snapshot: Snapshot) -> bool:
         kept = self._kept.setdefault(endpoint, [])
         kept.append(snapshot.restricted())
         kept.sort(key=lambda s: s.taken_at)
         horizon = snapshot.taken_at - self.keep_seconds
         self._kept[endpoint] = [s for s in kept if s.taken_at >= horizon]
+        return True
 
     def at_or_before(self, endpoint: str, at: float) -> Snapshot | None:
         earlier = [s for s in self._kept.get(endpoint, []) if s.taken_at <= at]
@@ -518,20 +566,45 @@ def fleet_window(
     count since the version was loaded (noted). ``lookback_seconds=None`` always means since load. A URL that can't
     be scraped is reported in ``failures`` and left out; the others still count. Every scrape is recorded.
     """
-    windows: dict[str, Window] = {}
+    scraped, failures = scrape_all(urls, timeout, session)
+    fleet = windows_from(scraped, failures, lookback_seconds, history)
+    if history is not None:  # after the windows: recording may prune what a short window starts from
+        for url, now in scraped.items():
+            history.record(url, now)
+    return fleet
+
+
+def scrape_all(
+    urls: Sequence[str], timeout: float = 3.0, session: requests.Session | None = None
+) -> tuple[dict[str, Snapshot], dict[str, str]]:
+    """One scrape of each URL: the snapshots, and why the others failed."""
+    scraped: dict[str, Snapshot] = {}
     failures: dict[str, str] = {}
-    notes: list[str] = []
     for url in urls:
         try:
-            now = scrape(url, timeout, session)
+            scraped[url] = scrape(url, timeout, session)
         except MetricsError as exc:
             failures[url] = str(exc)
-            continue
+    return scraped, failures
+
+
+def windows_from(
+    scraped: Mapping[str, Snapshot],
+    failures: Mapping[str, str],
+    lookback_seconds: float | None,
+    history: History | None,
+) -> FleetWindow:
+    """Each scrape against its baseline ``lookback_seconds`` earlier in ``history`` (see ``fleet_window``)."""
+    windows: dict[str, Window] = {}
+    notes: list[str] = []
+    for url, now in scraped.items():
         before = None
         if lookback_seconds is not None and history is not None:
             before = history.at_or_before(url, now.taken_at - lookback_seconds)
             if before is None:
                 before = history.oldest(url)
+                if before is not None and before.taken_at >= now.taken_at:
+                    before = None
                 if before is not None:
                     notes.append(
                         f"{url}: only {now.taken_at - before.taken_at:.0f} s of history, "
@@ -540,9 +613,43 @@ def fleet_window(
         if before is None:
             notes.append(f"{url}: no earlier snapshot; counting since the version was loaded")
         windows[url] = window(before, now)
-        if history is not None:
-            history.record(url, now)
-    return FleetWindow(windows, failures, tuple(notes))
+    return FleetWindow(windows, dict(failures), tuple(notes))
+
+
+class FleetSampler:
+    """Scrapes the fleet for every reader at once: one scrape per endpoint at most every ``max_age`` seconds,
+    recorded in ``history``; each reader gets windows of its own length from the same scrapes. Thread-safe."""
+
+    def __init__(
+        self,
+        urls: Callable[[], Sequence[str]],
+        history: History | None,
+        *,
+        max_age: float = 1.0,
+        timeout: float = 3.0,
+    ) -> None:
+        self.urls = urls
+        self.history = history
+        self.max_age = max_age
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._lock = threading.Lock()
+        self._scraped: dict[str, Snapshot] = {}
+        self._failures: dict[str, str] = {}
+        self._at = -math.inf
+
+    def window(self, lookback_seconds: float | None) -> FleetWindow:
+        with self._lock:
+            if time.monotonic() - self._at >= self.max_age:
+                self._scraped, self._failures = scrape_all(self.urls(), self.timeout, self._session)
+                self._at = time.monotonic()
+                if self.history is not None:
+                    for url, now in self._scraped.items():
+                        self.history.record(url, now)
+            return windows_from(self._scraped, self._failures, lookback_seconds, self.history)
+
+    def close(self) -> None:
+        self._session.close()
 
 
 def metrics_urls(explicit: Sequence[str], grpc_endpoints: Sequence[str]) -> list[str]:

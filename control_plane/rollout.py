@@ -18,6 +18,7 @@ Each action holds the model's rollout lock, so a second concurrent action on the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -26,7 +27,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonops.control_plane.desired import (
+    canary_alias,
+    canary_config,
+    canary_files,
+    desired,
+    live_config,
+    version_config,
+    version_manifest,
+)
 from tritonops.control_plane.discovery import discover
+from tritonops.control_plane.endpoint import Connector, Endpoint, GrpcEndpoint
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
@@ -38,20 +49,8 @@ from tritonops.control_plane.errors import (
     UnknownModelError,
     UnknownVersionError,
 )
-from tritonops.control_plane.fleet import (
-    CANARY_DRAIN_SECONDS,
-    Endpoint,
-    SmokeResult,
-    apply,
-    canary_alias,
-    canary_config,
-    canary_files,
-    live_config,
-    observe,
-    smoke_check,
-    version_config,
-    version_manifest,
-)
+from tritonops.control_plane.fleet import CANARY_DRAIN_SECONDS, SmokeResult, apply, smoke_check
+from tritonops.control_plane.plan import differences
 from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
 from tritonops.converters.errors import RepositoryError
 from tritonops.converters.manifest import Manifest
@@ -59,6 +58,7 @@ from tritonops.converters.repository import publish_live
 from tritonops.errors import TritonOpsError
 from tritonops.settings import Settings
 
+_log = logging.getLogger("tritonops.rollout")
 MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _REFUSALS = (
     GateError,
@@ -114,6 +114,7 @@ class _Operation:
     to_version: int | None
     reason: str
     state: ModelState
+    connect: Connector
     started: float = field(default_factory=time.monotonic)
     changed: bool = False
     open_endpoints: list[Endpoint] = field(default_factory=list)
@@ -138,7 +139,7 @@ class _Operation:
         if not urls:
             raise FleetError("the fleet is empty: add Triton gRPC endpoints with `tritonops fleet add HOST:PORT`")
         headers = self.settings.admin_headers()
-        self.open_endpoints = [Endpoint(url, headers) for url in urls]
+        self.open_endpoints = [self.connect(url, headers) for url in urls]
         if preflight:
             for endpoint in self.open_endpoints:
                 endpoint.check()
@@ -164,7 +165,13 @@ def _redact(text: str, settings: Settings) -> str:
 
 @contextlib.contextmanager
 def _operation(
-    settings: Settings, actor: str, action: str, model: str, to_version: int | None, reason: str
+    settings: Settings,
+    actor: str,
+    action: str,
+    model: str,
+    to_version: int | None,
+    reason: str,
+    connect: Connector,
 ) -> Iterator[_Operation]:
     """Lock the model, audit the start, and audit a refusal or failure with its message before re-raising."""
     check_model_name(model)
@@ -176,7 +183,7 @@ def _operation(
             raise
         store.close_interrupted(model, actor)
         state = store.model(model) or ModelState(model, None, None, 0.0)
-        op = _Operation(settings, store, actor, action, model, to_version, reason, state)
+        op = _Operation(settings, store, actor, action, model, to_version, reason, state, connect)
         operation_id = store.begin_operation(op.entry("started"))
         outcome: Result = "failed"
         try:
@@ -191,8 +198,38 @@ def _operation(
             raise
         finally:
             store.finish_operation(operation_id, outcome)
+            _log.log(
+                logging.INFO if outcome == "ok" else logging.WARNING,
+                "%s %s %s -> %s by %s: %s",
+                action,
+                model,
+                op.state.live,
+                op.to_version,
+                actor,
+                outcome,
+                extra={"action": action, "model": model, "version": op.to_version, "actor": actor},
+            )
             for endpoint in op.open_endpoints:
                 endpoint.close()
+
+
+def provenance(manifest: Manifest) -> str:
+    """Where the version came from, for its audit events: the MLflow model version, and any allowed version skew."""
+    source = manifest.source
+    notes = []
+    if source.mlflow is not None:
+        mlflow = source.mlflow
+        registered = (
+            f" = MLflow model {mlflow.registered_model!r} version {mlflow.registered_version}"
+            if mlflow.registered_model
+            else ""
+        )
+        notes.append(f"from {mlflow.uri}{registered} (run {mlflow.run_id})")
+    notes += [
+        f"version skew allowed: trained with {skew.package} {skew.trained}, converted with {skew.converted}"
+        for skew in source.version_skew
+    ]
+    return "".join(f"; {note}" for note in notes)
 
 
 def _gated_manifest(settings: Settings, model: str, version: int) -> Manifest:
@@ -217,13 +254,7 @@ def _restore(endpoints: list[Endpoint], repository: Path, state: ModelState) -> 
     problems = []
     for endpoint in endpoints:
         try:
-            if state.live is None:
-                if endpoint.ready_versions(state.name):
-                    endpoint.unload(state.name)
-                if endpoint.ready_versions(canary_alias(state.name)) and state.canary is None:
-                    endpoint.unload(canary_alias(state.name))
-            else:
-                apply(endpoint, repository, state)
+            apply(endpoint, repository, state)
         except ControlPlaneError as exc:
             problems.append(f"{endpoint.url}: {exc}")
     return problems
@@ -245,6 +276,7 @@ def promote(
     reason: str = "",
     dry_run: bool = False,
     max_latency_ms: float | None = None,
+    connect: Connector = GrpcEndpoint,
 ) -> RolloutResult:
     """Make ``version`` live on every endpoint, after its gates pass; ``dry_run`` runs the gates only.
 
@@ -253,7 +285,7 @@ def promote(
     Then ``<model>`` is loaded with ``specific [version]`` on each endpoint (the old version serves until the new
     one is ready), checked again, and the desired state is committed.
     """
-    with _operation(settings, actor, "promote", model, version, reason) as op:
+    with _operation(settings, actor, "promote", model, version, reason, connect) as op:
         state = op.state
         if state.live == version:
             raise InvalidRolloutError(f"model {model!r}: version {version} is already live")
@@ -267,7 +299,7 @@ def promote(
         alias = canary_alias(model)
         promoted = ModelState(model, version, None, 0.0)
         try:
-            to_stage = [e for e in endpoints if e.ready_versions(alias) != [version]]
+            to_stage = [e for e in endpoints if e.observe(model).canary_ready != (version,)]
             op.changed = bool(to_stage)
             config = canary_config(settings.repository, model, version)
             files = canary_files(settings.repository, model, version)
@@ -295,7 +327,7 @@ def promote(
                 if isinstance(exc, TritonOpsError):
                     exc.message = f"{exc.message}; {note}"
             raise
-        detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)"
+        detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)" + provenance(manifest)
         op.store.set_live(model, version, op.entry("ok", detail))
         detail += _publish(settings, model, version)
         if state.canary_weight > 0:  # SDK clients may still route by the old split for a moment
@@ -306,24 +338,41 @@ def promote(
         return op.result(detail, smoke)
 
 
-def deploy(settings: Settings, model: str, version: int, *, actor: str, reason: str = "") -> RolloutResult:
+def deploy(
+    settings: Settings, model: str, version: int, *, actor: str, reason: str = "", connect: Connector = GrpcEndpoint
+) -> RolloutResult:
     """Load ``version`` as the candidate ``<model>__canary`` on every endpoint, with no traffic (weight 0)."""
-    return _stage(settings, model, version, 0.0, actor=actor, reason=reason, action="deploy")
+    return _stage(settings, model, version, 0.0, actor=actor, reason=reason, action="deploy", connect=connect)
 
 
 def canary(
-    settings: Settings, model: str, version: int, weight: float, *, actor: str, reason: str = ""
+    settings: Settings,
+    model: str,
+    version: int,
+    weight: float,
+    *,
+    actor: str,
+    reason: str = "",
+    connect: Connector = GrpcEndpoint,
 ) -> RolloutResult:
     """Send ``weight`` (0 < weight <= 1) of all requests to ``version`` (loading it as the candidate if needed)."""
     if not 0.0 < weight <= 1.0:
         raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
-    return _stage(settings, model, version, weight, actor=actor, reason=reason, action="canary")
+    return _stage(settings, model, version, weight, actor=actor, reason=reason, action="canary", connect=connect)
 
 
 def _stage(
-    settings: Settings, model: str, version: int, weight: float, *, actor: str, reason: str, action: str
+    settings: Settings,
+    model: str,
+    version: int,
+    weight: float,
+    *,
+    actor: str,
+    reason: str,
+    action: str,
+    connect: Connector,
 ) -> RolloutResult:
-    with _operation(settings, actor, action, model, version, reason) as op:
+    with _operation(settings, actor, action, model, version, reason, connect) as op:
         state = op.state
         if state.live is None:
             raise InvalidRolloutError(f"model {model!r} has no live version; promote one first")
@@ -354,9 +403,11 @@ def _stage(
 
 
 # -- back: abort_canary, rollback ------------------------------------------------------------------
-def abort_canary(settings: Settings, model: str, *, actor: str, reason: str = "") -> RolloutResult:
+def abort_canary(
+    settings: Settings, model: str, *, actor: str, reason: str = "", connect: Connector = GrpcEndpoint
+) -> RolloutResult:
     """Stop the canary (or drop the candidate): all traffic to live, ``<model>__canary`` unloaded."""
-    with _operation(settings, actor, "abort-canary", model, None, reason) as op:
+    with _operation(settings, actor, "abort-canary", model, None, reason, connect) as op:
         state = op.state
         if state.canary is None:
             raise InvalidRolloutError(f"model {model!r} has no candidate or canary to abort")
@@ -370,9 +421,17 @@ def abort_canary(settings: Settings, model: str, *, actor: str, reason: str = ""
         return op.result(detail)
 
 
-def rollback(settings: Settings, model: str, *, actor: str, to: int | None = None, reason: str = "") -> RolloutResult:
+def rollback(
+    settings: Settings,
+    model: str,
+    *,
+    actor: str,
+    to: int | None = None,
+    reason: str = "",
+    connect: Connector = GrpcEndpoint,
+) -> RolloutResult:
     """Make the previous live version (or ``to``) live again on every endpoint; also ends any canary."""
-    with _operation(settings, actor, "rollback", model, to, reason) as op:
+    with _operation(settings, actor, "rollback", model, to, reason, connect) as op:
         state = op.state
         if state.live is None:
             raise InvalidRolloutError(f"model {model!r} has no live version to roll back from")
@@ -436,13 +495,17 @@ def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]
 
 
 # -- reads -----------------------------------------------------------------------------------------
-def history(settings: Settings, model: str, limit: int | None = None) -> list[AuditEvent]:
-    """``model``'s audit events, oldest first (the last ``limit`` when given)."""
-    check_model_name(model)
+def history(
+    settings: Settings, model: str | None, limit: int | None = None, before: int | None = None
+) -> list[AuditEvent]:
+    """Audit events (``model``'s, or every one with ``None``), oldest first: the last ``limit`` when given, with
+    ids below ``before`` when given (paging back)."""
     with StateStore.open(settings.state) as store:
-        if store.model(model) is None and not store.audit(model, 1):
-            raise UnknownModelError(model, f"the control plane state ({settings.state})")
-        return store.audit(model, limit)
+        if model is not None:
+            check_model_name(model)
+            if store.model(model) is None and not store.audit(model, 1):
+                raise UnknownModelError(model, f"the control plane state ({settings.state})")
+        return store.audit(model, limit, before)
 
 
 @dataclass(frozen=True)
@@ -467,7 +530,7 @@ class EndpointStatus:
     models: tuple[ModelStatus, ...]
 
 
-def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]:
+def status(settings: Settings, model: str | None = None, *, connect: Connector = GrpcEndpoint) -> list[EndpointStatus]:
     """Per endpoint: for each model, versions loaded/ready, desired live and canary, request and error counts."""
     with StateStore.open(settings.state) as store:
         states = store.models() if model is None else [store.model(check_model_name(model))]
@@ -476,7 +539,7 @@ def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]
         urls = discover(settings.fleet, store)
     report = []
     for url in urls:
-        endpoint = Endpoint(url, settings.admin_headers())
+        endpoint = connect(url, settings.admin_headers())
         try:
             models = tuple(_model_status(endpoint, settings.repository, s) for s in states if s is not None)
             report.append(EndpointStatus(url, None, models))
@@ -490,16 +553,17 @@ def status(settings: Settings, model: str | None = None) -> list[EndpointStatus]
 def _model_status(endpoint: Endpoint, repository: Path, state: ModelState) -> ModelStatus:
     alias = canary_alias(state.name)
     counts = [*endpoint.statistics(state.name).values(), *endpoint.statistics(alias).values()]
+    observed = endpoint.observe(state.name)
     return ModelStatus(
         model=state.name,
         live=state.live,
         canary=state.canary,
         canary_weight=state.canary_weight,
-        ready_versions=tuple(endpoint.ready_versions(state.name)),
-        canary_ready_versions=tuple(endpoint.ready_versions(alias)),
+        ready_versions=observed.ready,
+        canary_ready_versions=observed.canary_ready,
         requests=sum(c.success + c.failure for c in counts),
         failures=sum(c.failure for c in counts),
-        drift=tuple(observe(endpoint, repository, state)),
+        drift=tuple(differences(desired(repository, state), observed)),
     )
 
 

@@ -23,11 +23,25 @@ from pathlib import Path
 from typing import Literal
 
 from tritonops.control_plane.database import Database
-from tritonops.control_plane.errors import FleetError, RolloutInProgressError, StateError
+from tritonops.control_plane.errors import FleetError, PolicyError, RolloutInProgressError, StateError, TokenError
 from tritonops.control_plane.migrations import SCHEMA_VERSION, open_state_database, schema_version
 from tritonops.settings import StateLocation
 
-__all__ = ["SCHEMA_VERSION", "AuditEntry", "AuditEvent", "ModelState", "Operation", "Release", "StateStore"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "SCHEMA_VERSION",
+    "AuditEntry",
+    "AuditEvent",
+    "ModelState",
+    "Operation",
+    "Release",
+    "StateStore",
+    "StoredPolicy",
+    "TokenRecord",
+]
+
+DEFAULT_POLICY = "*"
+"""The ``policies`` row that applies to every promoted model without a policy of its own."""
 
 Result = Literal["started", "ok", "refused", "failed", "interrupted"]
 
@@ -113,6 +127,29 @@ class Operation:
     started_at: str
 
 
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as listed: never the token itself, only its first characters."""
+
+    name: str
+    prefix: str
+    role: str
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    """A guardrail policy as kept in the state (``body``: the policy's JSON)."""
+
+    model: str
+    body: str
+    updated_at: str
+    updated_by: str
+
+
 class StateStore:
     """The control plane's state database. Open with ``StateStore.open(location)``, use as a context manager."""
 
@@ -163,9 +200,17 @@ class StateStore:
     def fleet(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT endpoint FROM fleet ORDER BY endpoint").fetchall()]
 
-    def audit(self, model: str | None = None, limit: int | None = None) -> list[AuditEvent]:
-        """Audit events, oldest first; only ``model``'s when given; the last ``limit`` when given."""
-        where, args = ("WHERE model = ?", [model]) if model is not None else ("", [])
+    def audit(self, model: str | None = None, limit: int | None = None, before: int | None = None) -> list[AuditEvent]:
+        """Audit events, oldest first; only ``model``'s when given; the last ``limit`` (with ids below ``before``)."""
+        conditions: list[str] = []
+        args: list[object] = []
+        if model is not None:
+            conditions.append("model = ?")
+            args.append(model)
+        if before is not None:
+            conditions.append("id < ?")
+            args.append(int(before))
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         last = "" if limit is None else f"LIMIT {int(limit)}"
         sql = f"SELECT * FROM (SELECT {_AUDIT_COLUMNS} FROM audit {where} ORDER BY id DESC {last}) AS a ORDER BY id"
         rows = self.db.execute(sql, args).fetchall()
@@ -200,6 +245,10 @@ class StateStore:
         """Append one audit event on its own."""
         with self._write() as db:
             return self._append(db, entry)
+
+    def append_event(self, db: Database, entry: AuditEntry) -> AuditEvent:
+        """Append ``entry`` inside a write transaction of ``db`` (so a change made elsewhere commits with it)."""
+        return self._append(db, entry)
 
     def _append(self, db: Database, entry: AuditEntry) -> AuditEvent:
         at = now_iso()
@@ -321,6 +370,81 @@ class StateStore:
                     )
                 )
         return events
+
+    # -- API tokens (hashed) and guardrail policies ------------------------------------------------
+    def tokens(self) -> list[TokenRecord]:
+        rows = self.db.execute(
+            "SELECT name, prefix, role, created_at, created_by, expires_at, revoked_at FROM tokens ORDER BY name"
+        ).fetchall()
+        return [TokenRecord(*row) for row in rows]
+
+    def tokens_with_prefix(self, prefix: str) -> list[tuple[TokenRecord, str]]:
+        """Tokens whose public prefix is ``prefix``, each with its stored sha256 (the caller compares)."""
+        rows = self.db.execute(
+            "SELECT name, prefix, role, created_at, created_by, expires_at, revoked_at, sha256 FROM tokens "
+            "WHERE prefix = ?",
+            (prefix,),
+        ).fetchall()
+        return [(TokenRecord(*row[:7]), row[7]) for row in rows]
+
+    def add_token(self, record: TokenRecord, sha256: str, entry: AuditEntry) -> AuditEvent:
+        """Store a new token (its hash only); a revoked token of the same name is replaced."""
+        with self._write() as db:
+            old = db.execute("SELECT revoked_at FROM tokens WHERE name = ?", (record.name,)).fetchone()
+            if old is not None and old[0] is None:
+                raise TokenError(
+                    f"token {record.name!r} already exists; revoke it first (`tritonops token revoke {record.name}`)"
+                )
+            db.execute("DELETE FROM tokens WHERE name = ?", (record.name,))
+            db.execute(
+                "INSERT INTO tokens (name, prefix, sha256, role, created_at, created_by, expires_at, revoked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    record.name,
+                    record.prefix,
+                    sha256,
+                    record.role,
+                    record.created_at,
+                    record.created_by,
+                    record.expires_at,
+                ),
+            )
+            return self._append(db, entry)
+
+    def revoke_token(self, name: str, entry: AuditEntry) -> AuditEvent:
+        with self._write() as db:
+            updated = db.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now_iso(), name)
+            ).rowcount
+            if updated == 0:
+                raise TokenError(f"token {name!r} is not an active token (see `tritonops token list`)")
+            return self._append(db, entry)
+
+    def policy(self, model: str) -> StoredPolicy | None:
+        row = self.db.execute(
+            "SELECT model, body, updated_at, updated_by FROM policies WHERE model = ?", (model,)
+        ).fetchone()
+        return StoredPolicy(*row) if row else None
+
+    def policies(self) -> list[StoredPolicy]:
+        rows = self.db.execute("SELECT model, body, updated_at, updated_by FROM policies ORDER BY model").fetchall()
+        return [StoredPolicy(*row) for row in rows]
+
+    def set_policy(self, model: str, body: str, entry: AuditEntry) -> AuditEvent:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO policies (model, body, updated_at, updated_by) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, "
+                "updated_by = excluded.updated_by",
+                (model, body, now_iso(), entry.actor),
+            )
+            return self._append(db, entry)
+
+    def delete_policy(self, model: str, entry: AuditEntry) -> AuditEvent:
+        with self._write() as db:
+            if db.execute("DELETE FROM policies WHERE model = ?", (model,)).rowcount == 0:
+                raise PolicyError(f"model {model!r}", "no policy is stored for it (see `tritonops policy show`)")
+            return self._append(db, entry)
 
     # -- rollout lock -----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,13 +27,15 @@ from tritonops.converters.manifest import (
     FeatureReference,
     Manifest,
     OnnxInfo,
+    ParityGroup,
     ParityResult,
     ParityThresholds,
     PredictionMix,
     Reference,
 )
 from tritonops.converters.parity import Outputs, check_parity, native_labels
-from tritonops.converters.prepared import PreparedModel
+from tritonops.converters.prepared import Predict, PreparedModel, Provenance
+from tritonops.converters.probes import ProbeGroup, probe_groups
 from tritonops.converters.reference import DEFAULT_NUMERIC_BINS, categorical_reference, numeric_reference
 from tritonops.converters.repository import (
     NATIVE_SUFFIX,
@@ -42,6 +46,7 @@ from tritonops.converters.repository import (
 )
 from tritonops.converters.runtime import OnnxClassifier
 from tritonops.converters.torch import ModuleOutput
+from tritonops.converters.trees import tree_nodes
 from tritonops.serving.model_config import (
     GpuAccelerator,
     ServingOptions,
@@ -88,7 +93,12 @@ def _draw(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 def run_parity(
     prepared: PreparedModel, onnx_model: OnnxClassifier, options: ConversionOptions
 ) -> tuple[ParityResult, pd.DataFrame]:
-    """Parity of original vs ONNX on a seeded draw from the sample; returns the result and the rows used."""
+    """The parity gate: the sample (a seeded draw) and the generated groups; returns the result and sample rows.
+
+    The sample's rows may be explained by a float32 neighbour (``parity`` module doc); generated rows may not:
+    they are placed on float32 values on purpose, where the two sides must take the same branch.
+    """
+    started = time.perf_counter()
     rows = prepared.layout.model_frame(_draw(prepared.frame, options.parity_rows, options.seed))
     expected_labels, expected_probabilities = prepared.predict(rows)
     if expected_probabilities.shape[1] != len(prepared.classes):
@@ -105,7 +115,81 @@ def run_parity(
         options.thresholds,
         neighbour_outputs(prepared, rows),
     )
-    return result, rows
+    groups = [
+        _check_group(prepared, onnx_model, group, options)
+        for group in probe_groups(prepared.onnx_model, prepared.layout, rows)
+    ]
+    passed = result.passed and all(g.passed for g in groups if g.enforced)
+    seconds = time.perf_counter() - started
+    return result.model_copy(update={"passed": passed, "groups": groups, "seconds": seconds}), rows
+
+
+def _answered(predict: Predict, rows: pd.DataFrame) -> tuple[npt.NDArray[np.intp], Outputs]:
+    """The rows the original answers (scikit-learn refuses e.g. values that overflow float32 after scaling).
+
+    Halves the rows until each part is answered or is a single refused row, so a few refused rows cost few calls.
+    """
+    try:
+        with warnings.catch_warnings():
+            # the original's own float64 -> float32 casts overflow on the float32 extremes (after scaling)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            labels, probabilities = predict(rows)
+        return np.arange(len(rows)), (labels, probabilities)
+    except ValueError:
+        if len(rows) == 1:
+            return np.zeros(0, dtype=np.intp), ([], np.zeros((0, 0)))
+    half = len(rows) // 2
+    parts = [_answered(predict, rows.iloc[:half].reset_index(drop=True)),
+             _answered(predict, rows.iloc[half:].reset_index(drop=True))]  # fmt: skip
+    kept = [(index + offset, outputs) for (index, outputs), offset in zip(parts, (0, half), strict=True) if index.size]
+    if not kept:
+        return np.zeros(0, dtype=np.intp), ([], np.zeros((0, 0)))
+    index = np.concatenate([k[0] for k in kept])
+    labels = [label for _, (part, _) in kept for label in part]
+    return index, (labels, np.concatenate([np.asarray(k[1][1]) for k in kept]))
+
+
+def _check_group(
+    prepared: PreparedModel, onnx_model: OnnxClassifier, group: ProbeGroup, options: ConversionOptions
+) -> ParityGroup:
+    """Original vs ONNX on one generated group, its worst rows with their values and both probabilities.
+
+    Rows the original refuses to answer are left out and counted (``refused_rows``).
+    """
+    answered, (expected_labels, expected_probabilities) = _answered(prepared.predict, group.rows)
+    rows = group.rows.iloc[answered].reset_index(drop=True)
+    if rows.empty:
+        return ParityGroup(
+            name=group.name, enforced=False, passed=True, rows=0, refused_rows=len(group.rows),
+            label_agreement=1.0, max_abs_prob_diff=0.0, worst_rows=[],
+        )  # fmt: skip
+    onnx_labels, onnx_probabilities = onnx_model.predict(prepared.layout.onnx_feeds(rows))
+    result = check_parity(
+        expected_labels, expected_probabilities, native_labels(onnx_labels), onnx_probabilities, options.thresholds
+    )
+    picked = rows.iloc[[row.row for row in result.worst_rows]]
+    values = {f.name: _json_column(picked[f.name], f.dtype) for f in prepared.layout.features}
+    worst = [
+        row.model_copy(
+            update={
+                "probabilities_expected": np.asarray(expected_probabilities[row.row], dtype=np.float64).tolist(),
+                "probabilities_onnx": onnx_probabilities[row.row].astype(np.float64).tolist(),
+                "values": {name: column[i] for name, column in values.items()},
+            }
+        )
+        for i, row in enumerate(result.worst_rows)
+    ]
+    enforced = group.name != "float32-extremes" or any(True for _ in tree_nodes(prepared.onnx_model))
+    return ParityGroup(
+        name=group.name,
+        enforced=enforced,
+        passed=result.passed,
+        rows=result.rows,
+        refused_rows=len(group.rows) - len(rows),
+        label_agreement=result.label_agreement,
+        max_abs_prob_diff=result.max_abs_prob_diff,
+        worst_rows=worst,
+    )
 
 
 def neighbour_outputs(prepared: PreparedModel, rows: pd.DataFrame) -> list[Outputs]:
@@ -261,18 +345,26 @@ def publish(
     repository: Path,
     options: ConversionOptions,
     progress: Progress = _quiet,
+    provenance: Provenance | None = None,
 ) -> ModelVersion:
     """Parity-check ``prepared``; if it passes, compute the reference and write the next version."""
     validate_model_name(name)
+    if provenance is not None:
+        prepared = replace(prepared, source=provenance.applied(prepared.source))
     onnx_bytes = prepared.onnx_model.SerializeToString()
     onnx_model = OnnxClassifier(onnx_bytes)
-    progress("checking parity: original model vs ONNX Runtime")
+    progress("checking parity: original model vs ONNX Runtime on the sample and generated rows")
     parity, rows = run_parity(prepared, onnx_model, options)
     if not parity.passed:
         raise ParityError(parity)
+    generated = ", ".join(
+        f"{g.name} {g.rows} rows (max {g.max_abs_prob_diff:.1e}{'' if g.enforced else ', not enforced'})"
+        for g in parity.groups
+    )
     progress(
-        f"parity passed on {parity.rows} rows: label agreement {parity.label_agreement:.4f}, "
-        f"max |prob diff| {parity.max_abs_prob_diff:.2e}"
+        f"parity passed in {parity.seconds or 0.0:.2f} s on {parity.rows} sample rows: label agreement "
+        f"{parity.label_agreement:.4f}, max |prob diff| {parity.max_abs_prob_diff:.2e}; "
+        f"generated: {generated or 'none'}"
     )
     progress("computing reference statistics")
     reference = build_reference(prepared, onnx_model, rows, options)
@@ -288,6 +380,7 @@ def convert_sklearn(
     repository: Path,
     options: ConversionOptions | None = None,
     progress: Progress = _quiet,
+    provenance: Provenance | None = None,
 ) -> ModelVersion:
     """Convert a fitted scikit-learn classifier (or pipeline) into the next version of ``name``.
 
@@ -299,7 +392,7 @@ def convert_sklearn(
     validate_model_name(name)
     progress("exporting the scikit-learn model with skl2onnx")
     prepared = prepare_sklearn(model, sample)
-    return publish(prepared, name, Path(repository), options or ConversionOptions(), progress)
+    return publish(prepared, name, Path(repository), options or ConversionOptions(), progress, provenance)
 
 
 def convert_torch(
@@ -313,6 +406,7 @@ def convert_torch(
     output: ModuleOutput = "logits",
     options: ConversionOptions | None = None,
     progress: Progress = _quiet,
+    provenance: Provenance | None = None,
 ) -> ModelVersion:
     """Convert a PyTorch classifier whose outputs are ``classes`` (logits or probabilities, in that order)."""
     from tritonops.converters.torch import prepare_torch
@@ -320,4 +414,4 @@ def convert_torch(
     validate_model_name(name)
     progress("exporting the PyTorch module with torch.onnx.export")
     prepared = prepare_torch(module, sample, classes, feature_names, output)
-    return publish(prepared, name, Path(repository), options or ConversionOptions(), progress)
+    return publish(prepared, name, Path(repository), options or ConversionOptions(), progress, provenance)

@@ -11,6 +11,9 @@ Nothing is written to the model repository when any of these is raised.
      ├── FeatureMismatchError      sample columns don't match what the model was trained on
      ├── FeatureNameError          a feature name can't become a Triton tensor name
      ├── ModelLoadError            a joblib / pickle / skops / TorchScript file fails to load
+     │    └── VersionSkewError     it was saved with another version of its framework (--allow-version-skew)
+     ├── MissingDependencyError    the model needs a library that is not installed (names the extra)
+     ├── MlflowSourceError         an MLflow URI can't be resolved or loaded (server, alias, flavor)
      ├── OnnxRuntimeError          ONNX Runtime can't load or run the converted model
      ├── ParityError               ONNX outputs differ from the original model beyond the thresholds
      ├── ManifestError             a manifest.json is missing or doesn't match the schema
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING
 from tritonops.errors import TritonOpsError
 
 if TYPE_CHECKING:
-    from tritonops.converters.manifest import ParityResult
+    from tritonops.converters.manifest import ParityResult, ParityRow
 
 
 class ConversionError(TritonOpsError):
@@ -43,9 +46,11 @@ class UnsupportedModelError(ConversionError):
 
 
 class NotAClassifierError(ConversionError):
-    def __init__(self, estimator: str, reason: str) -> None:
+    def __init__(self, estimator: str, reason: str, supported: Sequence[str] = ()) -> None:
         self.estimator = estimator
-        super().__init__(f"{estimator} is not a classifier ({reason}); tritonops converts classifiers only")
+        self.supported = tuple(supported)
+        listed = f": supported classifiers are {', '.join(self.supported)}" if self.supported else ""
+        super().__init__(f"{estimator} is not a classifier ({reason}); tritonops converts classifiers only{listed}")
 
 
 class NotFittedError(ConversionError):
@@ -73,9 +78,30 @@ class FeatureNameError(ConversionError):
 
 
 class ModelLoadError(ConversionError):
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         self.path = path
         super().__init__(f"cannot load model file {path}: {reason}")
+
+
+class VersionSkewError(ModelLoadError):
+    def __init__(self, path: Path | str, package: str, trained: str, here: str) -> None:
+        self.package, self.trained, self.here = package, trained, here
+        super().__init__(
+            Path(path),
+            f"it was saved with {package} {trained} but this environment has {package} {here}; a model loaded across "
+            f"versions can predict differently without an error. Convert it where {package} {trained} is installed, "
+            "or pass --allow-version-skew to convert anyway (recorded in the manifest)",
+        )
+
+
+class MissingDependencyError(ConversionError):
+    def __init__(self, module: str, hint: str) -> None:
+        self.module = module
+        super().__init__(f"No module named {module!r}: {hint}")
+
+
+class MlflowSourceError(ConversionError):
+    """An MLflow URI can't be used: server unreachable, unknown model/alias/run, or a flavor we can't convert."""
 
 
 class OnnxRuntimeError(ConversionError):
@@ -86,17 +112,33 @@ class ParityError(ConversionError):
     def __init__(self, parity: ParityResult) -> None:
         self.parity = parity
         thresholds = parity.thresholds
+        verdict = "passed" if parity.rows and parity.max_abs_prob_diff <= thresholds.max_prob_diff else "failed"
+        failed = [g for g in parity.groups if g.enforced and not g.passed]
         lines = [
-            f"parity check failed on {parity.rows} rows: label agreement {parity.label_agreement:.6f} "
+            f"parity check failed ({', '.join(g.name for g in failed) or 'sample'}); nothing was written. "
+            f"Sample ({verdict}): {parity.rows} rows, label agreement {parity.label_agreement:.6f} "
             f"(required >= {thresholds.min_label_agreement}), max |prob diff| {parity.max_abs_prob_diff:.3g} "
-            f"(allowed <= {thresholds.max_prob_diff}), {parity.tie_rows} tie rows; nothing was written. Worst rows:"
+            f"(allowed <= {thresholds.max_prob_diff}), {parity.tie_rows} tie rows. Worst rows:"
         ]
-        for row in parity.worst_rows:
+        lines += [_row_line(row) for row in parity.worst_rows]
+        for group in failed:
             lines.append(
-                f"  row {row.row}: original {row.label_expected!r}, onnx {row.label_onnx!r}, "
-                f"|prob diff| {row.prob_diff:.3g}"
+                f"generated rows {group.name!r} failed: {group.rows} rows, label agreement "
+                f"{group.label_agreement:.6f}, max |prob diff| {group.max_abs_prob_diff:.3g}. Worst rows:"
             )
+            lines += [_row_line(row) for row in group.worst_rows]
         super().__init__("\n".join(lines))
+
+
+def _row_line(row: ParityRow) -> str:
+    line = f"  row {row.row}: original {row.label_expected!r}, onnx {row.label_onnx!r}, |prob diff| {row.prob_diff:.3g}"
+    if row.probabilities_expected is not None and row.probabilities_onnx is not None:
+        expected = ", ".join(f"{p:.6g}" for p in row.probabilities_expected)
+        onnx = ", ".join(f"{p:.6g}" for p in row.probabilities_onnx)
+        line += f"; probabilities original [{expected}] vs onnx [{onnx}]"
+    if row.values is not None:
+        line += "; row " + ", ".join(f"{k}={v!r}" for k, v in row.values.items())
+    return line
 
 
 class ManifestError(ConversionError):

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
 from tritonops.converters.convert import ConversionOptions, Progress, convert_sklearn, convert_torch
-from tritonops.converters.errors import ClassesError, FeatureMismatchError, ModelLoadError
+from tritonops.converters.errors import ClassesError, FeatureMismatchError, ModelLoadError, VersionSkewError
+from tritonops.converters.extras import missing_dependency
+from tritonops.converters.manifest import VersionSkew
+from tritonops.converters.prepared import Provenance
 from tritonops.converters.repository import ModelVersion
 from tritonops.converters.torch import ModuleOutput
 
@@ -31,6 +35,7 @@ TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collecti
 class LoadedModel:
     model: Any
     framework: Literal["sklearn", "pytorch"]
+    provenance: Provenance = field(default_factory=Provenance)
 
 
 def _torch_factory(spec: str, input_dim: int | None) -> Any:
@@ -45,7 +50,10 @@ def _torch_factory(spec: str, input_dim: int | None) -> Any:
 
 
 def _load_torch(path: Path, torch_factory: str | None, input_dim: int | None) -> Any:
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError as exc:
+        raise missing_dependency(exc) or ModelLoadError(path, str(exc)) from exc
 
     if torch_factory is None:
         try:
@@ -81,8 +89,49 @@ def _load_skops(path: Path) -> Any:
         raise ModelLoadError(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def load_model_file(path: Path, torch_factory: str | None = None, input_dim: int | None = None) -> LoadedModel:
-    """Load a trained model; the suffix picks the loader."""
+def _load_pickle(path: Path, allow_version_skew: bool) -> LoadedModel:
+    """joblib / pickle, refusing (unless allowed) an estimator pickled by another scikit-learn version.
+
+    scikit-learn stores its version in every pickled estimator (``_sklearn_version``) and warns with
+    ``InconsistentVersionWarning`` when it differs; that warning is where the training version comes from.
+    """
+    import joblib
+    import sklearn
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        try:
+            model = joblib.load(path)
+        except ModuleNotFoundError as exc:
+            missing = missing_dependency(exc)
+            if missing is None:
+                raise ModelLoadError(path, f"{type(exc).__name__}: {exc}") from exc
+            raise missing from exc
+        except Exception as exc:  # unpickling runs arbitrary code paths and raises anything
+            raise ModelLoadError(path, f"{type(exc).__name__}: {exc}") from exc
+    trained = {
+        str(w.message.original_sklearn_version) for w in caught if isinstance(w.message, InconsistentVersionWarning)
+    }
+    for other in caught:
+        if not isinstance(other.message, InconsistentVersionWarning):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if not trained:
+        return LoadedModel(model, "sklearn", Provenance(training_versions={"scikit-learn": sklearn.__version__}))
+    version = sorted(trained)[0]
+    if not allow_version_skew:
+        raise VersionSkewError(path, "scikit-learn", version, sklearn.__version__)
+    skew = VersionSkew(package="scikit-learn", trained=version, converted=sklearn.__version__)
+    return LoadedModel(model, "sklearn", Provenance(training_versions={"scikit-learn": version}, version_skew=[skew]))
+
+
+def load_model_file(
+    path: Path, torch_factory: str | None = None, input_dim: int | None = None, allow_version_skew: bool = False
+) -> LoadedModel:
+    """Load a trained model; the suffix picks the loader.
+
+    A pickle made with another scikit-learn version raises ``VersionSkewError`` unless ``allow_version_skew``.
+    """
     if not path.is_file():
         raise ModelLoadError(path, "no such file")
     suffix = path.suffix.lower()
@@ -91,12 +140,7 @@ def load_model_file(path: Path, torch_factory: str | None = None, input_dim: int
     if suffix in SKOPS_SUFFIXES:
         return LoadedModel(_load_skops(path), "sklearn")
     if suffix in SKLEARN_SUFFIXES:
-        import joblib
-
-        try:
-            return LoadedModel(joblib.load(path), "sklearn")
-        except Exception as exc:  # unpickling runs arbitrary code paths and raises anything
-            raise ModelLoadError(path, f"{type(exc).__name__}: {exc}") from exc
+        return _load_pickle(path, allow_version_skew)
     supported = ", ".join(SKLEARN_SUFFIXES + SKOPS_SUFFIXES + TORCH_SUFFIXES)
     raise ModelLoadError(path, f"unknown file type {suffix!r}; expected one of {supported}")
 
@@ -147,11 +191,14 @@ def convert_file(
     label_column: str | None = None,
     options: ConversionOptions | None = None,
     progress: Progress | None = None,
+    allow_version_skew: bool = False,
 ) -> ModelVersion:
     """Load ``model_path`` and ``sample_path`` and convert the model into the next version of ``name``."""
     report = progress or (lambda _: None)
     report(f"loading {model_path}")
-    loaded = load_model_file(model_path, torch_factory, input_dim)
+    loaded = load_model_file(model_path, torch_factory, input_dim, allow_version_skew)
+    for skew in loaded.provenance.version_skew:
+        report(f"version skew allowed: trained with {skew.package} {skew.trained}, converting with {skew.converted}")
     report(f"loading the sample {sample_path}")
     sample = load_sample(sample_path, label_column)
     if loaded.framework == "pytorch":
@@ -166,7 +213,16 @@ def convert_file(
             output=torch_output,
             options=options,
             progress=report,
+            provenance=loaded.provenance,
         )
     if classes is not None:
         raise ClassesError("--classes is for PyTorch models; scikit-learn models carry their classes (classes_)")
-    return convert_sklearn(loaded.model, sample, name=name, repository=repository, options=options, progress=report)
+    return convert_sklearn(
+        loaded.model,
+        sample,
+        name=name,
+        repository=repository,
+        options=options,
+        progress=report,
+        provenance=loaded.provenance,
+    )

@@ -34,12 +34,42 @@ class ConverterVersions(_Frozen):
     onnxruntime: str
 
 
+class VersionSkew(_Frozen):
+    """A package whose version differs between training (what the artifact says) and this conversion."""
+
+    package: str
+    trained: str
+    converted: str
+
+
+class MlflowSource(_Frozen):
+    """Where an MLflow model came from: the URI asked for and what it resolved to."""
+
+    tracking_uri: str
+    uri: str
+    """As given: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/PATH``."""
+    model_uri: str
+    """What was loaded: the artifact location the URI resolved to (``models:/NAME/VERSION`` for registry URIs)."""
+    registered_model: str | None = None
+    registered_version: int | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    flavor: Literal["sklearn", "pytorch"]
+    signature: dict[str, object] | None = None
+    sample_from: Literal["option", "input_example", "signature"]
+
+
 class Source(_Frozen):
     framework: Literal["sklearn", "pytorch"]
     framework_version: str
     estimator: str
     tritonops_version: str
     converter: ConverterVersions
+    training_versions: dict[str, str] = Field(default_factory=dict)
+    """Package versions the model was trained with, when the artifact says (pickled estimators, MLflow)."""
+    version_skew: list[VersionSkew] = Field(default_factory=list)
+    """Differences from ``training_versions`` that ``--allow-version-skew`` let through (empty otherwise)."""
+    mlflow: MlflowSource | None = None
 
 
 class OnnxInfo(_Frozen):
@@ -73,10 +103,40 @@ class ParityThresholds(_Frozen):
 
 
 class ParityRow(_Frozen):
+    """One row of a parity check: the original's and the ONNX model's answers (and, for generated rows, the row).
+
+    A NaN answer (and the infinite difference it makes) is written as the JSON string ``"NaN"`` / ``"Infinity"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="strings")
+
     row: int
     label_expected: ClassLabel
     label_onnx: ClassLabel
     prob_diff: float
+    probabilities_expected: list[float] | None = None
+    probabilities_onnx: list[float] | None = None
+    values: dict[str, float | str | None] | None = None
+    """The row's features (generated rows only; NaN as null)."""
+
+
+class ParityGroup(_Frozen):
+    """The gate's verdict on one group of generated rows (``docs/converters.md``: what each group probes).
+
+    A group that is not ``enforced`` is reported but does not fail the gate.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="strings")
+
+    name: Literal["thresholds", "range", "float32-extremes", "missing"]
+    enforced: bool
+    passed: bool
+    rows: int
+    refused_rows: int = 0
+    """Generated rows the original model itself refuses (e.g. values that overflow after scaling): not compared."""
+    label_agreement: float
+    max_abs_prob_diff: float
+    worst_rows: list[ParityRow]
 
 
 class ParityResult(_Frozen):
@@ -84,7 +144,8 @@ class ParityResult(_Frozen):
 
     ``label_agreement`` counts a disagreement on a *tie row* (the original's top two probabilities within
     ``max_prob_diff`` of each other, so float32 rounding may legitimately pick the other class) as agreement;
-    ``tie_rows`` says how many rows were ties.
+    ``tie_rows`` says how many rows were ties. The top-level numbers are the user's sample; ``groups`` are the
+    generated rows, and ``passed`` needs the sample and every enforced group to pass.
     """
 
     passed: bool
@@ -94,6 +155,9 @@ class ParityResult(_Frozen):
     tie_rows: int
     thresholds: ParityThresholds
     worst_rows: list[ParityRow]
+    groups: list[ParityGroup] = Field(default_factory=list)
+    seconds: float | None = None
+    """How long the whole gate took (sample and generated rows)."""
 
 
 class NumericReference(_Frozen):

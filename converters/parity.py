@@ -82,7 +82,7 @@ def check_parity(
     checked_diff = row_diff[~forgiven]
     max_diff = float(checked_diff.max()) if checked_diff.size else 0.0
     # worst first: counted disagreements, then the forgiven rows, then by probability difference
-    order = sorted(range(rows), key=lambda i: (not counted[i], not forgiven[i], not disagree[i], -row_diff[i]))
+    order = np.lexsort((-row_diff, ~disagree, ~forgiven, ~counted)).tolist()  # the last key sorts first
     worst = [
         ParityRow(
             row=i,

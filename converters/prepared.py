@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +11,7 @@ import onnx
 import pandas as pd
 
 from tritonops.converters.features import FeatureLayout
-from tritonops.converters.manifest import ClassLabel, Source
+from tritonops.converters.manifest import ClassLabel, MlflowSource, Source, VersionSkew
 
 Predict = Callable[[pd.DataFrame], tuple[list[ClassLabel], npt.NDArray[np.float64]]]
 """The original model on a model-order frame: labels and class probabilities."""
@@ -27,3 +27,21 @@ class PreparedModel:
     classes: list[str] | list[int]
     source: Source
     predict: Predict
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the artifact says about where the model came from; goes into the manifest's ``source``."""
+
+    training_versions: dict[str, str] = field(default_factory=dict)
+    version_skew: list[VersionSkew] = field(default_factory=list)
+    mlflow: MlflowSource | None = None
+
+    def applied(self, source: Source) -> Source:
+        return source.model_copy(
+            update={
+                "training_versions": dict(self.training_versions),
+                "version_skew": list(self.version_skew),
+                "mlflow": self.mlflow,
+            }
+        )

@@ -16,18 +16,23 @@ class OnnxClassifier:
     """An ONNX Runtime session over model bytes with ``label`` / ``probabilities`` outputs."""
 
     def __init__(self, model_bytes: bytes) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own untyped errors for invalid graphs
-            raise OnnxRuntimeError(f"ONNX Runtime cannot load the converted model: {exc}") from exc
+        self._session = self.session(model_bytes)
         outputs = [o.name for o in self._session.get_outputs()]
         if outputs != [LABEL_OUTPUT, PROBABILITIES_OUTPUT]:
             raise OnnxRuntimeError(
                 f"the converted model has outputs {outputs}; expected [{LABEL_OUTPUT!r}, {PROBABILITIES_OUTPUT!r}]"
             )
+
+    @staticmethod
+    def session(model_bytes: bytes) -> ort.InferenceSession:
+        """A single-threaded CPU session, as the serving backend runs one per instance."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own untyped errors for invalid graphs
+            raise OnnxRuntimeError(f"ONNX Runtime cannot load the converted model: {exc}") from exc
 
     def predict(
         self, feeds: Mapping[str, npt.NDArray[np.generic]]

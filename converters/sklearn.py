@@ -46,7 +46,13 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
 
-from tritonops.converters.boosting import boosting_classifiers
+from tritonops.converters.boosting import (
+    boosting_classifiers,
+    catboost_to_onnx,
+    exact_boosting,
+    for_export,
+    is_catboost,
+)
 from tritonops.converters.errors import (
     ClassesError,
     ExportError,
@@ -77,6 +83,7 @@ from tritonops.converters.manifest import ClassLabel, ConverterVersions, Source
 from tritonops.converters.parity import native_labels
 from tritonops.converters.prepared import Predict, PreparedModel
 from tritonops.converters.runtime import OnnxClassifier
+from tritonops.converters.trees import round_thresholds_down, set_missing_directions
 from tritonops.converters.versions import package_version
 
 CLASSIFIERS: tuple[type[BaseEstimator], ...] = (
@@ -113,6 +120,11 @@ def supported_estimators() -> list[str]:
     return [cls.__name__ for cls in classes] + ["Pipeline", "ColumnTransformer"]
 
 
+def supported_classifiers() -> list[str]:
+    """Names of the classifiers we convert (alone or as the last step of a pipeline)."""
+    return [cls.__name__ for cls in (*CLASSIFIERS, *boosting_classifiers())]
+
+
 def _dotted(model: object) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
@@ -136,10 +148,13 @@ def _steps(model: object) -> Iterator[object]:
 
 def check_sklearn_model(model: object) -> BaseEstimator:
     """Raise a ``ConversionError`` unless ``model`` is a fitted classifier built from supported parts."""
-    if not isinstance(model, BaseEstimator):
+    if not isinstance(model, BaseEstimator) and not is_catboost(model):
         raise UnsupportedModelError(f"an object of type {_dotted(model)}", supported_estimators())
     if not is_classifier(model):
-        raise NotAClassifierError(_dotted(model), "sklearn.base.is_classifier() is False")
+        final = _final_estimator(model)
+        where = f"the last step of the {_dotted(model)}" if final is not model else _dotted(model)
+        what = f"{_dotted(final)} ({where})" if final is not model else where
+        raise NotAClassifierError(what, "sklearn.base.is_classifier() is False", supported_classifiers())
     try:
         check_is_fitted(model)
     except SklearnNotFittedError as exc:
@@ -203,10 +218,28 @@ def _has_named_column_transformer(model: BaseEstimator) -> bool:
     )
 
 
+ARGMAX_CLASSIFIERS: tuple[type[BaseEstimator], ...] = (
+    RandomForestClassifier,
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    DecisionTreeClassifier,
+)
+"""Classifiers whose ``predict`` is the arg-max of ``predict_proba`` (and the boosting libraries'): the gate
+computes their labels from the probabilities instead of running the model twice."""
+
+
 def _original_predict(model: BaseEstimator, named: bool) -> Predict:
+    final = _final_estimator(model)
+    argmax = isinstance(final, ARGMAX_CLASSIFIERS + boosting_classifiers())
+    classes = np.asarray(model.classes_, dtype=object)
+
     def predict(frame: pd.DataFrame) -> tuple[list[ClassLabel], npt.NDArray[np.float64]]:
         data = _original_input(frame, model)
-        return native_labels(model.predict(data)), np.asarray(model.predict_proba(data), dtype=np.float64)
+        probabilities = np.asarray(model.predict_proba(data), dtype=np.float64)
+        if argmax:
+            return native_labels(classes[probabilities.argmax(axis=1)]), probabilities
+        return native_labels(model.predict(data)), probabilities
 
     return predict
 
@@ -239,6 +272,37 @@ def _skl2onnx(model: BaseEstimator, initial_types: list[tuple[str, Any]]) -> onn
     return onx
 
 
+def _exact_trees(estimator: BaseEstimator, onx: onnx.ModelProto) -> None:
+    """Make the exported trees compare float32 inputs as the estimator does (module doc of ``trees``)."""
+    if isinstance(estimator, HistGradientBoostingClassifier):
+        thresholds: dict[int, list[float]] = {}
+        for iteration in estimator._predictors:
+            for predictor in iteration:
+                nodes = predictor.nodes[~predictor.nodes["is_leaf"].astype(bool)]
+                for feature, threshold in zip(nodes["feature_idx"], nodes["num_threshold"], strict=True):
+                    thresholds.setdefault(int(feature), []).append(float(threshold))
+        round_thresholds_down(onx, thresholds)
+    elif isinstance(estimator, DecisionTreeClassifier):
+        set_missing_directions(onx, [estimator.tree_.missing_go_to_left.astype(bool)])
+    elif isinstance(estimator, RandomForestClassifier | ExtraTreesClassifier):
+        set_missing_directions(onx, [tree.tree_.missing_go_to_left.astype(bool) for tree in estimator.estimators_])
+    else:
+        exact_boosting(estimator, onx)
+
+
+def _estimator_onnx(estimator: BaseEstimator, initial_types: list[tuple[str, Any]]) -> onnx.ModelProto:
+    """The estimator alone (or a one-step pipeline): skl2onnx, or CatBoost's own export for CatBoost."""
+    final = _final_estimator(estimator)
+    if is_catboost(final):
+        if len(initial_types) != 1:
+            raise ExportError("catboost", "CatBoost exports numeric features only; encode string columns first")
+        ((name, tensor_type),) = initial_types
+        return catboost_to_onnx(final, name, int(tensor_type.shape[1]))
+    onx = _skl2onnx(for_export(estimator), initial_types)
+    _exact_trees(final, onx)
+    return onx
+
+
 def _two_stage(model: Pipeline, layout: FeatureLayout, per_column: bool, probe: pd.DataFrame) -> onnx.ModelProto:
     """Preprocessing in float64 then the estimator in float32, as scikit-learn computes them.
 
@@ -252,7 +316,7 @@ def _two_stage(model: Pipeline, layout: FeatureLayout, per_column: bool, probe: 
     width = int(preprocess.transform(_original_input(probe, model)).shape[1])  # dense or sparse
     from skl2onnx.common.data_types import FloatTensorType
 
-    back = _skl2onnx(estimator, [("features", FloatTensorType([None, width]))])
+    back = _estimator_onnx(estimator, [("features", FloatTensorType([None, width]))])
     return join_stages(front, back, "features")
 
 
@@ -269,7 +333,7 @@ def sklearn_to_onnx(model: BaseEstimator, layout: FeatureLayout, probe: pd.DataF
     if isinstance(model, Pipeline) and len(model.steps) > 1:
         onx = _two_stage(model, layout, per_column, layout.model_frame(probe))
     else:
-        onx = _skl2onnx(model, _initial_types(layout, per_column, double=False))
+        onx = _estimator_onnx(model, _initial_types(layout, per_column, double=False))
     outputs = [value.name for value in onx.graph.output]
     if len(outputs) != 2:
         raise ExportError("skl2onnx", f"expected a label and a probabilities output, got {outputs}")

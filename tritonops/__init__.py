@@ -12,8 +12,14 @@ One namespace; each subpackage owns one part of the stack (in the checkout they 
 This package holds only what they share: the exception root and settings.
 """
 
+import logging
+
 from tritonops.errors import TritonOpsError
 from tritonops.settings import Settings, load_settings
+
+# A library logs, the application decides where to: without a handler nothing is printed (the controller and
+# long-running commands configure one).
+logging.getLogger("tritonops").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 

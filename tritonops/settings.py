@@ -1,7 +1,13 @@
 """Settings shared by every part of tritonops, from ``TRITONOPS_*`` environment variables.
 
-The admin token is read from ``TRITONOPS_ADMIN_TOKEN`` or from the file named by
-``TRITONOPS_ADMIN_TOKEN_FILE``; it is never accepted on a command line and never printed.
+Secrets are read from ``TRITONOPS_<NAME>`` or from the file named by ``TRITONOPS_<NAME>_FILE``; they are never
+accepted on a command line and never printed:
+
+- ``ADMIN_TOKEN``: Triton's model-repository admin key (held by the controller or a local CLI only);
+- ``BOOTSTRAP_TOKEN``: the controller's first admin API token, stored (hashed) at its first start.
+
+``TRITONOPS_PROMETHEUS_URL`` (optional): a Prometheus that scrapes the fleet (reserved for guardrail windows from
+PromQL; without it the controller keeps compact counter samples in the state).
 
 ``TRITONOPS_FLEET`` says where the Triton servers are: ``static`` (the list kept in the state, ``tritonops fleet
 add``), ``dns:NAME:PORT`` (every A/AAAA record of NAME, e.g. a Kubernetes headless Service; ``TRITONOPS_DNS_SERVER``
@@ -83,6 +89,8 @@ class Settings:
     admin_token: str | None
     state_url: str | None = None
     state_password: str | None = field(default=None, repr=False)
+    bootstrap_token: str | None = field(default=None, repr=False)
+    prometheus_url: str | None = None
     fleet: FleetSource = field(default_factory=FleetSource)
     webhooks_path: Path | None = None
     """``TRITONOPS_WEBHOOKS``: the YAML file of outbound webhooks (``tritonops.control_plane.webhooks``)."""
@@ -99,12 +107,21 @@ class Settings:
 
     def __repr__(self) -> str:  # never leak the token through logs or tracebacks
         token = "set" if self.admin_token else "unset"
-        return f"Settings(repository={self.repository!s}, state={self.state!s}, admin_token={token})"
+        bootstrap = "set" if self.bootstrap_token else "unset"
+        return (
+            f"Settings(repository={self.repository!s}, state={self.state!s}, admin_token={token}, "
+            f"bootstrap_token={bootstrap})"
+        )
 
 
 def read_admin_token(env: dict[str, str] | None = None) -> str | None:
     """The admin token from ``TRITONOPS_ADMIN_TOKEN`` or ``TRITONOPS_ADMIN_TOKEN_FILE``, or None."""
     return _read_secret(dict(os.environ) if env is None else env, "TRITONOPS_ADMIN_TOKEN", "admin token")
+
+
+def read_bootstrap_token(env: dict[str, str] | None = None) -> str | None:
+    """The controller's first admin API token from ``TRITONOPS_BOOTSTRAP_TOKEN`` or ``..._FILE``, or None."""
+    return _read_secret(dict(os.environ) if env is None else env, "TRITONOPS_BOOTSTRAP_TOKEN", "bootstrap token")
 
 
 def _read_secret(env: dict[str, str], name: str, what: str) -> str | None:
@@ -192,7 +209,30 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         state_path=Path(".tritonops/state.db" if state_url else state),
         admin_token=read_admin_token(env),
         state_url=state_url,
+        bootstrap_token=read_bootstrap_token(env),
+        prometheus_url=env.get("TRITONOPS_PROMETHEUS_URL") or None,
         state_password=_read_secret(env, "TRITONOPS_STATE_PASSWORD", "state database password") if state_url else None,
         fleet=parse_fleet_source(env.get("TRITONOPS_FLEET", ""), env.get("TRITONOPS_DNS_SERVER")),
         webhooks_path=Path(env["TRITONOPS_WEBHOOKS"]) if env.get("TRITONOPS_WEBHOOKS") else None,
     )
+
+
+def read_api_token(env: dict[str, str] | None = None) -> str | None:
+    """A client's controller API token from ``TRITONOPS_TOKEN`` or the file named by ``TRITONOPS_TOKEN_FILE``."""
+    env = dict(os.environ) if env is None else env
+    token = env.get("TRITONOPS_TOKEN")
+    if token:
+        return token.strip()
+    token_file = env.get("TRITONOPS_TOKEN_FILE")
+    if not token_file:
+        return None
+    path = Path(token_file).expanduser()
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"TRITONOPS_TOKEN_FILE={path}: cannot read the API token file ({exc.strerror})"
+        ) from exc
+    if not content:
+        raise ConfigurationError(f"TRITONOPS_TOKEN_FILE={path}: the file is empty, expected a token")
+    return content

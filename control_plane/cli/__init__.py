@@ -14,6 +14,9 @@ from tritonops.control_plane.cli import drift as _drift  # noqa: F401  isort: sk
 from tritonops.control_plane.cli import watch as _watch  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import feedback as _feedback  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import top as _top  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import controller as _controller  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import tokens as _tokens  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import policy as _policy  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import webhooks as _webhooks  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

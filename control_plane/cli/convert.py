@@ -59,6 +59,11 @@ def convert(
     native_export: bool = typer.Option(
         True, "--native-export/--no-native-export", help="Also write <name>__onnxruntime for the NGC image."
     ),
+    allow_version_skew: bool = typer.Option(
+        False,
+        "--allow-version-skew",
+        help="Convert a model saved with another scikit-learn version (refused by default; recorded in the manifest).",
+    ),
 ) -> None:
     """Convert a trained classifier to ONNX, check parity, and write the next version into the repository."""
     if torch_output not in ("logits", "probabilities"):
@@ -89,6 +94,7 @@ def convert(
         label_column=label_column,
         options=options,
         progress=lambda step: console.print(f"[dim]>[/] {step}", highlight=False),
+        allow_version_skew=allow_version_skew,
     )
     _summary(version, time.perf_counter() - started)
 
@@ -109,6 +115,21 @@ def _summary(version: ModelVersion, seconds: float | None) -> None:
         f"{parity.rows} rows, label agreement {parity.label_agreement:.4f}, "
         f"max |prob diff| {parity.max_abs_prob_diff:.2e}, tie rows {parity.tie_rows}",
     )
+    for group in parity.groups:
+        verdict = "passed" if group.passed else "failed" if group.enforced else "differs (not enforced)"
+        table.add_row(
+            f"  {group.name}", f"{group.rows} generated rows, max |prob diff| {group.max_abs_prob_diff:.2e}: {verdict}"
+        )
+    if parity.seconds is not None:
+        table.add_row("  gate time", f"{parity.seconds:.2f} s")
+    for skew in source.version_skew:
+        table.add_row("version skew", f"trained with {skew.package} {skew.trained}, converted with {skew.converted}")
+    if source.mlflow is not None:
+        mlflow = source.mlflow
+        registered = (
+            f" = {mlflow.registered_model} version {mlflow.registered_version}" if mlflow.registered_model else ""
+        )
+        table.add_row("mlflow", f"{mlflow.uri}{registered}, run {mlflow.run_id}, sample from {mlflow.sample_from}")
     table.add_row("onnx", f"opset {manifest.onnx.opset}, sha256 {manifest.onnx.sha256[:16]}...")
     if seconds is not None:
         table.add_row("took", f"{seconds:.1f} s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import typer
@@ -11,28 +10,26 @@ from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
 from tritonops.control_plane.discovery import discover
-from tritonops.control_plane.drift import PREDICTION, DriftConfig, DriftReport, FeatureDrift, report_to_dict
+from tritonops.control_plane.drift import (
+    PREDICTION,
+    DriftConfig,
+    DriftReport,
+    FeatureDrift,
+    parse_duration,
+    report_to_dict,
+)
 from tritonops.control_plane.guardrails import load_policy, measure_drift
 from tritonops.control_plane.metrics import SnapshotStore, metrics_urls
 from tritonops.control_plane.state import StateStore, now_iso
 from tritonops.errors import ConfigurationError
 from tritonops.settings import load_settings
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _BARS = " ▁▂▃▄▅▆▇█"
 
 METRICS_URL_HELP = (
     "Triton /metrics URL to scrape (repeatable; also $TRITONOPS_METRICS_URLS, space separated). "
     "Default: each fleet endpoint's gRPC port + 1, e.g. 10.0.0.5:8001 -> http://10.0.0.5:8002/metrics."
 )
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if match is None or float(match[1]) <= 0:
-        raise ConfigurationError(f"--window: expected a positive duration such as 30s, 15m or 2h, got {text!r}")
-    return float(match[1]) * _UNITS[match[2] or "s"]
 
 
 def resolve_metrics_urls(explicit: list[str]) -> list[str]:

@@ -125,7 +125,7 @@ def watch(
             f"error rate = Triton failures + backend refusals ({FRONTEND_GAP})"
         )
         try:
-            steps = watcher.run(
+            summary = watcher.run(
                 1 if once else iterations,
                 stop_after_action=exit_on_action,
                 on_step=_render,
@@ -134,9 +134,8 @@ def watch(
         finally:
             if exporter is not None:
                 exporter.stop()
-    acted = [s for s in steps if s.action is not None]
-    if exit_on_action and acted:
-        last = acted[-1]
+    last = summary.last
+    if exit_on_action and last is not None and last.action is not None:
         if last.action_error is not None:
             raise ControlPlaneError(f"watch {model!r}: the automatic {last.action} failed: {last.action_error}")
         raise GuardrailActedError(model, last.action or "", last.action_detail)

@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from examples.train import train_numeric_pipeline
 from tests.deploy.conftest import DEPLOY, answers
-from tritonops.control_plane.fleet import version_config
+from tritonops.control_plane.desired import version_config
 from tritonops.converters.convert import convert_sklearn
 from tritonops.serving.allocator import find_tcmalloc
 from tritonops.serving.install import locate_tritonserver, prepare_backend_directory

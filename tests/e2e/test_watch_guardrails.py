@@ -48,7 +48,7 @@ from examples.data import sensor_frame
 from tritonops.control_plane.errors import MetricsError
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.fleet import reconcile
-from tritonops.control_plane.guardrails import Step, Watcher, parse_policy
+from tritonops.control_plane.guardrails import RunSummary, Watcher, parse_policy
 from tritonops.control_plane.metrics import Snapshot, VersionStats, fleet_window, parse_metrics, scrape
 from tritonops.control_plane.rollout import fleet_add
 from tritonops.control_plane.state import AuditEntry, AuditEvent, StateStore
@@ -445,7 +445,7 @@ def _watcher(settings: Settings, server: TritonServer, policy: str, exporter: Co
 
 
 @pytest.fixture(scope="module")
-def alerted(canary_setup: tuple[Settings, Rows], triton_server: TritonServer) -> tuple[list[Step], Snapshot]:
+def alerted(canary_setup: tuple[Settings, Rows], triton_server: TritonServer) -> tuple[RunSummary, Snapshot]:
     settings, rows = canary_setup
     exporter = ControlPlaneExporter()
     port = exporter.serve(0)
@@ -460,14 +460,14 @@ def alerted(canary_setup: tuple[Settings, Rows], triton_server: TritonServer) ->
 
 
 def test_alert_action_records_and_exports_a_canary_breach_and_changes_nothing(
-    canary_setup: tuple[Settings, Rows], alerted: tuple[list[Step], Snapshot]
+    canary_setup: tuple[Settings, Rows], alerted: tuple[RunSummary, Snapshot]
 ) -> None:
     settings, _ = canary_setup
-    steps, exported = alerted
+    summary, exported = alerted
     assert _desired(settings, CANARY) == (2, 3, 0.5)
-    assert all(step.action is None for step in steps) and len(steps) < 60
-    alerting = steps[-1]  # the step whose breach first became due (streak 2)
-    assert alerting.alerts and {c.target for c in alerting.alerts} == {"canary"}
+    assert summary.actions == 0 and summary.steps < 60
+    alerting = summary.last  # the step whose breach first became due (streak 2)
+    assert alerting is not None and alerting.alerts and {c.target for c in alerting.alerts} == {"canary"}
     assert all(alerting.streaks[f"canary:{c.guardrail}"] == 2 for c in alerting.alerts)
     (alert,) = _audit(settings, CANARY, "guardrail-alert")
     assert alert.from_version == 3 and alert.reason.startswith("guardrail breach: canary v3")
@@ -523,7 +523,7 @@ def test_abort_canary_action_aborts_the_canary_and_never_rolls_live_back(
 @pytest.fixture(scope="module")
 def rolled_back_by_policy(
     canary_setup: tuple[Settings, Rows], aborted: tuple[str, float], triton_server: TritonServer
-) -> tuple[list[Step], Snapshot]:
+) -> tuple[RunSummary, Snapshot]:
     settings, rows = canary_setup
     _arrange(settings, CANARY, canary=(3, 0.5))  # the regression as canary, again
     exporter = ControlPlaneExporter()
@@ -534,12 +534,12 @@ def rolled_back_by_policy(
 
 
 def test_rollback_action_rolls_live_back_on_a_canary_breach(
-    canary_setup: tuple[Settings, Rows], rolled_back_by_policy: tuple[list[Step], Snapshot]
+    canary_setup: tuple[Settings, Rows], rolled_back_by_policy: tuple[RunSummary, Snapshot]
 ) -> None:
     settings, _ = canary_setup
-    steps, exported = rolled_back_by_policy
-    acted = steps[-1]
-    assert acted.action == "rollback" and acted.action_error is None
+    summary, exported = rolled_back_by_policy
+    acted = summary.last
+    assert acted is not None and acted.action == "rollback" and acted.action_error is None
     assert acted.action_detail == "live 2 -> 1, canary 3 removed"
     breach = _audit(settings, CANARY, "guardrail-breach")[-1]
     # the canary breached, yet the policy says rollback: the event names live v2, the version rolled back from

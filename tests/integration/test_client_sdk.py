@@ -31,11 +31,12 @@ from tritonops.clients import (
     ServerUnavailableError,
     TritonClient,
 )
+from tritonops.control_plane.desired import canary_config, canary_files, live_config
 from tritonops.control_plane.feedback import FeedbackStore
-from tritonops.control_plane.fleet import canary_config, canary_files, live_config
 from tritonops.control_plane.state import ModelState
 from tritonops.converters import load_manifest
 from tritonops.converters.convert import convert_sklearn
+from tritonops.errors import ConfigurationError
 from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
 from tritonops.serving.triton import TritonServer, free_port
 
@@ -267,14 +268,21 @@ def test_canary_split_accuracy_and_sticky_keys(served: Served) -> None:
 
 def test_feedback_is_recorded_per_row_and_version(served: Served, tmp_path: Path) -> None:
     store = tmp_path / "state.db"
-    options = ClientOptions(record_predictions=True, feedback_path=store)
     rows = served.churn.frame.iloc[:3]
     truth = ["stay", "churn", "stay"]
-    with TritonClient(served.server.grpc_url, CHURN, options=options) as client:
+    with (
+        FeedbackStore(store) as sink,
+        TritonClient(served.server.grpc_url, CHURN, options=ClientOptions(feedback=sink)) as client,
+    ):
         prediction = client.predict(rows, request_id="order-17")
         assert prediction.request_ids == ("order-17/0", "order-17/1", "order-17/2")
         for row_id, label in zip(prediction.request_ids, truth, strict=True):
             client.feedback(row_id, label)
+    with (
+        TritonClient(served.server.grpc_url, CHURN) as client,
+        pytest.raises(ConfigurationError, match=r"ClientOptions.feedback is not set"),
+    ):
+        client.feedback("order-17/0", "stay")
     with FeedbackStore(store) as feedback:
         (report,) = feedback.accuracy_report(CHURN)
     correct = sum(p == t for p, t in zip(prediction.labels.tolist(), truth, strict=True))

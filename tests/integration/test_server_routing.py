@@ -22,7 +22,8 @@ import requests
 import tritonclient.grpc as grpcclient
 from sklearn.linear_model import LogisticRegression
 
-from tritonops.control_plane.fleet import Endpoint, canary_config, canary_files, live_config, with_version_output
+from tritonops.control_plane.desired import canary_config, canary_files, live_config, with_version_output
+from tritonops.control_plane.endpoint import GrpcEndpoint as Endpoint
 from tritonops.control_plane.state import ModelState
 from tritonops.converters import ConversionOptions, convert_sklearn
 from tritonops.serving.model_config import ServingOptions, with_specific_versions
@@ -66,8 +67,10 @@ def endpoint(triton_server: TritonServer, repository: Path) -> Iterator[Endpoint
     endpoint.load(canary_config(repository, MODEL, 2), canary_files(repository, MODEL, 2))
     endpoint.load(live_config(repository, ModelState(MODEL, 1, 2, 0.2)))
     yield endpoint
-    for name in (MODEL, f"{MODEL}__canary", SHADOW):
-        if endpoint.ready_versions(name):
+    observed = endpoint.observe(MODEL)
+    shadow = endpoint.observe(SHADOW).ready
+    for name, ready in ((MODEL, observed.ready), (f"{MODEL}__canary", observed.canary_ready), (SHADOW, shadow)):
+        if ready:
             endpoint.unload(name)
     endpoint.close()
 

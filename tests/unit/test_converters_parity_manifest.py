@@ -90,8 +90,10 @@ def test_manifest_on_disk_has_the_contract_fields(manifest_path: Path) -> None:
     }  # fmt: skip
     assert raw["created_at"].endswith("Z") or raw["created_at"].endswith("+00:00")
     assert set(raw["parity"]) == {
-        "passed", "rows", "label_agreement", "max_abs_prob_diff", "tie_rows", "thresholds", "worst_rows",
+        "passed", "rows", "label_agreement", "max_abs_prob_diff", "tie_rows", "thresholds", "worst_rows", "groups",
+        "seconds",
     }  # fmt: skip
+    assert {g["name"] for g in raw["parity"]["groups"]} >= {"range", "float32-extremes"}
     reference = raw["reference"]
     assert set(reference) == {"rows", "features", "predictions", "sample", "expected"}
     tenure = reference["features"]["tenure_months"]

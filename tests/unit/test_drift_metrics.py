@@ -12,6 +12,8 @@ from tritonops.control_plane.metrics import (
     VersionStats,
     base_model,
     combine_stats,
+    compact_counters,
+    expand_counters,
     feature_bin_counts,
     histogram_quantile,
     merge_deltas,
@@ -177,7 +179,7 @@ def test_snapshot_history_round_trips_and_looks_back(tmp_path: Path) -> None:
         assert found is not None and found.taken_at == 200.0
         assert found.total("nv_inference_request_success_total", model="rf") == 20.0
         assert "nv_inference_request_success_total" in found.counters
-        assert found.has("nv_inference_pending_request_count", model="rf")
+        assert not found.has("nv_inference_pending_request_count", model="rf")  # a gauge: samples keep counters
         assert store.at_or_before("h:8002", 99.0) is None
         oldest = store.oldest("h:8002")
         assert oldest is not None and oldest.taken_at == 100.0
@@ -191,6 +193,24 @@ def test_snapshot_history_round_trips_and_looks_back(tmp_path: Path) -> None:
         store.record("h:8002", parse_metrics(exposition(50, 0, 0, (1, 0, 0)), taken_at=1400.0))
         kept = store.oldest("h:8002")
         assert kept is not None and kept.taken_at == 1250.0
+
+
+def test_counter_samples_are_compact_and_spaced(tmp_path: Path) -> None:
+    snapshot = parse_metrics(exposition(20, 0, 0, (20, 0, 0)), taken_at=10.0)
+    blob = compact_counters(snapshot)
+    assert len(blob) < len(snapshot.restricted().to_json()) / 3
+    again = expand_counters(blob)
+    for name in snapshot.restricted().counters:
+        for labels, value in snapshot.series[name].items():
+            assert again.series.get(name, {}).get(labels, 0.0) == value  # zero series left out read back as 0
+    assert all(0.0 not in series.values() for series in again.series.values())
+    with SnapshotStore(tmp_path / "state.db", keep_seconds=100.0, min_spacing=5.0) as store:
+        kept = [
+            store.record("h:8002", parse_metrics(exposition(n, 0, 0, (n, 0, 0)), taken_at=float(n)))
+            for n in range(1, 13)
+        ]
+        assert kept == [n in (1, 6, 11) for n in range(1, 13)]
+        assert store.size()[0] == 3
 
 
 def _with_cache_counters(text: str, ours: tuple[int, int] | None, triton: tuple[int, int] | None) -> str:

@@ -143,8 +143,8 @@ def test_run_counts_iterations_and_needs_an_endpoint(metrics: MetricsText, setti
     metrics.body = counters(10, 0)
     slept: list[float] = []
     watcher = Watcher(settings, "rf", Policy(interval_seconds=7, drift=None), [metrics.url], sleep=slept.append)
-    steps = watcher.run(iterations=3)
-    assert len(steps) == 3 and len(slept) == 2 and all(0 < s <= 7 for s in slept)
+    summary = watcher.run(iterations=3)
+    assert summary.steps == 3 and summary.last is not None and len(slept) == 2 and all(0 < s <= 7 for s in slept)
     with pytest.raises(PolicyError, match="expected at least one Triton /metrics URL"):
         Watcher(settings, "rf", Policy(), [])
 

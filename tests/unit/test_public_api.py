@@ -46,6 +46,10 @@ PUBLIC: dict[str, set[str]] = {
         "ClientError",
         "ClientOptions",
         "Feature",
+        "FeedbackSink",
+        "FeedbackStats",
+        "HttpFeedbackSink",
+        "GrpcChannelOptions",
         "InferenceError",
         "InputError",
         "MissingFeatureError",
@@ -54,6 +58,7 @@ PUBLIC: dict[str, set[str]] = {
         "ServerUnavailableError",
         "Signature",
         "SignatureError",
+        "TlsOptions",
         "TritonClient",
     },
     "control_plane": {

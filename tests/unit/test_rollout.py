@@ -14,6 +14,14 @@ from google.protobuf import json_format
 
 from tritonops.clients.signature import parse_canary
 from tritonops.control_plane import rollout
+from tritonops.control_plane.desired import (
+    canary_config,
+    canary_files,
+    canary_parameter,
+    live_config,
+    version_manifest,
+)
+from tritonops.control_plane.endpoint import grpc_admin_headers
 from tritonops.control_plane.errors import (
     EndpointUnreachableError,
     FleetError,
@@ -23,15 +31,7 @@ from tritonops.control_plane.errors import (
     UnknownModelError,
     UnknownVersionError,
 )
-from tritonops.control_plane.fleet import (
-    canary_config,
-    canary_files,
-    canary_parameter,
-    grpc_admin_headers,
-    live_config,
-    sample_inputs,
-    version_manifest,
-)
+from tritonops.control_plane.fleet import sample_inputs
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
 from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError

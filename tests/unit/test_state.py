@@ -24,7 +24,8 @@ from tritonops.control_plane.state import SCHEMA_VERSION, AuditEntry, ModelState
 from tritonops.settings import StateLocation
 
 TABLES = {"models", "fleet", "releases", "operations", "audit", "tritonops_predictions", "tritonops_feedback",
-          "tritonops_metric_snapshots", "lock_holders", "tritonops_schema_migrations"}  # fmt: skip
+          "tritonops_counter_samples", "lock_holders", "tokens", "policies", "webhook_deliveries", "leases",
+          "tritonops_schema_migrations"}  # fmt: skip
 
 
 def entry(action: str = "promote", result: str = "ok", model: str | None = "rf", to: int | None = None) -> AuditEntry:

@@ -1,0 +1,9 @@
+"""The API's routers, one per area; ``ROUTERS`` is what ``create_app`` mounts (other areas append theirs)."""
+
+from fastapi import APIRouter
+
+from tritonops.control_plane.controller.routes import admin, feedback, health, models, rollout
+
+ROUTERS: list[APIRouter] = [health.router, rollout.router, models.router, feedback.router, admin.router]
+
+__all__ = ["ROUTERS"]

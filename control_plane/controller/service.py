@@ -1,0 +1,136 @@
+"""``Controller``: the API, the reconciler and the guardrails in one process (``tritonops controller start``)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tritonops.control_plane.controller.app import create_app
+from tritonops.control_plane.controller.context import ApiContext
+from tritonops.control_plane.controller.guards import Guardrails
+from tritonops.control_plane.controller.loop import PeriodicTask, TaskRunner, every
+from tritonops.control_plane.controller.reconciler import Reconciler
+from tritonops.control_plane.discovery import discover
+from tritonops.control_plane.exporter import ControlPlaneExporter
+from tritonops.control_plane.metrics import FleetSampler, SnapshotStore, metrics_urls
+from tritonops.control_plane.state import StateStore
+from tritonops.control_plane.tokens import ensure_bootstrap
+from tritonops.errors import ConfigurationError
+from tritonops.settings import Settings
+
+_log = logging.getLogger("tritonops.controller")
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    reconcile_every: float = 30.0
+    probe_every: float = 1.0
+    guardrail_tick: float = 0.25
+    metrics_urls: tuple[str, ...] = ()
+    """Triton /metrics URLs to watch; empty: each fleet endpoint's gRPC port + 1."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    extra_tasks: Sequence[PeriodicTask] = field(default_factory=tuple)
+
+
+class Controller:
+    """Build with settings and options; ``start()`` the loops, ``serve()`` the API until a signal, ``stop()``."""
+
+    def __init__(self, settings: Settings, options: ControllerOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or ControllerOptions()
+        if (self.options.tls_cert is None) != (self.options.tls_key is None):
+            raise ConfigurationError("TLS: give both --tls-cert and --tls-key, or neither")
+        self.exporter = ControlPlaneExporter()
+        self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
+        self.sampler = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
+        self.reconciler = Reconciler(settings, every=self.options.reconcile_every, probe_every=self.options.probe_every)
+        self.guardrails = Guardrails(
+            settings, self.sampler.window, self.exporter, history=self.history, on_action=self.reconciler.request
+        )
+        self.reconcile_runner = TaskRunner("reconciler", [PeriodicTask("reconcile", every(0.05), self.reconciler.tick)])
+        self.reconciler.wake = self.reconcile_runner.wake
+        self.guardrail_runner = TaskRunner(
+            "guardrails",
+            [PeriodicTask("guardrails", every(self.options.guardrail_tick), self.guardrails.tick)],
+        )
+        for task in self.options.extra_tasks:
+            self.guardrail_runner.add(task)
+        self.context = ApiContext(
+            settings,
+            exporter=self.exporter,
+            on_change=self.reconciler.request,
+            window=self.sampler.window,
+            readiness=self._readiness,
+        )
+        self.app: Any = create_app(self.context)
+
+    def _metrics_urls(self) -> list[str]:
+        if self.options.metrics_urls:
+            return list(self.options.metrics_urls)
+        with StateStore.open(self.settings.state) as store:
+            return metrics_urls([], discover(self.settings.fleet, store))
+
+    def _readiness(self) -> dict[str, str | None]:
+        return {
+            "reconciler": None if self.reconcile_runner.alive else "the reconciler loop is not running",
+            "guardrails": None if self.guardrail_runner.alive else "the guardrail loop is not running",
+        }
+
+    def start(self) -> None:
+        """Store the bootstrap token (first start only), then start the loops."""
+        if self.settings.bootstrap_token:
+            with StateStore.open(self.settings.state) as store:
+                if ensure_bootstrap(store, self.settings.bootstrap_token):
+                    _log.info("bootstrap admin token stored (name 'bootstrap')", extra={"actor": "controller"})
+        self.reconcile_runner.start()
+        self.guardrail_runner.start()
+        self.reconciler.request("controller started")
+
+    def stop(self) -> None:
+        self.reconcile_runner.stop()
+        self.guardrail_runner.stop()
+        self.reconciler.close()
+        self.sampler.close()
+        self.history.close()
+
+    def server(self) -> uvicorn.Server:
+        """The uvicorn server for the API (it handles SIGINT/SIGTERM: ``run()`` returns after a clean stop)."""
+        config = uvicorn.Config(
+            self.app,
+            host=self.options.host,
+            port=self.options.port,
+            log_config=None,
+            access_log=False,
+            ssl_certfile=str(self.options.tls_cert) if self.options.tls_cert else None,
+            ssl_keyfile=str(self.options.tls_key) if self.options.tls_key else None,
+            timeout_graceful_shutdown=10,
+        )
+        return uvicorn.Server(config)
+
+    def serve(self) -> None:
+        """Start the loops, serve until SIGINT/SIGTERM, stop everything, return.
+
+        uvicorn handles the signal (finishing requests in flight) and, once stopped, raises it again for the
+        handler that was there before it; ours only notes it, so the loops are stopped cleanly and the process
+        exits 0 instead of dying from the re-raised signal.
+        """
+        received: list[int] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda signum, _frame: received.append(signum))
+        self.start()
+        try:
+            self.server().run()
+        finally:
+            self.stop()
+        _log.info("controller stopped%s", f" by signal {received[0]}" if received else "")
