@@ -36,7 +36,7 @@ WRITER = textwrap.dedent(
     """
     import sys, json
     from pathlib import Path
-    from tritonops.converters.repository import VersionContent, publish_live, write_version
+    from tritonops.converters.repository import VersionContent, write_version
     repo, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     first = repo / name / "1"
     files = {p.name: p.read_bytes() for p in first.iterdir()}
@@ -190,7 +190,7 @@ def test_concurrent_writer_processes_get_distinct_versions(first_version: ModelV
     ]
     numbers: list[int] = []
     for writer in writers:
-        out, err = writer.communicate(timeout=60)
+        out, err = writer.communicate(timeout=240)
         assert writer.returncode == 0, err
         numbers.extend(int(line) for line in out.split())
     assert sorted(numbers) == list(range(2, 18))
