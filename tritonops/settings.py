@@ -6,9 +6,6 @@ accepted on a command line and never printed:
 - ``ADMIN_TOKEN``: Triton's model-repository admin key (held by the controller or a local CLI only);
 - ``BOOTSTRAP_TOKEN``: the controller's first admin API token, stored (hashed) at its first start.
 
-``TRITONOPS_PROMETHEUS_URL`` (optional): a Prometheus that scrapes the fleet (reserved for guardrail windows from
-PromQL; without it the controller keeps compact counter samples in the state).
-
 ``TRITONOPS_FLEET`` says where the Triton servers are: ``static`` (the list kept in the state, ``tritonops fleet
 add``), ``dns:NAME:PORT`` (every A/AAAA record of NAME, e.g. a Kubernetes headless Service; ``TRITONOPS_DNS_SERVER``
 ``HOST:PORT`` picks the DNS server) or ``endpointslice:NAMESPACE/SERVICE:PORT`` (the ready endpoints of a Service's
@@ -90,7 +87,6 @@ class Settings:
     state_url: str | None = None
     state_password: str | None = field(default=None, repr=False)
     bootstrap_token: str | None = field(default=None, repr=False)
-    prometheus_url: str | None = None
     fleet: FleetSource = field(default_factory=FleetSource)
     webhooks_path: Path | None = None
     """``TRITONOPS_WEBHOOKS``: the YAML file of outbound webhooks (``tritonops.control_plane.webhooks``)."""
@@ -210,7 +206,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         admin_token=read_admin_token(env),
         state_url=state_url,
         bootstrap_token=read_bootstrap_token(env),
-        prometheus_url=env.get("TRITONOPS_PROMETHEUS_URL") or None,
         state_password=_read_secret(env, "TRITONOPS_STATE_PASSWORD", "state database password") if state_url else None,
         fleet=parse_fleet_source(env.get("TRITONOPS_FLEET", ""), env.get("TRITONOPS_DNS_SERVER")),
         webhooks_path=Path(env["TRITONOPS_WEBHOOKS"]) if env.get("TRITONOPS_WEBHOOKS") else None,

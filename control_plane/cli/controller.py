@@ -72,8 +72,15 @@ def start(
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; record it in a pid file."),
     pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file used with --detach."),
     log_file: Path = typer.Option(Path(".tritonops/controller.log"), help="Log of a detached controller."),
+    replica: str = typer.Option("", "--replica", help="This replica's name in the lease and audit (default host:pid)."),
+    lease_ttl: float = typer.Option(
+        6.0, "--lease-ttl", min=0.5, help="Seconds a leader's lease lasts unrenewed (replicas sharing one state)."
+    ),
 ) -> None:
     """Serve the API and run the reconciler and every model's guardrails until Ctrl-C or SIGTERM.
+
+    Replicas on one PostgreSQL state all serve the API; the one holding the lease runs the reconciler and the
+    guardrails (`tritonops controller status` says which).
 
     Tokens: the first admin token comes from TRITONOPS_BOOTSTRAP_TOKEN (or _FILE) at the first start; more with
     `tritonops token create`. Triton's admin key (TRITONOPS_ADMIN_TOKEN) is needed here only.
@@ -97,6 +104,8 @@ def start(
         metrics_urls=tuple(metrics_url),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        lease_ttl=lease_ttl,
+        replica=replica,
     )
     controller = Controller(load_settings(), options)
     console.print(f"[bold green]controller[/] on {url} (API docs {url}/docs); Ctrl-C stops it", highlight=False)
@@ -148,3 +157,29 @@ def stop(
             os.kill(record.pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     console.print(f"stopped controller pid {record.pid}")
+
+
+@controller_app.command("status")
+def status() -> None:
+    """Which controller replica leads (from the state database), its epoch and how long its lease still runs."""
+    from tritonops.control_plane.lease import current_leader
+    from tritonops.control_plane.state import StateStore
+
+    settings = load_settings()
+    with StateStore.open(settings.state) as store:
+        leader = current_leader(store)
+    if leader is None:
+        console.print(f"no controller has led on {settings.state} yet")
+        return
+    if leader.expired:
+        console.print(
+            f"no leader: the lease of {leader.holder} (epoch {leader.epoch}) ran out "
+            f"{leader.now - leader.expires_at:.1f} s ago",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"leader {leader.holder} (epoch {leader.epoch}), lease renewed {leader.now - leader.renewed_at:.1f} s ago, "
+        f"runs {leader.expires_at - leader.now:.1f} s more",
+        highlight=False,
+    )

@@ -32,6 +32,8 @@ class ApiContext:
     """Counter windows of the fleet (the controller's sampler); None: scrape the fleet on demand."""
     readiness: Callable[[], dict[str, str | None]] = field(default_factory=lambda: dict)
     """Named checks for ``/readyz``: None = passing, else why not."""
+    leader: Callable[[], dict[str, object]] | None = None
+    """Who leads the replicas (``/readyz`` shows it); None: no lease (the API alone)."""
 
     def changed(self, reason: str) -> None:
         """The desired state changed (the library logged the action): let the loop react."""

@@ -139,7 +139,7 @@ class Reconciler:
                     extra={"endpoint": endpoint.endpoint, "actor": self.actor, "action": "reconcile"},
                 )
         for skipped in report.skipped:
-            _log.info("reconcile skipped: %s", skipped)
+            _log.debug("reconcile skipped: %s", skipped)
         self._forget_departed(fleet)
         return report
 

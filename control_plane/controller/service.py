@@ -1,11 +1,20 @@
-"""``Controller``: the API, the reconciler and the guardrails in one process (``tritonops controller start``)."""
+"""``Controller``: the API, the reconciler and the guardrails in one process (``tritonops controller start``).
+
+Several replicas may share one state database (PostgreSQL): every replica serves the API, and only the holder of
+the ``controller`` lease (``tritonops.control_plane.lease``) runs the reconciler, the guardrails and the extra
+tasks. Each replica tries to take or renew the lease every ``lease_ttl / 3`` seconds; the loops check ``held()``
+before every turn, so a replica that lost the lease stops acting at its next turn, and one that gains it
+reconciles at once (closing rollouts the dead leader left unfinished as interrupted and repairing the fleet).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +28,7 @@ from tritonops.control_plane.controller.loop import PeriodicTask, TaskRunner, ev
 from tritonops.control_plane.controller.reconciler import Reconciler
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.exporter import ControlPlaneExporter
+from tritonops.control_plane.lease import Lease, current_leader
 from tritonops.control_plane.metrics import FleetSampler, SnapshotStore, metrics_urls
 from tritonops.control_plane.state import StateStore
 from tritonops.control_plane.tokens import ensure_bootstrap
@@ -40,6 +50,11 @@ class ControllerOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     extra_tasks: Sequence[PeriodicTask] = field(default_factory=tuple)
+    lease_ttl: float = 6.0
+    """Seconds a leader's lease lasts without renewal: a dead leader is replaced after at most this plus one
+    renewal interval (ttl / 3)."""
+    replica: str = ""
+    """This replica's name in the lease and the audit log (default: host name and pid)."""
 
 
 class Controller:
@@ -50,6 +65,10 @@ class Controller:
         self.options = options or ControllerOptions()
         if (self.options.tls_cert is None) != (self.options.tls_key is None):
             raise ConfigurationError("TLS: give both --tls-cert and --tls-key, or neither")
+        self.replica = self.options.replica or f"{socket.gethostname()}:{os.getpid()}"
+        self._lease_store = StateStore.open(settings.state)
+        self.lease = Lease(self._lease_store, self.replica, ttl=self.options.lease_ttl)
+        self.lease_runner = TaskRunner("lease", [PeriodicTask("lease", every(self.lease.renew_interval), self._renew)])
         self.exporter = ControlPlaneExporter()
         self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
         self.sampler = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
@@ -57,20 +76,23 @@ class Controller:
         self.guardrails = Guardrails(
             settings, self.sampler.window, self.exporter, history=self.history, on_action=self.reconciler.request
         )
-        self.reconcile_runner = TaskRunner("reconciler", [PeriodicTask("reconcile", every(0.05), self.reconciler.tick)])
+        self.reconcile_runner = TaskRunner(
+            "reconciler", [PeriodicTask("reconcile", every(0.05), self._as_leader(self.reconciler.tick))]
+        )
         self.reconciler.wake = self.reconcile_runner.wake
         self.guardrail_runner = TaskRunner(
             "guardrails",
-            [PeriodicTask("guardrails", every(self.options.guardrail_tick), self.guardrails.tick)],
+            [PeriodicTask("guardrails", every(self.options.guardrail_tick), self._as_leader(self.guardrails.tick))],
         )
         for task in self.options.extra_tasks:
-            self.guardrail_runner.add(task)
+            self.guardrail_runner.add(PeriodicTask(task.name, task.interval, self._as_leader(task.run)))
         self.context = ApiContext(
             settings,
             exporter=self.exporter,
             on_change=self.reconciler.request,
             window=self.sampler.window,
             readiness=self._readiness,
+            leader=self.leadership,
         )
         self.app: Any = create_app(self.context)
 
@@ -80,8 +102,36 @@ class Controller:
         with StateStore.open(self.settings.state) as store:
             return metrics_urls([], discover(self.settings.fleet, store))
 
+    def _as_leader(self, run: Callable[[], None]) -> Callable[[], None]:
+        """``run`` only while this replica holds the lease (checked right before every turn)."""
+
+        def turn() -> None:
+            if self.lease.held():
+                run()
+
+        return turn
+
+    def _renew(self) -> None:
+        was_leader = self.lease.held()
+        if self.lease.acquire_or_renew() and not was_leader:
+            _log.info("%s leads (epoch %s)", self.replica, self.lease.epoch, extra={"actor": self.replica})
+            self.reconciler.request(f"{self.replica} became leader (epoch {self.lease.epoch})")
+        elif was_leader and not self.lease.held():
+            _log.warning("%s lost the lease: reconciler and guardrails stop", self.replica)
+
+    def leadership(self) -> dict[str, object]:
+        """Who leads (as the database sees it) and whether it is this replica."""
+        leader = current_leader(self._lease_store)
+        return {
+            "replica": self.replica,
+            "leader": leader.holder if leader is not None and not leader.expired else None,
+            "epoch": leader.epoch if leader is not None else None,
+            "this_replica_leads": self.lease.held(),
+        }
+
     def _readiness(self) -> dict[str, str | None]:
         return {
+            "lease": None if self.lease_runner.alive else "the lease loop is not running",
             "reconciler": None if self.reconcile_runner.alive else "the reconciler loop is not running",
             "guardrails": None if self.guardrail_runner.alive else "the guardrail loop is not running",
         }
@@ -92,13 +142,16 @@ class Controller:
             with StateStore.open(self.settings.state) as store:
                 if ensure_bootstrap(store, self.settings.bootstrap_token):
                     _log.info("bootstrap admin token stored (name 'bootstrap')", extra={"actor": "controller"})
+        self.lease_runner.start()
         self.reconcile_runner.start()
         self.guardrail_runner.start()
-        self.reconciler.request("controller started")
 
     def stop(self) -> None:
+        self.lease_runner.stop()
         self.reconcile_runner.stop()
         self.guardrail_runner.stop()
+        self.lease.release()  # another replica takes over now instead of after the TTL
+        self._lease_store.close()
         self.reconciler.close()
         self.sampler.close()
         self.history.close()

@@ -25,7 +25,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None)
 def readyz(ctx: Ctx) -> dict[str, object] | JSONResponse:
-    """Readiness: the state database opens and every check of the controller loop passes."""
+    """Readiness: the state database opens and every check of the controller loop passes; says who leads."""
     checks: dict[str, str | None] = {}
     try:
         with StateStore.open(ctx.settings.state, busy_timeout=2.0) as store:
@@ -35,10 +35,11 @@ def readyz(ctx: Ctx) -> dict[str, object] | JSONResponse:
         checks["state"] = str(exc)
     checks.update(ctx.readiness())
     failing = {name: why for name, why in checks.items() if why is not None}
+    leadership = {"leadership": ctx.leader()} if ctx.leader is not None and checks["state"] is None else {}
     if failing:
         detail = "; ".join(f"{name}: {why}" for name, why in failing.items())
-        return problem_response(503, "not_ready", "Not ready", detail, checks=checks)
-    return {"status": "ready", "checks": {name: "ok" for name in checks}}
+        return problem_response(503, "not_ready", "Not ready", detail, checks=checks, **leadership)
+    return {"status": "ready", "checks": {name: "ok" for name in checks}, **leadership}
 
 
 @router.get("/metrics")

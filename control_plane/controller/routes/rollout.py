@@ -6,12 +6,15 @@ identity as the actor), and answers with the library's own result type.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from tritonops.control_plane.controller.auth import require
 from tritonops.control_plane.controller.context import ApiContext, context
+from tritonops.control_plane.controller.reconciler import ACTOR as RECONCILER
 from tritonops.control_plane.controller.schemas import (
     CanaryRequest,
     DeployRequest,
@@ -22,6 +25,7 @@ from tritonops.control_plane.controller.schemas import (
     RollbackRequest,
 )
 from tritonops.control_plane.discovery import discover
+from tritonops.control_plane.errors import RolloutInProgressError
 from tritonops.control_plane.fleet import ReconcileReport, reconcile
 from tritonops.control_plane.rollout import (
     EndpointStatus,
@@ -39,6 +43,20 @@ from tritonops.control_plane.tokens import Identity, Role
 
 router = APIRouter(prefix="/v1", tags=["rollout"])
 Ctx = Annotated[ApiContext, Depends(context)]
+RECONCILE_WAIT_SECONDS = 10.0
+"""How long an action waits for the controller's own reconcile to release the model's lock (tens of ms when in
+sync); a rollout by someone else is refused at once, as on the command line."""
+
+
+def _after_reconcile(action: Callable[[], RolloutResult]) -> RolloutResult:
+    deadline = time.monotonic() + RECONCILE_WAIT_SECONDS
+    while True:
+        try:
+            return action()
+        except RolloutInProgressError as exc:
+            if not exc.holder.startswith(f"reconcile by {RECONCILER}") or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @router.get("/status", response_model=list[EndpointStatus])
@@ -56,14 +74,16 @@ def post_promote(
     model: str, body: PromoteRequest, ctx: Ctx, who: Annotated[Identity, Depends(require(Role.OPERATOR, "promote"))]
 ) -> RolloutResult:
     """Make ``version`` live everywhere once its gates pass; ``dry_run`` runs the gates and changes nothing."""
-    result = promote(
-        ctx.settings,
-        model,
-        body.version,
-        actor=who.name,
-        reason=body.reason,
-        dry_run=body.dry_run,
-        max_latency_ms=body.max_latency_ms,
+    result = _after_reconcile(
+        lambda: promote(
+            ctx.settings,
+            model,
+            body.version,
+            actor=who.name,
+            reason=body.reason,
+            dry_run=body.dry_run,
+            max_latency_ms=body.max_latency_ms,
+        )
     )
     if not result.dry_run:
         ctx.changed(f"promote {model} by {who.name}")
@@ -75,7 +95,7 @@ def post_deploy(
     model: str, body: DeployRequest, ctx: Ctx, who: Annotated[Identity, Depends(require(Role.OPERATOR, "deploy"))]
 ) -> RolloutResult:
     """Load ``version`` beside live as the candidate ``<model>__canary``, with no traffic."""
-    result = deploy(ctx.settings, model, body.version, actor=who.name, reason=body.reason)
+    result = _after_reconcile(lambda: deploy(ctx.settings, model, body.version, actor=who.name, reason=body.reason))
     ctx.changed(f"deploy {model} by {who.name}")
     return result
 
@@ -85,7 +105,9 @@ def post_canary(
     model: str, body: CanaryRequest, ctx: Ctx, who: Annotated[Identity, Depends(require(Role.OPERATOR, "canary"))]
 ) -> RolloutResult:
     """Send ``weight`` of the traffic to ``version`` (loading it as the candidate when needed)."""
-    result = canary(ctx.settings, model, body.version, body.weight, actor=who.name, reason=body.reason)
+    result = _after_reconcile(
+        lambda: canary(ctx.settings, model, body.version, body.weight, actor=who.name, reason=body.reason)
+    )
     ctx.changed(f"canary {model} by {who.name}")
     return result
 
@@ -98,7 +120,8 @@ def post_abort(
     body: ReasonRequest | None = None,
 ) -> RolloutResult:
     """End the canary: all traffic to live, the candidate unloaded."""
-    result = abort_canary(ctx.settings, model, actor=who.name, reason=body.reason if body else "")
+    reason = body.reason if body else ""
+    result = _after_reconcile(lambda: abort_canary(ctx.settings, model, actor=who.name, reason=reason))
     ctx.changed(f"abort-canary {model} by {who.name}")
     return result
 
@@ -111,8 +134,10 @@ def post_rollback(
     body: RollbackRequest | None = None,
 ) -> RolloutResult:
     """Make the previous live version (or ``to``) live again everywhere; ends any canary."""
-    body = body or RollbackRequest()
-    result = rollback(ctx.settings, model, actor=who.name, to=body.to, reason=body.reason)
+    request = body or RollbackRequest()
+    result = _after_reconcile(
+        lambda: rollback(ctx.settings, model, actor=who.name, to=request.to, reason=request.reason)
+    )
     ctx.changed(f"rollback {model} by {who.name}")
     return result
 
