@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client libtcmalloc-minimal4 chromium postgresql dnsmasq nginx-light openssl
 # stamped per package list: adding a package installs it on the next run
 APT_STAMP := .tritonops/.apt-installed-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
@@ -16,7 +18,7 @@ PYTEST_ARGS ?=
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: system-packages $(STAMP) $(TOOLS_STAMP)  ## Create .venv and install tritonops with every extra the tests use
+setup: system-packages $(STAMP) $(TOOLS_STAMP) $(MLFLOW_STAMP)  ## Create .venv and install tritonops with every extra the tests use
 
 system-packages: $(APT_STAMP)
 
@@ -36,6 +38,12 @@ $(TOOLS_STAMP):
 	@echo "cython==0.29.37" > $(TOOLS_VENV)/constraints.txt
 	@PIP_CONSTRAINT=$(abspath $(TOOLS_VENV))/constraints.txt $(TOOLS_VENV)/bin/pip install -q \
 	  PyYAML==5.4.1 docker-compose==1.29.2
+	@touch $@
+
+# The MLflow tracking server the MLflow tests start (full mlflow pins clash with ours; the client is mlflow-skinny).
+$(MLFLOW_STAMP):
+	@test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	@$(MLFLOW_VENV)/bin/pip install -q mlflow==3.17.2
 	@touch $@
 
 $(STAMP): pyproject.toml

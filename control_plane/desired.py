@@ -4,7 +4,8 @@ Per model (see docs/contracts.md, "Aliases"):
 
 - ``<model>`` loaded with ``version_policy: specific [live]``, plus the ``tritonops.canary`` parameter while a
   candidate or canary exists, so unversioned requests always reach live;
-- ``<model>__canary`` loaded from the candidate version's bytes while a candidate/canary exists, absent otherwise.
+- ``<model>__canary`` loaded from the candidate version's bytes while a candidate/canary exists, absent otherwise;
+- the ``tritonops.shadow`` parameter on ``<model>`` while a shadow runs (scored in-process by live's instances).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from tritonops.converters.manifest import Manifest, load_manifest
 from tritonops.serving.errors import ModelConfigError
 from tritonops.serving.install import BACKEND_NAME
 from tritonops.serving.model_config import read_pbtxt, with_specific_versions
-from tritonops.serving.routing import CANARY_PARAMETER, VERSION_OUTPUT, CanaryRoute
+from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER, VERSION_OUTPUT, CanaryRoute, ShadowRoute
 
 CANARY_SUFFIX = "__canary"
+SHADOW_SUFFIX = "__shadow"
 
 
 def canary_alias(model: str) -> str:
@@ -89,6 +91,10 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
         config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
             state.name, state.canary, state.canary_weight
         )
+    if state.shadow is not None and state.shadow_share > 0:
+        # scored in-process from the version's folder beside live's (the alias name is only used over BLS)
+        route = ShadowRoute(f"{state.name}{SHADOW_SUFFIX}", state.shadow, state.shadow_share)
+        config.parameters[SHADOW_PARAMETER].string_value = route.to_parameter()
     return config
 
 

@@ -25,6 +25,7 @@ from tritonops.control_plane.errors import (
 )
 from tritonops.control_plane.plan import ModelObservation
 from tritonops.serving.model_config import to_json
+from tritonops.serving.routing import LIVE_ONLY_PARAMETER
 
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 """Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
@@ -233,6 +234,7 @@ class GrpcEndpoint:
             model_version=str(version),
             outputs=[grpcclient.InferRequestedOutput("label"), grpcclient.InferRequestedOutput("probabilities")],
             client_timeout=self._timeout,
+            parameters={LIVE_ONLY_PARAMETER: True},  # a smoke check of live is answered by live, whatever the split
         )
         labels = result.as_numpy("label")
         probabilities = result.as_numpy("probabilities")

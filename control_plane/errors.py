@@ -14,6 +14,7 @@ ControlPlaneError
  ├── InvalidRolloutError        a request that makes no sense in the current state (bad weight, nothing
  │                              to roll back to, a canary of another version running)
  ├── FleetApplyError            some endpoints could not be brought to the desired state
+ ├── NotServingError            an endpoint does not serve the desired state yet (readiness probe)
  ├── DriftInputError            drift statistics got data that does not fit the reference bins
  ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
  ├── PolicyError                a guardrail policy file is missing or malformed
@@ -125,6 +126,15 @@ class FleetApplyError(ControlPlaneError):
         self.failures = failures
         lines = "; ".join(f"{endpoint}: {why}" for endpoint, why in failures.items())
         super().__init__(f"{summary} ({lines})")
+
+
+class NotServingError(ControlPlaneError):
+    """A Triton endpoint does not serve the desired state yet (readiness)."""
+
+    def __init__(self, endpoint: str, missing: list[str]) -> None:
+        self.endpoint = endpoint
+        self.missing = missing
+        super().__init__(f"{endpoint} does not serve the desired state yet: {'; '.join(missing)}")
 
 
 class DriftInputError(ControlPlaneError):

@@ -221,6 +221,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        9,
+        "shadow scoring: the version mirrored beside live and its share",
+        (
+            "ALTER TABLE models ADD COLUMN shadow_version INTEGER",
+            "ALTER TABLE models ADD COLUMN shadow_share {float} NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.control_plane.desired import Desired, canary_alias
-from tritonops.serving.routing import CANARY_PARAMETER
+from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ def canary_weight(config: mc.ModelConfig) -> float:
         return 0.0
 
 
-def _split(config: mc.ModelConfig) -> str | None:
-    return config.parameters[CANARY_PARAMETER].string_value if CANARY_PARAMETER in config.parameters else None
+def _parameter(config: mc.ModelConfig, name: str) -> str | None:
+    return config.parameters[name].string_value if name in config.parameters else None
 
 
 def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
@@ -88,8 +88,8 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
     if {o.name for o in wanted.output} - {o.name for o in loaded.output}:
         return True
     have = dict(loaded.parameters)
-    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or (
-        CANARY_PARAMETER in have and CANARY_PARAMETER not in wanted.parameters
+    return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
+        key in have and key not in wanted.parameters for key in (CANARY_PARAMETER, SHADOW_PARAMETER)
     )
 
 
@@ -128,9 +128,10 @@ def differences(desired: Desired, observed: ModelObservation) -> list[str]:
                 )
             if state.live not in observed.ready:
                 lines.append(f"{state.name}: version {state.live} not ready")
-            have, want = _split(loaded), _split(desired.live_config)
-            if have != want:
-                lines.append(f"{state.name}: {CANARY_PARAMETER} is {have!r}, want {want!r}")
+            for parameter in (CANARY_PARAMETER, SHADOW_PARAMETER):
+                have, want = _parameter(loaded, parameter), _parameter(desired.live_config, parameter)
+                if have != want:
+                    lines.append(f"{state.name}: {parameter} is {have!r}, want {want!r}")
             extra = [v for v in observed.ready if v != state.live]
             if extra:
                 lines.append(f"{state.name}: versions {extra} also ready, want only {state.live}")

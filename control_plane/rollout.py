@@ -22,9 +22,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tritonops.control_plane.desired import (
@@ -50,7 +50,9 @@ from tritonops.control_plane.errors import (
     UnknownVersionError,
 )
 from tritonops.control_plane.fleet import CANARY_DRAIN_SECONDS, SmokeResult, apply, smoke_check
+from tritonops.control_plane.metrics import metrics_urls, scrape
 from tritonops.control_plane.plan import differences
+from tritonops.control_plane.shadow import require_agreement, shadow_reports
 from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
 from tritonops.converters.errors import RepositoryError
 from tritonops.converters.manifest import Manifest
@@ -276,11 +278,16 @@ def promote(
     reason: str = "",
     dry_run: bool = False,
     max_latency_ms: float | None = None,
+    min_shadow_agreement: float | None = None,
+    shadow_metrics_urls: Sequence[str] = (),
     connect: Connector = GrpcEndpoint,
 ) -> RolloutResult:
     """Make ``version`` live on every endpoint, after its gates pass; ``dry_run`` runs the gates only.
 
-    Gates: the manifest's parity passed; the version, loaded as ``<model>__canary``, answers the reference sample
+    Gates: the manifest's parity passed; optionally the version ran as a shadow and agreed with live on at least
+    ``min_shadow_agreement`` of the compared rows (``shadow_metrics_urls``, default each endpoint's metrics port,
+    ``tritonops.control_plane.shadow``);
+    the version, loaded as ``<model>__canary``, answers the reference sample
     exactly as the manifest expects on every endpoint; optionally its p99 latency there is <= ``max_latency_ms``.
     Then ``<model>`` is loaded with ``specific [version]`` on each endpoint (the old version serves until the new
     one is ready), checked again, and the desired state is committed.
@@ -296,6 +303,10 @@ def promote(
             )
         manifest = _gated_manifest(settings, model, version)
         endpoints = op.endpoints()
+        if min_shadow_agreement is not None:
+            urls = metrics_urls(shadow_metrics_urls, [e.url for e in endpoints])
+            snapshots = [scrape(url) for url in urls]
+            require_agreement(shadow_reports(snapshots, model), model, version, min_shadow_agreement)
         alias = canary_alias(model)
         promoted = ModelState(model, version, None, 0.0)
         try:
@@ -385,7 +396,7 @@ def _stage(
             )
         manifest = _gated_manifest(settings, model, version)
         endpoints = op.endpoints()
-        target = ModelState(model, state.live, version, weight)
+        target = replace(state, canary=version, canary_weight=weight)
         alias = canary_alias(model)
         try:
             for endpoint in endpoints:
@@ -402,6 +413,64 @@ def _stage(
         return op.result(detail, smoke)
 
 
+# -- shadow ------------------------------------------------------------------------------------------
+def shadow(
+    settings: Settings,
+    model: str,
+    version: int,
+    share: float = 1.0,
+    *,
+    actor: str,
+    reason: str = "",
+    connect: Connector = GrpcEndpoint,
+) -> RolloutResult:
+    """Mirror ``share`` (0 < share <= 1) of live's answered rows to ``version``, scored and compared, never returned.
+
+    Gates as for a canary (files, parity); then the live model is reloaded on every endpoint with the
+    ``tritonops.shadow`` parameter (each live instance scores the shadow from the version's folder).
+    """
+    if not 0.0 < share <= 1.0:
+        raise InvalidRolloutError(f"shadow share: expected a number in (0, 1], got {share}")
+    with _operation(settings, actor, "shadow", model, version, reason, connect) as op:
+        state = op.state
+        if state.live is None:
+            raise InvalidRolloutError(f"model {model!r} has no live version; promote one first")
+        if state.live == version:
+            raise InvalidRolloutError(f"model {model!r}: version {version} is live; shadow another version")
+        _gated_manifest(settings, model, version)
+        endpoints = op.endpoints()
+        target = replace(state, shadow=version, shadow_share=share)
+        try:
+            for endpoint in endpoints:
+                op.changed = True
+                apply(endpoint, settings.repository, target)
+        except BaseException as exc:
+            note = _failure_note(_restore(endpoints, settings.repository, state))
+            if isinstance(exc, TritonOpsError):
+                exc.message = f"{exc.message}; {note}"
+            raise
+        detail = f"shadow {version} scores {share:g} of live {state.live}'s rows on {len(endpoints)} endpoint(s)"
+        op.store.set_shadow(model, version, share, op.entry("ok", detail))
+        return op.result(detail)
+
+
+def stop_shadow(
+    settings: Settings, model: str, *, actor: str, reason: str = "", connect: Connector = GrpcEndpoint
+) -> RolloutResult:
+    """End the shadow of ``model``: the live model reloads without mirroring."""
+    with _operation(settings, actor, "stop-shadow", model, None, reason, connect) as op:
+        state = op.state
+        if state.shadow is None:
+            raise InvalidRolloutError(f"model {model!r} has no shadow to stop")
+        op.to_version = state.shadow
+        detail = f"shadow {state.shadow} stopped, live stays {state.live}"
+        op.changed = True
+        op.store.set_shadow(model, None, 0.0, op.entry("ok", detail, action="desired-state"))
+        _apply_everywhere(op, replace(state, shadow=None, shadow_share=0.0))
+        op.store.record(op.entry("ok", detail))
+        return op.result(detail)
+
+
 # -- back: abort_canary, rollback ------------------------------------------------------------------
 def abort_canary(
     settings: Settings, model: str, *, actor: str, reason: str = "", connect: Connector = GrpcEndpoint
@@ -412,7 +481,7 @@ def abort_canary(
         if state.canary is None:
             raise InvalidRolloutError(f"model {model!r} has no candidate or canary to abort")
         op.to_version = state.live
-        target = ModelState(model, state.live, None, 0.0)
+        target = replace(state, canary=None, canary_weight=0.0)
         detail = f"canary {state.canary} (weight {state.canary_weight}) removed, live stays {state.live}"
         op.changed = True
         op.store.set_canary(model, None, 0.0, op.entry("ok", detail, action="desired-state"))

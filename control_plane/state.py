@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tritonops.control_plane.database import Database
 from tritonops.control_plane.errors import FleetError, PolicyError, RolloutInProgressError, StateError, TokenError
@@ -69,6 +69,9 @@ class ModelState:
     live: int | None
     canary: int | None
     canary_weight: float
+    shadow: int | None = None
+    """The version scoring mirrored copies of live's requests (never answering), or None."""
+    shadow_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -186,16 +189,12 @@ class StateStore:
         return schema_version(self.db)
 
     def model(self, name: str) -> ModelState | None:
-        row = self.db.execute(
-            "SELECT name, live_version, canary_version, canary_weight FROM models WHERE name = ?", (name,)
-        ).fetchone()
-        return ModelState(row[0], row[1], row[2], float(row[3])) if row else None
+        row = self.db.execute(f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = ?", (name,)).fetchone()
+        return _model_state(row) if row else None
 
     def models(self) -> list[ModelState]:
-        rows = self.db.execute(
-            "SELECT name, live_version, canary_version, canary_weight FROM models ORDER BY name"
-        ).fetchall()
-        return [ModelState(r[0], r[1], r[2], float(r[3])) for r in rows]
+        rows = self.db.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY name").fetchall()
+        return [_model_state(r) for r in rows]
 
     def fleet(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT endpoint FROM fleet ORDER BY endpoint").fetchall()]
@@ -270,7 +269,8 @@ class StateStore:
     def set_live(self, name: str, version: int, entry: AuditEntry, *, rollback: bool = False) -> AuditEvent:
         """Make ``version`` live; append a release.
 
-        A canary of the same version is cleared. With ``rollback`` any canary is cleared too (a rollback ends the
+        A canary of the same version is cleared, and any shadow (it was compared with the live version that goes).
+        With ``rollback`` any canary is cleared too (a rollback ends the
         canary in the same transaction, so ``reconcile`` never brings it back) and the release that was live is
         marked rolled back, so the next rollback goes further back.
         """
@@ -284,7 +284,7 @@ class StateStore:
                 )
             ends_canary = "TRUE" if rollback else "canary_version = ?"
             db.execute(
-                "UPDATE models SET live_version = ?, updated_at = ?, "
+                "UPDATE models SET live_version = ?, updated_at = ?, shadow_version = NULL, shadow_share = 0, "
                 f"canary_weight = CASE WHEN {ends_canary} THEN 0 ELSE canary_weight END, "
                 f"canary_version = CASE WHEN {ends_canary} THEN NULL ELSE canary_version END WHERE name = ?",
                 (version, now_iso(), *(() if rollback else (version, version)), name),
@@ -304,6 +304,18 @@ class StateStore:
             db.execute(
                 "UPDATE models SET canary_version = ?, canary_weight = ?, updated_at = ? WHERE name = ?",
                 (version, weight if version is not None else 0.0, now_iso(), name),
+            )
+            return self._append(db, entry)
+
+    def set_shadow(self, name: str, version: int | None, share: float, entry: AuditEntry) -> AuditEvent:
+        """Set (or, with ``version=None``, clear) the shadow of ``name``."""
+        if not 0.0 <= share <= 1.0:
+            raise StateError(f"shadow share must lie in [0, 1], got {share}")
+        with self._write() as db:
+            self._ensure_model(db, name)
+            db.execute(
+                "UPDATE models SET shadow_version = ?, shadow_share = ?, updated_at = ? WHERE name = ?",
+                (version, share if version is not None else 0.0, now_iso(), name),
             )
             return self._append(db, entry)
 
@@ -465,3 +477,12 @@ class StateStore:
 
 
 _AUDIT_COLUMNS = "id, at, actor, action, model, from_version, to_version, reason, result, detail"
+
+
+_MODEL_COLUMNS = "name, live_version, canary_version, canary_weight, shadow_version, shadow_share"
+
+
+def _model_state(row: Any) -> ModelState:
+    """A ``models`` row (``_MODEL_COLUMNS`` order) as a ``ModelState``."""
+    name, live, canary, weight, shadow, share = row
+    return ModelState(str(name), live, canary, float(weight), shadow, float(share))

@@ -56,7 +56,7 @@ class MlflowSource(_Frozen):
     run_id: str | None = None
     flavor: Literal["sklearn", "pytorch"]
     signature: dict[str, object] | None = None
-    sample_from: Literal["option", "input_example", "signature"]
+    sample_from: Literal["option", "input_example"]
 
 
 class Source(_Frozen):

@@ -7,7 +7,8 @@ Prints a table (req/s, p50, p99, rows/s, ratio to Flask and to the in-process li
 and ``bench.png`` to ``--out``, and says which DESIGN targets were met. The ``overhead`` target prices our
 backend on the same server: tritonops vs the same model with drift counters off vs a bare Python-backend model, in
 interleaved rounds at a low and at the full connection count; the ``settings`` target prices the server's two
-performance settings: the default server vs one with Triton's latency summaries vs one on glibc's malloc.
+performance settings: the default server vs one with Triton's latency summaries vs one on glibc's malloc; the
+``routing`` target prices the server-side canary split and shadow mirror (``tritonops.loadtest.routing``).
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ from tritonops.loadtest.generators import LoadResult, OtherLoad, cpu_idle_share,
 from tritonops.loadtest.inprocess import measure
 from tritonops.loadtest.peers import flask_baseline, mlserver_peer
 from tritonops.loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
+from tritonops.loadtest.routing import AS_CONVERTED, SHADOW_1, WEIGHT_0, WEIGHT_02, WEIGHT_02_BLS, load_routing_models
 from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, write_variants
 from tritonops.serving.triton import ServerOptions, TritonServer
 
 MODEL = "bench"
-ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "flask", "mlserver")
+ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "routing", "flask", "mlserver")
 INPROCESS_BATCHES = (1, 32, 256)
 DESIGN_BARE_RPS = {8: 8_663, 64: 21_579}
 """DESIGN's figure for a bare Python-backend model on a machine like this one (another day): req/s by connections."""
@@ -273,6 +275,9 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> tuple[li
         if "settings" in config.targets:
             settings_rows, meta["settings"] = bench_settings(server, model, config, work)
             rows += settings_rows
+        if "routing" in config.targets:
+            routing_rows, meta["routing"] = bench_routing(server, model, config)
+            rows += routing_rows
     return rows, meta
 
 
@@ -313,6 +318,29 @@ def bench_overhead(
         summary[f"{connections} connections"] = {
             "drift_counters_cost": 1 - paired_median(rps[TRITONOPS], rps[NO_COUNTERS]),
             "of_bare_backend": paired_median(rps[TRITONOPS], rps[BARE]),
+            "rounds_rps": rps,
+        }
+    return rows, summary
+
+
+def bench_routing(
+    server: TritonServer, model: BenchModel, config: BenchConfig
+) -> tuple[list[BenchRow], dict[str, dict[str, Any]]]:
+    """The model as converted, at canary weight 0, at weight 0.2 and with a shadow at share 1.0, in interleaved
+    rounds on one server; per connection count the paired req/s ratios and the p99 the shadow adds."""
+    variants = load_routing_models(server.grpc_url, model.repository, MODEL)
+    urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in variants}
+    rows, runs = _side_by_side("routing", urls, model, config, config.connection_levels)
+    summary: dict[str, dict[str, Any]] = {}
+    for connections in config.connection_levels:
+        rps = rounds_rps(runs, connections)
+        p99 = {label: pooled(loads).p99_ms for (label, level), loads in runs.items() if level == connections}
+        summary[f"{connections} connections"] = {
+            "weight0_of_as_converted": paired_median(rps[WEIGHT_0], rps[AS_CONVERTED]),
+            "weight02_of_weight0": paired_median(rps[WEIGHT_02], rps[WEIGHT_0]),
+            "weight02_bls_of_weight0": paired_median(rps[WEIGHT_02_BLS], rps[WEIGHT_0]),
+            "shadow_of_weight0": paired_median(rps[SHADOW_1], rps[WEIGHT_0]),
+            "shadow_p99_added_ms": p99[SHADOW_1] - p99[WEIGHT_0],
             "rounds_rps": rps,
         }
     return rows, summary
@@ -370,7 +398,10 @@ def bench_mlserver(model: BenchModel, config: BenchConfig, work: Path) -> list[B
 
 
 def verdicts(
-    rows: Sequence[BenchRow], config: BenchConfig, overhead: dict[str, dict[str, Any]]
+    rows: Sequence[BenchRow],
+    config: BenchConfig,
+    overhead: dict[str, dict[str, Any]],
+    routing: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The DESIGN and issue performance targets, each with the measured value and whether it was met."""
     found: list[dict[str, Any]] = []
@@ -396,6 +427,12 @@ def verdicts(
     for level, measured in overhead.items():
         add(f"drift counters cost < 10% of req/s ({level})", measured["drift_counters_cost"], 0.10, False)
         add(f"tritonops >= 90% of the bare Python backend's req/s ({level})", measured["of_bare_backend"], 0.9)
+    for level, measured in (routing or {}).items():
+        add(f"canary weight 0 >= 97% of the model as converted ({level})", measured["weight0_of_as_converted"], 0.97)
+        add(f"canary weight 0.2 >= 90% of weight 0 ({level})", measured["weight02_of_weight0"], 0.9)
+        add(f"shadow at share 1.0 >= 80% of weight 0 ({level})", measured["shadow_of_weight0"], 0.8)
+        if level == "8 connections":
+            add("shadow adds <= 2 ms to p99 at 8 connections", measured["shadow_p99_added_ms"], 2.0, False)
     return found
 
 
@@ -437,7 +474,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
         if "inprocess" in config.targets:
             console.print("[bold]in-process[/] ONNX Runtime, 1 thread")
             rows += bench_inprocess(model, config)
-        if {"triton-http", "triton-grpc", "overhead", "settings"} & set(config.targets):
+        if {"triton-http", "triton-grpc", "overhead", "settings", "routing"} & set(config.targets):
             console.print(f"[bold]triton[/] {config.connections} connections, {config.duration:g} s per run")
             triton_rows, triton_meta = bench_triton(model, config, work)
             rows += triton_rows
@@ -448,6 +485,14 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
                 console.print(
                     f"  overhead at {level}: drift counters cost {100 * measured['drift_counters_cost']:.1f}% of "
                     f"req/s; tritonops does {100 * measured['of_bare_backend']:.0f}% of the bare backend's req/s"
+                )
+            for level, measured in meta.get("routing", {}).items():
+                console.print(
+                    f"  routing at {level}: weight 0 does {100 * measured['weight0_of_as_converted']:.1f}% of the "
+                    f"model as converted, weight 0.2 {100 * measured['weight02_of_weight0']:.1f}% of weight 0, "
+                    f"(over BLS {100 * measured['weight02_bls_of_weight0']:.1f}%), "
+                    f"shadow 1.0 {100 * measured['shadow_of_weight0']:.1f}% (p99 "
+                    f"{measured['shadow_p99_added_ms']:+.2f} ms)"
                 )
             for level, measured in meta.get("settings", {}).items():
                 console.print(
@@ -464,7 +509,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
                     console.print(f"  [yellow]skipped {name}:[/] {exc}")
                     meta.setdefault("skipped", {})[name] = str(exc)
     rows = with_ratios(rows)
-    found = verdicts(rows, config, meta.get("overhead", {}))
+    found = verdicts(rows, config, meta.get("overhead", {}), meta.get("routing", {}))
     meta["machine_after"] = {"load_average": os.getloadavg()}
     meta["seconds"] = round(time.monotonic() - started, 1)
     title = f"tritonops bench: {meta['machine_before']['cores']} cores, {config.connections} connections"

@@ -31,6 +31,9 @@ ROUTE_KEY_PARAMETER = "tritonops_route_key"
 ROUTE_KEY_HEADER = "tritonops-route-key"
 """HTTP header / gRPC metadata with the same meaning; the server forwards it as a request parameter of this name
 (``--http-header-forward-pattern`` / ``--grpc-header-forward-pattern``, set by ``tritonops.serving.triton``)."""
+LIVE_ONLY_PARAMETER = "tritonops_live_only"
+"""Request parameter (bool) that keeps a request on live whatever the split: the control plane's smoke check of the
+live version sends it, so its answers are live's own."""
 VERSION_OUTPUT = "served_version"
 """Output tensor (INT64, one per row) naming the version that scored the request; declared on fleet-loaded models."""
 
@@ -41,14 +44,21 @@ def key_position(key: str) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
+LIVE = "\x00live"
+"""``route_key``'s answer for a request pinned to live (``tritonops_live_only``)."""
+
+
 def route_key(parameters_json: str) -> str | None:
-    """The routing key in a request's parameters JSON (parameter first, then the forwarded header), or None."""
-    if ROUTE_KEY_PARAMETER not in parameters_json and ROUTE_KEY_HEADER not in parameters_json:
+    """The routing key in a request's parameters JSON (parameter first, then the forwarded header), ``LIVE`` for
+    a request pinned to live, or None."""
+    if "tritonops" not in parameters_json:
         return None  # the common case: no key, no JSON parsing on the hot path
     try:
         parameters = json.loads(parameters_json)
     except json.JSONDecodeError:
         return None
+    if parameters.get(LIVE_ONLY_PARAMETER) is True:
+        return LIVE
     for name in (ROUTE_KEY_PARAMETER, ROUTE_KEY_HEADER):
         value = parameters.get(name)
         if value is not None and value != "":
@@ -70,6 +80,8 @@ class CanaryRoute:
 
     def to_canary(self, key: str | None, draw: float | None = None) -> bool:
         """True when this request goes to the canary: the key's position, else a uniform draw, below the weight."""
+        if key == LIVE:
+            return False
         if key is not None:
             return key_position(key) < self.weight
         return (random.random() if draw is None else draw) < self.weight

@@ -25,7 +25,7 @@ from tritonops.serving.validation import Batch
 
 PROB_DIFF_BUCKETS = (0.0, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 """Upper bounds of the |probability difference| buckets; the first counts rows where the answers are identical."""
-SHADOW_ERROR_REASONS = ("unavailable", "model_error", "bad_output")
+SHADOW_ERROR_REASONS = ("unavailable", "rejected", "model_error", "bad_output")
 _MAX_LATENCIES = 10_000
 
 

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
 from tritonops.converters import ConversionOptions, ModelVersion, ParityThresholds, list_models, list_versions
-from tritonops.converters.files import convert_file, parse_classes
+from tritonops.converters.files import convert_file, load_sample, parse_classes
+from tritonops.converters.mlflow_source import convert_mlflow, is_mlflow_uri
 from tritonops.converters.torch import ModuleOutput
 from tritonops.serving.model_config import ServingOptions
 from tritonops.settings import load_settings
@@ -27,10 +28,21 @@ def _repository(value: Path | None) -> Path:
 
 @app.command("convert")
 def convert(
-    model_file: Path = typer.Argument(..., help="Trained model: .joblib/.pkl/.pickle, .skops, or .pt/.pth/.ts."),
-    name: str = typer.Option(..., "--name", "-n", help="Model name in the repository."),
+    model_file: str = typer.Argument(
+        ...,
+        metavar="MODEL",
+        help="Trained model: a .joblib/.pkl/.pickle, .skops or .pt/.pth/.ts file, or an MLflow URI "
+        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH; server: $MLFLOW_TRACKING_URI).",
+    ),
+    name: str = typer.Option(
+        None, "--name", "-n", help="Model name in the repository (MLflow registry URIs: default the registered name)."
+    ),
     sample: Path = typer.Option(
-        ..., "--sample", "-s", help="CSV or Parquet rows in the training format (parity check + drift reference)."
+        None,
+        "--sample",
+        "-s",
+        help="CSV or Parquet rows in the training format (parity check + drift reference). "
+        "MLflow models: default the logged input_example.",
     ),
     repository: Path = typer.Option(None, "--repository", "-r", help=_REPOSITORY_HELP),
     label_column: str = typer.Option(None, help="Column of the sample to drop (the target), if present."),
@@ -65,7 +77,38 @@ def convert(
         help="Convert a model saved with another scikit-learn version (refused by default; recorded in the manifest).",
     ),
 ) -> None:
-    """Convert a trained classifier to ONNX, check parity, and write the next version into the repository."""
+    """Convert a trained classifier to ONNX, check parity, and write the next version into the repository.
+
+    \b
+    Supported (binary + multi-class, int or string labels; docs/converters.md):
+      scikit-learn  DecisionTree, RandomForest, ExtraTrees, GradientBoosting,
+                    HistGradientBoosting, LogisticRegression, SVC(probability),
+                    CalibratedClassifierCV, KNeighbors, MLP, GaussianNB
+      boosting      LGBMClassifier, XGBClassifier (int labels only),
+                    CatBoostClassifier (numeric estimator inputs);
+                    pip install 'tritonops\\[boosting]'
+      PyTorch       nn.Module / TorchScript: logits or probabilities over
+                    --classes, numeric inputs
+    Estimators convert alone or as the last step of a Pipeline /
+    ColumnTransformer over numeric and string columns.
+
+    \b
+    The parity gate scores a seeded draw of the sample, then generated rows:
+      thresholds        a feature on or next to every split threshold
+      range             a feature at its observed minimum / maximum
+      float32-extremes  a feature at +-3.4e38 (enforced for trees)
+      missing           NaN in each feature the model accepts NaN for
+    A failing group stops the conversion, naming its worst rows; nothing is
+    written. A model saved with another scikit-learn version is refused
+    unless --allow-version-skew.
+
+    \b
+    MLflow (server: $MLFLOW_TRACKING_URI; pip install 'tritonops\\[mlflow]'):
+      tritonops convert models:/churn@champion
+    resolves the alias once, loads the sklearn or pytorch flavor, uses the
+    logged input_example when --sample is not given, and records the URI,
+    registered version, run id and signature in the manifest.
+    """
     if torch_output not in ("logits", "probabilities"):
         raise typer.BadParameter(f"expected logits or probabilities, got {torch_output!r}", param_hint="--torch-output")
     module_output: ModuleOutput = "logits" if torch_output == "logits" else "probabilities"
@@ -82,8 +125,27 @@ def convert(
         native_export=native_export,
     )
     started = time.perf_counter()
+    report = lambda step: console.print(f"[dim]>[/] {step}", highlight=False)  # noqa: E731
+    if is_mlflow_uri(model_file):
+        version = convert_mlflow(
+            model_file,
+            name=name,
+            repository=_repository(repository),
+            sample=load_sample(sample, label_column) if sample is not None else None,
+            classes=parse_classes(classes) if classes else None,
+            torch_output=module_output,
+            options=options,
+            progress=report,
+            allow_version_skew=allow_version_skew,
+        )
+        _summary(version, time.perf_counter() - started)
+        return
+    if name is None:
+        raise typer.BadParameter("give the model a name in the repository", param_hint="--name")
+    if sample is None:
+        raise typer.BadParameter("give rows in the training format (CSV or Parquet)", param_hint="--sample")
     version = convert_file(
-        model_file,
+        Path(model_file),
         sample,
         name=name,
         repository=_repository(repository),
@@ -93,7 +155,7 @@ def convert(
         torch_output=module_output,
         label_column=label_column,
         options=options,
-        progress=lambda step: console.print(f"[dim]>[/] {step}", highlight=False),
+        progress=report,
         allow_version_skew=allow_version_skew,
     )
     _summary(version, time.perf_counter() - started)

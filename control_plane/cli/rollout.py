@@ -11,9 +11,10 @@ from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
 from tritonops.control_plane.discovery import discover
-from tritonops.control_plane.errors import FleetApplyError
+from tritonops.control_plane.errors import FleetApplyError, NotServingError
 from tritonops.control_plane.fleet import reconcile as reconcile_fleet
 from tritonops.control_plane.metrics import FRONTEND_GAP
+from tritonops.control_plane.readiness import not_serving
 from tritonops.control_plane.rollout import (
     RolloutResult,
     abort_canary,
@@ -105,10 +106,23 @@ def promote(
     max_latency_ms: float | None = typer.Option(
         None, "--max-latency-ms", help="Latency gate: p99 of the smoke request on each endpoint must not exceed it."
     ),
+    min_shadow_agreement: float | None = typer.Option(
+        None,
+        "--min-shadow-agreement",
+        help="Shadow gate: VERSION ran as a shadow (`tritonops shadow start`) and agreed with live on at least this "
+        "share of the compared rows.",
+    ),
+    metrics_url: list[str] = typer.Option(
+        [],
+        "--metrics-url",
+        envvar="TRITONOPS_METRICS_URLS",
+        help="Triton /metrics URLs the shadow gate reads (default: each endpoint's gRPC port + 1).",
+    ),
     actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
     reason: str = typer.Option("", "--reason", help=_REASON_HELP),
 ) -> None:
-    """Make VERSION live everywhere once its gates pass (parity, smoke on every endpoint, optional latency)."""
+    """Make VERSION live everywhere once its gates pass (parity, optional shadow agreement, smoke on every
+    endpoint, optional latency)."""
     result = promote_version(
         load_settings(),
         model,
@@ -117,6 +131,8 @@ def promote(
         reason=reason,
         dry_run=dry_run,
         max_latency_ms=max_latency_ms,
+        min_shadow_agreement=min_shadow_agreement,
+        shadow_metrics_urls=metrics_url,
     )
     _render(result)
 
@@ -234,6 +250,15 @@ def remove(
     """Remove an endpoint from the fleet (what it serves is left as it is)."""
     fleet_remove(load_settings(), endpoint, actor=_actor(actor))
     console.print(f"removed {endpoint}")
+
+
+@fleet_app.command("ready")
+def ready(endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port.")) -> None:
+    """Exit 0 only when ENDPOINT serves the desired state (a readiness probe for a Triton pod)."""
+    missing = not_serving(load_settings(), endpoint)
+    if missing:
+        raise NotServingError(endpoint, missing)
+    console.print(f"{endpoint} serves the desired state")
 
 
 @fleet_app.command("list")

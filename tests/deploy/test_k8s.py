@@ -103,3 +103,28 @@ def test_prometheus_discovers_every_replica_through_the_headless_service(
     assert jobs["tritonops-control-plane"]["static_configs"][0]["targets"] == [
         f"tritonops-control-plane.tritonops.svc.cluster.local:{exporter}"
     ]
+
+
+def test_ha_pieces_fit_the_pods_they_protect(resources: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """PostgreSQL takes its password from a Secret and keeps its data on a claim; the controller's account may list
+    EndpointSlices and nothing else; each disruption budget selects pods that exist (Triton, the control plane)."""
+    postgres = resources[("StatefulSet", "postgres")]["spec"]
+    env = {e["name"]: e for e in postgres["template"]["spec"]["containers"][0]["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "tritonops-postgres", "key": "password"}
+    assert postgres["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    role = resources[("Role", "tritonops-endpointslice-reader")]
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = resources[("RoleBinding", "tritonops-controller-endpointslices")]
+    assert binding["roleRef"]["name"] == "tritonops-endpointslice-reader"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tritonops-controller", "namespace": "tritonops"}]
+    pods = {
+        "triton": resources[("StatefulSet", "triton")]["spec"]["template"]["metadata"]["labels"],
+        "tritonops-control-plane": resources[("Deployment", "tritonops-control-plane")]["spec"]["template"]["metadata"][
+            "labels"
+        ],
+    }
+    for name, labels in pods.items():
+        selector = resources[("PodDisruptionBudget", name)]["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= labels.items(), name

@@ -28,10 +28,12 @@ from tritonops.control_plane.state import ModelState
 from tritonops.converters import ConversionOptions, convert_sklearn
 from tritonops.serving.model_config import ServingOptions, with_specific_versions
 from tritonops.serving.routing import (
+    CANARY_PARAMETER,
     ROUTE_KEY_HEADER,
     ROUTE_KEY_PARAMETER,
     SHADOW_PARAMETER,
     VERSION_OUTPUT,
+    CanaryRoute,
     ShadowRoute,
     key_position,
 )
@@ -41,6 +43,9 @@ pytestmark = pytest.mark.integration
 
 MODEL = "rt"
 SHADOW = f"{MODEL}__shadow"
+FROM_BYTES = "rt_bytes"
+"""Version 1 of ``rt`` loaded from bytes: its model directory holds no other version, so it reaches its canary and
+shadow over BLS through their aliases (the path for models outside the repository layout)."""
 FLUSH = 0.1
 FEATURES = 4
 RNG = np.random.default_rng(17)
@@ -58,6 +63,9 @@ def repository(triton_repository: Path) -> Path:
     for rule in ((x[:, 0] > 0), (x[:, 0] + x[:, 1] > 0.3)):
         model = LogisticRegression(max_iter=300).fit(x, rule.astype(int))
         convert_sklearn(model, x, name=MODEL, repository=triton_repository, options=options)
+    wider = RNG.normal(0.0, 1.0, (400, FEATURES + 1)).astype(np.float32)  # version 3 takes 5 features
+    model = LogisticRegression(max_iter=300).fit(wider, (wider[:, 0] > 0).astype(int))
+    convert_sklearn(model, wider, name=MODEL, repository=triton_repository, options=options)
     return triton_repository
 
 
@@ -68,8 +76,8 @@ def endpoint(triton_server: TritonServer, repository: Path) -> Iterator[Endpoint
     endpoint.load(live_config(repository, ModelState(MODEL, 1, 2, 0.2)))
     yield endpoint
     observed = endpoint.observe(MODEL)
-    shadow = endpoint.observe(SHADOW).ready
-    for name, ready in ((MODEL, observed.ready), (f"{MODEL}__canary", observed.canary_ready), (SHADOW, shadow)):
+    aliases = ((name, endpoint.observe(name).ready) for name in (SHADOW, FROM_BYTES))
+    for name, ready in ((MODEL, observed.ready), (f"{MODEL}__canary", observed.canary_ready), *aliases):
         if ready:
             endpoint.unload(name)
     endpoint.close()
@@ -170,29 +178,65 @@ def test_sticky_keys_stay_on_one_version_over_http_headers_parameters_and_grpc(
     assert 150 < sum(v == 2 for v in expected.values()) < 250
 
 
+def test_a_request_pinned_to_live_is_never_split(triton_server: TritonServer, endpoint: Endpoint) -> None:
+    url = f"http://{triton_server.http_url}/v2/models/{MODEL}/infer"
+    bodies = [body(row(), **{ROUTE_KEY_PARAMETER: f"user-{i}"}) for i in range(300)]
+    for message in bodies:
+        message["parameters"]["tritonops_live_only"] = True  # type: ignore[index]
+    assert set(post_many(url, bodies)) == {1}  # what the control plane's smoke check of live sends
+
+
 def test_a_client_asking_for_some_outputs_gets_only_those(triton_server: TritonServer, endpoint: Endpoint) -> None:
     message = body(row(), **{ROUTE_KEY_PARAMETER: "user-1"}) | {"outputs": [{"name": "label"}]}
     answer = requests.post(f"http://{triton_server.http_url}/v2/models/{MODEL}/infer", json=message, timeout=10)
     assert [o["name"] for o in answer.json()["outputs"]] == ["label"]
 
 
-def test_an_unloaded_canary_falls_back_to_live_and_is_counted(
+def load_from_bytes(endpoint: Endpoint, repository: Path, **parameters: str) -> None:
+    """``rt_bytes``: version 1 of ``rt`` with the given routing parameters, loaded from its bytes."""
+    config = live_config(repository, ModelState(MODEL, 1, None, 0.0))
+    config.name = FROM_BYTES
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    endpoint.load(config, canary_files(repository, MODEL, 1))
+
+
+def test_a_canary_over_bls_that_is_unloaded_falls_back_to_live_and_is_counted(
     triton_server: TritonServer, endpoint: Endpoint, repository: Path
 ) -> None:
     alias = f"{MODEL}__canary"
+    load_from_bytes(endpoint, repository, **{CANARY_PARAMETER: CanaryRoute(alias, 2, 0.2).to_parameter()})
+    url = f"http://{triton_server.http_url}/v2/models/{FROM_BYTES}/infer"
+    versions = post_many(url, [body(row()) for _ in range(500)])
+    assert abs(Counter(versions)[2] / 500 - 0.2) < 0.08  # over BLS the alias answers its share
     labels = {"model": MODEL, "version": "1", "canary_version": "2", "outcome": "fallback"}
     before = metric(triton_server, "tritonops_canary_requests_total", **labels)
-    endpoint.unload(alias)  # the live config still routes 20% to it
+    endpoint.unload(alias)  # the config still routes 20% to it
     try:
-        versions = post_many(
-            f"http://{triton_server.http_url}/v2/models/{MODEL}/infer", [body(row()) for _ in range(300)]
-        )
-        assert set(versions) == {1}
+        assert set(post_many(url, [body(row()) for _ in range(300)])) == {1}
         wait_until(lambda: metric(triton_server, "tritonops_canary_requests_total", **labels) > before + 20)
     finally:
         endpoint.load(canary_config(repository, MODEL, 2), canary_files(repository, MODEL, 2))
+        endpoint.unload(FROM_BYTES)
     fell_back = metric(triton_server, "tritonops_canary_requests_total", **labels) - before
     assert 20 < fell_back < 110, fell_back  # about 20% of 300
+
+
+def test_the_in_process_canary_counts_what_it_answered(triton_server: TritonServer, endpoint: Endpoint) -> None:
+    labels = {"model": MODEL, "version": "1", "canary_version": "2"}
+    answered_before = metric(triton_server, "tritonops_canary_requests_total", **labels, outcome="answered")
+    rows_before = metric(triton_server, "tritonops_rows_total", model=MODEL, version="2")
+    versions = post_many(f"http://{triton_server.http_url}/v2/models/{MODEL}/infer", [body(row()) for _ in range(400)])
+    routed = Counter(versions)[2]
+    wait_until(
+        lambda: (
+            metric(triton_server, "tritonops_canary_requests_total", **labels, outcome="answered")
+            >= answered_before + routed
+        )
+    )
+    wait_until(lambda: metric(triton_server, "tritonops_rows_total", model=MODEL, version="2") >= rows_before + routed)
+    # each request counted once, under the version that scored it
+    assert metric(triton_server, "tritonops_rows_total", model=MODEL, version="2") == rows_before + routed
 
 
 def test_no_request_fails_while_the_weight_steps_to_promotion_under_load(
@@ -253,7 +297,7 @@ def shadow_counts(server: TritonServer, version: int) -> dict[str, float]:
     labels = {"model": MODEL, "version": "1", "shadow_version": str(version)}
     names = ("mirrored_rows_total", "compared_rows_total", "agreed_rows_total", "dropped_rows_total")
     counts = {name: metric(server, f"tritonops_shadow_{name}", **labels) for name in names}
-    counts["identical"] = metric(server, "tritonops_shadow_prob_diff_bucket", **labels, le="0.0")
+    counts["identical"] = metric(server, "tritonops_shadow_prob_diff_rows_total", **labels, le="0.0")
     counts["errors"] = metric(server, "tritonops_shadow_errors_total", **labels)
     return counts
 
@@ -306,19 +350,32 @@ def test_a_shadow_of_another_model_agrees_exactly_as_often_as_offline(
     assert counts["agreed_rows_total"] == agree
 
 
-def test_a_shadow_failing_every_request_never_fails_a_caller(
+def test_a_shadow_refusing_every_row_never_fails_a_caller(
     triton_server: TritonServer, endpoint: Endpoint, repository: Path, shadow_rows: np.ndarray
 ) -> None:
-    # the shadow forwards each batch to a model that does not exist: every shadow call fails
-    load_shadow(endpoint, repository, 2, 1.0, **{"tritonops.runner": "bls:no_such_model"})
-    before = shadow_counts(triton_server, 2)
+    load_shadow(endpoint, repository, 3, 1.0)  # version 3 takes 5 features: it refuses every row live answers
     send_rows(triton_server, shadow_rows[:300])  # asserts every caller got HTTP 200 from live
-    wait_until(lambda: shadow_counts(triton_server, 2)["errors"] - before["errors"] >= 300)
-    after = shadow_counts(triton_server, 2)
-    assert after["compared_rows_total"] == before["compared_rows_total"]
-    assert after["errors"] - before["errors"] == 300
-    assert metric(triton_server, "tritonops_shadow_errors_total", shadow_version="2", reason="model_error") >= 300
-    endpoint.unload(SHADOW)  # the live config still mirrors to it: now the shadow is not there at all
-    send_rows(triton_server, shadow_rows[:100])
-    wait_until(lambda: metric(triton_server, "tritonops_shadow_errors_total", reason="unavailable") >= 100)
+    wait_until(lambda: shadow_counts(triton_server, 3)["errors"] >= 300)
+    counts = shadow_counts(triton_server, 3)
+    assert (counts["errors"], counts["compared_rows_total"]) == (300, 0)
+    assert metric(triton_server, "tritonops_shadow_errors_total", shadow_version="3", reason="rejected") == 300
+
+
+def test_a_shadow_over_bls_that_fails_or_is_unloaded_never_fails_a_caller(
+    triton_server: TritonServer, endpoint: Endpoint, repository: Path, shadow_rows: np.ndarray
+) -> None:
+    # the alias forwards each batch to a model that does not exist: every shadow call fails
+    load_shadow(endpoint, repository, 2, 1.0, **{"tritonops.runner": "bls:no_such_model"})
+    load_from_bytes(endpoint, repository, **{SHADOW_PARAMETER: ShadowRoute(SHADOW, 2, 1.0).to_parameter()})
+    url = f"http://{triton_server.http_url}/v2/models/{FROM_BYTES}/infer"
+    errors = {"model": MODEL, "shadow_version": "2"}
+    before = metric(triton_server, "tritonops_shadow_errors_total", **errors, reason="model_error")
+    assert set(post_many(url, [body([float(v) for v in r]) for r in shadow_rows[:300]])) == {1}
+    wait_until(
+        lambda: metric(triton_server, "tritonops_shadow_errors_total", **errors, reason="model_error") >= before + 300
+    )
+    endpoint.unload(SHADOW)  # the config still mirrors to it: now the shadow is not there at all
+    assert set(post_many(url, [body([float(v) for v in r]) for r in shadow_rows[:100]])) == {1}
+    wait_until(lambda: metric(triton_server, "tritonops_shadow_errors_total", **errors, reason="unavailable") >= 100)
+    endpoint.unload(FROM_BYTES)
     endpoint.load(live_config(repository, ModelState(MODEL, 1, 2, 0.2)))

@@ -16,16 +16,19 @@ from pathlib import Path
 import pytest
 
 from tritonops.loadtest.bench import SETTINGS_DEFAULT, SETTINGS_GLIBC, SETTINGS_SUMMARIES, BenchConfig, run
+from tritonops.loadtest.routing import AS_CONVERTED, SHADOW_1, WEIGHT_0, WEIGHT_02, WEIGHT_02_BLS
 from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS
 
 pytestmark = pytest.mark.perf
+
+ROUTING = (AS_CONVERTED, WEIGHT_0, WEIGHT_02, WEIGHT_02_BLS, SHADOW_1)
 
 
 def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> None:
     config = BenchConfig(
         duration=1.0,
         connections=8,
-        targets=("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "flask"),
+        targets=("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "routing", "flask"),
         out=tmp_path,
         inprocess_seconds=0.3,
         batch_rows=64,
@@ -38,6 +41,7 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     by_key = {(r.target, r.variant, r.protocol, r.rows_per_request, r.connections): r for r in rows}
     single = [("triton", v, "http", 1, c) for v in (TRITONOPS, NO_COUNTERS, BARE) for c in (4, 8)]
     single += [("triton", v, "http", 1, 8) for v in (SETTINGS_DEFAULT, SETTINGS_SUMMARIES, SETTINGS_GLIBC)]
+    single += [("triton", v, "http", 1, c) for v in ROUTING for c in (4, 8)]
     assert set(by_key) == {
         ("onnxruntime", "", "in-process", 1, 0),
         ("onnxruntime", "", "in-process", 32, 0),
@@ -102,6 +106,22 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     assert settings["system_malloc_cost"] == pytest.approx(
         1 - statistics.median(a / b for a, b in zip(glibc, default, strict=True))
     )
+    routing = saved["meta"]["routing"]
+    assert set(routing) == {"4 connections", "8 connections"}
+    for level, measured in routing.items():
+        rounds = measured["rounds_rps"]
+        plain, zero, split, _, shadow = (rounds[v] for v in ROUTING)
+        assert measured["weight0_of_as_converted"] == pytest.approx(
+            statistics.median(a / b for a, b in zip(zero, plain, strict=True))
+        )
+        assert measured["weight02_of_weight0"] == pytest.approx(
+            statistics.median(a / b for a, b in zip(split, zero, strict=True))
+        )
+        assert measured["shadow_of_weight0"] == pytest.approx(
+            statistics.median(a / b for a, b in zip(shadow, zero, strict=True))
+        )
+        assert f"shadow at share 1.0 >= 80% of weight 0 ({level})" in {v["target"] for v in verdicts}
+    assert "shadow adds <= 2 ms to p99 at 8 connections" in {v["target"] for v in verdicts}
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "bench.md").read_text()
     assert f"| triton | grpc | 1 | 8 | {by_key[('triton', '', 'grpc', 1, 8)].requests:,} | 0 |" in table

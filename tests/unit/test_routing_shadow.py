@@ -10,6 +10,7 @@ import pytest
 from tritonops.serving.errors import ModelConfigError
 from tritonops.serving.routing import (
     CANARY_PARAMETER,
+    LIVE,
     SHADOW_PARAMETER,
     CanaryRoute,
     Routes,
@@ -59,6 +60,8 @@ def test_route_key_prefers_the_parameter_then_the_forwarded_header() -> None:
     assert route_key('{"tritonops-route-key":"h"}') == "h"
     assert route_key('{"tritonops_route_key":"p","tritonops-route-key":"h"}') == "p"
     assert route_key('{"tritonops_route_key":42}') == "42"
+    assert route_key('{"tritonops_live_only":true,"tritonops_route_key":"p"}') == LIVE
+    assert not CanaryRoute("c", 2, 1.0).to_canary(LIVE)
 
 
 def test_sticky_choice_follows_the_key_position_and_a_higher_weight_only_adds_keys() -> None:
@@ -133,6 +136,6 @@ def test_mirror_counts_shadow_failures_by_reason_and_keeps_going() -> None:
         assert mirror.offer({"input": np.zeros((1, 3), dtype=np.float32)}, _prediction([1], [[0.0, 1.0]]))
     assert mirror.drain(10)
     snap = mirror.take()
-    assert snap.errors == {"unavailable": 1, "model_error": 1, "bad_output": 0}
+    assert snap.errors == {"unavailable": 1, "rejected": 0, "model_error": 1, "bad_output": 0}
     assert (snap.compared, snap.agreed) == (1, 1)
     mirror.close()

@@ -162,6 +162,20 @@ def test_promoting_another_version_keeps_the_canary(store: StateStore) -> None:
     assert store.model("rf") == ModelState("rf", 2, 3, 0.2)
 
 
+def test_shadow_is_set_kept_through_a_canary_and_ended_by_promote(store: StateStore) -> None:
+    store.set_live("rf", 1, entry(to=1))
+    store.set_shadow("rf", 3, 0.5, entry("shadow", to=3))
+    store.set_canary("rf", 2, 0.2, entry("canary", to=2))
+    assert store.model("rf") == ModelState("rf", 1, 2, 0.2, 3, 0.5)
+    store.set_live("rf", 2, entry(to=2))
+    assert store.model("rf") == ModelState("rf", 2, None, 0.0)
+    store.set_shadow("rf", 3, 1.0, entry("shadow", to=3))
+    store.set_shadow("rf", None, 1.0, entry("stop-shadow"))
+    assert store.models() == [ModelState("rf", 2, None, 0.0)]
+    with pytest.raises(StateError, match=r"shadow share must lie in \[0, 1\], got 2"):
+        store.set_shadow("rf", 3, 2.0, entry("shadow", to=3))
+
+
 def test_a_bad_weight_changes_nothing(store: StateStore) -> None:
     store.set_live("rf", 1, entry(to=1))
     events = len(store.audit())

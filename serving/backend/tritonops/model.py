@@ -146,11 +146,11 @@ class _RouteMetrics:
             ("dropped", "tritonops_shadow_dropped_rows_total", "Rows not mirrored: the shadow queue was full"),
             ("compared", "tritonops_shadow_compared_rows_total", "Mirrored rows the shadow scored and compared"),
             ("agreed", "tritonops_shadow_agreed_rows_total", "Compared rows where the shadow's label equals live's"),
-            ("diff_sum", "tritonops_shadow_prob_diff_sum", "Sum over compared rows of max |probability difference|"),
+            ("diff_sum", "tritonops_shadow_prob_diff_total", "Sum over compared rows of max |probability difference|"),
         ):
             self.shadow[key] = self._family(name, description, counter).Metric(labels=labels)
         buckets = self._family(
-            "tritonops_shadow_prob_diff_bucket",
+            "tritonops_shadow_prob_diff_rows_total",
             "Compared rows whose max |live - shadow probability| is <= le (cumulative, for histogram_quantile)",
             counter,
         )
@@ -392,41 +392,73 @@ def _with_request_id(message: str, request: Any) -> str:
     return f"{message} (request_id={request_id})" if isinstance(request_id, str) and request_id else message
 
 
+class _Version:
+    """Everything one version needs to score requests in this instance: schema, runner, cache, counters."""
+
+    def __init__(self, args: dict[str, Any], options: BackendOptions, version_dir: Path, version_output: bool) -> None:
+        manifest = load_manifest(version_dir / "manifest.json")
+        self.manifest = manifest
+        self.schema = InputSchema.from_manifest(manifest)
+        self.input_names = [rule.name for rule in self.schema.rules]
+        target = options.bls_target
+        if target is not None:
+            self.run: Any = _BlsRunner(target)
+        else:
+            providers = execution_providers(
+                args["model_instance_kind"], int(args["model_instance_device_id"]), options.tensorrt
+            )
+            self.run = OnnxRunner(version_dir / manifest.onnx.file, providers, session_threads(options.instance_count))
+        entries = options.response_cache_entries
+        # ours, not Triton's response cache: Triton 2.51 replays a cached error response as an empty success
+        self.cache: ResponseCache[Prediction] | None = ResponseCache(entries) if entries else None
+        self.label_tensor = _LabelTensors(len(manifest.classes))
+        self.version_tensor = _VersionTensors(manifest.version) if version_output else None
+        self.counters = DriftCounters(manifest)
+        self.metrics = _Metrics(manifest, self.counters, options.drift_counters, self.cache is not None)
+
+    def flush(self) -> None:
+        self.metrics.flush(self.counters.take())
+
+
+class _LocalShadow:
+    """Scores mirrored batches with the shadow version's own session in this instance (no BLS, no IPC)."""
+
+    def __init__(self, version: _Version) -> None:
+        self.version = version
+
+    def __call__(self, batch: Batch) -> Prediction:
+        whole = self.version.schema.validate_all([batch])
+        if whole is None:
+            raise ShadowRunError("rejected", "the shadow's validation refused rows live answered")
+        try:
+            return self.version.run(whole.inputs)  # type: ignore[no-any-return]
+        except Exception as exc:  # ONNX Runtime errors are untyped
+            raise ShadowRunError("model_error", f"the shadow failed on a batch: {exc}") from exc
+
+
 class TritonPythonModel:
     """One model instance."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         self.options = BackendOptions.from_model_config(config)
-        manifest = load_manifest(Path(args["model_repository"]) / args["model_version"] / "manifest.json")
-        self.schema = InputSchema.from_manifest(manifest)
-        self.input_names = [rule.name for rule in self.schema.rules]
-        target = self.options.bls_target
-        if target is not None:
-            self.run: Any = _BlsRunner(target)
-        else:
-            providers = execution_providers(
-                args["model_instance_kind"], int(args["model_instance_device_id"]), self.options.tensorrt
-            )
-            model_path = Path(args["model_repository"]) / args["model_version"] / manifest.onnx.file
-            self.run = OnnxRunner(model_path, providers, session_threads(self.options.instance_count))
-        entries = self.options.response_cache_entries
-        # ours, not Triton's response cache: Triton 2.51 replays a cached error response as an empty success
-        self.cache: ResponseCache[Prediction] | None = ResponseCache(entries) if entries else None
-        self.label_tensor = _LabelTensors(len(manifest.classes))
+        model_dir = Path(args["model_repository"])
         declared = {output["name"] for output in config.get("output", [])}
-        self.version_tensor = _VersionTensors(manifest.version) if VERSION_OUTPUT in declared else None
-        self.counters = DriftCounters(manifest)
-        self.metrics = _Metrics(manifest, self.counters, self.options.drift_counters, self.cache is not None)
+        self.version_output = VERSION_OUTPUT in declared
+        self.live = _Version(args, self.options, model_dir / args["model_version"], self.version_output)
+        manifest = self.live.manifest
         routes = self.options.routes
         self.canary = routes.canary
         self.shadow = routes.shadow
+        # a canary or shadow whose files sit next to live's (the repository layout) is scored in this instance;
+        # otherwise (a model loaded from bytes) it is reached over BLS through its alias
+        self.local_canary = self._local(args, model_dir, self.canary.version if self.canary else None)
+        local_shadow = self._local(args, model_dir, self.shadow.version if self.shadow else None)
         self.canary_counts = _CanaryCounts()
-        self.mirror = (
-            ShadowMirror(_ShadowRunner(self.shadow.model), self.options.shadow_queue_batches)
-            if self.shadow is not None
-            else None
-        )
+        self.mirror: ShadowMirror | None = None
+        if self.shadow is not None:
+            runner: Any = _LocalShadow(local_shadow) if local_shadow is not None else _ShadowRunner(self.shadow.model)
+            self.mirror = ShadowMirror(runner, self.options.shadow_queue_batches)
         self.route_metrics = _RouteMetrics(manifest, self.canary, self.shadow)
         spec = CaptureSpec.from_model_config(config)
         self.capture = (
@@ -438,10 +470,24 @@ class TritonPythonModel:
         self._flusher = threading.Thread(target=self._flush_periodically, name="tritonops-flush", daemon=True)
         self._flusher.start()
 
+    def _local(self, args: dict[str, Any], model_dir: Path, version: int | None) -> _Version | None:
+        """Version ``version`` of this model loaded in this instance, or None (not routed, or not loadable here)."""
+        if version is None or self.options.bls_target is not None:  # a BLS front forwards to one native model
+            return None
+        if not (model_dir / str(version) / "manifest.json").is_file():
+            return None
+        try:
+            return _Version(args, self.options, model_dir / str(version), self.version_output)
+        except Exception as exc:  # a candidate that can't load here must not stop live: use its alias instead
+            pb_utils.Logger.log_error(f"tritonops: version {version} cannot be scored in-process ({exc}); using BLS")
+            return None
+
     def _flush_periodically(self) -> None:
         while not self._stop.wait(self.options.drift_flush_seconds):
             try:
-                self.metrics.flush(self.counters.take())
+                self.live.flush()
+                if self.local_canary is not None:
+                    self.local_canary.flush()
                 self.route_metrics.flush(self.canary_counts, self.mirror)
             except Exception as exc:  # keep counting: one failed flush must not stop the thread for good
                 pb_utils.Logger.log_error(f"tritonops: flushing metrics failed: {exc}")
@@ -449,20 +495,27 @@ class TritonPythonModel:
                 self.capture.flush()
 
     def execute(self, requests: list[Any]) -> list[Any] | Coroutine[Any, Any, list[Any]]:
-        """Responses in request order; a coroutine (run by the stub) only while a canary takes traffic."""
-        if self.canary is not None:
-            return self._split(self.canary, requests)
-        return self._answer(requests)
+        """Responses in request order; a coroutine (run by the stub) only when a batch sends requests over BLS."""
+        canary = self.canary
+        if canary is None:
+            return self._answer(self.live, requests)
+        chosen = [canary.to_canary(route_key(request.parameters())) for request in requests]
+        if not any(chosen):
+            return self._answer(self.live, requests)
+        if self.local_canary is None:
+            return self._split(canary, requests, chosen)
+        live = [request for request, to_canary in zip(requests, chosen, strict=True) if not to_canary]
+        routed = [request for request, to_canary in zip(requests, chosen, strict=True) if to_canary]
+        answered_live = iter(self._answer(self.live, live) if live else [])
+        answered_canary = iter(self._answer(self.local_canary, routed))
+        return [next(answered_canary) if to_canary else next(answered_live) for to_canary in chosen]
 
-    async def _split(self, canary: CanaryRoute, requests: list[Any]) -> list[Any]:
+    async def _split(self, canary: CanaryRoute, requests: list[Any], chosen: list[bool]) -> list[Any]:
         """Send the canary's share over BLS, score the rest here meanwhile; a canary failure falls back to live.
 
         The canary's own validation errors are its answer (it scored the request); any other failure (unloaded,
         model error) re-scores the request here, counted as a fallback.
         """
-        chosen = [canary.to_canary(route_key(request.parameters())) for request in requests]
-        if not any(chosen):
-            return self._answer(requests)
         waits = [
             pb_utils.InferenceRequest(
                 model_name=canary.model,
@@ -473,7 +526,7 @@ class TritonPythonModel:
             if to_canary
         ]
         live = [request for request, to_canary in zip(requests, chosen, strict=True) if not to_canary]
-        live_responses = iter(self._answer(live) if live else [])
+        live_responses = iter(self._answer(self.live, live) if live else [])
         answers = iter(await asyncio.gather(*waits, return_exceptions=True))
         responses: list[Any] = []
         fallback: list[int] = []
@@ -490,20 +543,26 @@ class TritonPythonModel:
             else:
                 responses.append(pb_utils.InferenceResponse(output_tensors=answer.output_tensors()))
         if fallback:
-            for index, response in zip(fallback, self._answer([requests[i] for i in fallback]), strict=True):
+            for index, response in zip(fallback, self._answer(self.live, [requests[i] for i in fallback]), strict=True):
                 responses[index] = response
         self.canary_counts.add(len(waits) - len(fallback), len(fallback))
         return responses
 
-    def _answer(self, requests: list[Any]) -> list[Any]:
-        """Score ``requests`` here (live), mirror the batch to the shadow when one is set."""
+    def _answer(self, version: _Version, requests: list[Any]) -> list[Any]:
+        """Score ``requests`` with ``version`` in this instance.
+
+        Live's batches are captured and mirrored to the shadow. A canary that fails on a batch hands those requests
+        to live (counted as fallbacks); its validation errors are its answer.
+        """
         started = time.perf_counter()
+        is_live = version is self.live
         get_input = pb_utils.get_input_tensor_by_name
-        tensors = [{name: _as_numpy(get_input(request, name)) for name in self.input_names} for request in requests]
-        scored = score(self.schema, self.run, tensors, self.cache)
-        responses = []
-        tensor, response, label_tensor = pb_utils.Tensor, pb_utils.InferenceResponse, self.label_tensor
-        version_tensor, capture = self.version_tensor, self.capture
+        tensors = [{name: _as_numpy(get_input(request, name)) for name in version.input_names} for request in requests]
+        scored = score(version.schema, version.run, tensors, version.cache)
+        responses: list[Any] = []
+        fallback: list[int] = []
+        tensor, response, label_tensor = pb_utils.Tensor, pb_utils.InferenceResponse, version.label_tensor
+        version_tensor, capture = version.version_tensor, self.capture if is_live else None
         for index, (request, result) in enumerate(zip(requests, scored.results, strict=True)):
             if isinstance(result, Prediction):
                 if capture is not None and capture.writer.sampled():
@@ -515,7 +574,7 @@ class TritonPythonModel:
                     outputs.append(version_tensor(result.label.shape[0]))
                 responses.append(response(output_tensors=outputs))
             elif isinstance(result, InvalidRequestError):
-                self.counters.count_invalid(result.reason)
+                version.counters.count_invalid(result.reason)
                 responses.append(
                     pb_utils.InferenceResponse(
                         output_tensors=[],
@@ -524,17 +583,27 @@ class TritonPythonModel:
                         ),
                     )
                 )
+            elif not is_live:  # ModelRunError on the canary: live answers instead
+                fallback.append(index)
+                responses.append(None)
             else:  # ModelRunError: the model failed on the batch
                 responses.append(
                     pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(result.message))
                 )
-        if self.cache is not None:
-            self.counters.count_cache(len(scored.cached), scored.cache_misses)
+        if version.cache is not None:
+            version.counters.count_cache(len(scored.cached), scored.cache_misses)
         served = scored.served() if self.options.drift_counters else None
         if served is not None:  # cached answers are live inputs too: drift must see them
-            self.counters.count_batch(*served, time.perf_counter() - started)
-        if self.mirror is not None and scored.outputs is not None:
+            version.counters.count_batch(*served, time.perf_counter() - started)
+        if is_live and self.mirror is not None and scored.outputs is not None:
             self._mirror(self.mirror, scored.inputs, scored.outputs)
+        if not is_live:
+            if fallback:
+                for index, answer in zip(
+                    fallback, self._answer(self.live, [requests[i] for i in fallback]), strict=True
+                ):
+                    responses[index] = answer
+            self.canary_counts.add(len(requests) - len(fallback), len(fallback))
         return responses
 
     def _mirror(self, mirror: ShadowMirror, inputs: Batch, outputs: Prediction) -> None:
@@ -553,7 +622,9 @@ class TritonPythonModel:
         self._flusher.join()
         if self.mirror is not None:
             self.mirror.close()
-        self.metrics.flush(self.counters.take())
+        self.live.flush()
+        if self.local_canary is not None:
+            self.local_canary.flush()
         self.route_metrics.flush(self.canary_counts, self.mirror)
         if self.capture is not None:
             self.capture.flush(final=True)

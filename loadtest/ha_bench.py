@@ -1,0 +1,167 @@
+"""Benchmarks of the HA control plane: reconcile time of a large fleet, and leader failover time.
+
+    python -m tritonops.loadtest.ha_bench --models 50 --endpoints 4 --state postgresql --failovers 5
+
+1. Reconcile: ``--endpoints`` embedded tritonservers (explicit model control, nothing loaded) and ``--models``
+   models (one small converted model copied under that many names), each desired live at version 1. The time of
+   one ``reconcile`` from empty (every model loaded on every endpoint) and of the next one, when nothing differs
+   (goals: under 30 s and under 1 s).
+2. Failover: a leader process holds the controller lease (``--ttl``); it is SIGKILLed and a follower polling every
+   100 ms takes over; the time from the kill to the takeover, ``--failovers`` times (goal: under 10 s).
+
+The state is a SQLite file or a throwaway PostgreSQL (``--state``). Not a timed test: run it by hand and copy the
+numbers into docs/deployment.md. Each model instance on Triton is a Python backend stub process: 50 x 4 needs
+about 200 of them (several GiB of memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from examples.train import train_numeric_pipeline
+from tritonops.control_plane.fleet import reconcile
+from tritonops.control_plane.lease import Lease
+from tritonops.control_plane.state import AuditEntry, StateStore
+from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.loadtest.postgres import PostgresCluster
+from tritonops.serving.model_config import ServingOptions
+from tritonops.serving.triton import ServerOptions, TritonServer
+from tritonops.settings import StateLocation
+
+_LEADER = """
+import sys, time
+from tritonops.control_plane.lease import Lease
+from tritonops.control_plane.state import StateStore
+from tritonops.settings import load_settings
+lease = Lease(StateStore.open(load_settings().state), "bench-leader", ttl=float(sys.argv[1]))
+while True:
+    if lease.acquire_or_renew():
+        print("leading", flush=True)
+    time.sleep(lease.renew_interval)
+"""
+
+
+def _repository(root: Path, models: int) -> list[str]:
+    """One small model converted, then copied under ``models`` names (config and manifest renamed)."""
+    source = root / "source"
+    options = ConversionOptions(
+        serving=ServingOptions(instance_count=1, preferred_batch_sizes=(8,), max_batch_size=32),
+        parity_rows=100,
+        native_export=False,
+    )
+    trained = train_numeric_pipeline(n_rows=200, n_features=8, seed=0)
+    convert_sklearn(trained.model, trained.frame, name="m", repository=source, options=options)
+    repository = root / "repository"
+    names = [f"m{i:03d}" for i in range(models)]
+    for name in names:
+        shutil.copytree(source / "m", repository / name)
+        for path in (repository / name / "config.pbtxt", repository / name / "1" / "config.pbtxt"):
+            if path.exists():
+                path.write_text(path.read_text().replace('name: "m"', f'name: "{name}"'))
+        manifest = repository / name / "1" / "manifest.json"
+        body = json.loads(manifest.read_text())
+        body["name"] = name
+        manifest.write_text(json.dumps(body))
+    return names
+
+
+def bench_reconcile(location: StateLocation, root: Path, models: int, endpoints: int) -> dict[str, float]:
+    names = _repository(root, models)
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                TritonServer(ServerOptions(model_repository=root / "repository", work_dir=root / f"t{i}"))
+            )
+            for i in range(endpoints)
+        ]
+        with StateStore.open(location) as store:
+            for server in servers:
+                store.add_endpoint(server.grpc_url, AuditEntry("bench", "fleet-add", None, None, None, "", "ok"))
+            for name in names:
+                store.set_live(name, 1, AuditEntry("bench", "promote", name, None, 1, "benchmark", "ok"))
+            started = time.monotonic()
+            first = reconcile(store, root / "repository", {}, actor="bench")
+            from_empty = time.monotonic() - started
+            started = time.monotonic()
+            second = reconcile(store, root / "repository", {}, actor="bench")
+            in_sync = time.monotonic() - started
+    if not first.ok or second.drift_count:
+        raise RuntimeError(f"reconcile did not converge: {[r.errors for r in first.endpoints]}")
+    return {
+        "models": models,
+        "endpoints": endpoints,
+        "actions": sum(len(r.actions) for r in first.endpoints),
+        "from_empty_s": round(from_empty, 2),
+        "in_sync_s": round(in_sync, 3),
+    }
+
+
+def bench_failover(location: StateLocation, ttl: float, rounds: int) -> dict[str, float]:
+    env = {**os.environ, "TRITONOPS_STATE": str(location)}
+    if location.password is not None:
+        env["TRITONOPS_STATE_PASSWORD"] = location.password
+    times = []
+    with StateStore.open(location) as store:
+        for _ in range(rounds):
+            leader = subprocess.Popen([sys.executable, "-c", _LEADER, str(ttl)], stdout=subprocess.PIPE, env=env)
+            assert leader.stdout is not None
+            while leader.stdout.readline().strip() != b"leading":
+                pass
+            follower = Lease(store, "bench-follower", ttl=ttl)
+            assert not follower.acquire_or_renew()
+            os.kill(leader.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            leader.wait()
+            leader.stdout.close()
+            while not follower.acquire_or_renew():
+                time.sleep(0.1)
+            times.append(time.monotonic() - killed)
+            follower.release()
+    return {
+        "ttl_s": ttl,
+        "rounds": rounds,
+        "median_s": round(statistics.median(times), 2),
+        "max_s": round(max(times), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--endpoints", type=int, default=4)
+    parser.add_argument("--state", choices=("sqlite", "postgresql"), default="postgresql")
+    parser.add_argument("--ttl", type=float, default=6.0, help="lease TTL of the failover rounds (s)")
+    parser.add_argument("--failovers", type=int, default=5)
+    parser.add_argument("--skip-reconcile", action="store_true")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="tritonops-ha-bench-"))
+    try:
+        with ExitStack() as stack:
+            if args.state == "postgresql":
+                cluster = stack.enter_context(PostgresCluster())
+                location, failover_location = cluster.new_database(), cluster.new_database()
+            else:
+                location = StateLocation(path=root / "state.db")
+                failover_location = StateLocation(path=root / "failover.db")
+            results: dict[str, object] = {"state": args.state}
+            if not args.skip_reconcile:
+                results["reconcile"] = bench_reconcile(location, root, args.models, args.endpoints)
+            results["failover"] = bench_failover(failover_location, args.ttl, args.failovers)
+        print(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""``tritonops shadow start|report|stop`` and the promote gate on shadow agreement, through the real CLI on the
+real tritonserver; the traffic is raw HTTP (no SDK)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+from sklearn.linear_model import LogisticRegression
+
+from tritonops.control_plane.state import StateStore
+from tritonops.converters import ConversionOptions, convert_sklearn, load_manifest
+from tritonops.loadtest.rollout import tritonops
+from tritonops.serving.model_config import ServingOptions
+from tritonops.serving.routing import SHADOW_PARAMETER
+from tritonops.serving.triton import TritonServer
+
+pytestmark = pytest.mark.integration
+
+MODEL = "sh_cli"
+FEATURES = 4
+RNG = np.random.default_rng(23)
+
+
+@pytest.fixture(scope="module")
+def env(
+    triton_server: TritonServer, triton_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    x = RNG.normal(0.0, 1.0, (400, FEATURES)).astype(np.float32)
+    options = ConversionOptions(
+        serving=ServingOptions(drift_flush_seconds=0.1, max_queue_delay_microseconds=100, instance_count=1),
+        parity_rows=200,
+    )
+    for rule in ((x[:, 0] > 0), (x[:, 0] - x[:, 2] > 0.2)):
+        convert_sklearn(
+            LogisticRegression(max_iter=300).fit(x, rule.astype(int)),
+            x,
+            name=MODEL,
+            repository=triton_repository,
+            options=options,
+        )
+    state = tmp_path_factory.mktemp("shadow_cli") / "state.db"
+    environment = {
+        **os.environ,
+        "TRITONOPS_REPOSITORY": str(triton_repository),
+        "TRITONOPS_STATE": str(state),
+        "TRITONOPS_METRICS_URLS": triton_server.metrics_url,
+        "TRITONOPS_ACTOR": "shadow-test",
+    }
+    environment.pop("TRITONOPS_ADMIN_TOKEN", None)
+    environment.pop("TRITONOPS_ADMIN_TOKEN_FILE", None)
+    for args in (["fleet", "add", triton_server.grpc_url], ["promote", MODEL, "1"]):
+        step = tritonops(args, environment)
+        assert step.exit_code == 0, step.output
+    yield environment
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as admin:
+        admin.unload_model(MODEL)
+
+
+def run(env: dict[str, str], *args: str, expect: int = 0) -> str:
+    step = tritonops(list(args), env)
+    assert step.exit_code == expect, step.output
+    return str(step.output)
+
+
+def send(server: TritonServer, rows: np.ndarray) -> None:
+    session = requests.Session()
+    for row in rows:
+        body = {"inputs": [{"name": "input", "shape": [1, FEATURES], "datatype": "FP32", "data": row.tolist()}]}
+        answer = session.post(f"http://{server.http_url}/v2/models/{MODEL}/infer", json=body, timeout=10)
+        assert answer.status_code == 200, answer.text
+        outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+        assert outputs["served_version"] == [1]  # callers only ever get live's answer
+
+
+def report(env: dict[str, str], rows: int) -> dict[str, object]:
+    """The CLI's JSON report once the backend flushed ``rows`` compared rows."""
+    for _ in range(100):
+        (found,) = json.loads(run(env, "shadow", "report", MODEL, "--json"))
+        if found["compared_rows"] >= rows:
+            return dict(found)
+        time.sleep(0.1)
+    raise AssertionError(f"the shadow compared {found['compared_rows']} rows, expected {rows}")
+
+
+def test_shadow_report_gate_and_stop(env: dict[str, str], triton_server: TritonServer, triton_repository: Path) -> None:
+    out = run(env, "shadow", "start", MODEL, "2", "--share", "1.0", "--reason", "compare v2")
+    assert "shadow 2 scores 1 of live 1's rows" in out
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        config = client.get_model_config(MODEL, as_json=True)["config"]
+    assert json.loads(config["parameters"][SHADOW_PARAMETER]["string_value"])["version"] == 2
+
+    rows = RNG.normal(0.0, 1.0, (400, FEATURES)).astype(np.float32)
+    send(triton_server, rows)
+    # the smoke check after the reload sent the manifest's reference sample through live: mirrored too
+    manifest = load_manifest(triton_repository / MODEL / "1")
+    features = sorted(manifest.features, key=lambda f: f.column)
+    smoke = np.array([[float(v) for v in manifest.reference.sample[f.name]] for f in features], dtype=np.float32).T
+    rows = np.concatenate([smoke, rows])
+    found = report(env, len(rows))
+    sessions = [
+        ort.InferenceSession(str(triton_repository / MODEL / str(v) / "model.onnx"), providers=["CPUExecutionProvider"])
+        for v in (1, 2)
+    ]
+    labels = [np.asarray(s.run(["label"], {"input": rows})[0]).reshape(-1) for s in sessions]
+    agreed = int(np.count_nonzero(labels[0] == labels[1]))
+    assert 0 < agreed < len(rows)
+    n = len(rows)
+    assert (found["mirrored_rows"], found["compared_rows"], found["dropped_rows"]) == (n, n, 0)
+    assert found["agreed_rows"] == agreed and found["agreement"] == pytest.approx(agreed / n)
+    assert found["errors"] == {"unavailable": 0, "rejected": 0, "model_error": 0, "bad_output": 0}
+    table = run(env, "shadow", "report", MODEL)
+    assert "label agreement" in table and f"{agreed / n:.4g}" in table
+
+    too_high = f"{agreed / n + 0.001:.4f}"
+    refused = run(env, "promote", MODEL, "2", "--min-shadow-agreement", too_high, expect=4)
+    assert "shadow agreement gate refused it" in refused and f"{agreed / n:.4f} of {n} rows" in refused
+
+    run(env, "shadow", "stop", MODEL, "--reason", "done")
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        config = client.get_model_config(MODEL, as_json=True)["config"]
+    assert SHADOW_PARAMETER not in config.get("parameters", {})
+    with StateStore.open(Path(env["TRITONOPS_STATE"])) as store:
+        state = store.model(MODEL)
+        assert state is not None and (state.shadow, state.shadow_share) == (None, 0.0)
+        actions = [(e.action, e.result) for e in store.audit(MODEL)]
+    assert ("shadow", "ok") in actions and ("stop-shadow", "ok") in actions
+    assert ("promote", "refused") in actions
