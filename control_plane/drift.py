@@ -28,9 +28,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
+from tritonops.contract.bins import NAN_BIN_LABEL, bin_labels, reference_proportions
+from tritonops.contract.manifest import CategoricalReference, Manifest, NumericReference
 from tritonops.control_plane.errors import DriftInputError
-from tritonops.converters.manifest import CategoricalReference, Manifest, NumericReference
-from tritonops.converters.reference import NAN_BIN_LABEL, bin_labels, reference_proportions
 from tritonops.errors import ConfigurationError
 
 PSI_MODERATE = 0.1

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from tritonops.contract.encoding import encode_rows
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.names import canary_alias
 from tritonops.control_plane.desired import (
-    canary_alias,
     canary_config,
     canary_files,
     desired,
@@ -37,7 +39,6 @@ from tritonops.control_plane.errors import (
 from tritonops.control_plane.plan import LoadCanary, LoadLive, Step, differences, plan
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
 from tritonops.converters.errors import RepositoryError
-from tritonops.converters.manifest import Manifest
 from tritonops.converters.repository import publish_live
 
 CANARY_DRAIN_SECONDS = 2.5
@@ -65,24 +66,12 @@ class SmokeResult:
 
 
 def sample_inputs(manifest: Manifest) -> list[grpcclient.InferInput]:
-    """The reference sample as Triton input tensors, columns in the manifest's feature order."""
-    features = {f.name: f for f in manifest.features}
-    rows = len(manifest.reference.expected.labels)
+    """The reference sample as Triton input tensors (the contract's encoder, as every client uses)."""
     tensors = []
-    for spec in manifest.inputs:
-        columns = sorted(spec.features, key=lambda name: features[name].column)
-        if spec.datatype == "FP32":
-            data: np.ndarray[Any, Any] = np.array(
-                [[math.nan if v is None else float(v) for v in manifest.reference.sample[c]] for c in columns],
-                dtype=np.float32,
-            ).T.reshape(rows, len(columns))
-        else:
-            data = np.array(
-                [[str(v).encode("utf-8") for v in manifest.reference.sample[c]] for c in columns], dtype=np.object_
-            ).T.reshape(rows, len(columns))
-        tensor = grpcclient.InferInput(spec.name, list(data.shape), spec.datatype)
-        tensor.set_data_from_numpy(data)
-        tensors.append(tensor)
+    for tensor in encode_rows(manifest.name, manifest.features, manifest.reference.sample):
+        item = grpcclient.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
+        item.set_data_from_numpy(tensor.data)
+        tensors.append(item)
     return tensors
 
 

@@ -34,7 +34,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tritonops.control_plane.desired import canary_alias, version_manifest
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.names import canary_alias
+from tritonops.control_plane.desired import version_manifest
 from tritonops.control_plane.drift import DriftConfig, DriftReport, drift_report, references_from_manifest
 from tritonops.control_plane.errors import ControlPlaneError, PolicyError, UnknownModelError
 from tritonops.control_plane.exporter import ControlPlaneExporter
@@ -51,7 +53,6 @@ from tritonops.control_plane.metrics import (
 )
 from tritonops.control_plane.rollout import abort_canary, rollback
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
-from tritonops.converters.manifest import Manifest
 from tritonops.settings import Settings
 
 Target = Literal["live", "canary"]

@@ -29,6 +29,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tritonops.contract.names import base_model
 from tritonops.control_plane.errors import MetricsError, StateError
 from tritonops.control_plane.migrations import open_state_database
 from tritonops.settings import StateLocation
@@ -166,11 +167,6 @@ def merge_deltas(deltas: Iterable[Snapshot]) -> Snapshot:
 
 
 # -- per model/version serving numbers --------------------------------------------------------------------------
-
-
-def base_model(triton_name: str) -> str:
-    """The model a Triton name serves: ``rf__canary`` -> ``rf`` (aliases use ``__``, see docs/contracts.md)."""
-    return triton_name.split("__", 1)[0]
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:

@@ -9,13 +9,14 @@ after a drain when the live config used to send traffic to it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.control_plane.desired import Desired, canary_alias
-from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import PARAM_CANARY, PARAM_SHADOW, canary_alias
+from tritonops.contract.signature import CanarySplit
+from tritonops.control_plane.desired import Desired
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,12 @@ Step = LoadCanary | LoadLive | Unload
 
 def canary_weight(config: mc.ModelConfig) -> float:
     """The weight published in a loaded config's ``tritonops.canary`` parameter (0 when there is none)."""
-    if CANARY_PARAMETER not in config.parameters:
-        return 0.0
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
     try:
-        return float(json.loads(config.parameters[CANARY_PARAMETER].string_value).get("weight", 0.0))
-    except (ValueError, AttributeError):
+        split = CanarySplit.published(parameters)
+    except ModelConfigError:  # a split we did not write: no traffic, reconcile rewrites it
         return 0.0
+    return 0.0 if split is None else split.weight
 
 
 def _parameter(config: mc.ModelConfig, name: str) -> str | None:
@@ -89,7 +90,7 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
         return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
-        key in have and key not in wanted.parameters for key in (CANARY_PARAMETER, SHADOW_PARAMETER)
+        key in have and key not in wanted.parameters for key in (PARAM_CANARY, PARAM_SHADOW)
     )
 
 
@@ -128,7 +129,7 @@ def differences(desired: Desired, observed: ModelObservation) -> list[str]:
                 )
             if state.live not in observed.ready:
                 lines.append(f"{state.name}: version {state.live} not ready")
-            for parameter in (CANARY_PARAMETER, SHADOW_PARAMETER):
+            for parameter in (PARAM_CANARY, PARAM_SHADOW):
                 have, want = _parameter(loaded, parameter), _parameter(desired.live_config, parameter)
                 if have != want:
                     lines.append(f"{state.name}: {parameter} is {have!r}, want {want!r}")

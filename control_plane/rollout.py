@@ -20,15 +20,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.names import canary_alias, model_name_problem
 from tritonops.control_plane.desired import (
-    canary_alias,
     canary_config,
     canary_files,
     desired,
@@ -55,13 +55,11 @@ from tritonops.control_plane.plan import differences
 from tritonops.control_plane.shadow import require_agreement, shadow_reports
 from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
 from tritonops.converters.errors import RepositoryError
-from tritonops.converters.manifest import Manifest
 from tritonops.converters.repository import publish_live
 from tritonops.errors import TritonOpsError
 from tritonops.settings import Settings
 
 _log = logging.getLogger("tritonops.rollout")
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _REFUSALS = (
     GateError,
     InvalidRolloutError,
@@ -82,11 +80,9 @@ def resolve_actor(explicit: str | None = None, env: Mapping[str, str] | None = N
 
 
 def check_model_name(model: str) -> str:
-    if not MODEL_NAME.match(model) or "__" in model:
-        raise InvalidRolloutError(
-            f"model name {model!r}: expected letters, digits, '_' or '-', starting with a letter, at most 63 "
-            "characters, without '__' (reserved for aliases)"
-        )
+    problem = model_name_problem(model)
+    if problem is not None:
+        raise InvalidRolloutError(problem)
     return model
 
 

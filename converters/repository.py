@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -26,14 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonops.contract.manifest import Manifest, load_manifest
+from tritonops.contract.names import model_name_problem, native_name
 from tritonops.converters.errors import RepositoryError
-from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.model_config import parse_pbtxt, to_pbtxt, with_specific_versions
 from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.model_config import parse_pbtxt, to_pbtxt, with_specific_versions
 
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
-NATIVE_SUFFIX = "__onnxruntime"
-"""Suffix of the directory holding the export for Triton's native ``onnxruntime_onnx`` platform."""
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
 CONFIG_FILE = "config.pbtxt"
@@ -41,11 +38,9 @@ CONFIG_FILE = "config.pbtxt"
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if Triton and our aliases can use it, else raise ``RepositoryError``."""
-    if not MODEL_NAME.match(name) or "__" in name:
-        raise RepositoryError(
-            f"model name {name!r} is not allowed: expected a letter followed by up to 62 letters, digits, '_' "
-            "or '-', without '__' (reserved for aliases such as <model>__canary)"
-        )
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise RepositoryError(problem)
     return name
 
 
@@ -147,7 +142,7 @@ def write_version(repository: Path, name: str, render: Callable[[int], VersionCo
     """Add the next version of ``name`` to ``repository``; ``render(version)`` produces its files."""
     validate_model_name(name)
     model_dir = repository / name
-    native_dir = repository / f"{name}{NATIVE_SUFFIX}"
+    native_dir = repository / native_name(name)
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -186,7 +181,7 @@ def publish_live(repository: Path, name: str, version: int) -> list[Path]:
     """
     validate_model_name(name)
     written = []
-    for model_dir in (repository / name, repository / f"{name}{NATIVE_SUFFIX}"):
+    for model_dir in (repository / name, repository / native_name(name)):
         source = model_dir / str(version) / CONFIG_FILE
         if model_dir == repository / name and not source.is_file():
             raise RepositoryError(f"cannot publish {name!r} version {version}: {source} is missing")
@@ -221,7 +216,5 @@ def list_models(repository: Path) -> list[str]:
     if not repository.is_dir():
         raise RepositoryError(f"model repository {repository} does not exist or is not a directory")
     return sorted(
-        p.name
-        for p in repository.iterdir()
-        if p.is_dir() and MODEL_NAME.match(p.name) and "__" not in p.name and version_numbers(p)
+        p.name for p in repository.iterdir() if p.is_dir() and model_name_problem(p.name) is None and version_numbers(p)
     )

@@ -18,10 +18,11 @@ import numpy.typing as npt
 import onnx
 import pandas as pd
 
+from tritonops.contract.manifest import ClassLabel, ConverterVersions, Source
+from tritonops.contract.names import NUMERIC_INPUT
 from tritonops.converters.errors import ClassesError, ExportError, FeatureMismatchError, UnsupportedModelError
-from tritonops.converters.features import NUMERIC_INPUT, as_frame, build_layout, is_string_column
+from tritonops.converters.features import as_frame, build_layout, is_string_column
 from tritonops.converters.graph import classifier_head, deduplicate_opsets, order_outputs
-from tritonops.converters.manifest import ClassLabel, ConverterVersions, Source
 from tritonops.converters.prepared import Predict, PreparedModel
 from tritonops.converters.versions import package_version
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.converters.repository import publish_live
-from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_pbtxt
+from tritonops.model_config import ServingOptions, read_pbtxt, to_pbtxt
 
 BARE_BACKEND_SOURCE = Path(__file__).resolve().parent / "baselines" / "bare_backend" / "model.py"
 

@@ -5,15 +5,28 @@ ServingError
  ├── PortInUseError            a requested port is taken
  ├── RepositoryNotFoundError   the model repository does not exist
  ├── ServerStartError          the server exited or never became ready
- ├── AllocatorNotFoundError    tcmalloc was asked for and is not installed
- └── ModelConfigError          a model config can't be built or parsed
+ └── AllocatorNotFoundError    tcmalloc was asked for and is not installed
+
+``ModelConfigError`` (a model config can't be built or parsed, a ``tritonops.*`` parameter is bad) belongs to
+the contract (``tritonops.contract.errors``) and is re-exported here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tritonops.contract.errors import ModelConfigError
 from tritonops.errors import TritonOpsError
+
+__all__ = [
+    "AllocatorNotFoundError",
+    "BinaryNotFoundError",
+    "ModelConfigError",
+    "PortInUseError",
+    "RepositoryNotFoundError",
+    "ServerStartError",
+    "ServingError",
+]
 
 
 class ServingError(TritonOpsError):
@@ -57,10 +70,6 @@ class ServerStartError(ServingError):
         if log_tail:
             message += f"\n--- last lines of the server log ({log_path}) ---\n{log_tail}"
         super().__init__(message)
-
-
-class ModelConfigError(ServingError):
-    """A model config could not be built, rendered or parsed."""
 
 
 class AllocatorNotFoundError(ServingError):

@@ -31,6 +31,7 @@ from types import TracebackType
 import psutil
 import requests
 
+from tritonops.contract.names import ROUTE_KEY_HEADER
 from tritonops.serving.allocator import Allocator, resolve_allocator, with_preload
 from tritonops.serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
 from tritonops.serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
@@ -42,7 +43,6 @@ from tritonops.serving.processes import (
     new_run_dir,
     run_processes,
 )
-from tritonops.serving.routing import ROUTE_KEY_HEADER
 
 DEFAULT_HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1

@@ -13,7 +13,7 @@ from tritonops.converters import ConversionOptions, ModelVersion, ParityThreshol
 from tritonops.converters.files import convert_file, load_sample, parse_classes
 from tritonops.converters.mlflow_source import convert_mlflow, is_mlflow_uri
 from tritonops.converters.torch import ModuleOutput
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.settings import load_settings
 
 models_app = typer.Typer(help="Inspect the converted models in the model repository.", no_args_is_help=True)

@@ -16,9 +16,10 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from tritonops.contract.names import canary_alias
 from tritonops.control_plane.cli.app import app, console
 from tritonops.control_plane.cli.drift import METRICS_URL_HELP, resolve_metrics_urls
-from tritonops.control_plane.desired import canary_alias, version_manifest
+from tritonops.control_plane.desired import version_manifest
 from tritonops.control_plane.drift import DriftConfig, DriftReport, parse_duration
 from tritonops.control_plane.errors import ControlPlaneError
 from tritonops.control_plane.guardrails import drift_for_version

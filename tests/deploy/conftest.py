@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from examples.train import train_numeric_pipeline
 from tritonops.control_plane.rollout import canary, fleet_add, promote
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer
 from tritonops.settings import Settings
 

@@ -27,9 +27,9 @@ import requests
 import tritonclient.http as httpclient
 
 from examples.train import train_mixed_pipeline, train_torch_mlp
+from tritonops.contract.manifest import load_manifest
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.errors import MlflowSourceError
-from tritonops.converters.manifest import load_manifest
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

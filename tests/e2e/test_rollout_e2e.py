@@ -27,11 +27,11 @@ import tritonclient.grpc as grpcclient
 
 from examples.train import train_numeric_pipeline
 from tritonops.clients import TritonClient
+from tritonops.contract.manifest import load_manifest
 from tritonops.control_plane import rollout
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.converters.manifest import load_manifest
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port, port_is_free
 from tritonops.settings import Settings
 

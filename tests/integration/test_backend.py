@@ -26,10 +26,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tritonclient.utils import InferenceServerException
 
 from examples.train import train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
+from tritonops.contract.bins import assign_bins, bin_labels
 from tritonops.converters import ConversionOptions, Manifest, ModelVersion, convert_sklearn, convert_torch
-from tritonops.converters.reference import assign_bins, bin_labels
 from tritonops.converters.repository import publish_live
-from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
+from tritonops.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
 from tritonops.serving.native import check_gpu_model, front_config, native_name
 from tritonops.serving.triton import ServerOptions, TritonServer
 

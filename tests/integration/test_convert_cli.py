@@ -22,7 +22,7 @@ import tritonclient.http as httpclient
 from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
 from tritonops.converters import Manifest, load_manifest
 from tritonops.converters.repository import publish_live
-from tritonops.serving.model_config import read_pbtxt
+from tritonops.model_config import read_pbtxt
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration

@@ -32,7 +32,7 @@ from tritonops.control_plane.metrics import (
 )
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.converters.repository import ModelVersion, publish_live
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer, free_port
 
 pytestmark = pytest.mark.integration

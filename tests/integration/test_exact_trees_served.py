@@ -24,7 +24,7 @@ from tritonops.converters import ConversionOptions, convert_sklearn
 from tritonops.converters.features import FeatureLayout
 from tritonops.converters.probes import threshold_rows
 from tritonops.converters.repository import publish_live
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration

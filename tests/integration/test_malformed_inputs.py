@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from examples.train import train_numeric_pipeline
 from tritonops.converters import ConversionOptions, convert_sklearn
 from tritonops.converters.repository import publish_live
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration

@@ -236,7 +236,7 @@ def test_server_stays_ready_across_a_version_switch(triton_server: TritonServer,
 
     from examples.train import train_numeric_pipeline
     from tritonops.converters import convert_sklearn
-    from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
+    from tritonops.model_config import read_pbtxt, to_json, with_specific_versions
 
     trained = train_numeric_pipeline(n_rows=120, n_features=4)
     for _ in range(2):

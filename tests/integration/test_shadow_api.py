@@ -19,7 +19,7 @@ from tritonops.control_plane.metrics import FleetSampler
 from tritonops.control_plane.state import AuditEntry, StateStore
 from tritonops.control_plane.tokens import Role, create_token
 from tritonops.converters import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 from tritonops.settings import Settings
 

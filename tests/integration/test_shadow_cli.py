@@ -16,11 +16,11 @@ import requests
 import tritonclient.grpc as grpcclient
 from sklearn.linear_model import LogisticRegression
 
+from tritonops.contract.names import PARAM_SHADOW
 from tritonops.control_plane.state import StateStore
 from tritonops.converters import ConversionOptions, convert_sklearn, load_manifest
 from tritonops.loadtest.rollout import tritonops
-from tritonops.serving.model_config import ServingOptions
-from tritonops.serving.routing import SHADOW_PARAMETER
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,7 @@ def test_shadow_report_gate_and_stop(env: dict[str, str], triton_server: TritonS
     assert "shadow 2 scores 1 of live 1's rows" in out
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         config = client.get_model_config(MODEL, as_json=True)["config"]
-    assert json.loads(config["parameters"][SHADOW_PARAMETER]["string_value"])["version"] == 2
+    assert json.loads(config["parameters"][PARAM_SHADOW]["string_value"])["version"] == 2
 
     rows = RNG.normal(0.0, 1.0, (400, FEATURES)).astype(np.float32)
     send(triton_server, rows)
@@ -127,7 +127,7 @@ def test_shadow_report_gate_and_stop(env: dict[str, str], triton_server: TritonS
     run(env, "shadow", "stop", MODEL, "--reason", "done")
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         config = client.get_model_config(MODEL, as_json=True)["config"]
-    assert SHADOW_PARAMETER not in config.get("parameters", {})
+    assert PARAM_SHADOW not in config.get("parameters", {})
     with StateStore.open(Path(env["TRITONOPS_STATE"])) as store:
         state = store.model(MODEL)
         assert state is not None and (state.shadow, state.shadow_share) == (None, 0.0)

@@ -27,7 +27,7 @@ from tritonops.converters import (
     load_manifest,
 )
 from tritonops.converters.repository import VersionContent, publish_live, write_version
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 

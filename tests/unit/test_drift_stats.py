@@ -10,6 +10,7 @@ from scipy import stats
 from scipy.spatial import distance
 from scipy.special import rel_entr
 
+from tritonops.contract.bins import bin_labels, reference_proportions
 from tritonops.control_plane.drift import (
     PREDICTION,
     BinnedReference,
@@ -25,7 +26,7 @@ from tritonops.control_plane.drift import (
     psi_band,
 )
 from tritonops.control_plane.errors import DriftInputError
-from tritonops.converters.reference import bin_labels, categorical_reference, numeric_reference, reference_proportions
+from tritonops.converters.reference import categorical_reference, numeric_reference
 
 RNG = np.random.default_rng(7)
 
@@ -132,7 +133,7 @@ def _numeric(name: str, values: np.ndarray, rows: int) -> BinnedReference:
 
 
 def _counts(reference: BinnedReference, values: np.ndarray) -> dict[str, float]:
-    from tritonops.converters.reference import assign_bins
+    from tritonops.contract.bins import assign_bins
 
     ref = numeric_reference(REFERENCE_DATA[reference.name])
     bins = np.bincount(assign_bins(ref, values), minlength=len(reference.labels))

@@ -16,8 +16,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tests.unit.test_rollout import TOKEN, write_version
+from tritonops.contract.names import canary_alias
 from tritonops.control_plane import rollout
-from tritonops.control_plane.desired import canary_alias, desired, live_config, version_manifest
+from tritonops.control_plane.desired import desired, live_config, version_manifest
 from tritonops.control_plane.endpoint import Endpoint, VersionStats
 from tritonops.control_plane.errors import (
     ControlPlaneError,
