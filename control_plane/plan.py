@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.contract.errors import ModelConfigError
-from tritonops.contract.names import PARAM_CANARY, PARAM_SHADOW, canary_alias
+from tritonops.contract.names import PARAM_CANARY, PARAM_CAPTURE, PARAM_SHADOW, canary_alias
 from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.desired import Desired
 
@@ -90,7 +90,7 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
         return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
-        key in have and key not in wanted.parameters for key in (PARAM_CANARY, PARAM_SHADOW)
+        key in have and key not in wanted.parameters for key in (PARAM_CANARY, PARAM_SHADOW, PARAM_CAPTURE)
     )
 
 

@@ -57,6 +57,8 @@ from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Re
 from tritonops.converters.errors import RepositoryError
 from tritonops.converters.repository import publish_live
 from tritonops.errors import TritonOpsError
+from tritonops.serving.capture import CaptureSpec
+from tritonops.serving.errors import ModelConfigError
 from tritonops.settings import Settings
 
 _log = logging.getLogger("tritonops.rollout")
@@ -304,7 +306,7 @@ def promote(
             snapshots = [scrape(url) for url in urls]
             require_agreement(shadow_reports(snapshots, model), model, version, min_shadow_agreement)
         alias = canary_alias(model)
-        promoted = ModelState(model, version, None, 0.0)
+        promoted = replace(state, live=version, canary=None, canary_weight=0.0)
         try:
             to_stage = [e for e in endpoints if e.observe(model).canary_ready != (version,)]
             op.changed = bool(to_stage)
@@ -467,6 +469,48 @@ def stop_shadow(
         return op.result(detail)
 
 
+# -- capture -----------------------------------------------------------------------------------------
+def set_capture(
+    settings: Settings,
+    model: str,
+    share: float,
+    *,
+    drop: Sequence[str] = (),
+    hashed: Sequence[str] = (),
+    actor: str,
+    reason: str = "",
+    connect: Connector = GrpcEndpoint,
+) -> RolloutResult:
+    """Capture ``share`` of the live version's scored requests (0 stops), with columns dropped or hashed.
+
+    The setting is desired state: every endpoint's live model is reloaded with it now (zero downtime, as for a
+    canary step) and reconcile keeps it there.
+    """
+    with _operation(settings, actor, "capture", model, None, reason, connect) as op:
+        state = op.state
+        if state.live is None:
+            raise InvalidRolloutError(f"model {model!r} has no live version; promote one before capturing its rows")
+        features = version_manifest(settings.repository, model, state.live).feature_names()
+        unknown = sorted(set(drop) - set(features) | set(hashed) - set(features))
+        if unknown:
+            raise InvalidRolloutError(f"capture {model!r}: columns {unknown} are not features of it; have {features}")
+        op.to_version = state.live
+        try:
+            spec = CaptureSpec(share, (settings.capture_dir / "spool").resolve(), tuple(drop), tuple(hashed))
+        except ModelConfigError as exc:
+            raise InvalidRolloutError(str(exc)) from exc
+        capture = spec.to_parameter() if share > 0 else None
+        if share > 0:
+            detail = f"capture {share:g} of live {state.live}'s requests (drop {list(drop)}, hash {list(hashed)})"
+        else:
+            detail = "capture stopped"
+        op.changed = True
+        op.store.set_capture(model, capture, op.entry("ok", detail, action="desired-state"))
+        _apply_everywhere(op, replace(state, capture=capture))
+        op.store.record(op.entry("ok", detail))
+        return op.result(detail)
+
+
 # -- back: abort_canary, rollback ------------------------------------------------------------------
 def abort_canary(
     settings: Settings, model: str, *, actor: str, reason: str = "", connect: Connector = GrpcEndpoint
@@ -509,7 +553,7 @@ def rollback(
         if target_version == state.live:
             raise InvalidRolloutError(f"model {model!r}: version {target_version} is already live")
         _gated_manifest(settings, model, target_version)
-        target = ModelState(model, target_version, None, 0.0)
+        target = replace(state, live=target_version, canary=None, canary_weight=0.0)
         detail = f"live {state.live} -> {target_version}" + (
             f", canary {state.canary} removed" if state.canary is not None else ""
         )
