@@ -18,6 +18,7 @@ from tritonops.control_plane.rollout import (
     promote,
     resolve_actor,
     rollback,
+    set_capture,
     status,
 )
 from tritonops.control_plane.state import AuditEvent, ModelState, StateStore
@@ -41,5 +42,6 @@ __all__ = [
     "reconcile",
     "resolve_actor",
     "rollback",
+    "set_capture",
     "status",
 ]

@@ -17,7 +17,14 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.contract.errors import ManifestError, ModelConfigError
 from tritonops.contract.manifest import Manifest, load_manifest
-from tritonops.contract.names import BACKEND_NAME, PARAM_SHADOW, VERSION_OUTPUT, canary_alias, shadow_alias
+from tritonops.contract.names import (
+    BACKEND_NAME,
+    PARAM_CAPTURE,
+    PARAM_SHADOW,
+    VERSION_OUTPUT,
+    canary_alias,
+    shadow_alias,
+)
 from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.errors import UnknownModelError, UnknownVersionError
 from tritonops.control_plane.state import ModelState
@@ -79,6 +86,8 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
         split = CanarySplit(canary_alias(state.name), state.canary, state.canary_weight)
         for key, value in split.to_parameters().items():
             config.parameters[key].string_value = value
+    if state.capture is not None:
+        config.parameters[PARAM_CAPTURE].string_value = state.capture
     if state.shadow is not None and state.shadow_share > 0:
         # scored in-process from the version's folder beside live's (the alias name is only used over BLS)
         route = ShadowRoute(shadow_alias(state.name), state.shadow, state.shadow_share)

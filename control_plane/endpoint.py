@@ -16,7 +16,13 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from tritonops.contract.names import LABEL_OUTPUT, LIVE_ONLY_PARAMETER, PROBABILITIES_OUTPUT, canary_alias
+from tritonops.contract.names import (
+    LABEL_OUTPUT,
+    LIVE_ONLY_PARAMETER,
+    PROBABILITIES_OUTPUT,
+    SMOKE_REQUEST_ID,
+    canary_alias,
+)
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
@@ -232,6 +238,7 @@ class GrpcEndpoint:
             list(inputs),
             model_version=str(version),
             outputs=[grpcclient.InferRequestedOutput(name) for name in (LABEL_OUTPUT, PROBABILITIES_OUTPUT)],
+            request_id=SMOKE_REQUEST_ID,
             client_timeout=self._timeout,
             parameters={LIVE_ONLY_PARAMETER: True},  # a smoke check of live is answered by live, whatever the split
         )

@@ -92,6 +92,15 @@ class CanaryGuard(_Strict):
     min_labels: int = Field(default=50, ge=1)
 
 
+class AlertAction(StrEnum):
+    """What the controller does with a firing Prometheus alert of the model (``alerts:`` in the policy)."""
+
+    ROLLBACK = "rollback"
+    ABORT_CANARY = "abort-canary"
+    RETRAIN = "retrain"  # call the webhooks with an `alert` trigger
+    RECORD = "record"  # the audit event only (every alert gets one)
+
+
 class Policy(_Strict):
     """Guardrails for one model; every field has a default, so an empty file is a valid policy."""
 
@@ -104,6 +113,8 @@ class Policy(_Strict):
     latency: LatencyGuard | None = None
     drift: DriftGuard | None = DriftGuard()
     canary: CanaryGuard | None = CanaryGuard()
+    alerts: dict[str, AlertAction] = Field(default_factory=dict)
+    """Prometheus alert name -> what a firing alert of this model does (default: record it)."""
 
 
 def parse_policy(text: str, fmt: Literal["yaml", "toml"], source: str = "<text>") -> Policy:

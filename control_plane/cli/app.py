@@ -33,8 +33,19 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        help="The controller's API (default: $TRITONOPS_URL): rollout, status, history, drift, policy, fleet, "
+        "feedback and token commands then go through it with the token in $TRITONOPS_TOKEN or "
+        "$TRITONOPS_TOKEN_FILE. Without one they work on the local state.",
+        show_default=False,
+    ),
 ) -> None:
     """tritonops: sklearn / PyTorch classifiers on NVIDIA Triton, in production."""
+    from tritonops.control_plane.cli.remote import set_url
+
+    set_url(url)
 
 
 def main(argv: list[str] | None = None) -> int:

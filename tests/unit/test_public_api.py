@@ -131,6 +131,7 @@ PUBLIC: dict[str, set[str]] = {
         "reconcile",
         "resolve_actor",
         "rollback",
+        "set_capture",
         "status",
     },
     "tritonops.serving": {

@@ -47,6 +47,8 @@ PARAM_SHADOW = "tritonops.shadow"
 PARAM_SHADOW_QUEUE_BATCHES = "tritonops.shadow_queue_batches"
 PARAM_CAPTURE = "tritonops.capture"
 """Row capture: a ``tritonops.serving.capture.CaptureSpec`` as JSON; absent = no capture."""
+SMOKE_REQUEST_ID = "tritonops-smoke"
+"""The request id of the control plane's smoke checks and warm-ups: synthetic rows, never captured."""
 
 # -- model names and the aliases derived from them ---------------------------------------------------
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")

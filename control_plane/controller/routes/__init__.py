@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from tritonops.control_plane.controller.routes import admin, feedback, health, models, rollout, shadow
+from tritonops.control_plane.controller.routes import admin, feedback, health, hooks, models, rollout, shadow
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -11,6 +11,7 @@ ROUTERS: list[APIRouter] = [
     shadow.router,
     feedback.router,
     admin.router,
+    hooks.router,
 ]
 
 __all__ = ["ROUTERS"]

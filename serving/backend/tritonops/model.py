@@ -27,7 +27,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonops.contract.manifest import Manifest, load_manifest
-from tritonops.contract.names import LABEL_OUTPUT, PROBABILITIES_OUTPUT, REQUEST_ID_PARAMETER, VERSION_OUTPUT
+from tritonops.contract.names import (
+    LABEL_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    REQUEST_ID_PARAMETER,
+    SMOKE_REQUEST_ID,
+    VERSION_OUTPUT,
+)
 from tritonops.contract.signature import CanarySplit
 from tritonops.serving.backend_options import BackendOptions
 from tritonops.serving.capture import CaptureSpec, CaptureWriter
@@ -567,9 +573,11 @@ class TritonPythonModel:
         for index, (request, result) in enumerate(zip(requests, scored.results, strict=True)):
             if isinstance(result, Prediction):
                 if capture is not None and capture.writer.sampled():
-                    capture.writer.offer(
-                        request.request_id() or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
-                    )
+                    request_id = request.request_id()
+                    if request_id != SMOKE_REQUEST_ID:
+                        capture.writer.offer(
+                            request_id or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
+                        )
                 outputs = [label_tensor(result.label), tensor(PROBABILITIES_OUTPUT, result.probabilities)]
                 if version_tensor is not None:
                     outputs.append(version_tensor(result.label.shape[0]))
