@@ -124,7 +124,9 @@ def execute(
             smoke_check(endpoint, canary_alias(step.model), step.version, manifest)
         elif isinstance(step, LoadLive):
             endpoint.load(step.config)
-            smoke_check(endpoint, step.model, step.version, version_manifest(repository, step.model, step.version))
+            if step.warm_up:
+                manifest = version_manifest(repository, step.model, step.version)
+                smoke_check(endpoint, step.model, step.version, manifest)
         else:
             if step.drain:
                 time.sleep(drain_seconds)

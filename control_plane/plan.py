@@ -45,14 +45,21 @@ class LoadCanary:
 
 @dataclass(frozen=True)
 class LoadLive:
-    """Load ``<model>`` with ``config`` (specific [version], the split) and warm it up."""
+    """Load ``<model>`` with ``config`` (specific [version], the split); warm up a version that was not serving.
+
+    A version already ready that only gets a new config (a canary split set or changed) is not smoke-checked
+    again: with a split, the backend would send part of the check to the canary.
+    """
 
     model: str
     version: int
     config: mc.ModelConfig
+    warm_up: bool = True
 
     def describe(self) -> str:
-        return f"loaded {self.model} version {self.version} (warmed up)"
+        if self.warm_up:
+            return f"loaded {self.model} version {self.version} (warmed up)"
+        return f"reloaded {self.model} version {self.version} with its new config"
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,10 @@ def plan(desired: Desired, observed: ModelObservation) -> list[Step]:
     if state.live is not None and desired.live_config is not None:
         wanted = desired.live_config
         if observed.config is None or _differs(observed.config, wanted) or observed.ready != (state.live,):
-            steps.append(LoadLive(state.name, state.live, wanted))
+            serving = observed.config is not None and observed.ready == (state.live,) == tuple(
+                observed.config.version_policy.specific.versions
+            )
+            steps.append(LoadLive(state.name, state.live, wanted, warm_up=not serving))
     elif observed.ready:
         steps.append(Unload(state.name))
     if state.canary is None and observed.canary_ready:

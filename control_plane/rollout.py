@@ -81,6 +81,12 @@ def resolve_actor(explicit: str | None = None, env: Mapping[str, str] | None = N
     return explicit or env.get("TRITONOPS_ACTOR") or env.get("USER") or "unknown"
 
 
+def check_weight(weight: float) -> float:
+    if not 0.0 < weight <= 1.0:
+        raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
+    return weight
+
+
 def check_model_name(model: str) -> str:
     problem = model_name_problem(model)
     if problem is not None:
@@ -365,8 +371,7 @@ def canary(
     connect: Connector = GrpcEndpoint,
 ) -> RolloutResult:
     """Send ``weight`` (0 < weight <= 1) of all requests to ``version`` (loading it as the candidate if needed)."""
-    if not 0.0 < weight <= 1.0:
-        raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
+    check_weight(weight)
     return _stage(settings, model, version, weight, actor=actor, reason=reason, action="canary", connect=connect)
 
 

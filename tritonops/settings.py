@@ -246,3 +246,9 @@ def read_api_token(env: dict[str, str] | None = None) -> str | None:
     if not content:
         raise ConfigurationError(f"TRITONOPS_TOKEN_FILE={path}: the file is empty, expected a token")
     return content
+
+
+def controller_url(env: dict[str, str] | None = None) -> str | None:
+    """``TRITONOPS_URL``: the controller's API for the CLI's remote mode (None: work on the local state)."""
+    env = dict(os.environ) if env is None else env
+    return env.get("TRITONOPS_URL", "").strip() or None

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.cli.remote import controller
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.drift import (
     PREDICTION,
@@ -16,6 +17,7 @@ from tritonops.control_plane.drift import (
     DriftReport,
     FeatureDrift,
     parse_duration,
+    report_from_dict,
     report_to_dict,
 )
 from tritonops.control_plane.guardrails import load_policy, measure_drift
@@ -141,17 +143,15 @@ def drift(
     Snapshots of the counters are kept in the state file; with none old enough the window starts at the oldest one,
     and with none at all the counters count since the version was loaded. Each run records a snapshot too.
     """
-    settings = load_settings()
-    seconds = None if window == "load" else parse_duration(window)
-    config = DriftConfig()
-    if policy is not None:
-        loaded = load_policy(policy)
-        config = loaded.drift.thresholds if loaded.drift is not None else config
-    urls = resolve_metrics_urls(metrics_url)
-    with SnapshotStore(settings.state) as history:
-        report = measure_drift(
-            settings, model, urls, version=version, window_seconds=seconds, config=config, history=history
-        )
+    if api := controller():
+        if policy is not None or metrics_url:
+            raise ConfigurationError(
+                "--policy / --metrics-url: not taken in remote mode; the controller uses the model's stored policy "
+                "and scrapes the fleet it knows"
+            )
+        report = report_from_dict(api.drift(model, window, version))
+    else:
+        report = _measure(model, window, version, metrics_url, policy)
     if as_json:
         typer.echo(json.dumps(report_to_dict(report), indent=2))
     else:
@@ -161,3 +161,17 @@ def drift(
 
         written = write_html(report, html_report, generated_at=now_iso())
         typer.echo(f"drift report written to {written}", err=as_json)
+
+
+def _measure(model: str, window: str, version: int | None, metrics_url: list[str], policy: Path | None) -> DriftReport:
+    settings = load_settings()
+    seconds = None if window == "load" else parse_duration(window)
+    config = DriftConfig()
+    if policy is not None:
+        loaded = load_policy(policy)
+        config = loaded.drift.thresholds if loaded.drift is not None else config
+    urls = resolve_metrics_urls(metrics_url)
+    with SnapshotStore(settings.state) as history:
+        return measure_drift(
+            settings, model, urls, version=version, window_seconds=seconds, config=config, history=history
+        )

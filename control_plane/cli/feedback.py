@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.cli.remote import controller
 from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.control_plane.state import StateStore
 from tritonops.settings import load_settings
@@ -25,8 +26,11 @@ def prediction(
     label: str = typer.Argument(..., help="Label it predicted."),
 ) -> None:
     """Record a prediction (the SDK does this itself when asked to record predictions)."""
-    with FeedbackStore(load_settings().state) as store:
-        store.record_prediction(request_id, model, version, label)
+    if api := controller():
+        api.feedback(predictions=[{"request_id": request_id, "model": model, "version": version, "label": label}])
+    else:
+        with FeedbackStore(load_settings().state) as store:
+            store.record_prediction(request_id, model, version, label)
     console.print(f"recorded: {request_id} -> {model} v{version} predicted {label!r}")
 
 
@@ -36,8 +40,11 @@ def label(
     true_label: str = typer.Argument(..., help="The right answer."),
 ) -> None:
     """Record the true label of a request; a later label replaces an earlier one."""
-    with FeedbackStore(load_settings().state) as store:
-        store.record_feedback(request_id, true_label)
+    if api := controller():
+        api.feedback(labels=[{"request_id": request_id, "true_label": true_label}])
+    else:
+        with FeedbackStore(load_settings().state) as store:
+            store.record_feedback(request_id, true_label)
     console.print(f"recorded: {request_id} is {true_label!r}")
 
 
@@ -47,16 +54,19 @@ def accuracy(
     min_labels: int = typer.Option(50, min=1, help="Labels each side needs before the canary test counts."),
 ) -> None:
     """Accuracy per version; with a canary running, whether it is significantly less accurate than live."""
-    settings = load_settings()
-    with StateStore.open(settings.state) as state_store:
-        state = state_store.model(model)
-    with FeedbackStore(settings.state) as store:
-        report = store.accuracy_report(model)
-        comparison = (
-            store.compare_accuracy(model, state.live, state.canary, min_labels)
-            if state is not None and state.live is not None and state.canary is not None
-            else None
-        )
+    if api := controller():
+        report, comparison = api.accuracy(model, min_labels)
+    else:
+        settings = load_settings()
+        with StateStore.open(settings.state) as state_store:
+            state = state_store.model(model)
+        with FeedbackStore(settings.state) as store:
+            report = store.accuracy_report(model)
+            comparison = (
+                store.compare_accuracy(model, state.live, state.canary, min_labels)
+                if state is not None and state.live is not None and state.canary is not None
+                else None
+            )
     if not report:
         console.print(f"no predictions recorded for {model!r}")
         return

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.cli.remote import controller, refuse_actor
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.errors import FleetApplyError, NotServingError
 from tritonops.control_plane.fleet import reconcile as reconcile_fleet
@@ -18,6 +19,7 @@ from tritonops.control_plane.readiness import not_serving
 from tritonops.control_plane.rollout import (
     RolloutResult,
     abort_canary,
+    check_weight,
     fleet_add,
     fleet_list,
     fleet_remove,
@@ -30,6 +32,7 @@ from tritonops.control_plane.rollout import promote as promote_version
 from tritonops.control_plane.rollout import rollback as rollback_version
 from tritonops.control_plane.rollout import status as fleet_status
 from tritonops.control_plane.state import StateStore
+from tritonops.errors import ConfigurationError
 from tritonops.settings import load_settings
 
 fleet_app = typer.Typer(help="The Triton endpoints the control plane keeps in the desired state.", no_args_is_help=True)
@@ -58,7 +61,8 @@ def status(
     model: str | None = typer.Argument(None, help="Only this model (default: every model in the state)."),
 ) -> None:
     """Per endpoint: versions ready, desired live and canary, request and error counts, drift."""
-    report = fleet_status(load_settings(), model)
+    api = controller()
+    report = api.status(model) if api else fleet_status(load_settings(), model)
     if not report:
         console.print("the fleet is empty: add endpoints with `tritonops fleet add HOST:PORT`")
         return
@@ -95,6 +99,10 @@ def deploy(
     reason: str = typer.Option("", "--reason", help=_REASON_HELP),
 ) -> None:
     """Load VERSION beside live as the candidate, after its parity and smoke gates pass."""
+    if api := controller():
+        refuse_actor(actor)
+        _render(api.deploy(model, version, reason=reason))
+        return
     _render(deploy_candidate(load_settings(), model, version, actor=_actor(actor), reason=reason))
 
 
@@ -123,6 +131,12 @@ def promote(
 ) -> None:
     """Make VERSION live everywhere once its gates pass (parity, optional shadow agreement, smoke on every
     endpoint, optional latency)."""
+    if api := controller():
+        refuse_actor(actor)
+        if min_shadow_agreement is not None:
+            raise ConfigurationError("--min-shadow-agreement: not taken in remote mode yet; run it on the controller")
+        _render(api.promote(model, version, reason=reason, dry_run=dry_run, max_latency_ms=max_latency_ms))
+        return
     result = promote_version(
         load_settings(),
         model,
@@ -149,12 +163,19 @@ def canary(
     reason: str = typer.Option("", "--reason", help=_REASON_HELP),
 ) -> None:
     """Start (or re-weight) a canary of VERSION beside live, or end it with --abort."""
+    if version is None and not abort:
+        raise typer.BadParameter("give the candidate VERSION, or --abort", param_hint="VERSION")
+    if api := controller():
+        refuse_actor(actor)
+        if abort or version is None:
+            _render(api.abort_canary(model, reason=reason))
+        else:
+            _render(api.canary(model, version, check_weight(weight), reason=reason))
+        return
     settings = load_settings()
-    if abort:
+    if abort or version is None:
         _render(abort_canary(settings, model, actor=_actor(actor), reason=reason))
         return
-    if version is None:
-        raise typer.BadParameter("give the candidate VERSION, or --abort", param_hint="VERSION")
     _render(start_canary(settings, model, version, weight, actor=_actor(actor), reason=reason))
 
 
@@ -166,6 +187,10 @@ def rollback(
     reason: str = typer.Option("", "--reason", help=_REASON_HELP),
 ) -> None:
     """Make the previous live version (or --to VERSION) live again everywhere; ends any canary."""
+    if api := controller():
+        refuse_actor(actor)
+        _render(api.rollback(model, to=to, reason=reason))
+        return
     _render(rollback_version(load_settings(), model, actor=_actor(actor), to=to, reason=reason))
 
 
@@ -177,7 +202,8 @@ def history(
     """The model's audit log: who did what, when, from which version to which, why, and how it ended."""
     table = Table("#", "time (UTC)", "actor", "action", "from", "to", "result", "reason", "detail")
     colors = {"ok": "green", "refused": "yellow", "failed": "red", "interrupted": "red", "started": "dim"}
-    for event in model_history(load_settings(), model, limit):
+    api = controller()
+    for event in api.history(model, limit) if api else model_history(load_settings(), model, limit):
         table.add_row(
             str(event.id),
             event.at,
@@ -198,16 +224,20 @@ def reconcile(
     actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
 ) -> None:
     """Make every endpoint serve exactly the desired versions (safe to repeat, e.g. after a server restart)."""
-    settings = load_settings()
-    with StateStore.open(settings.state) as store:
-        report = reconcile_fleet(
-            store,
-            settings.repository,
-            settings.admin_headers(),
-            actor=_actor(actor),
-            dry_run=dry_run,
-            endpoints=discover(settings.fleet, store),
-        )
+    if api := controller():
+        refuse_actor(actor)
+        report = api.reconcile(dry_run=dry_run)
+    else:
+        settings = load_settings()
+        with StateStore.open(settings.state) as store:
+            report = reconcile_fleet(
+                store,
+                settings.repository,
+                settings.admin_headers(),
+                actor=_actor(actor),
+                dry_run=dry_run,
+                endpoints=discover(settings.fleet, store),
+            )
     for note in report.interrupted:
         console.print(f"[yellow]closed interrupted rollout[/] {note}")
     for endpoint in report.endpoints:
@@ -238,7 +268,11 @@ def add(
     actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
 ) -> None:
     """Add an endpoint; run `tritonops reconcile` to bring it to the desired state."""
-    fleet_add(load_settings(), endpoint, actor=_actor(actor))
+    if api := controller():
+        refuse_actor(actor)
+        api.fleet_add(endpoint)
+    else:
+        fleet_add(load_settings(), endpoint, actor=_actor(actor))
     console.print(f"added {endpoint}")
 
 
@@ -248,7 +282,11 @@ def remove(
     actor: str | None = typer.Option(None, "--actor", help=_ACTOR_HELP),
 ) -> None:
     """Remove an endpoint from the fleet (what it serves is left as it is)."""
-    fleet_remove(load_settings(), endpoint, actor=_actor(actor))
+    if api := controller():
+        refuse_actor(actor)
+        api.fleet_remove(endpoint)
+    else:
+        fleet_remove(load_settings(), endpoint, actor=_actor(actor))
     console.print(f"removed {endpoint}")
 
 
@@ -264,5 +302,6 @@ def ready(endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:p
 @fleet_app.command("list")
 def list_endpoints() -> None:
     """List the fleet's endpoints."""
-    for endpoint in fleet_list(load_settings()):
+    api = controller()
+    for endpoint in api.fleet_list() if api else fleet_list(load_settings()):
         console.print(endpoint)

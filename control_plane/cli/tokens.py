@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from tritonops.control_plane.cli.app import app, console
+from tritonops.control_plane.cli.remote import controller
 from tritonops.control_plane.drift import parse_duration
 from tritonops.control_plane.rollout import resolve_actor
 from tritonops.control_plane.state import StateStore
@@ -27,8 +28,11 @@ def create(
 ) -> None:
     """Create a token and print it once: only its hash is kept."""
     seconds = parse_duration(expires, "--expires") if expires else None
-    with StateStore.open(load_settings().state) as store:
-        token, record = create_token(store, name, role, actor=resolve_actor(), expires_in_seconds=seconds)
+    if api := controller():
+        token, record = api.token_create(name, role, seconds)
+    else:
+        with StateStore.open(load_settings().state) as store:
+            token, record = create_token(store, name, role, actor=resolve_actor(), expires_in_seconds=seconds)
     console.print(f"token for {record.name} (role {record.role}), shown only now:", highlight=False)
     typer.echo(token)
     if record.expires_at:
@@ -39,17 +43,25 @@ def create(
 def list_tokens() -> None:
     """Tokens by name, role and prefix (never the token itself)."""
     table = Table("name", "role", "prefix", "created", "by", "expires", "revoked")
-    with StateStore.open(load_settings().state) as store:
-        for r in store.tokens():
-            table.add_row(
-                r.name, r.role, r.prefix + "...", r.created_at, r.created_by, r.expires_at or "-", r.revoked_at or "-"
-            )
+    api = controller()
+    if api is None:
+        with StateStore.open(load_settings().state) as store:
+            records = store.tokens()
+    else:
+        records = api.tokens()
+    for r in records:
+        table.add_row(
+            r.name, r.role, r.prefix + "...", r.created_at, r.created_by, r.expires_at or "-", r.revoked_at or "-"
+        )
     console.print(table)
 
 
 @token_app.command("revoke")
 def revoke(name: str = typer.Argument(..., help="Name of the token.")) -> None:
     """Revoke a token: every later call with it is refused."""
-    with StateStore.open(load_settings().state) as store:
-        revoke_token(store, name, actor=resolve_actor())
+    if api := controller():
+        api.token_revoke(name)
+    else:
+        with StateStore.open(load_settings().state) as store:
+            revoke_token(store, name, actor=resolve_actor())
     console.print(f"revoked {name}")

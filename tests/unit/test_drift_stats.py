@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -24,6 +25,8 @@ from tritonops.control_plane.drift import (
     ks_binned,
     psi,
     psi_band,
+    report_from_dict,
+    report_to_dict,
 )
 from tritonops.control_plane.errors import DriftInputError
 from tritonops.converters.reference import categorical_reference, numeric_reference
@@ -170,6 +173,20 @@ def test_reference_like_traffic_gives_no_drift_and_one_shifted_feature_drifts_al
     assert shifted.dataset_drift is False  # 1/3 < 0.5
     lenient = DriftConfig(drift_share=0.3)
     assert drift_report("m", 1, refs, counts, {"no": 352, "yes": 148}, lenient, 60).dataset_drift is True
+
+
+def test_a_report_survives_the_api_round_trip() -> None:
+    """The controller answers ``report_to_dict``; the CLI in remote mode reads it back with ``report_from_dict``."""
+    refs = _references()
+    live = {name: RNG.normal(values.mean() + 2.0, 1.0, 500) for name, values in REFERENCE_DATA.items()}
+    counts = {r.name: _counts(r, live[r.name]) for r in refs if r.name != PREDICTION}
+    counts["c"] = {label: 0.0 for label in counts["c"]}  # an empty window for one feature: inf / None values
+    report = drift_report("m", 3, refs, counts, {"no": 100, "yes": 400}, DriftConfig(), window_seconds=90)
+    data = json.loads(json.dumps(report_to_dict(report)))
+    assert report_from_dict(data) == report
+    assert report_to_dict(report_from_dict(data)) == data
+    with pytest.raises(DriftInputError, match=r"drift report: expected a number or 'inf', got 'NaN-ish'"):
+        report_from_dict({**data, "window_seconds": "NaN-ish"})
 
 
 def test_not_enough_rows_never_raises_an_alarm() -> None:
