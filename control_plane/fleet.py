@@ -38,6 +38,8 @@ from tritonops.control_plane.errors import (
 )
 from tritonops.control_plane.plan import LoadCanary, LoadLive, Step, differences, plan
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
+from tritonops.converters.errors import RepositoryError
+from tritonops.converters.repository import publish_live
 
 CANARY_DRAIN_SECONDS = 2.5
 """Wait between un-publishing a canary split and unloading its alias: SDK clients re-read the split every 2 s
@@ -102,11 +104,16 @@ def smoke_check(endpoint: Endpoint, name: str, version: int, manifest: Manifest,
 
 # -- execute -----------------------------------------------------------------------------------------
 def execute(
-    endpoint: Endpoint, repository: Path, steps: Sequence[Step], drain_seconds: float = CANARY_DRAIN_SECONDS
+    endpoint: Endpoint,
+    repository: Path,
+    steps: Sequence[Step],
+    drain_seconds: float = CANARY_DRAIN_SECONDS,
+    done: list[str] | None = None,
 ) -> list[str]:
     """Carry out ``steps`` in order on ``endpoint``; each version loaded is warmed up and checked with the
-    reference sample. Returns what was done, one line per step."""
-    done: list[str] = []
+    reference sample. Returns what was done, one line per step, also appended to ``done`` as each step finishes
+    (so a caller still knows what was done when a later step raises)."""
+    done = [] if done is None else done
     for step in steps:
         if isinstance(step, LoadCanary):
             endpoint.load(
@@ -137,6 +144,31 @@ def apply(
 
 
 # -- reconcile ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReconcileChange:
+    """One model on one endpoint that reconcile found different and acted on: one audit event."""
+
+    endpoint: str
+    model: str
+    live: int | None
+    drift: list[str]
+    actions: list[str]
+    error: str | None = None
+
+    def audit_entry(self, actor: str) -> AuditEntry:
+        detail = {"endpoint": self.endpoint, "differed": self.drift, "actions": self.actions, "error": self.error}
+        return AuditEntry(
+            actor=actor,
+            action="reconcile-apply",
+            model=self.model,
+            from_version=None,
+            to_version=self.live,
+            reason="",
+            result="failed" if self.error else "ok",
+            detail=json.dumps(detail),
+        )
+
+
 @dataclass
 class EndpointReport:
     """What reconcile found and did on one endpoint."""
@@ -145,6 +177,7 @@ class EndpointReport:
     drift: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    changes: list[ReconcileChange] = field(default_factory=list)
     unusable: bool = False
     """Unreachable or refusing our admin key: the remaining models are not tried."""
 
@@ -154,6 +187,10 @@ class ReconcileReport:
     endpoints: list[EndpointReport]
     interrupted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    """Model-level configs rewritten because they did not name the live version."""
+    not_published: list[str] = field(default_factory=list)
+    """Model-level configs that are stale but could not be rewritten (read-only repository), and why."""
 
     @property
     def ok(self) -> bool:
@@ -181,7 +218,10 @@ def reconcile(
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
     only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list), or the part of
     it to reconcile now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the
-    controller reconciles every few seconds).
+    controller reconciles every few seconds). Audit, written once at the end of the run: one ``reconcile-apply``
+    event per model and endpoint acted on (endpoint, what differed, the loads/unloads, result), then the
+    ``reconcile`` summary. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
+    (``tritonops.converters.repository.publish_live``).
     """
     urls = store.fleet() if endpoints is None else list(endpoints)
     servers = [connect(url, admin_headers) for url in urls]
@@ -195,6 +235,8 @@ def reconcile(
                         for event in store.close_interrupted(state.name, actor):
                             report.interrupted.append(f"{event.model}: {event.action} {event.reason}")
                     state = store.model(state.name) or state
+                    if state.live is not None and not dry_run:
+                        _publish(repository, state, report)
                     for server in servers:
                         _reconcile_one(server, repository, state, reports[server.url], dry_run)
             except RolloutInProgressError as exc:
@@ -202,7 +244,11 @@ def reconcile(
     finally:
         for server in servers:
             server.close()
-    quiet = report.ok and not report.interrupted and not any(r.actions for r in report.endpoints)
+    changes = [change for r in report.endpoints for change in r.changes]
+    quiet = report.ok and not report.interrupted and not changes and not report.published
+    if not dry_run:
+        for change in changes:
+            store.record(change.audit_entry(actor))
     if not dry_run and (audit_in_sync or not quiet):
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         store.record(
@@ -220,6 +266,8 @@ def reconcile(
                         "actions": sum(len(r.actions) for r in report.endpoints),
                         "errors": errors,
                         "skipped": report.skipped,
+                        "interrupted": report.interrupted,
+                        "published": report.published,
                         "endpoints": urls,
                     }
                 ),
@@ -239,11 +287,40 @@ def _reconcile_one(
             return
         wanted = desired(repository, state)
         observed = endpoint.observe(state.name)
-        report.drift.extend(differences(wanted, observed))
-        if not dry_run:
-            report.actions.extend(execute(endpoint, repository, plan(wanted, observed)))
+        drift = differences(wanted, observed)
+        report.drift.extend(drift)
+        steps = plan(wanted, observed)
     except (EndpointUnreachableError, AdminAuthError) as exc:
         report.unusable = True
         report.errors.append(str(exc))
+        return
     except ControlPlaneError as exc:
         report.errors.append(f"{state.name}: {exc}")
+        return
+    if dry_run or not steps:
+        return
+    done: list[str] = []
+    error: str | None = None
+    try:
+        execute(endpoint, repository, steps, done=done)
+    except (EndpointUnreachableError, AdminAuthError) as exc:
+        report.unusable = True
+        error = str(exc)
+        report.errors.append(error)
+    except ControlPlaneError as exc:
+        error = str(exc)
+        report.errors.append(f"{state.name}: {exc}")
+    report.actions.extend(done)
+    report.changes.append(ReconcileChange(endpoint.url, state.name, state.live, drift, done, error))
+
+
+def _publish(repository: Path, state: ModelState, report: ReconcileReport) -> None:
+    """Rewrite the live model's model-level config if it is stale. A repository this process may not write (the
+    deployments mount it read-only) is reported on every run but is not a change: it leaves no audit event."""
+    assert state.live is not None
+    try:
+        written = publish_live(repository, state.name, state.live)
+    except RepositoryError as exc:
+        report.not_published.append(str(exc))
+        return
+    report.published += [f"{path} now serves version {state.live}" for path in written]

@@ -38,6 +38,10 @@ Labels = tuple[tuple[str, str], ...]
 """A series' labels, sorted by name: hashable and JSON-friendly."""
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+FRONTEND_GAP = "frontend refusals not counted"
+"""What every error rate shown leaves out: requests Triton's frontend refuses before our backend (malformed JSON,
+wrong datatype or rank, a missing input, a batch too large) appear in no statistic and no metric of Triton 2.51
+(docs/contracts.md, "Malformed requests"), so no error rate can include them."""
 _COUNTER_SUFFIXES = {"counter": ("",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
 _KEPT_PREFIXES = ("nv_inference_", "nv_cache_num_", "tritonops_")
 

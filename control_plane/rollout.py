@@ -54,6 +54,8 @@ from tritonops.control_plane.metrics import metrics_urls, scrape
 from tritonops.control_plane.plan import differences
 from tritonops.control_plane.shadow import require_agreement, shadow_reports
 from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
+from tritonops.converters.errors import RepositoryError
+from tritonops.converters.repository import publish_live
 from tritonops.errors import TritonOpsError
 from tritonops.serving.capture import CaptureSpec
 from tritonops.serving.errors import ModelConfigError
@@ -342,6 +344,7 @@ def promote(
             raise
         detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)" + provenance(manifest)
         op.store.set_live(model, version, op.entry("ok", detail))
+        detail += _publish(settings, model, version)
         if state.canary_weight > 0:  # SDK clients may still route by the old split for a moment
             time.sleep(CANARY_DRAIN_SECONDS)
         warnings = _restore(endpoints, settings.repository, promoted)
@@ -561,9 +564,20 @@ def rollback(
         )
         op.changed = True
         op.store.set_live(model, target_version, op.entry("ok", detail, action="desired-state"), rollback=True)
+        detail += _publish(settings, model, target_version)
         _apply_everywhere(op, target)
         op.store.record(op.entry("ok", detail))
         return op.result(detail)
+
+
+def _publish(settings: Settings, model: str, version: int) -> str:
+    """Point the repository's model-level config at the new live version; a warning for the detail if that fails
+    (the endpoints and the desired state are right; the next ``reconcile`` rewrites the file)."""
+    try:
+        publish_live(settings.repository, model, version)
+    except RepositoryError as exc:
+        return f"; {exc} (reconcile rewrites it)"
+    return ""
 
 
 def _apply_everywhere(op: _Operation, target: ModelState) -> None:

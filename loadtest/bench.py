@@ -116,11 +116,13 @@ def prepare_model(work: Path, n_features: int, variants: bool = False) -> BenchM
     """Train the bench model, convert it into a fresh repository (with its variants), pickle it for the peers."""
     from examples.train import train_numeric_pipeline
     from tritonops.converters.convert import convert_sklearn
+    from tritonops.converters.repository import publish_live
 
     trained = train_numeric_pipeline(n_rows=600, n_features=n_features, seed=0)
     repository = work / "model_repository"
     repository.mkdir(parents=True)
     written = convert_sklearn(trained.model, trained.frame, name=MODEL, repository=repository)
+    publish_live(repository, MODEL, written.version)  # served from disk: as after a promote
     joblib_path = work / "model.joblib"
     joblib.dump(trained.model, joblib_path)
     rows = trained.frame.to_numpy(dtype=np.float32)

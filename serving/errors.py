@@ -41,7 +41,8 @@ class BinaryNotFoundError(ServingError):
         places = "; ".join(searched)
         super().__init__(
             f"tritonserver binary not found (looked in: {places}). Install the embedded server with "
-            "`pip install nvidia-pytriton==0.7.0`, or point TRITONSERVER_BIN at a tritonserver executable."
+            "`pip install 'tritonops[server]'` (the nvidia-pytriton wheel), or point TRITONSERVER_BIN at a "
+            "tritonserver executable."
         )
 
 

@@ -7,6 +7,7 @@ from rich.console import Console
 
 from tritonops import __version__
 from tritonops.errors import TritonOpsError
+from tritonops.extras import missing_extra
 
 app = typer.Typer(
     name="tritonops",
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     except TritonOpsError as exc:
         error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
+    except ModuleNotFoundError as exc:  # a command of a part that is not installed: name its extra
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        error_console.print(f"[bold red]error:[/] {missing}", highlight=False, soft_wrap=True)
+        return missing.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

@@ -14,6 +14,7 @@ from tritonops.control_plane.cli.remote import controller, refuse_actor
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.errors import FleetApplyError, NotServingError
 from tritonops.control_plane.fleet import reconcile as reconcile_fleet
+from tritonops.control_plane.metrics import FRONTEND_GAP
 from tritonops.control_plane.readiness import not_serving
 from tritonops.control_plane.rollout import (
     RolloutResult,
@@ -65,7 +66,12 @@ def status(
     if not report:
         console.print("the fleet is empty: add endpoints with `tritonops fleet add HOST:PORT`")
         return
-    table = Table("endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "drift")
+    table = Table(
+        "endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "drift",
+        caption=f"errors = Triton's failure count: requests our backend refused count as successes there "
+        f"(tritonops watch/top add them); {FRONTEND_GAP}",
+        caption_justify="left",
+    )  # fmt: skip
     for endpoint in report:
         if endpoint.error:
             table.add_row(endpoint.endpoint, "-", "-", "-", "-", "-", "-", "-", f"[red]{endpoint.error}[/]")
@@ -244,6 +250,10 @@ def reconcile(
             console.print(f"  [red]error[/]   {line}")
     for line in report.skipped:
         console.print(f"[yellow]skipped[/] {line}")
+    for line in report.published:
+        console.print(f"repository: {line}")
+    for line in report.not_published:
+        console.print(f"[yellow]repository[/]: {line}")
     if not report.ok:
         failures = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         if report.skipped:

@@ -23,7 +23,14 @@ from tritonops.control_plane.desired import version_manifest
 from tritonops.control_plane.drift import DriftConfig, DriftReport, parse_duration
 from tritonops.control_plane.errors import ControlPlaneError
 from tritonops.control_plane.guardrails import drift_for_version
-from tritonops.control_plane.metrics import FleetWindow, MemoryHistory, VersionStats, fleet_window, window
+from tritonops.control_plane.metrics import (
+    FRONTEND_GAP,
+    FleetWindow,
+    MemoryHistory,
+    VersionStats,
+    fleet_window,
+    window,
+)
 from tritonops.control_plane.state import ModelState, StateStore
 from tritonops.settings import Settings, load_settings
 
@@ -155,7 +162,10 @@ def snapshot_table(
         drifts.record(url, win.latest)
     span = f"{fleet.seconds:.1f} s" if fleet.seconds else "since load"
     failed = "".join(f"\n[red]{url}: {why}[/]" for url, why in fleet.failures.items())
-    caption = f"{len(fleet.windows)}/{len(urls)} endpoints, window {span}, drift over {drift_seconds:.0f} s{failed}"
+    caption = (
+        f"{len(fleet.windows)}/{len(urls)} endpoints, window {span}, drift over {drift_seconds:.0f} s; "
+        f"errors: {FRONTEND_GAP}{failed}"
+    )
     return render(build_rows(fleet.stats, states, drift), caption)
 
 

@@ -9,14 +9,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     TRITONOPS_STATE=/var/lib/tritonops/state.db
 
 WORKDIR /opt/tritonops/src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY tritonops ./tritonops
 COPY converters ./converters
 COPY serving ./serving
 COPY control_plane ./control_plane
 COPY clients ./clients
 COPY loadtest ./loadtest
-RUN pip install --upgrade pip && pip install ".[controller]" && useradd --system --uid 10001 tritonops \
+RUN pip install --upgrade pip && pip install -c constraints.txt '.[controller,convert]' && useradd --system --uid 10001 tritonops \
  && mkdir -p /var/lib/tritonops && chown tritonops /var/lib/tritonops
 
 USER tritonops

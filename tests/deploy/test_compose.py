@@ -81,9 +81,10 @@ def test_triton_is_our_gpu_image_with_a_gpu_and_a_locked_admin_api(resolved: dic
 
 def test_gpu_dockerfile_builds_on_the_ngc_image_of_our_triton_release() -> None:
     dockerfile = (ROOT / "deploy" / "docker" / "triton-gpu.Dockerfile").read_text(encoding="utf-8")
-    # NGC 24.10 ships Triton 2.51.0, the release inside nvidia-pytriton 0.7.0 (pyproject pin).
+    # NGC 24.10 ships Triton 2.51.0, the release inside nvidia-pytriton 0.7.0 (the tested pin in constraints.txt).
     assert "ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
-    assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "nvidia-pytriton==0.7.0\n" in (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    assert "pip install -c constraints.txt '.[server]'" in dockerfile
     assert "onnxruntime-gpu==" in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
     # the 3.11 stub of the same Triton release, our backend beside NGC's, and the entrypoint tests/deploy runs
     assert "python_backend_stubs/3.11/triton_python_backend_stub" in dockerfile
@@ -177,5 +178,5 @@ def test_the_controller_runs_alone_with_both_secrets_and_a_health_check(resolved
     assert "command" not in controller and "entrypoint" not in controller
     dockerfile = (ROOT / "deploy" / "docker" / "control-plane.Dockerfile").read_text(encoding="utf-8")
     entrypoint = 'ENTRYPOINT ["tritonops", "controller", "start", "--host", "0.0.0.0", "--port", "8080"]'
-    assert entrypoint in dockerfile and 'pip install ".[controller]"' in dockerfile
+    assert entrypoint in dockerfile and "pip install -c constraints.txt '.[controller,convert]'" in dockerfile
     assert "entrypoint.sh" not in dockerfile and "/healthz" in dockerfile

@@ -23,6 +23,7 @@ from examples.tree_families import fit
 from tritonops.converters import ConversionOptions, convert_sklearn
 from tritonops.converters.features import FeatureLayout
 from tritonops.converters.probes import threshold_rows
+from tritonops.converters.repository import publish_live
 from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 
@@ -69,6 +70,7 @@ def cases(triton_server: TritonServer, triton_repository: Path) -> Iterator[list
             built.append(Case(name, model, layout, rows))
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     for case in built:
+        publish_live(triton_repository, case.name, 1)  # loaded from disk, as after a promote
         client.load_model(case.name)
     yield built
     for case in built:
