@@ -6,17 +6,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client libtcmalloc-minimal4 chromium postgresql dnsmasq nginx-light openssl
 # stamped per package list: adding a package installs it on the next run
 APT_STAMP := .tritonops/.apt-installed-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages test test-fast lint typecheck demo bench clean help
+.PHONY: setup constraints system-packages test test-fast lint typecheck demo bench clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: system-packages $(STAMP) $(TOOLS_STAMP)  ## Create .venv and install tritonops with every extra the tests use
+setup: system-packages $(STAMP) $(TOOLS_STAMP) $(MLFLOW_STAMP)  ## Create .venv and install tritonops with every extra the tests use
 
 system-packages: $(APT_STAMP)
 
@@ -38,12 +40,23 @@ $(TOOLS_STAMP):
 	  PyYAML==5.4.1 docker-compose==1.29.2
 	@touch $@
 
-$(STAMP): pyproject.toml
+# The MLflow tracking server the MLflow tests start (full mlflow pins clash with ours; the client is mlflow-skinny).
+$(MLFLOW_STAMP):
+	@test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	@$(MLFLOW_VENV)/bin/pip install -q mlflow==3.17.2
+	@touch $@
+
+# pyproject.toml holds version ranges; constraints.txt the exact set the tests ran with (`make constraints`).
+$(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) with $(PYTHON)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev,torch,loadtest,controller]'
+	@PIP_CONSTRAINT=$(abspath constraints.txt) $(PY) -m pip install -q -e '.[all,dev]'
 	@touch $@
+
+constraints:  ## Rewrite constraints.txt from what .venv holds (after a deliberate upgrade)
+	@{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^tritonops' \
+	  | sed -E 's/\+[a-z0-9.]+$$//' | sort -f; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 test: setup lint  ## Set up, run the gates (ruff, mypy --strict), then the whole test suite
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); code=$$?; \

@@ -23,7 +23,8 @@ from tritonops.clients.feedback import FeedbackSink, FeedbackStats, HttpFeedback
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy
 from tritonops.clients.routing import CanaryRouter
-from tritonops.clients.signature import CanarySplit, Feature, Signature
+from tritonops.contract.signature import CanarySplit, Signature
+from tritonops.contract.signature import SignatureFeature as Feature
 
 __all__ = [
     "AsyncTritonClient",

@@ -23,23 +23,13 @@ import pandas as pd
 from tritonclient.utils import InferenceServerException
 
 from tritonops.clients.connection import GrpcChannelOptions, Target, TlsOptions
-from tritonops.clients.encoding import (
-    LABEL_OUTPUT,
-    PROBABILITIES_OUTPUT,
-    Rows,
-    concat,
-    decode_labels,
-    encode,
-    split_rows,
-    to_rows,
-)
 from tritonops.clients.errors import InferenceError, ServerUnavailableError
 from tritonops.clients.feedback import FeedbackSink
+from tritonops.clients.outputs import concat, decode_labels
 from tritonops.clients.pool import AsyncPooledTransport, PooledTransport
 from tritonops.clients.prediction import Prediction
 from tritonops.clients.retry import RetryPolicy, describe, is_deadline, is_retryable
 from tritonops.clients.routing import CanaryRouter
-from tritonops.clients.signature import CANARY_SUFFIX, CanarySplit, Signature, parse_canary, parse_signature
 from tritonops.clients.transport import (
     Answer,
     AsyncGrpcTransport,
@@ -51,6 +41,9 @@ from tritonops.clients.transport import (
     Route,
     SyncTransport,
 )
+from tritonops.contract.encoding import Rows, encode, split_rows, to_rows
+from tritonops.contract.names import CANARY_SUFFIX, LABEL_OUTPUT, PROBABILITIES_OUTPUT
+from tritonops.contract.signature import CanarySplit, Signature
 from tritonops.errors import ConfigurationError
 
 T = TypeVar("T")
@@ -108,8 +101,8 @@ class _ModelView:
         return self.live is None or time.monotonic() - self.fetched_at > refresh_interval
 
     def update(self, model: str, config: Mapping[str, Any]) -> None:
-        self.live = parse_signature(model, config)
-        self.split = parse_canary(model, config)
+        self.live = Signature.from_config(model, config)
+        self.split = CanarySplit.from_config(model, config)
         self.fetched_at = time.monotonic()
 
 
@@ -145,7 +138,7 @@ def _assemble(
     served: str,
     answers: Sequence[Answer],
     request_id: str,
-    index: pd.Index[Any],
+    index: Sequence[Any],
     split: CanarySplit | None,
 ) -> Prediction:
     labels = concat([decode_labels(signature, answer.outputs[LABEL_OUTPUT]) for answer in answers])
@@ -162,7 +155,7 @@ def _assemble(
         model=model,
         version=version,
         request_id=request_id,
-        index=index,
+        index=pd.Index(index),
     )
 
 
@@ -261,7 +254,7 @@ class TritonClient:
         key = (split.model, split.version)
         with self._lock:
             if key not in cache:
-                cache[key] = parse_signature(split.model, self._config(split.model, deadline))
+                cache[key] = Signature.from_config(split.model, self._config(split.model, deadline))
             return cache[key]
 
     def signature(self) -> Signature:
@@ -282,12 +275,12 @@ class TritonClient:
         live, split = self._refresh(deadline)
         served = self._router.choose(self.model, split if self.options.client_side_canary else None, key)
         signature = live if served == self.model or split is None else self._canary_signature(split, deadline)
-        rows = to_rows(signature, data)
+        rows = to_rows(signature.model, signature.features, data)
         request_id = request_id or uuid.uuid4().hex
         route = _route(served, self.model, live, key, request_id)
         answers = []
         for chunk in split_rows(rows, _rows_per_request(self.options, signature)):
-            tensors = encode(signature, chunk)
+            tensors = encode(signature.model, signature.features, chunk)
             infer = functools.partial(self._transport.infer, served, tensors, request_id, route=route)
             answers.append(self._call(served, deadline, infer))
         prediction = _assemble(signature, served, answers, request_id, rows.index, split)
@@ -346,7 +339,7 @@ class AsyncTritonClient:
         key = (split.model, split.version)
         async with self._lock:
             if key not in cache:
-                cache[key] = parse_signature(split.model, await self._config(split.model, deadline))
+                cache[key] = Signature.from_config(split.model, await self._config(split.model, deadline))
             return cache[key]
 
     async def signature(self) -> Signature:
@@ -363,13 +356,13 @@ class AsyncTritonClient:
         live, split = await self._refresh(deadline)
         served = self._router.choose(self.model, split if self.options.client_side_canary else None, key)
         signature = live if served == self.model or split is None else await self._canary_signature(split, deadline)
-        rows = to_rows(signature, data)
+        rows = to_rows(signature.model, signature.features, data)
         request_id = request_id or uuid.uuid4().hex
         route = _route(served, self.model, live, key, request_id)
         gate = asyncio.Semaphore(self.options.max_in_flight)
 
         async def one(chunk: Rows) -> Answer:
-            tensors = encode(signature, chunk)
+            tensors = encode(signature.model, signature.features, chunk)
             async with gate:
                 return await self._call(
                     served, deadline, lambda left: self._transport.infer(served, tensors, request_id, left, route)

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from tritonclient.utils import InferenceServerException
 
 from tritonops.clients.connection import Target
-from tritonops.clients.encoding import Tensor
 from tritonops.clients.retry import is_retryable
 from tritonops.clients.transport import Answer, AsyncTransport, Route, SyncTransport
+from tritonops.contract.encoding import Tensor
 
 T = TypeVar("T")
 _FAILURES = (InferenceServerException, OSError, asyncio.TimeoutError)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy.typing as npt
 import pandas as pd
 
+from tritonops.contract.names import CANARY_SUFFIX
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -34,7 +36,7 @@ class Prediction:
 
     @property
     def canary(self) -> bool:
-        return self.model.endswith("__canary")
+        return self.model.endswith(CANARY_SUFFIX)
 
     def probability_frame(self) -> pd.DataFrame:
         """Probabilities as a DataFrame: one column per class name, the input's index."""

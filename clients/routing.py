@@ -8,16 +8,10 @@ requests, with no sampling noise.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
-from tritonops.clients.signature import CanarySplit
-
-
-def key_position(key: str) -> float:
-    """A stable position in [0, 1) for ``key`` (same on every host and Python run)."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+from tritonops.contract.names import key_position
+from tritonops.contract.signature import CanarySplit
 
 
 class CanaryRouter:

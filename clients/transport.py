@@ -21,14 +21,11 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 
 from tritonops.clients.connection import GrpcChannelOptions, TlsOptions
-from tritonops.clients.encoding import LABEL_OUTPUT, PROBABILITIES_OUTPUT, Tensor
-from tritonops.clients.signature import VERSION_OUTPUT
+from tritonops.contract.encoding import Tensor
+from tritonops.contract.names import OUTPUTS, REQUEST_ID_PARAMETER, ROUTE_KEY_PARAMETER, VERSION_OUTPUT
 from tritonops.errors import ConfigurationError
 
 Protocol_ = Literal["grpc", "http"]
-OUTPUTS = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
-ROUTE_KEY_PARAMETER = "tritonops_route_key"
-"""Request parameter the server's canary split is sticky on."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ Route = tuple[str | None, bool] | None
 
 
 def _parameters(request_id: str, route: Route) -> dict[str, str] | None:
-    parameters = {"request_id": request_id} if request_id else {}
+    parameters = {REQUEST_ID_PARAMETER: request_id} if request_id else {}
     if route is not None and route[0] is not None:
         parameters[ROUTE_KEY_PARAMETER] = route[0]
     return parameters or None

@@ -23,6 +23,7 @@ if _typing.TYPE_CHECKING:
         promote,
         resolve_actor,
         rollback,
+        set_capture,
         status,
     )
     from tritonops.control_plane.state import AuditEvent, ModelState, StateStore
@@ -48,6 +49,7 @@ _LAZY = {
             "promote",
             "resolve_actor",
             "rollback",
+            "set_capture",
             "status",
         ],
         _ROLLOUT,
@@ -76,6 +78,7 @@ __all__ = [
     "reconcile",
     "resolve_actor",
     "rollback",
+    "set_capture",
     "status",
 ]
 

@@ -15,26 +15,21 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonops.contract.errors import ManifestError, ModelConfigError
+from tritonops.contract.manifest import Manifest, load_manifest
+from tritonops.contract.names import (
+    BACKEND_NAME,
+    PARAM_CAPTURE,
+    PARAM_SHADOW,
+    VERSION_OUTPUT,
+    canary_alias,
+    shadow_alias,
+)
+from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.errors import UnknownModelError, UnknownVersionError
 from tritonops.control_plane.state import ModelState
-from tritonops.converters.errors import ManifestError
-from tritonops.converters.manifest import Manifest, load_manifest
-from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.install import BACKEND_NAME
-from tritonops.serving.model_config import read_pbtxt, with_specific_versions
-from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER, VERSION_OUTPUT, CanaryRoute, ShadowRoute
-
-CANARY_SUFFIX = "__canary"
-SHADOW_SUFFIX = "__shadow"
-
-
-def canary_alias(model: str) -> str:
-    return f"{model}{CANARY_SUFFIX}"
-
-
-def canary_parameter(model: str, version: int, weight: float) -> str:
-    """The compact JSON published on the live model's config: the backend splits by it (and opt-in SDK routing)."""
-    return CanaryRoute(canary_alias(model), version, weight).to_parameter()
+from tritonops.model_config import read_pbtxt, with_specific_versions
+from tritonops.serving.routing import ShadowRoute
 
 
 def version_dir(repository: Path, model: str, version: int) -> Path:
@@ -88,13 +83,15 @@ def live_config(repository: Path, state: ModelState) -> mc.ModelConfig:
     )
     config.name = state.name
     if state.canary is not None:
-        config.parameters[CANARY_PARAMETER].string_value = canary_parameter(
-            state.name, state.canary, state.canary_weight
-        )
+        split = CanarySplit(canary_alias(state.name), state.canary, state.canary_weight)
+        for key, value in split.to_parameters().items():
+            config.parameters[key].string_value = value
+    if state.capture is not None:
+        config.parameters[PARAM_CAPTURE].string_value = state.capture
     if state.shadow is not None and state.shadow_share > 0:
         # scored in-process from the version's folder beside live's (the alias name is only used over BLS)
-        route = ShadowRoute(f"{state.name}{SHADOW_SUFFIX}", state.shadow, state.shadow_share)
-        config.parameters[SHADOW_PARAMETER].string_value = route.to_parameter()
+        route = ShadowRoute(shadow_alias(state.name), state.shadow, state.shadow_share)
+        config.parameters[PARAM_SHADOW].string_value = route.to_parameter()
     return config
 
 

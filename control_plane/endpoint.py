@@ -16,7 +16,13 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from tritonops.control_plane.desired import canary_alias
+from tritonops.contract.names import (
+    LABEL_OUTPUT,
+    LIVE_ONLY_PARAMETER,
+    PROBABILITIES_OUTPUT,
+    SMOKE_REQUEST_ID,
+    canary_alias,
+)
 from tritonops.control_plane.errors import (
     AdminAuthError,
     ControlPlaneError,
@@ -24,8 +30,7 @@ from tritonops.control_plane.errors import (
     VersionLoadError,
 )
 from tritonops.control_plane.plan import ModelObservation
-from tritonops.serving.model_config import to_json
-from tritonops.serving.routing import LIVE_ONLY_PARAMETER
+from tritonops.model_config import to_json
 
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 """Triton checks restricted gRPC protocols against metadata named ``triton-grpc-protocol-<header>``."""
@@ -234,12 +239,13 @@ class GrpcEndpoint:
             name,
             list(inputs),
             model_version=str(version),
-            outputs=[grpcclient.InferRequestedOutput("label"), grpcclient.InferRequestedOutput("probabilities")],
+            outputs=[grpcclient.InferRequestedOutput(name) for name in (LABEL_OUTPUT, PROBABILITIES_OUTPUT)],
+            request_id=SMOKE_REQUEST_ID,
             client_timeout=self._timeout,
             parameters={LIVE_ONLY_PARAMETER: True},  # a smoke check of live is answered by live, whatever the split
         )
-        labels = result.as_numpy("label")
-        probabilities = result.as_numpy("probabilities")
+        labels = result.as_numpy(LABEL_OUTPUT)
+        probabilities = result.as_numpy(PROBABILITIES_OUTPUT)
         if labels is None or probabilities is None:
             raise ControlPlaneError(f"endpoint {self.url}: {name} v{version} answered without label/probabilities")
         decoded = [v.decode("utf-8") if isinstance(v, bytes) else v.item() for v in labels.reshape(-1)]

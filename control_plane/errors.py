@@ -24,6 +24,7 @@ ControlPlaneError
  ├── CaptureError               captured rows asked for that don't exist, or a bad capture setting
  ├── WebhookError               a webhooks file that is missing or malformed, or a secret file that can't be read
  ├── TokenError                 an API token can't be created or revoked (duplicate or unknown name, bad role)
+ ├── ControllerUnreachableError  the CLI in remote mode (or an API client) got no answer from the controller
  └── AccessError                the controller API refused a caller
       ├── AuthenticationError   no token, an unknown, revoked or expired token (HTTP 401)
       └── PermissionDeniedError the token's role is below what the route needs (HTTP 403)
@@ -201,6 +202,8 @@ class TokenError(ControlPlaneError):
 class AccessError(ControlPlaneError):
     """The controller refused the caller (see the subclasses)."""
 
+    exit_code = ExitCode.ACCESS
+
 
 class AuthenticationError(AccessError):
     """No token, or one that is unknown, revoked or expired."""
@@ -212,3 +215,9 @@ class PermissionDeniedError(AccessError):
         self.role = role
         self.needed = needed
         super().__init__(f"{who} (role {role}) may not {what}: it needs the {needed} role or higher")
+
+
+class ControllerUnreachableError(ControlPlaneError):
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        super().__init__(f"controller {url} did not answer: {detail}; is it running, and is TRITONOPS_URL right?")

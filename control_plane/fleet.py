@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from tritonops.contract.encoding import encode_rows
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.names import canary_alias
 from tritonops.control_plane.desired import (
-    canary_alias,
     canary_config,
     canary_files,
     desired,
@@ -36,7 +38,8 @@ from tritonops.control_plane.errors import (
 )
 from tritonops.control_plane.plan import LoadCanary, LoadLive, Step, differences, plan
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
-from tritonops.converters.manifest import Manifest
+from tritonops.converters.errors import RepositoryError
+from tritonops.converters.repository import publish_live
 
 CANARY_DRAIN_SECONDS = 2.5
 """Wait between un-publishing a canary split and unloading its alias: SDK clients re-read the split every 2 s
@@ -63,24 +66,12 @@ class SmokeResult:
 
 
 def sample_inputs(manifest: Manifest) -> list[grpcclient.InferInput]:
-    """The reference sample as Triton input tensors, columns in the manifest's feature order."""
-    features = {f.name: f for f in manifest.features}
-    rows = len(manifest.reference.expected.labels)
+    """The reference sample as Triton input tensors (the contract's encoder, as every client uses)."""
     tensors = []
-    for spec in manifest.inputs:
-        columns = sorted(spec.features, key=lambda name: features[name].column)
-        if spec.datatype == "FP32":
-            data: np.ndarray[Any, Any] = np.array(
-                [[math.nan if v is None else float(v) for v in manifest.reference.sample[c]] for c in columns],
-                dtype=np.float32,
-            ).T.reshape(rows, len(columns))
-        else:
-            data = np.array(
-                [[str(v).encode("utf-8") for v in manifest.reference.sample[c]] for c in columns], dtype=np.object_
-            ).T.reshape(rows, len(columns))
-        tensor = grpcclient.InferInput(spec.name, list(data.shape), spec.datatype)
-        tensor.set_data_from_numpy(data)
-        tensors.append(tensor)
+    for tensor in encode_rows(manifest.name, manifest.features, manifest.reference.sample):
+        item = grpcclient.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
+        item.set_data_from_numpy(tensor.data)
+        tensors.append(item)
     return tensors
 
 
@@ -113,11 +104,16 @@ def smoke_check(endpoint: Endpoint, name: str, version: int, manifest: Manifest,
 
 # -- execute -----------------------------------------------------------------------------------------
 def execute(
-    endpoint: Endpoint, repository: Path, steps: Sequence[Step], drain_seconds: float = CANARY_DRAIN_SECONDS
+    endpoint: Endpoint,
+    repository: Path,
+    steps: Sequence[Step],
+    drain_seconds: float = CANARY_DRAIN_SECONDS,
+    done: list[str] | None = None,
 ) -> list[str]:
     """Carry out ``steps`` in order on ``endpoint``; each version loaded is warmed up and checked with the
-    reference sample. Returns what was done, one line per step."""
-    done: list[str] = []
+    reference sample. Returns what was done, one line per step, also appended to ``done`` as each step finishes
+    (so a caller still knows what was done when a later step raises)."""
+    done = [] if done is None else done
     for step in steps:
         if isinstance(step, LoadCanary):
             endpoint.load(
@@ -128,7 +124,9 @@ def execute(
             smoke_check(endpoint, canary_alias(step.model), step.version, manifest)
         elif isinstance(step, LoadLive):
             endpoint.load(step.config)
-            smoke_check(endpoint, step.model, step.version, version_manifest(repository, step.model, step.version))
+            if step.warm_up:
+                manifest = version_manifest(repository, step.model, step.version)
+                smoke_check(endpoint, step.model, step.version, manifest)
         else:
             if step.drain:
                 time.sleep(drain_seconds)
@@ -146,6 +144,31 @@ def apply(
 
 
 # -- reconcile ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReconcileChange:
+    """One model on one endpoint that reconcile found different and acted on: one audit event."""
+
+    endpoint: str
+    model: str
+    live: int | None
+    divergence: list[str]
+    actions: list[str]
+    error: str | None = None
+
+    def audit_entry(self, actor: str) -> AuditEntry:
+        detail = {"endpoint": self.endpoint, "differed": self.divergence, "actions": self.actions, "error": self.error}
+        return AuditEntry(
+            actor=actor,
+            action="reconcile-apply",
+            model=self.model,
+            from_version=None,
+            to_version=self.live,
+            reason="",
+            result="failed" if self.error else "ok",
+            detail=json.dumps(detail),
+        )
+
+
 @dataclass
 class EndpointReport:
     """What reconcile found and did on one endpoint."""
@@ -155,6 +178,7 @@ class EndpointReport:
     """How the endpoint differed from the desired state (before acting)."""
     actions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    changes: list[ReconcileChange] = field(default_factory=list)
     unusable: bool = False
     """Unreachable or refusing our admin key: the remaining models are not tried."""
 
@@ -164,6 +188,10 @@ class ReconcileReport:
     endpoints: list[EndpointReport]
     interrupted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    """Model-level configs rewritten because they did not name the live version."""
+    not_published: list[str] = field(default_factory=list)
+    """Model-level configs that are stale but could not be rewritten (read-only repository), and why."""
 
     @property
     def ok(self) -> bool:
@@ -191,7 +219,10 @@ def reconcile(
     Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
     only reports the divergence. ``endpoints`` is the fleet as discovered (default: the state's static list), or the
     part of it to reconcile now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the
-    controller reconciles every few seconds).
+    controller reconciles every few seconds). Audit, written once at the end of the run: one ``reconcile-apply``
+    event per model and endpoint acted on (endpoint, what differed, the loads/unloads, result), then the
+    ``reconcile`` summary. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
+    (``tritonops.converters.repository.publish_live``).
     """
     urls = store.fleet() if endpoints is None else list(endpoints)
     servers = [connect(url, admin_headers) for url in urls]
@@ -205,6 +236,8 @@ def reconcile(
                         for event in store.close_interrupted(state.name, actor):
                             report.interrupted.append(f"{event.model}: {event.action} {event.reason}")
                     state = store.model(state.name) or state
+                    if state.live is not None and not dry_run:
+                        _publish(repository, state, report)
                     for server in servers:
                         _reconcile_one(server, repository, state, reports[server.url], dry_run)
             except RolloutInProgressError as exc:
@@ -212,7 +245,11 @@ def reconcile(
     finally:
         for server in servers:
             server.close()
-    quiet = report.ok and not report.interrupted and not any(r.actions for r in report.endpoints)
+    changes = [change for r in report.endpoints for change in r.changes]
+    quiet = report.ok and not report.interrupted and not changes and not report.published
+    if not dry_run:
+        for change in changes:
+            store.record(change.audit_entry(actor))
     if not dry_run and (audit_in_sync or not quiet):
         errors = {r.endpoint: "; ".join(r.errors) for r in report.endpoints if r.errors}
         store.record(
@@ -230,6 +267,8 @@ def reconcile(
                         "actions": sum(len(r.actions) for r in report.endpoints),
                         "errors": errors,
                         "skipped": report.skipped,
+                        "interrupted": report.interrupted,
+                        "published": report.published,
                         "endpoints": urls,
                     }
                 ),
@@ -249,11 +288,40 @@ def _reconcile_one(
             return
         wanted = desired(repository, state)
         observed = endpoint.observe(state.name)
-        report.divergence.extend(differences(wanted, observed))
-        if not dry_run:
-            report.actions.extend(execute(endpoint, repository, plan(wanted, observed)))
+        divergence = differences(wanted, observed)
+        report.divergence.extend(divergence)
+        steps = plan(wanted, observed)
     except (EndpointUnreachableError, AdminAuthError) as exc:
         report.unusable = True
         report.errors.append(str(exc))
+        return
     except ControlPlaneError as exc:
         report.errors.append(f"{state.name}: {exc}")
+        return
+    if dry_run or not steps:
+        return
+    done: list[str] = []
+    error: str | None = None
+    try:
+        execute(endpoint, repository, steps, done=done)
+    except (EndpointUnreachableError, AdminAuthError) as exc:
+        report.unusable = True
+        error = str(exc)
+        report.errors.append(error)
+    except ControlPlaneError as exc:
+        error = str(exc)
+        report.errors.append(f"{state.name}: {exc}")
+    report.actions.extend(done)
+    report.changes.append(ReconcileChange(endpoint.url, state.name, state.live, divergence, done, error))
+
+
+def _publish(repository: Path, state: ModelState, report: ReconcileReport) -> None:
+    """Rewrite the live model's model-level config if it is stale. A repository this process may not write (the
+    deployments mount it read-only) is reported on every run but is not a change: it leaves no audit event."""
+    assert state.live is not None
+    try:
+        written = publish_live(repository, state.name, state.live)
+    except RepositoryError as exc:
+        report.not_published.append(str(exc))
+        return
+    report.published += [f"{path} now serves version {state.live}" for path in written]

@@ -34,7 +34,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tritonops.control_plane.desired import canary_alias, version_manifest
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.names import canary_alias
+from tritonops.control_plane.desired import version_manifest
 from tritonops.control_plane.drift import DriftConfig, DriftReport, drift_report, references_from_manifest
 from tritonops.control_plane.errors import ControlPlaneError, PolicyError, UnknownModelError
 from tritonops.control_plane.exporter import ControlPlaneExporter
@@ -51,7 +53,6 @@ from tritonops.control_plane.metrics import (
 )
 from tritonops.control_plane.rollout import abort_canary, rollback
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
-from tritonops.converters.manifest import Manifest
 from tritonops.settings import Settings
 
 Target = Literal["live", "canary"]
@@ -91,6 +92,15 @@ class CanaryGuard(_Strict):
     min_labels: int = Field(default=50, ge=1)
 
 
+class AlertAction(StrEnum):
+    """What the controller does with a firing Prometheus alert of the model (``alerts:`` in the policy)."""
+
+    ROLLBACK = "rollback"
+    ABORT_CANARY = "abort-canary"
+    RETRAIN = "retrain"  # call the webhooks with an `alert` trigger
+    RECORD = "record"  # the audit event only (every alert gets one)
+
+
 class Policy(_Strict):
     """Guardrails for one model; every field has a default, so an empty file is a valid policy."""
 
@@ -103,6 +113,8 @@ class Policy(_Strict):
     latency: LatencyGuard | None = None
     drift: DriftGuard | None = DriftGuard()
     canary: CanaryGuard | None = CanaryGuard()
+    alerts: dict[str, AlertAction] = Field(default_factory=dict)
+    """Prometheus alert name -> what a firing alert of this model does (default: record it)."""
 
 
 def parse_policy(text: str, fmt: Literal["yaml", "toml"], source: str = "<text>") -> Policy:

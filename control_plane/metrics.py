@@ -29,6 +29,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tritonops.contract.names import base_model
 from tritonops.control_plane.errors import MetricsError, StateError
 from tritonops.control_plane.migrations import open_state_database
 from tritonops.settings import StateLocation
@@ -37,6 +38,10 @@ Labels = tuple[tuple[str, str], ...]
 """A series' labels, sorted by name: hashable and JSON-friendly."""
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+FRONTEND_GAP = "frontend refusals not counted"
+"""What every error rate shown leaves out: requests Triton's frontend refuses before our backend (malformed JSON,
+wrong datatype or rank, a missing input, a batch too large) appear in no statistic and no metric of Triton 2.51
+(docs/contracts.md, "Malformed requests"), so no error rate can include them."""
 _COUNTER_SUFFIXES = {"counter": ("",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
 _KEPT_PREFIXES = ("nv_inference_", "nv_cache_num_", "tritonops_")
 
@@ -162,11 +167,6 @@ def merge_deltas(deltas: Iterable[Snapshot]) -> Snapshot:
 
 
 # -- per model/version serving numbers --------------------------------------------------------------------------
-
-
-def base_model(triton_name: str) -> str:
-    """The model a Triton name serves: ``rf__canary`` -> ``rf`` (aliases use ``__``, see docs/contracts.md)."""
-    return triton_name.split("__", 1)[0]
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:

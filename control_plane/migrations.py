@@ -229,6 +229,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE models ADD COLUMN shadow_share {float} NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        10,
+        "row capture settings per model (a serving.capture.CaptureSpec as JSON)",
+        ("ALTER TABLE models ADD COLUMN capture TEXT",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

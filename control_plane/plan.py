@@ -9,13 +9,14 @@ after a drain when the live config used to send traffic to it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.control_plane.desired import Desired, canary_alias
-from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import PARAM_CANARY, PARAM_CAPTURE, PARAM_SHADOW, canary_alias
+from tritonops.contract.signature import CanarySplit
+from tritonops.control_plane.desired import Desired
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,21 @@ class LoadCanary:
 
 @dataclass(frozen=True)
 class LoadLive:
-    """Load ``<model>`` with ``config`` (specific [version], the split) and warm it up."""
+    """Load ``<model>`` with ``config`` (specific [version], the split); warm up a version that was not serving.
+
+    A version already ready that only gets a new config (a canary split set or changed) is not smoke-checked
+    again: with a split, the backend would send part of the check to the canary.
+    """
 
     model: str
     version: int
     config: mc.ModelConfig
+    warm_up: bool = True
 
     def describe(self) -> str:
-        return f"loaded {self.model} version {self.version} (warmed up)"
+        if self.warm_up:
+            return f"loaded {self.model} version {self.version} (warmed up)"
+        return f"reloaded {self.model} version {self.version} with its new config"
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,12 @@ Step = LoadCanary | LoadLive | Unload
 
 def canary_weight(config: mc.ModelConfig) -> float:
     """The weight published in a loaded config's ``tritonops.canary`` parameter (0 when there is none)."""
-    if CANARY_PARAMETER not in config.parameters:
-        return 0.0
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
     try:
-        return float(json.loads(config.parameters[CANARY_PARAMETER].string_value).get("weight", 0.0))
-    except (ValueError, AttributeError):
+        split = CanarySplit.published(parameters)
+    except ModelConfigError:  # a split we did not write: no traffic, reconcile rewrites it
         return 0.0
+    return 0.0 if split is None else split.weight
 
 
 def _parameter(config: mc.ModelConfig, name: str) -> str | None:
@@ -89,7 +97,7 @@ def _differs(loaded: mc.ModelConfig, wanted: mc.ModelConfig) -> bool:
         return True
     have = dict(loaded.parameters)
     return any(key not in have or have[key] != value for key, value in wanted.parameters.items()) or any(
-        key in have and key not in wanted.parameters for key in (CANARY_PARAMETER, SHADOW_PARAMETER)
+        key in have and key not in wanted.parameters for key in (PARAM_CANARY, PARAM_SHADOW, PARAM_CAPTURE)
     )
 
 
@@ -102,7 +110,10 @@ def plan(desired: Desired, observed: ModelObservation) -> list[Step]:
     if state.live is not None and desired.live_config is not None:
         wanted = desired.live_config
         if observed.config is None or _differs(observed.config, wanted) or observed.ready != (state.live,):
-            steps.append(LoadLive(state.name, state.live, wanted))
+            serving = observed.config is not None and observed.ready == (state.live,) == tuple(
+                observed.config.version_policy.specific.versions
+            )
+            steps.append(LoadLive(state.name, state.live, wanted, warm_up=not serving))
     elif observed.ready:
         steps.append(Unload(state.name))
     if state.canary is None and observed.canary_ready:
@@ -128,7 +139,7 @@ def differences(desired: Desired, observed: ModelObservation) -> list[str]:
                 )
             if state.live not in observed.ready:
                 lines.append(f"{state.name}: version {state.live} not ready")
-            for parameter in (CANARY_PARAMETER, SHADOW_PARAMETER):
+            for parameter in (PARAM_CANARY, PARAM_SHADOW):
                 have, want = _parameter(loaded, parameter), _parameter(desired.live_config, parameter)
                 if have != want:
                     lines.append(f"{state.name}: {parameter} is {have!r}, want {want!r}")

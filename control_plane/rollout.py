@@ -20,15 +20,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.names import canary_alias, model_name_problem
 from tritonops.control_plane.desired import (
-    canary_alias,
     canary_config,
     canary_files,
     desired,
@@ -54,12 +54,14 @@ from tritonops.control_plane.metrics import metrics_urls, scrape
 from tritonops.control_plane.plan import differences
 from tritonops.control_plane.shadow import require_agreement, shadow_reports
 from tritonops.control_plane.state import AuditEntry, AuditEvent, ModelState, Result, StateStore, check_endpoint
-from tritonops.converters.manifest import Manifest
+from tritonops.converters.errors import RepositoryError
+from tritonops.converters.repository import publish_live
 from tritonops.errors import TritonOpsError
+from tritonops.serving.capture import CaptureSpec
+from tritonops.serving.errors import ModelConfigError
 from tritonops.settings import Settings
 
 _log = logging.getLogger("tritonops.rollout")
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _REFUSALS = (
     GateError,
     InvalidRolloutError,
@@ -79,12 +81,16 @@ def resolve_actor(explicit: str | None = None, env: Mapping[str, str] | None = N
     return explicit or env.get("TRITONOPS_ACTOR") or env.get("USER") or "unknown"
 
 
+def check_weight(weight: float) -> float:
+    if not 0.0 < weight <= 1.0:
+        raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
+    return weight
+
+
 def check_model_name(model: str) -> str:
-    if not MODEL_NAME.match(model) or "__" in model:
-        raise InvalidRolloutError(
-            f"model name {model!r}: expected letters, digits, '_' or '-', starting with a letter, at most 63 "
-            "characters, without '__' (reserved for aliases)"
-        )
+    problem = model_name_problem(model)
+    if problem is not None:
+        raise InvalidRolloutError(problem)
     return model
 
 
@@ -306,7 +312,7 @@ def promote(
             snapshots = [scrape(url) for url in urls]
             require_agreement(shadow_reports(snapshots, model), model, version, min_shadow_agreement)
         alias = canary_alias(model)
-        promoted = ModelState(model, version, None, 0.0)
+        promoted = replace(state, live=version, canary=None, canary_weight=0.0)
         try:
             to_stage = [e for e in endpoints if e.observe(model).canary_ready != (version,)]
             op.changed = bool(to_stage)
@@ -338,6 +344,7 @@ def promote(
             raise
         detail = f"live {state.live} -> {version} on {len(endpoints)} endpoint(s)" + provenance(manifest)
         op.store.set_live(model, version, op.entry("ok", detail))
+        detail += _publish(settings, model, version)
         if state.canary_weight > 0:  # SDK clients may still route by the old split for a moment
             time.sleep(CANARY_DRAIN_SECONDS)
         warnings = _restore(endpoints, settings.repository, promoted)
@@ -364,8 +371,7 @@ def canary(
     connect: Connector = GrpcEndpoint,
 ) -> RolloutResult:
     """Send ``weight`` (0 < weight <= 1) of all requests to ``version`` (loading it as the candidate if needed)."""
-    if not 0.0 < weight <= 1.0:
-        raise InvalidRolloutError(f"canary weight: expected a number in (0, 1], got {weight}")
+    check_weight(weight)
     return _stage(settings, model, version, weight, actor=actor, reason=reason, action="canary", connect=connect)
 
 
@@ -468,6 +474,48 @@ def stop_shadow(
         return op.result(detail)
 
 
+# -- capture -----------------------------------------------------------------------------------------
+def set_capture(
+    settings: Settings,
+    model: str,
+    share: float,
+    *,
+    drop: Sequence[str] = (),
+    hashed: Sequence[str] = (),
+    actor: str,
+    reason: str = "",
+    connect: Connector = GrpcEndpoint,
+) -> RolloutResult:
+    """Capture ``share`` of the live version's scored requests (0 stops), with columns dropped or hashed.
+
+    The setting is desired state: every endpoint's live model is reloaded with it now (zero downtime, as for a
+    canary step) and reconcile keeps it there.
+    """
+    with _operation(settings, actor, "capture", model, None, reason, connect) as op:
+        state = op.state
+        if state.live is None:
+            raise InvalidRolloutError(f"model {model!r} has no live version; promote one before capturing its rows")
+        features = version_manifest(settings.repository, model, state.live).feature_names()
+        unknown = sorted(set(drop) - set(features) | set(hashed) - set(features))
+        if unknown:
+            raise InvalidRolloutError(f"capture {model!r}: columns {unknown} are not features of it; have {features}")
+        op.to_version = state.live
+        try:
+            spec = CaptureSpec(share, (settings.capture_dir / "spool").resolve(), tuple(drop), tuple(hashed))
+        except ModelConfigError as exc:
+            raise InvalidRolloutError(str(exc)) from exc
+        capture = spec.to_parameter() if share > 0 else None
+        if share > 0:
+            detail = f"capture {share:g} of live {state.live}'s requests (drop {list(drop)}, hash {list(hashed)})"
+        else:
+            detail = "capture stopped"
+        op.changed = True
+        op.store.set_capture(model, capture, op.entry("ok", detail, action="desired-state"))
+        _apply_everywhere(op, replace(state, capture=capture))
+        op.store.record(op.entry("ok", detail))
+        return op.result(detail)
+
+
 # -- back: abort_canary, rollback ------------------------------------------------------------------
 def abort_canary(
     settings: Settings, model: str, *, actor: str, reason: str = "", connect: Connector = GrpcEndpoint
@@ -510,15 +558,26 @@ def rollback(
         if target_version == state.live:
             raise InvalidRolloutError(f"model {model!r}: version {target_version} is already live")
         _gated_manifest(settings, model, target_version)
-        target = ModelState(model, target_version, None, 0.0)
+        target = replace(state, live=target_version, canary=None, canary_weight=0.0)
         detail = f"live {state.live} -> {target_version}" + (
             f", canary {state.canary} removed" if state.canary is not None else ""
         )
         op.changed = True
         op.store.set_live(model, target_version, op.entry("ok", detail, action="desired-state"), rollback=True)
+        detail += _publish(settings, model, target_version)
         _apply_everywhere(op, target)
         op.store.record(op.entry("ok", detail))
         return op.result(detail)
+
+
+def _publish(settings: Settings, model: str, version: int) -> str:
+    """Point the repository's model-level config at the new live version; a warning for the detail if that fails
+    (the endpoints and the desired state are right; the next ``reconcile`` rewrites the file)."""
+    try:
+        publish_live(settings.repository, model, version)
+    except RepositoryError as exc:
+        return f"; {exc} (reconcile rewrites it)"
+    return ""
 
 
 def _apply_everywhere(op: _Operation, target: ModelState) -> None:

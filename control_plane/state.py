@@ -80,6 +80,8 @@ class ModelState:
     shadow: int | None = None
     """The version scoring mirrored copies of live's requests (never answering), or None."""
     shadow_share: float = 0.0
+    capture: str | None = None
+    """Row capture of the live version: a ``CaptureSpec`` as its model-config parameter (JSON), or None."""
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,13 @@ class StateStore:
             )
             return self._append(db, entry)
 
+    def set_capture(self, name: str, capture: str | None, entry: AuditEntry) -> AuditEvent:
+        """Set (or, with None, stop) the row capture of ``name``'s live version."""
+        with self._write() as db:
+            self._ensure_model(db, name)
+            db.execute("UPDATE models SET capture = ?, updated_at = ? WHERE name = ?", (capture, now_iso(), name))
+            return self._append(db, entry)
+
     def set_canary(self, name: str, version: int | None, weight: float, entry: AuditEntry) -> AuditEvent:
         """Set (or, with ``version=None``, clear) the canary of ``name``."""
         if not 0.0 <= weight <= 1.0:
@@ -501,10 +510,10 @@ class StateStore:
 _AUDIT_COLUMNS = "id, at, actor, action, model, from_version, to_version, reason, result, detail"
 
 
-_MODEL_COLUMNS = "name, live_version, canary_version, canary_weight, shadow_version, shadow_share"
+_MODEL_COLUMNS = "name, live_version, canary_version, canary_weight, shadow_version, shadow_share, capture"
 
 
 def _model_state(row: Any) -> ModelState:
     """A ``models`` row (``_MODEL_COLUMNS`` order) as a ``ModelState``."""
-    name, live, canary, weight, shadow, share = row
-    return ModelState(str(name), live, canary, float(weight), shadow, float(share))
+    name, live, canary, weight, shadow, share, capture = row
+    return ModelState(str(name), live, canary, float(weight), shadow, float(share), capture)

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from tritonops.control_plane.capture import CompactionReport
     from tritonops.control_plane.drift import DriftReport, FeatureDrift, TestResult
     from tritonops.control_plane.feedback import AccuracyComparison, VersionAccuracy
     from tritonops.control_plane.fleet import ReconcileReport, SmokeResult
     from tritonops.control_plane.metrics import VersionStats
+    from tritonops.control_plane.mlflow_sync import SyncResult
     from tritonops.control_plane.rollout import EndpointStatus, RolloutResult
-    from tritonops.control_plane.state import AuditEvent
+    from tritonops.control_plane.state import AuditEvent, TokenRecord
     from tritonops.control_plane.webhooks import Delivery, DeliveryResult
     from tritonops.converters.repository import ModelVersion
     from tritonops.serving.daemon import ServerStatus
@@ -112,6 +114,10 @@ class ReconcileView(View):
     action_count: int
     interrupted: list[str]
     skipped: list[str]
+    published: list[str]
+    """Model-level configs rewritten because they did not name the live version."""
+    not_published: list[str]
+    """Model-level configs that are stale but could not be rewritten (read-only repository), and why."""
     endpoints: list[EndpointReconcileView]
 
 
@@ -123,6 +129,8 @@ def from_reconcile(report: ReconcileReport, dry_run: bool) -> ReconcileView:
         action_count=sum(len(e.actions) for e in report.endpoints),
         interrupted=list(report.interrupted),
         skipped=list(report.skipped),
+        published=list(report.published),
+        not_published=list(report.not_published),
         endpoints=[
             EndpointReconcileView(
                 endpoint=e.endpoint, divergence=list(e.divergence), actions=list(e.actions), errors=list(e.errors)
@@ -434,6 +442,8 @@ class ServerStatusView(View):
     log_path: str
     started_at: float
     """Unix time."""
+    stale: str | None
+    """Why the pid file no longer names a running server of ours (``null``: it does)."""
 
 
 def from_server_status(status: ServerStatus) -> ServerStatusView:
@@ -449,6 +459,7 @@ def from_server_status(status: ServerStatus) -> ServerStatusView:
         repository=r.repository,
         log_path=r.log_path,
         started_at=r.started_at,
+        stale=status.stale,
     )
 
 
@@ -568,6 +579,98 @@ def from_deliveries(entries: Sequence[Delivery]) -> WebhookLogView:
     )
 
 
+# -- capture, mlflow, tokens -------------------------------------------------------------------------------------
+class CompactionView(View):
+    """``capture compact``: closed spool files moved into Parquet."""
+
+    files: int
+    rows: int
+    parquet_files: int
+    deleted_for_size: int
+    bytes_after: int
+
+
+def from_compaction(report: CompactionReport) -> CompactionView:
+    return CompactionView(
+        files=report.files,
+        rows=report.rows,
+        parquet_files=report.parquet_files,
+        deleted_for_size=report.deleted_for_size,
+        bytes_after=report.bytes_after,
+    )
+
+
+class CaptureExportView(View):
+    """``capture export``: the Parquet file written."""
+
+    model: str
+    rows: int
+    labelled: int
+    """Rows with a ``true_label`` from recorded feedback."""
+    output: str
+
+
+class MlflowSyncView(View):
+    """``mlflow sync``: what the alias points to and what was done with it."""
+
+    registered_model: str
+    alias: str
+    registered_version: int
+    model: str
+    version: int
+    """The repository version converted from that MLflow version."""
+    converted: bool
+    """Converted by this run (false: converted earlier)."""
+    promoted: RolloutView | None
+    """``null`` when that version was live already."""
+
+
+def from_mlflow_sync(result: SyncResult) -> MlflowSyncView:
+    return MlflowSyncView(
+        registered_model=result.registered_model,
+        alias=result.alias,
+        registered_version=result.registered_version,
+        model=result.version.name,
+        version=result.version.version,
+        converted=result.converted,
+        promoted=from_rollout(result.promoted) if result.promoted is not None else None,
+    )
+
+
+class TokenView(View):
+    name: str
+    role: str
+    prefix: str
+    """The token's first characters (never the token)."""
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class TokensView(View):
+    """``token list``: the controller's API tokens."""
+
+    tokens: list[TokenView]
+
+
+def from_tokens(records: Sequence[TokenRecord]) -> TokensView:
+    return TokensView(
+        tokens=[
+            TokenView(
+                name=r.name,
+                role=r.role,
+                prefix=r.prefix,
+                created_at=r.created_at,
+                created_by=r.created_by,
+                expires_at=r.expires_at,
+                revoked_at=r.revoked_at,
+            )
+            for r in records
+        ]
+    )
+
+
 OUTPUTS: dict[str, type[BaseModel]] = {
     "status": StatusView,
     "history": HistoryView,
@@ -581,6 +684,11 @@ OUTPUTS: dict[str, type[BaseModel]] = {
     "reconcile": ReconcileView,
     "retrain": RetrainView,
     "webhooks log": WebhookLogView,
+    "capture set | capture off": RolloutView,
+    "capture compact": CompactionView,
+    "capture export": CaptureExportView,
+    "mlflow sync": MlflowSyncView,
+    "token list": TokensView,
 }
 """Command -> the model of its ``--json`` output (``models show`` prints the manifest: docs/contracts.md)."""
 

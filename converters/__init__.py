@@ -4,6 +4,9 @@ version = convert_sklearn(pipeline, training_frame, name="churn", repository=Pat
 version.manifest.parity.max_abs_prob_diff
 """
 
+from tritonops.contract.bins import assign_bins
+from tritonops.contract.errors import ManifestError
+from tritonops.contract.manifest import Manifest, ParityThresholds, load_manifest
 from tritonops.converters.convert import ConversionOptions, convert_sklearn, convert_torch
 from tritonops.converters.errors import (
     ClassesError,
@@ -11,7 +14,6 @@ from tritonops.converters.errors import (
     ExportError,
     FeatureMismatchError,
     FeatureNameError,
-    ManifestError,
     ModelLoadError,
     NotAClassifierError,
     NotFittedError,
@@ -20,8 +22,6 @@ from tritonops.converters.errors import (
     RepositoryError,
     UnsupportedModelError,
 )
-from tritonops.converters.manifest import Manifest, ParityThresholds, load_manifest
-from tritonops.converters.reference import assign_bins
 from tritonops.converters.repository import ModelVersion, list_models, list_versions
 
 __all__ = [

@@ -6,7 +6,6 @@ Nothing touches the repository before the parity gate has passed; the version is
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,10 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from tritonops.converters.errors import ClassesError, ParityError
-from tritonops.converters.features import LABEL_OUTPUT, PROBABILITIES_OUTPUT, FeatureLayout
-from tritonops.converters.graph import opset
-from tritonops.converters.manifest import (
+from tritonops.contract.manifest import (
     ExpectedOutputs,
     FeatureReference,
     Manifest,
@@ -33,12 +29,16 @@ from tritonops.converters.manifest import (
     PredictionMix,
     Reference,
 )
+from tritonops.contract.names import LABEL_OUTPUT, PROBABILITIES_OUTPUT, native_name
+from tritonops.contract.signature import Signature, SignatureFeature
+from tritonops.converters.errors import ClassesError, ParityError
+from tritonops.converters.features import FeatureLayout
+from tritonops.converters.graph import opset
 from tritonops.converters.parity import Outputs, check_parity, native_labels
 from tritonops.converters.prepared import Predict, PreparedModel, Provenance
 from tritonops.converters.probes import ProbeGroup, probe_groups
 from tritonops.converters.reference import DEFAULT_NUMERIC_BINS, categorical_reference, numeric_reference
 from tritonops.converters.repository import (
-    NATIVE_SUFFIX,
     ModelVersion,
     VersionContent,
     validate_model_name,
@@ -47,7 +47,7 @@ from tritonops.converters.repository import (
 from tritonops.converters.runtime import OnnxClassifier
 from tritonops.converters.torch import ModuleOutput
 from tritonops.converters.trees import tree_nodes
-from tritonops.serving.model_config import (
+from tritonops.model_config import (
     GpuAccelerator,
     ServingOptions,
     TensorSpec,
@@ -59,7 +59,6 @@ from tritonops.serving.model_config import (
 Progress = Callable[[str], None]
 _FLOAT32_ULPS = 4 * 2.0**-24
 LABELS_FILE = "labels.txt"
-SIGNATURE_PARAMETER = "tritonops.signature"
 
 
 @dataclass(frozen=True)
@@ -247,17 +246,16 @@ def build_reference(
     )
 
 
-def signature(layout: FeatureLayout, classes: Sequence[str] | Sequence[int], class_dtype: str) -> str:
-    """The compact ``tritonops.signature`` JSON clients read from the model config."""
-    return json.dumps(
-        {
-            "features": [
-                {"name": f.name, "tensor": f.tensor, "dtype": f.dtype, "column": f.column} for f in layout.features
-            ],
-            "classes": list(classes),
-            "class_dtype": class_dtype,
-        },
-        separators=(",", ":"),
+def signature(
+    name: str, layout: FeatureLayout, classes: Sequence[str] | Sequence[int], options: ServingOptions
+) -> Signature:
+    """What clients read back from the model config (``tritonops.signature``)."""
+    return Signature(
+        model=name,
+        features=tuple(SignatureFeature(f.name, f.tensor, f.dtype, f.column) for f in layout.features),
+        classes=tuple(classes),
+        class_dtype="string" if all(isinstance(c, str) for c in classes) else "int64",
+        max_batch_size=options.max_batch_size,
     )
 
 
@@ -280,7 +278,7 @@ def _render(
     class_dtype: Literal["string", "int64"] = "string" if all(isinstance(c, str) for c in classes) else "int64"
     parameters = {
         **options.serving.extra_parameters,
-        SIGNATURE_PARAMETER: signature(prepared.layout, classes, class_dtype),
+        **signature(name, prepared.layout, classes, options.serving).to_parameters(),
     }
     inputs = prepared.layout.tensor_specs()
     embedded_inputs = prepared.layout.tensor_specs(variable_width=True)
@@ -323,7 +321,7 @@ def _render(
         if not options.native_export:
             return content
         native = native_onnx_config(
-            f"{name}{NATIVE_SUFFIX}",
+            native_name(name),
             inputs,
             outputs,
             replace(options.serving, instance_kind="KIND_GPU", instance_count=1, extra_parameters=parameters),

@@ -16,8 +16,10 @@ Nothing is written to the model repository when any of these is raised.
      ├── MlflowSourceError         an MLflow URI can't be resolved or loaded (server, alias, flavor)
      ├── OnnxRuntimeError          ONNX Runtime can't load or run the converted model
      ├── ParityError               ONNX outputs differ from the original model beyond the thresholds
-     ├── ManifestError             a manifest.json is missing or doesn't match the schema
      └── RepositoryError           model name, repository path or version directory problems
+
+``ManifestError`` (a manifest.json is missing or doesn't match the schema) belongs to the contract
+(``tritonops.contract.errors``); ``tritonops.converters`` re-exports it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 from tritonops.errors import ExitCode, TritonOpsError
 
 if TYPE_CHECKING:
-    from tritonops.converters.manifest import ParityResult, ParityRow
+    from tritonops.contract.manifest import ParityResult, ParityRow
 
 
 class ConversionError(TritonOpsError):
@@ -139,12 +141,6 @@ def _row_line(row: ParityRow) -> str:
     if row.values is not None:
         line += "; row " + ", ".join(f"{k}={v!r}" for k, v in row.values.items())
     return line
-
-
-class ManifestError(ConversionError):
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = path
-        super().__init__(f"manifest {path}: {reason}")
 
 
 class RepositoryError(ConversionError):

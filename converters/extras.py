@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 from tritonops.converters.errors import MissingDependencyError
-
-EXTRAS = {
-    "lightgbm": "boosting",
-    "xgboost": "boosting",
-    "catboost": "boosting",
-    "torch": "torch",
-    "mlflow": "mlflow",
-    "skl2onnx": "convert",
-    "onnxmltools": "convert",
-    "sklearn": "convert",
-    "skops": "convert",
-}
+from tritonops.extras import EXTRA_OF_MODULE
 
 
 def missing_dependency(exc: ModuleNotFoundError) -> MissingDependencyError | None:
     """The error naming the extra for ``No module named 'xgboost'`` and the like; None for other modules."""
     module = (exc.name or "").split(".")[0]
-    extra = EXTRAS.get(module)
+    extra = EXTRA_OF_MODULE.get(module)
     if extra is None:
         return None
     return MissingDependencyError(module, f"the model needs {module}; install it with pip install 'tritonops[{extra}]'")

@@ -6,7 +6,6 @@ feature named after it (sanitised to ``[A-Za-z0-9_]``), FP32 for numbers and BYT
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,19 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from tritonops.contract.manifest import Feature, InputTensor
+from tritonops.contract.names import NUMERIC_INPUT, OUTPUTS, feature_tensor_name
 from tritonops.converters.errors import FeatureMismatchError, FeatureNameError
-from tritonops.converters.manifest import Feature, InputTensor
-from tritonops.serving.model_config import TensorSpec
-
-NUMERIC_INPUT = "input"
-LABEL_OUTPUT = "label"
-PROBABILITIES_OUTPUT = "probabilities"
-_RESERVED = {LABEL_OUTPUT, PROBABILITIES_OUTPUT}
-
-
-def tensor_name(feature: str) -> str:
-    """The Triton tensor name of a per-feature input: the feature name with other characters as ``_``."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", feature)
+from tritonops.model_config import TensorSpec
 
 
 def is_string_column(column: pd.Series) -> bool:
@@ -121,7 +111,7 @@ def build_layout(
     features = tuple(
         Feature(
             name=name,
-            tensor=tensor_name(name),
+            tensor=feature_tensor_name(name),
             dtype="string" if name in string_columns else "float",
             kind="categorical" if name in string_columns else "numeric",
             column=0,
@@ -140,10 +130,10 @@ def build_layout(
 def _check_tensor_names(names: Sequence[str]) -> None:
     seen: dict[str, str] = {}
     for name in names:
-        tensor = tensor_name(name)
+        tensor = feature_tensor_name(name)
         if not tensor:
             raise FeatureNameError(f"feature {name!r}: empty name; expected at least one character")
-        if tensor in _RESERVED:
+        if tensor in OUTPUTS:
             raise FeatureNameError(
                 f"feature {name!r}: its tensor name {tensor!r} is reserved for an output; rename the column"
             )

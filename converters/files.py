@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from tritonops.contract.manifest import VersionSkew
 from tritonops.converters.convert import ConversionOptions, Progress, convert_sklearn, convert_torch
 from tritonops.converters.errors import ClassesError, FeatureMismatchError, ModelLoadError, VersionSkewError
 from tritonops.converters.extras import missing_dependency
-from tritonops.converters.manifest import VersionSkew
 from tritonops.converters.prepared import Provenance
 from tritonops.converters.repository import ModelVersion
 from tritonops.converters.torch import ModuleOutput

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tritonops.converters.features import LABEL_OUTPUT, NUMERIC_INPUT, PROBABILITIES_OUTPUT
+from tritonops.contract.names import LABEL_OUTPUT, NUMERIC_INPUT, PROBABILITIES_OUTPUT
 
 BATCH = "N"
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from tritonops.converters.manifest import ClassLabel, ParityResult, ParityRow, ParityThresholds
+from tritonops.contract.manifest import ClassLabel, ParityResult, ParityRow, ParityThresholds
 
 WORST_ROWS = 5
 Outputs = tuple[Sequence[ClassLabel], npt.NDArray[np.float64]]

@@ -10,8 +10,8 @@ import numpy.typing as npt
 import onnx
 import pandas as pd
 
+from tritonops.contract.manifest import ClassLabel, MlflowSource, Source, VersionSkew
 from tritonops.converters.features import FeatureLayout
-from tritonops.converters.manifest import ClassLabel, MlflowSource, Source, VersionSkew
 
 Predict = Callable[[pd.DataFrame], tuple[list[ClassLabel], npt.NDArray[np.float64]]]
 """The original model on a model-order frame: labels and class probabilities."""

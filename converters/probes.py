@@ -22,7 +22,8 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper
 
-from tritonops.converters.features import NUMERIC_INPUT, FeatureLayout
+from tritonops.contract.names import NUMERIC_INPUT
+from tritonops.converters.features import FeatureLayout
 from tritonops.converters.runtime import OnnxClassifier
 from tritonops.converters.trees import tree_splits
 

@@ -3,15 +3,21 @@
 A version is assembled in ``<model>/.tmp-<random>/`` and renamed to ``<model>/<version>/``; the number is taken
 under an exclusive ``fcntl.flock`` on ``<model>/.lock`` held until the version is in place, so concurrent
 writers (threads or processes) get distinct numbers and a crash or Ctrl-C leaves at most a ``.tmp-*`` directory,
-which Triton ignores and the next writer removes. The model-level ``config.pbtxt`` and the native export are
-updated after the rename, each file replaced atomically.
+which Triton ignores and the next writer removes.
+
+Each version holds its own ``config.pbtxt`` (the embedded one in ``<model>/<v>/``, the native export's in
+``<model>__onnxruntime/<v>/``). The model-level ``config.pbtxt`` is what a stock Triton (model-control mode
+``none`` or ``poll``, KServe) serves, so a new version never changes it: ``publish_live`` rewrites it atomically with
+``version_policy { specific { versions: [live] } }`` on every promote and rollback. Until the first promote it is a
+placeholder with an empty ``specific`` policy, which every Triton refuses to load ("at least one version must be
+available under the version policy"): a never-promoted model is never served by accident (with no model-level file
+at all, a Triton with the ONNX Runtime backend would auto-complete ``<v>/model.onnx`` and serve the newest version).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -19,23 +25,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonops.contract.manifest import Manifest, load_manifest
+from tritonops.contract.names import model_name_problem, native_name
 from tritonops.converters.errors import RepositoryError
-from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.model_config import parse_pbtxt, to_pbtxt, with_specific_versions
+from tritonops.serving.errors import ModelConfigError
 
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
-NATIVE_SUFFIX = "__onnxruntime"
-"""Suffix of the directory holding the export for Triton's native ``onnxruntime_onnx`` platform."""
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
+CONFIG_FILE = "config.pbtxt"
 
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if Triton and our aliases can use it, else raise ``RepositoryError``."""
-    if not MODEL_NAME.match(name) or "__" in name:
-        raise RepositoryError(
-            f"model name {name!r} is not allowed: expected a letter followed by up to 62 letters, digits, '_' "
-            "or '-', without '__' (reserved for aliases such as <model>__canary)"
-        )
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise RepositoryError(problem)
     return name
 
 
@@ -46,10 +51,11 @@ class VersionContent:
     files: Mapping[str, bytes]
     """Files of ``<model>/<version>/`` by name."""
     model_config: bytes
-    """The new ``<model>/config.pbtxt``."""
+    """The version's config; the model-level placeholder is made from it when the model has no config yet."""
     native_files: Mapping[str, bytes] = field(default_factory=dict)
     """Files of ``<model>__onnxruntime/<version>/`` (empty: no native export)."""
     native_config: bytes = b""
+    """The native export's config for this version, written as ``<model>__onnxruntime/<version>/config.pbtxt``."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ def write_version(repository: Path, name: str, render: Callable[[int], VersionCo
     """Add the next version of ``name`` to ``repository``; ``render(version)`` produces its files."""
     validate_model_name(name)
     model_dir = repository / name
-    native_dir = repository / f"{name}{NATIVE_SUFFIX}"
+    native_dir = repository / native_name(name)
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -147,13 +153,52 @@ def write_version(repository: Path, name: str, render: Callable[[int], VersionCo
         version = (existing[-1] if existing else 0) + 1
         content = render(version)
         path = _place_directory(model_dir, version, content.files)
-        _replace_file(model_dir / "config.pbtxt", content.model_config)
+        _write_placeholder(model_dir, content.model_config)
         if content.native_files:
             native_dir.mkdir(exist_ok=True)
             _remove_leftovers(native_dir)
-            _place_directory(native_dir, version, content.native_files)
-            _replace_file(native_dir / "config.pbtxt", content.native_config)
+            _place_directory(native_dir, version, {**content.native_files, CONFIG_FILE: content.native_config})
+            _write_placeholder(native_dir, content.native_config)
     return ModelVersion(name, version, path, load_manifest(path))
+
+
+def _write_placeholder(model_dir: Path, version_config: bytes) -> None:
+    """Give a model that has no model-level config one that no Triton can load (nothing is live yet)."""
+    target = model_dir / CONFIG_FILE
+    if target.exists():
+        return  # a live version's config (or the placeholder already): a new version never changes it
+    config = parse_pbtxt(version_config.decode("utf-8"), str(target))
+    config.version_policy.specific.SetInParent()
+    del config.version_policy.specific.versions[:]
+    _replace_file(target, to_pbtxt(config).encode("utf-8"))
+
+
+def publish_live(repository: Path, name: str, version: int) -> list[Path]:
+    """Rewrite ``<name>/config.pbtxt`` (and the native export's) to serve exactly ``version``; the files changed.
+
+    Called after every promote and rollback (and by reconcile, which repairs a file a failed write left stale), so a
+    stock Triton pointed at the repository serves the live version. A file already right is not rewritten.
+    """
+    validate_model_name(name)
+    written = []
+    for model_dir in (repository / name, repository / native_name(name)):
+        source = model_dir / str(version) / CONFIG_FILE
+        if model_dir == repository / name and not source.is_file():
+            raise RepositoryError(f"cannot publish {name!r} version {version}: {source} is missing")
+        if not source.is_file():
+            continue  # no native export of this version
+        try:
+            with _exclusive(repository / name / LOCK_FILE):
+                config = with_specific_versions(parse_pbtxt(source.read_text(encoding="utf-8"), str(source)), [version])
+                wanted = to_pbtxt(config).encode("utf-8")
+                target = model_dir / CONFIG_FILE
+                if target.is_file() and target.read_bytes() == wanted:
+                    continue
+                _replace_file(target, wanted)
+        except (OSError, ModelConfigError) as exc:
+            raise RepositoryError(f"cannot publish {name!r} version {version} in {model_dir}: {exc}") from exc
+        written.append(target)
+    return written
 
 
 def list_versions(repository: Path, name: str) -> list[ModelVersion]:
@@ -171,7 +216,5 @@ def list_models(repository: Path) -> list[str]:
     if not repository.is_dir():
         raise RepositoryError(f"model repository {repository} does not exist or is not a directory")
     return sorted(
-        p.name
-        for p in repository.iterdir()
-        if p.is_dir() and MODEL_NAME.match(p.name) and "__" not in p.name and version_numbers(p)
+        p.name for p in repository.iterdir() if p.is_dir() and model_name_problem(p.name) is None and version_numbers(p)
     )

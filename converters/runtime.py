@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from tritonops.contract.names import LABEL_OUTPUT, PROBABILITIES_OUTPUT
 from tritonops.converters.errors import OnnxRuntimeError
-from tritonops.converters.features import LABEL_OUTPUT, PROBABILITIES_OUTPUT
 
 
 class OnnxClassifier:

@@ -46,6 +46,8 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
 
+from tritonops.contract.manifest import ClassLabel, ConverterVersions, Source
+from tritonops.contract.names import LABEL_OUTPUT, PROBABILITIES_OUTPUT
 from tritonops.converters.boosting import (
     boosting_classifiers,
     catboost_to_onnx,
@@ -61,8 +63,6 @@ from tritonops.converters.errors import (
     UnsupportedModelError,
 )
 from tritonops.converters.features import (
-    LABEL_OUTPUT,
-    PROBABILITIES_OUTPUT,
     FeatureLayout,
     align_sample,
     as_frame,
@@ -79,7 +79,6 @@ from tritonops.converters.graph import (
     rename_inputs,
     rename_tensor,
 )
-from tritonops.converters.manifest import ClassLabel, ConverterVersions, Source
 from tritonops.converters.parity import native_labels
 from tritonops.converters.prepared import Predict, PreparedModel
 from tritonops.converters.runtime import OnnxClassifier

@@ -18,10 +18,11 @@ import numpy.typing as npt
 import onnx
 import pandas as pd
 
+from tritonops.contract.manifest import ClassLabel, ConverterVersions, Source
+from tritonops.contract.names import NUMERIC_INPUT
 from tritonops.converters.errors import ClassesError, ExportError, FeatureMismatchError, UnsupportedModelError
-from tritonops.converters.features import NUMERIC_INPUT, as_frame, build_layout, is_string_column
+from tritonops.converters.features import as_frame, build_layout, is_string_column
 from tritonops.converters.graph import classifier_head, deduplicate_opsets, order_outputs
-from tritonops.converters.manifest import ClassLabel, ConverterVersions, Source
 from tritonops.converters.prepared import Predict, PreparedModel
 from tritonops.converters.versions import package_version
 
@@ -116,7 +117,15 @@ def prepare_torch(
     if strings:
         raise FeatureMismatchError(f"PyTorch models take numbers only; sample columns {strings} hold strings")
     frame.columns = [str(c) for c in frame.columns]
-    module.eval()
+    try:
+        module.eval()
+    except NotImplementedError as exc:  # a torch.export program refuses eval(): MLflow 3's default "pt2" format
+        raise UnsupportedModelError(
+            f"a torch.export program ({type(module).__module__}.{type(module).__qualname__}, e.g. MLflow's 'pt2' "
+            "format); the ONNX exporter needs the nn.Module: log it with mlflow.pytorch.log_model(..., "
+            "serialization_format='pickle') or save it with torch.jit.save",
+            ["torch.nn.Module (including TorchScript modules)"],
+        ) from exc
     layout = build_layout(frame, {}, {})
     predict = _predict_fn(module, names, output)
     try:

@@ -1,10 +1,13 @@
 """The main job end to end on the embedded Triton: ``make demo`` (``python -m examples.demo``).
 
-train -> convert (parity) -> serve -> deploy + promote v1 -> SDK traffic (gRPC + HTTP) -> canary v2 (split in Triton)
--> promote v2 -> drifted traffic flagged by ``tritonops drift`` -> a bad v3 trips ``tritonops watch`` and is rolled back
-automatically -> status / history -> a short Locust load -> clean shutdown.
+train -> convert (parity) -> serve -> the controller (API with tokens) -> promote v1 -> SDK traffic (gRPC + HTTP)
+-> canary v2 (split in Triton) -> promote v2 -> drifted traffic flagged by ``tritonops drift`` -> a bad v3 trips
+``tritonops watch`` and is rolled back automatically -> status / history, a viewer's promote refused -> a short
+Locust load -> clean shutdown.
 
-Every user-visible action runs the real ``tritonops`` CLI as a subprocess; the SDK sends the traffic.
+Every user-visible action runs the real ``tritonops`` CLI as a subprocess; the SDK sends the traffic. Rollout,
+status and history commands go through the controller's API (``TRITONOPS_URL``) with an operator's token and no
+admin key; ``drift`` and ``watch`` read Triton's metrics locally.
 ``--quick`` shortens the traffic and load phases (used by ``tests/e2e/test_demo.py``).
 """
 
@@ -12,8 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import secrets
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -29,10 +36,10 @@ from examples.data import sensor_frame
 from examples.steps import Demo, StepFailed, console, ensure_dir, run_demo
 from examples.train import train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
 from tritonops.clients import ClientOptions, TritonClient
-from tritonops.serving.triton import ServerOptions, TritonServer
+from tritonops.serving.triton import ServerOptions, TritonServer, free_port
 from tritonops.settings import ADMIN_HEADER
 
-TOTAL_STEPS = 12
+TOTAL_STEPS = 13
 SENSOR = "sensor"
 CHURN = "churn"
 MLP = "sensor_mlp"
@@ -49,6 +56,7 @@ class Workspace:
         self.artifacts = ensure_dir(root / "artifacts")
         self.state = root / "state.db"
         self.token = secrets.token_hex(16)
+        self.bootstrap = "tops_" + secrets.token_urlsafe(32)
 
 
 def _accuracy(predicted: np.ndarray, truth: pd.Series) -> float:
@@ -93,6 +101,59 @@ class RawCallers:
 
     def snapshot(self) -> tuple[int, int]:
         return self.ok, self.failed
+
+
+class ControllerProcess:
+    """``tritonops controller start`` for the demo's state: the only process given Triton's admin key."""
+
+    def __init__(self, workspace: Workspace, server: TritonServer) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = workspace.root / "controller.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRITONOPS_")}
+        env.update(
+            TRITONOPS_REPOSITORY=str(workspace.repository),
+            TRITONOPS_STATE=str(workspace.state),
+            TRITONOPS_ADMIN_TOKEN=workspace.token,
+            TRITONOPS_BOOTSTRAP_TOKEN=workspace.bootstrap,
+            TRITONOPS_METRICS_URLS=server.metrics_url,
+        )
+        port = self.url.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "tritonops", "controller", "start", "--host", "127.0.0.1", "--port", port]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, seconds: float = 90.0) -> float:
+        started = time.monotonic()
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() - started > seconds:
+                raise StepFailed(f"the controller did not get ready; see {self.log}")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def _ready(self) -> bool:
+        try:
+            with requests.get(f"{self.url}/readyz", timeout=2) as response:
+                return response.status_code == 200
+        except requests.RequestException:  # not listening yet
+            return False
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def _new_token(demo: Demo, name: str, role: str) -> str:
+    output = demo.cli("token", "create", name, "--role", role).stdout
+    found = re.findall(r"^(tops_\S+)$", output, flags=re.MULTILINE)
+    if len(found) != 1:
+        raise StepFailed(f"`token create {name}` printed {len(found)} tokens, expected one")
+    return found[0]
 
 
 def _post_status(url: str, headers: dict[str, str]) -> int:
@@ -179,22 +240,47 @@ def main(demo: Demo, workspace: Workspace, quick: bool) -> None:
         with_key = _post_status(f"http://{server.http_url}/v2/repository/index", {ADMIN_HEADER: workspace.token})
         step.detail = f"pid {server.pid}; repository API without key -> HTTP {without_key}, with key -> {with_key}"
 
+    controller: ControllerProcess | None = None
     try:
-        _serve(demo, workspace, server, traffic_rows, quick)
+        with demo.step("Start the controller: API with tokens, the only holder of Triton's admin key") as step:
+            controller = ControllerProcess(workspace, server)
+            ready = controller.wait_ready()
+            # from here on the CLI is a client: the controller's URL and a token, no state file, no admin key
+            demo.cli_env = {
+                "TRITONOPS_URL": controller.url,
+                "TRITONOPS_TOKEN": workspace.bootstrap,
+                "TRITONOPS_REPOSITORY": str(workspace.repository),
+                "TRITONOPS_METRICS_URLS": server.metrics_url,
+                "TRITONOPS_STATE": "",
+                "TRITONOPS_ADMIN_TOKEN": "",
+            }
+            demo.cli("fleet", "add", server.grpc_url)
+            operator = _new_token(demo, "demo-operator", "operator")
+            viewer = _new_token(demo, "demo-viewer", "viewer")
+            demo.cli_env["TRITONOPS_TOKEN"] = operator
+            step.detail = f"{controller.url} ready in {ready:.1f} s; tokens: demo-operator, demo-viewer"
+        _serve(demo, workspace, server, traffic_rows, quick, viewer)
     finally:
         with demo.step("Shut down cleanly") as step:
+            controller_code = controller.stop() if controller is not None else None
             holders = _http_clients(server)
             if holders:
                 console.print(f"still connected to Triton's HTTP port: {holders}")
             code = server.stop()
-            step.detail = f"tritonserver exit code {code}"
-            if code != 0:
-                raise StepFailed(f"tritonserver exited {code}; see {server.log_path}")
+            step.detail = f"controller exit code {controller_code}, tritonserver exit code {code}"
+            if code != 0 or controller_code not in (0, None):
+                raise StepFailed(f"tritonserver exited {code}, the controller {controller_code}; see {workspace.root}")
 
 
-def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows: int, quick: bool) -> None:
-    with demo.step("Register the fleet, deploy and promote v1 of every model") as step:
-        demo.cli("fleet", "add", server.grpc_url)
+def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows: int, quick: bool, viewer: str) -> None:
+    # drift and watch read Triton's metrics from here, on the local state (the controller keeps the key)
+    local = {
+        "TRITONOPS_URL": "",
+        "TRITONOPS_TOKEN": "",
+        "TRITONOPS_STATE": str(workspace.state),
+        "TRITONOPS_ADMIN_TOKEN": workspace.token,
+    }
+    with demo.step("Promote v1 of every model through the controller (an operator's token)") as step:
         for model in (SENSOR, CHURN, MLP):
             demo.cli("promote", model, "1", "--reason", "first release")
         step.detail = "sensor, churn, sensor_mlp live at v1"
@@ -243,11 +329,11 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
         with TritonClient(server.grpc_url, SENSOR, protocol="grpc", options=options) as client:
             client.predict(shifted)
         time.sleep(1.5)  # the backend flushes its drift counters every second
-        report = demo.cli("drift", SENSOR, "--window", "load", "--json", check=False)
+        report = demo.cli("drift", SENSOR, "--window", "load", "--json", check=False, env=local)
         drifted = sorted(json.loads(report.stdout)["drifted_features"])
         if "f03" not in drifted:
             raise StepFailed(f"drift should flag f03, it flagged {drifted}")
-        demo.cli("drift", SENSOR, "--window", "load", check=False)
+        demo.cli("drift", SENSOR, "--window", "load", check=False, env=local)
         step.detail = f"drifted features: {', '.join(drifted)}"
 
     with demo.step("A bad v3 (trained on a column callers don't send) trips `watch`, which rolls back") as step:
@@ -256,7 +342,15 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
             time.sleep(1.0)
             demo.cli("promote", SENSOR, "3", "--reason", "new sensor column")
             watch = demo.cli(
-                "watch", SENSOR, "--iterations", "15", "--interval", "1", "--exit-on-action", expect_code=10
+                "watch",
+                SENSOR,
+                "--iterations",
+                "15",
+                "--interval",
+                "1",
+                "--exit-on-action",
+                expect_code=10,
+                env=local,
             )
             ok_during, failed_during = callers.snapshot()
             time.sleep(2.0)
@@ -271,10 +365,15 @@ def _serve(demo: Demo, workspace: Workspace, server: TritonServer, traffic_rows:
             f"after rollback {ok_end - ok_during} ok, 0 failed"
         )
 
-    with demo.step("Status and history") as step:
-        demo.cli("status")
-        demo.cli("history", SENSOR, "--limit", "10")
-        step.detail = "see tables above"
+    with demo.step("Status and history; a viewer's promote is refused") as step:
+        demo.cli("status", env={"TRITONOPS_TOKEN": viewer})
+        refused = demo.cli("promote", SENSOR, "1", expect_code=11, env={"TRITONOPS_TOKEN": viewer})
+        if "(role viewer) may not promote" not in refused.stderr:
+            raise StepFailed("the viewer's promote was not refused for its role")
+        history = demo.cli("history", SENSOR, "--limit", "10")
+        if "demo-viewer" not in history.stdout or "refused" not in history.stdout:
+            raise StepFailed("the audit log does not show the viewer's refused promote")
+        step.detail = "viewer refused (exit 11), audited as demo-viewer"
 
     with demo.step("Manual rollback is one command") as step:
         started = time.monotonic()

@@ -53,11 +53,19 @@ class Demo:
             mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
             console.print(f"{mark} in {result.seconds:.1f} s" + (f": {result.detail}" if result.detail else ""))
 
-    def cli(self, *args: str, check: bool = True, expect_code: int | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the real ``tritonops`` CLI as a user would, echoing the command and its output."""
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        expect_code: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``tritonops`` CLI as a user would, echoing the command and its output; ``env`` adds to (or,
+        with an empty value, removes from) the demo's environment for this command."""
         command = [sys.executable, "-m", "tritonops.control_plane.cli", *args]
         console.print(f"[bold]$ tritonops {shlex.join(args)}[/]")
-        env = {**os.environ, **self.cli_env, "COLUMNS": "120"}
+        merged = {**os.environ, **self.cli_env, **(env or {}), "COLUMNS": "120"}
+        env = {key: value for key, value in merged.items() if value}
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
         _echo(done)
         wanted = expect_code if expect_code is not None else (0 if check else None)
@@ -68,7 +76,7 @@ class Demo:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``python ARGS`` (e.g. ``-m tritonops.loadtest.run ...``) with the demo's environment; it must succeed."""
         console.print(f"[bold]$ python {shlex.join(args)}[/]")
-        env = {**os.environ, **self.cli_env, "COLUMNS": "120"}
+        env = {key: value for key, value in {**os.environ, **self.cli_env, "COLUMNS": "120"}.items() if value}
         done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
         _echo(done)
         if done.returncode != 0:

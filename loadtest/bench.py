@@ -35,6 +35,8 @@ import tritonclient.grpc as grpcclient
 from rich.console import Console
 from tritonclient.grpc import service_pb2
 
+from tritonops.contract.encoding import Tensor, encode_rows
+from tritonops.contract.manifest import Feature
 from tritonops.loadtest import payloads
 from tritonops.loadtest.ab import Runs, interleaved, paired_median, pooled, rounds_rps
 from tritonops.loadtest.errors import BenchmarkError
@@ -101,24 +103,32 @@ class BenchModel:
     joblib_path: Path
     repository: Path
     rows: npt.NDArray[np.float32]
+    features: tuple[Feature, ...]
     variants: tuple[Variant, ...] = ()
     """The overhead target's models (``tritonops.loadtest.variants``); empty without it."""
+
+    def tensors(self, rows: npt.NDArray[np.float32]) -> list[Tensor]:
+        """``rows`` as the model's Triton input tensors (the contract's encoder)."""
+        return encode_rows(MODEL, self.features, rows)
 
 
 def prepare_model(work: Path, n_features: int, variants: bool = False) -> BenchModel:
     """Train the bench model, convert it into a fresh repository (with its variants), pickle it for the peers."""
     from examples.train import train_numeric_pipeline
     from tritonops.converters.convert import convert_sklearn
+    from tritonops.converters.repository import publish_live
 
     trained = train_numeric_pipeline(n_rows=600, n_features=n_features, seed=0)
     repository = work / "model_repository"
     repository.mkdir(parents=True)
     written = convert_sklearn(trained.model, trained.frame, name=MODEL, repository=repository)
+    publish_live(repository, MODEL, written.version)  # served from disk: as after a promote
     joblib_path = work / "model.joblib"
     joblib.dump(trained.model, joblib_path)
     rows = trained.frame.to_numpy(dtype=np.float32)
     made = write_variants(trained.model, trained.frame, repository, MODEL) if variants else ()
-    return BenchModel(written.path / "model.onnx", joblib_path, repository, rows, made)
+    features = tuple(written.manifest.features)
+    return BenchModel(written.path / "model.onnx", joblib_path, repository, rows, features, made)
 
 
 def _batch(rows: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
@@ -240,7 +250,7 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> tuple[li
             data = _batch(model.rows, n)
             if "triton-http" in config.targets:
                 url = f"http://{server.http_url}/v2/models/{MODEL}/infer"
-                body = payloads.triton_json(data)
+                body = payloads.triton_json(model.tensors(data))
                 _check_http(url, body, '"label"')
                 for connections in config.connection_levels if n == 1 else (config.connections,):
                     before = TritonCounters.read(server.grpc_url)
@@ -250,7 +260,7 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> tuple[li
                     rows.append(_row("triton", "http", n, load))
                     console.print(f"  triton http {n} row(s)/req, {connections} connections: {_summary(load)}")
             if "triton-grpc" in config.targets:
-                framed = payloads.triton_grpc(MODEL, data)
+                framed = payloads.triton_grpc(MODEL, model.tensors(data))
                 _check_grpc(server.grpc_url, framed, n)
                 before = TritonCounters.read(server.grpc_url)
                 load = run_h2load(
@@ -287,7 +297,7 @@ def _side_by_side(
     name: str, urls: dict[str, str], model: BenchModel, config: BenchConfig, levels: Sequence[int]
 ) -> tuple[list[BenchRow], Runs]:
     """Single rows to every URL in interleaved rounds; one pooled row per (label, connections), and the rounds."""
-    body = payloads.triton_json(model.rows[:1])
+    body = payloads.triton_json(model.tensors(model.rows[:1]))
     for url in urls.values():
         _check_http(url, body, '"label"')
     console.print(

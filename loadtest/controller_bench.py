@@ -45,7 +45,7 @@ from sklearn.preprocessing import StandardScaler
 from examples.data import sensor_frame
 from tritonops.control_plane.metrics import SnapshotStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port
 
 MODELS = ("alpha", "beta", "gamma")

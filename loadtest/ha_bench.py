@@ -35,7 +35,7 @@ from tritonops.control_plane.lease import Lease
 from tritonops.control_plane.state import AuditEntry, StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.loadtest.postgres import PostgresCluster
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer
 from tritonops.settings import StateLocation
 

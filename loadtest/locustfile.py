@@ -22,11 +22,12 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 from locust import FastHttpUser, User, constant, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from tritonops.contract.names import LABEL_OUTPUT, OUTPUTS  # noqa: E402
 from tritonops.loadtest.workload import GRPC_ENV, WORKLOAD_ENV, Workload  # noqa: E402
 
 WORKLOAD = Workload.load(Path(os.environ[WORKLOAD_ENV]))
 HTTP_BODY = WORKLOAD.http_body()
-OUTPUTS = [grpcclient.InferRequestedOutput("label"), grpcclient.InferRequestedOutput("probabilities")]
+REQUESTED = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
 
 
 class TritonHttpUser(FastHttpUser):
@@ -66,8 +67,8 @@ class TritonGrpcUser(User):
         error: Exception | None = None
         size = 0
         try:
-            result = self._client.infer(WORKLOAD.model, self._inputs, outputs=OUTPUTS, client_timeout=10.0)
-            labels = result.as_numpy("label")
+            result = self._client.infer(WORKLOAD.model, self._inputs, outputs=REQUESTED, client_timeout=10.0)
+            labels = result.as_numpy(LABEL_OUTPUT)
             if labels is None or len(labels) != WORKLOAD.rows:
                 error = ValueError(f"expected {WORKLOAD.rows} labels, got {None if labels is None else len(labels)}")
             else:

@@ -19,9 +19,11 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonops.contract.names import PARAM_CANARY, PARAM_SHADOW
+from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.desired import canary_files, version_config, with_version_output
-from tritonops.serving.model_config import to_json, with_specific_versions
-from tritonops.serving.routing import CANARY_PARAMETER, SHADOW_PARAMETER, CanaryRoute, ShadowRoute
+from tritonops.model_config import to_json, with_specific_versions
+from tritonops.serving.routing import ShadowRoute
 
 AS_CONVERTED = "as converted"
 WEIGHT_0 = "weight 0"
@@ -48,10 +50,13 @@ def load_routing_models(grpc_url: str, repository: Path, base: str) -> tuple[Rou
     files = canary_files(repository, base, 1)
     weight0, canary, bls, shadow = f"{base}_w0", f"{base}_w02", f"{base}_bls", f"{base}_sh"
     routes = {
-        weight0: (CANARY_PARAMETER, CanaryRoute(f"{weight0}__canary", 1, 0.0).to_parameter()),
-        canary: (CANARY_PARAMETER, CanaryRoute(f"{canary}__canary", 1, 0.2).to_parameter()),
-        bls: (CANARY_PARAMETER, CanaryRoute(f"{bls}__canary", 2, 0.2).to_parameter()),  # no folder 2: over BLS
-        shadow: (SHADOW_PARAMETER, ShadowRoute(f"{shadow}__shadow", 1, 1.0).to_parameter()),
+        weight0: (PARAM_CANARY, CanarySplit(f"{weight0}__canary", 1, 0.0).to_parameters()[PARAM_CANARY]),
+        canary: (PARAM_CANARY, CanarySplit(f"{canary}__canary", 1, 0.2).to_parameters()[PARAM_CANARY]),
+        bls: (
+            PARAM_CANARY,
+            CanarySplit(f"{bls}__canary", 2, 0.2).to_parameters()[PARAM_CANARY],
+        ),  # no folder 2: over BLS
+        shadow: (PARAM_SHADOW, ShadowRoute(f"{shadow}__shadow", 1, 1.0).to_parameter()),
     }
     with grpcclient.InferenceServerClient(grpc_url) as client:
         alias = _config(repository, base, f"{bls}__canary")

@@ -25,7 +25,7 @@ from typing import Literal
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.converters.manifest import load_manifest
+from tritonops.contract.manifest import load_manifest
 from tritonops.converters.repository import version_numbers
 from tritonops.loadtest.errors import BenchmarkError
 from tritonops.loadtest.workload import GRPC_ENV, WORKLOAD_ENV, from_manifest

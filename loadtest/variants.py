@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_pbtxt
+from tritonops.converters.repository import publish_live
+from tritonops.model_config import ServingOptions, read_pbtxt, to_pbtxt
 
 BARE_BACKEND_SOURCE = Path(__file__).resolve().parent / "baselines" / "bare_backend" / "model.py"
 
@@ -46,6 +47,7 @@ def write_variants(model: Any, frame: pd.DataFrame, repository: Path, base: str)
         repository=repository,
         options=ConversionOptions(serving=ServingOptions(drift_counters=False)),
     )
+    publish_live(repository, quiet.name, quiet.version)  # served from disk: as after a promote
     bare = write_bare_model(repository, base, f"{base}_bare")
     return Variant(base, TRITONOPS), Variant(quiet.name, NO_COUNTERS), Variant(bare, BARE)
 

@@ -1,13 +1,13 @@
 """What the Locust users send: rows from a model version's manifest sample, as KServe v2 tensors.
 
-The runner builds the workload once (``from_manifest``) and hands it to the Locust processes as a JSON file,
-so every user sends real rows the model was trained on, in the exact tensor layout of docs/contracts.md.
+The runner builds the workload once (``from_manifest``, through the contract's encoder) and hands it to the
+Locust processes as a JSON file, so every user sends real rows the model was trained on, in the exact tensor
+layout of docs/contracts.md.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from tritonops.converters.manifest import Manifest
+from tritonops.contract.encoding import Tensor, encode_rows
+from tritonops.contract.manifest import Manifest
+from tritonops.loadtest import payloads
 
 WORKLOAD_ENV = "TRITONOPS_LOADTEST_WORKLOAD"
 GRPC_ENV = "TRITONOPS_LOADTEST_GRPC"
@@ -23,11 +25,16 @@ GRPC_ENV = "TRITONOPS_LOADTEST_GRPC"
 
 @dataclass(frozen=True)
 class TensorData:
+    """One input tensor as JSON can hold it."""
+
     name: str
     datatype: str
-    shape: list[int]
     data: list[Any]
-    """Row-major values (numbers, ``null`` for NaN, or strings)."""
+    """Nested rows (numbers, NaN as the bare ``NaN`` token, or strings)."""
+
+    def tensor(self) -> Tensor:
+        dtype = object if self.datatype == "BYTES" else np.float32
+        return Tensor(self.name, "BYTES" if self.datatype == "BYTES" else "FP32", np.array(self.data, dtype=dtype))
 
 
 @dataclass(frozen=True)
@@ -38,23 +45,17 @@ class Workload:
     rows: int
     tensors: list[TensorData]
 
+    def inputs(self) -> list[Tensor]:
+        return [t.tensor() for t in self.tensors]
+
     def http_body(self) -> str:
-        body = {
-            "inputs": [asdict(t) for t in self.tensors],
-            "outputs": [{"name": "label"}, {"name": "probabilities"}],
-        }
-        return json.dumps(body, separators=(",", ":"))
+        return payloads.triton_json(self.inputs())
 
     def grpc_inputs(self) -> list[grpcclient.InferInput]:
         inputs = []
-        for tensor in self.tensors:
-            item = grpcclient.InferInput(tensor.name, tensor.shape, tensor.datatype)
-            if tensor.datatype == "BYTES":
-                array = np.array(tensor.data, dtype=object).reshape(tensor.shape)
-            else:
-                values = [math.nan if v is None else v for v in tensor.data]
-                array = np.array(values, dtype=np.float32).reshape(tensor.shape)
-            item.set_data_from_numpy(array)
+        for tensor in self.inputs():
+            item = grpcclient.InferInput(tensor.name, list(tensor.data.shape), tensor.datatype)
+            item.set_data_from_numpy(tensor.data)
             inputs.append(item)
         return inputs
 
@@ -73,9 +74,6 @@ def from_manifest(manifest: Manifest, rows: int = 1, model: str | None = None) -
     sample = manifest.reference.sample
     available = len(next(iter(sample.values())))
     picks = [i % available for i in range(rows)]
-    tensors = []
-    for tensor in manifest.inputs:
-        columns = [[sample[feature][i] for i in picks] for feature in tensor.features]
-        data = [value for row in zip(*columns, strict=True) for value in row]
-        tensors.append(TensorData(tensor.name, tensor.datatype, [rows, len(tensor.features)], data))
-    return Workload(model or manifest.name, rows, tensors)
+    columns = {feature: [values[i] for i in picks] for feature, values in sample.items()}
+    tensors = encode_rows(manifest.name, manifest.features, columns)
+    return Workload(model or manifest.name, rows, [TensorData(t.name, t.datatype, t.json_data()) for t in tensors])

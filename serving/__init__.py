@@ -20,15 +20,17 @@ from tritonops.serving.errors import (
     ServerStartError,
     ServingError,
 )
-from tritonops.serving.model_config import ServingOptions
 
 if _typing.TYPE_CHECKING:
+    from tritonops.model_config import ServingOptions
     from tritonops.serving.install import TritonInstallation, locate_tritonserver
     from tritonops.serving.triton import ServerOptions, TritonServer
 
 # Every model instance's backend stub imports serving.* modules (and so this file): the server launcher pulls in
-# the HTTP client stack, so its names load on first use and a model load does not pay for them.
+# the HTTP client stack and the model config protobuf, so their names load on first use and a model load does not
+# pay for them.
 _LAZY = {
+    "ServingOptions": "tritonops.model_config",
     "ServerOptions": "tritonops.serving.triton",
     "TritonServer": "tritonops.serving.triton",
     "TritonInstallation": "tritonops.serving.install",

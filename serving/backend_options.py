@@ -6,7 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tritonops.serving.errors import ModelConfigError
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import (
+    PARAM_DRIFT_COUNTERS,
+    PARAM_DRIFT_FLUSH_SECONDS,
+    PARAM_RESPONSE_CACHE_ENTRIES,
+    PARAM_RUNNER,
+    PARAM_SHADOW_QUEUE_BATCHES,
+    PARAM_TENSORRT,
+)
 from tritonops.serving.routing import Routes
 
 RUNNER_ONNXRUNTIME = "onnxruntime"
@@ -44,14 +52,14 @@ class BackendOptions:
         params = {key: str(value.get("string_value", "")) for key, value in raw.items()}
         groups = config.get("instance_group") or [{}]
         return cls(
-            drift_flush_seconds=_positive_float(params, "tritonops.drift_flush_seconds", 1.0),
-            drift_counters=_flag(params, "tritonops.drift_counters", True),
-            runner=_runner(params.get("tritonops.runner", RUNNER_ONNXRUNTIME)),
-            tensorrt=_flag(params, "tritonops.tensorrt", False),
+            drift_flush_seconds=_positive_float(params, PARAM_DRIFT_FLUSH_SECONDS, 1.0),
+            drift_counters=_flag(params, PARAM_DRIFT_COUNTERS, True),
+            runner=_runner(params.get(PARAM_RUNNER, RUNNER_ONNXRUNTIME)),
+            tensorrt=_flag(params, PARAM_TENSORRT, False),
             instance_count=sum(int(group.get("count", 1)) for group in groups),
-            response_cache_entries=_count(params, "tritonops.response_cache_entries", 0),
+            response_cache_entries=_count(params, PARAM_RESPONSE_CACHE_ENTRIES, 0),
             routes=Routes.from_parameters(params),
-            shadow_queue_batches=max(1, _count(params, "tritonops.shadow_queue_batches", 64)),
+            shadow_queue_batches=max(1, _count(params, PARAM_SHADOW_QUEUE_BATCHES, 64)),
         )
 
 
@@ -90,6 +98,5 @@ def _runner(text: str) -> str:
     if text == RUNNER_ONNXRUNTIME or (text.startswith(RUNNER_BLS_PREFIX) and len(text) > len(RUNNER_BLS_PREFIX)):
         return text
     raise ModelConfigError(
-        f"parameter tritonops.runner: expected '{RUNNER_ONNXRUNTIME}' or '{RUNNER_BLS_PREFIX}<model name>', "
-        f"got {text!r}"
+        f"parameter {PARAM_RUNNER}: expected '{RUNNER_ONNXRUNTIME}' or '{RUNNER_BLS_PREFIX}<model name>', got {text!r}"
     )

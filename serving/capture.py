@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tritonops.serving.errors import ModelConfigError
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import PARAM_CAPTURE
 
-CAPTURE_PARAMETER = "tritonops.capture"
-"""Model-config parameter holding a ``CaptureSpec`` as JSON; absent = no capture."""
 OPEN_SUFFIX = ".open.jsonl"
 CLOSED_SUFFIX = ".jsonl"
 
@@ -85,13 +84,13 @@ class CaptureSpec:
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ModelConfigError(
-                f"parameter {CAPTURE_PARAMETER}: expected JSON with share and directory, got {text!r} ({exc})"
+                f"parameter {PARAM_CAPTURE}: expected JSON with share and directory, got {text!r} ({exc})"
             ) from exc
 
     @classmethod
     def from_model_config(cls, config: Mapping[str, Any]) -> CaptureSpec | None:
         """The spec in a model config JSON (what Triton hands ``initialize``), or None without one."""
-        raw = (config.get("parameters") or {}).get(CAPTURE_PARAMETER)
+        raw = (config.get("parameters") or {}).get(PARAM_CAPTURE)
         text = str(raw.get("string_value", "")) if isinstance(raw, Mapping) else ""
         return cls.from_parameter(text) if text else None
 

@@ -1,4 +1,9 @@
-"""A detached ``tritonserver`` recorded in a pid file, so ``tritonops server stop|status`` can find it later."""
+"""A detached ``tritonserver`` recorded in a pid file, so ``tritonops server stop|status`` can find it later.
+
+The record holds the server's identity (pid, process start time, executable): ``stop`` signals only a process that
+still matches it, so a pid reused after the server died (or after a reboot) is never signalled. A record whose
+server is gone is stale: ``stop`` reports it, ends what the dead server left running and removes the file.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import requests
 
 from tritonops.serving.errors import ServingError
+from tritonops.serving.processes import ProcessIdentity, end_leftovers
 from tritonops.settings import DEFAULT_PID_FILE
 
 
@@ -28,6 +34,16 @@ class ServerRecord:
     repository: str
     log_path: str
     started_at: float
+    create_time: float
+    """The server process's start time (``psutil``), part of its identity."""
+    exe: str
+    """The server's executable, part of its identity."""
+    work_dir: str
+    """The launcher's work directory (run directories, backend stub copies)."""
+
+    @property
+    def identity(self) -> ProcessIdentity:
+        return ProcessIdentity(self.pid, self.create_time, self.exe)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +62,9 @@ class ServerRecord:
         try:
             return cls(**data)
         except TypeError as exc:
-            raise ServingError(f"pid file {path} has unexpected fields: {exc}") from exc
+            raise ServingError(
+                f"pid file {path} has unexpected fields ({exc}); if no server is running, remove it"
+            ) from exc
 
 
 def process_alive(pid: int) -> bool:
@@ -68,31 +86,53 @@ class ServerStatus:
     record: ServerRecord
     alive: bool
     ready: bool
+    stale: str | None = None
+    """Why the record no longer names a running server (None: it does)."""
 
 
 def server_status(pid_file: Path = DEFAULT_PID_FILE) -> ServerStatus:
-    """Is the recorded server's process alive, and does it answer ``/v2/health/ready``?"""
+    """Is the recorded server's process alive (and still the one started), and does it answer ``/v2/health/ready``?"""
     record = ServerRecord.read(pid_file)
-    alive = process_alive(record.pid)
+    stale = record.identity.describe()
+    alive = stale is None
     ready = False
     if alive:
         url = f"http://{record.host}:{record.http_port}/v2/health/ready"
         with contextlib.suppress(requests.RequestException):
             ready = requests.get(url, timeout=2.0).status_code == 200
-    return ServerStatus(record=record, alive=alive, ready=ready)
+    return ServerStatus(record=record, alive=alive, ready=ready, stale=stale)
 
 
-def stop_recorded_server(pid_file: Path = DEFAULT_PID_FILE, grace: float = 30.0) -> ServerRecord:
-    """SIGTERM the recorded server's process group, SIGKILL after ``grace`` seconds, remove the pid file."""
+@dataclass(frozen=True)
+class StopResult:
+    """What ``stop_recorded_server`` did."""
+
+    record: ServerRecord
+    stale: str | None = None
+    """Set when the pid file named no running server of ours (nothing was signalled): why."""
+    leftovers: list[int] = field(default_factory=list)
+    """Pids of processes the server left behind (backend stubs) that were ended."""
+
+
+def stop_recorded_server(pid_file: Path = DEFAULT_PID_FILE, grace: float = 30.0) -> StopResult:
+    """SIGTERM the recorded server's process group, SIGKILL after ``grace`` seconds, remove the pid file.
+
+    Only a process whose start time and executable match the record is signalled; a stale record is removed and
+    reported in the result, and what the dead server left running in its work directory is ended.
+    """
     record = ServerRecord.read(pid_file)
-    if process_alive(record.pid):
+    stale = record.identity.describe()
+    if stale is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while process_alive(record.pid) and time.monotonic() < deadline:
+        while record.identity.alive() and time.monotonic() < deadline:
             time.sleep(0.1)
-        if process_alive(record.pid):
+        if record.identity.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(record.pid, signal.SIGKILL)
+            while record.identity.alive():
+                time.sleep(0.05)
+    leftovers = end_leftovers(Path(record.work_dir))
     pid_file.unlink(missing_ok=True)
-    return record
+    return StopResult(record, stale, leftovers)

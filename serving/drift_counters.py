@@ -2,7 +2,7 @@
 
 The hot path only adds numpy counts (``count_batch``, ``count_invalid``); ``take`` hands over what accumulated
 since the last call and starts again from zero, so a flush turns into a few metric increments. Bin numbering is
-``tritonops.converters.reference.assign_bins``, the same function the converter and the drift statistics use.
+``tritonops.contract.assign_bins``, the same function the converter and the drift statistics use.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from tritonops.converters.manifest import FeatureReference, Manifest
-from tritonops.converters.reference import assign_bins, bin_labels
+from tritonops.contract.bins import assign_bins, bin_labels
+from tritonops.contract.manifest import FeatureReference, Manifest
 from tritonops.serving.validation import REASONS, Batch, Reason
 
 DURATION_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

@@ -6,15 +6,29 @@ ServingError
  ├── RepositoryNotFoundError   the model repository does not exist
  ├── ServerStartError          the server exited or never became ready
  ├── ServerNotReadyError       the recorded (detached) server is not running or not ready
- ├── AllocatorNotFoundError    tcmalloc was asked for and is not installed
- └── ModelConfigError          a model config can't be built or parsed
+ └── AllocatorNotFoundError    tcmalloc was asked for and is not installed
+
+``ModelConfigError`` (a model config can't be built or parsed, a ``tritonops.*`` parameter is bad) belongs to
+the contract (``tritonops.contract.errors``) and is re-exported here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tritonops.contract.errors import ModelConfigError
 from tritonops.errors import ExitCode, TritonOpsError
+
+__all__ = [
+    "AllocatorNotFoundError",
+    "BinaryNotFoundError",
+    "ModelConfigError",
+    "PortInUseError",
+    "RepositoryNotFoundError",
+    "ServerNotReadyError",
+    "ServerStartError",
+    "ServingError",
+]
 
 
 class ServingError(TritonOpsError):
@@ -29,7 +43,8 @@ class BinaryNotFoundError(ServingError):
         places = "; ".join(searched)
         super().__init__(
             f"tritonserver binary not found (looked in: {places}). Install the embedded server with "
-            "`pip install nvidia-pytriton==0.7.0`, or point TRITONSERVER_BIN at a tritonserver executable."
+            "`pip install 'tritonops[server]'` (the nvidia-pytriton wheel), or point TRITONSERVER_BIN at a "
+            "tritonserver executable."
         )
 
 
@@ -66,10 +81,6 @@ class ServerNotReadyError(ServingError):
         self.running = running
         state = "running but not ready" if running else "not running"
         super().__init__(f"tritonserver pid {pid} is {state}")
-
-
-class ModelConfigError(ServingError):
-    """A model config could not be built, rendered or parsed."""
 
 
 class AllocatorNotFoundError(ServingError):

@@ -13,10 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonops.contract.names import BACKEND_NAME
 from tritonops.serving.errors import BinaryNotFoundError, ServingError
-
-BACKEND_NAME = "tritonops"
-"""Name of our Python-based backend: model configs say ``backend: "tritonops"``."""
 
 NGC_ROOT = Path("/opt/tritonserver")
 _OUR_BACKEND_SOURCE = Path(__file__).resolve().parent / "backend" / BACKEND_NAME

@@ -19,12 +19,11 @@ import onnx
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import BACKEND_NAME, PARAM_RUNNER, native_name
+from tritonops.model_config import read_pbtxt
 from tritonops.serving.backend_options import RUNNER_BLS_PREFIX
-from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.install import BACKEND_NAME
-from tritonops.serving.model_config import read_pbtxt
 
-NATIVE_SUFFIX = "__onnxruntime"
 NATIVE_PLATFORM = "onnxruntime_onnx"
 
 _ONNX_TYPES: dict[int, int] = {
@@ -35,11 +34,6 @@ _ONNX_TYPES: dict[int, int] = {
     onnx.TensorProto.STRING: mc.TYPE_STRING,
     onnx.TensorProto.BOOL: mc.TYPE_BOOL,
 }
-
-
-def native_name(model: str) -> str:
-    """The name of ``model``'s native export in the repository."""
-    return f"{model}{NATIVE_SUFFIX}"
 
 
 def front_config(embedded: mc.ModelConfig, instance_count: int = 1) -> mc.ModelConfig:
@@ -58,7 +52,7 @@ def front_config(embedded: mc.ModelConfig, instance_count: int = 1) -> mc.ModelC
     group = front.instance_group.add()
     group.kind = mc.ModelInstanceGroup.KIND_CPU
     group.count = instance_count
-    front.parameters["tritonops.runner"].string_value = f"{RUNNER_BLS_PREFIX}{native_name(embedded.name)}"
+    front.parameters[PARAM_RUNNER].string_value = f"{RUNNER_BLS_PREFIX}{native_name(embedded.name)}"
     return front
 
 

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from tritonops.serving.errors import ModelConfigError
+from tritonops.contract.errors import ModelConfigError
 from tritonops.serving.validation import Batch
 
 V = TypeVar("V")

@@ -15,12 +15,10 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from tritonops.contract.names import LABEL_OUTPUT, PROBABILITIES_OUTPUT
 from tritonops.serving.errors import ServingError
 from tritonops.serving.response_cache import ResponseCache, request_key
 from tritonops.serving.validation import Batch, InputSchema, InvalidRequestError, ValidatedBatch
-
-OUTPUT_LABEL = "label"
-OUTPUT_PROBABILITIES = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -102,14 +100,14 @@ class OnnxRunner:
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise ServingError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
         outputs = [o.name for o in self.session.get_outputs()]
-        if OUTPUT_LABEL not in outputs or OUTPUT_PROBABILITIES not in outputs:
+        if LABEL_OUTPUT not in outputs or PROBABILITIES_OUTPUT not in outputs:
             raise ServingError(
-                f"{model_path}: expected ONNX outputs '{OUTPUT_LABEL}' and '{OUTPUT_PROBABILITIES}', got {outputs}"
+                f"{model_path}: expected ONNX outputs '{LABEL_OUTPUT}' and '{PROBABILITIES_OUTPUT}', got {outputs}"
             )
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 
     def __call__(self, batch: Batch) -> ModelOutputs:
-        label, probabilities = self.session.run([OUTPUT_LABEL, OUTPUT_PROBABILITIES], batch)
+        label, probabilities = self.session.run([LABEL_OUTPUT, PROBABILITIES_OUTPUT], batch)
         return ModelOutputs(
             label=np.asarray(label).reshape(-1, 1),
             probabilities=np.asarray(probabilities, dtype=np.float32),

@@ -4,13 +4,19 @@
 starts the server in explicit model-control mode, waits for ``/v2/health/ready`` and stops it cleanly (SIGTERM, then
 SIGKILL after a grace period). The server is bound to our lifetime by ``PR_SET_PDEATHSIG`` unless detached, so a
 killed parent never leaves an orphan behind.
+
+Each start runs from its own run directory (``tritonops.serving.processes``): the server and its Python backend
+stubs are found and ended as a unit, a start first ends what a killed server of the same work directory left
+running, and no start writes over a stub that a running process executes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,15 +28,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import requests
 
+from tritonops.contract.names import ROUTE_KEY_HEADER
 from tritonops.serving.allocator import Allocator, resolve_allocator, with_preload
 from tritonops.serving.errors import PortInUseError, RepositoryNotFoundError, ServerStartError
 from tritonops.serving.install import TritonInstallation, locate_tritonserver, prepare_backend_directory
-from tritonops.serving.routing import ROUTE_KEY_HEADER
+from tritonops.serving.processes import (
+    LaunchRecord,
+    ProcessIdentity,
+    end_leftovers,
+    end_processes,
+    new_run_dir,
+    run_processes,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET")
+
+
+def is_secret_variable(name: str) -> bool:
+    """``TRITONOPS_*`` variables naming a secret or its file (admin token, state password, ...): left out of the
+    server's environment, and so of every backend stub's; Triton gets the admin key on its command line."""
+    return name.startswith("TRITONOPS_") and any(word in name for word in _SECRET_WORDS)
+
+
+log = logging.getLogger("tritonops.serving")
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -107,6 +132,12 @@ class TritonServer:
         """The allocator library preloaded into the running server (None: the system's)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
+        self.identity: ProcessIdentity | None = None
+        """The running server's pid, start time and executable."""
+        self.run_dir: Path | None = None
+        """This start's directory: backends, the stub copy, ``launch.json``."""
+        self.ended_leftovers: list[int] = []
+        """Pids of processes a dead earlier server of the same work directory left running, ended by ``start``."""
         self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
 
     # -- addresses --------------------------------------------------------------------------------
@@ -171,9 +202,9 @@ class TritonServer:
         return args
 
     def environment(self) -> dict[str, str]:
-        """The server's environment: our interpreter first on PATH (the Python stub imports from it)."""
+        """The server's environment: our interpreter first on PATH (the Python stub imports from it), no secrets."""
         assert self.install is not None
-        env = dict(os.environ)
+        env = {key: value for key, value in os.environ.items() if not is_secret_variable(key)}
         interpreter_bin = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join([interpreter_bin, env.get("PATH", "/usr/bin:/bin")])
         libs = [str(p) for p in self.install.library_dirs]
@@ -187,10 +218,7 @@ class TritonServer:
         env["PYTHONPATH"] = os.pathsep.join([project_root, *site_paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         return with_preload(env, self.preloaded_allocator)
 
-    def _check_inputs(self) -> None:
-        repo = self.options.model_repository
-        if not repo.is_dir():
-            raise RepositoryNotFoundError(repo)
+    def _check_ports(self) -> None:
         for purpose, port in (
             ("HTTP", self.options.http_port),
             ("gRPC", self.options.grpc_port),
@@ -211,22 +239,40 @@ class TritonServer:
 
     def start(self) -> TritonServer:
         """Start the server and wait until it is ready; raise a ``ServingError`` otherwise."""
-        self._check_inputs()
+        if not self.options.model_repository.is_dir():
+            raise RepositoryNotFoundError(self.options.model_repository)
         self.install = locate_tritonserver(self.options.binary)
         self.preloaded_allocator = resolve_allocator(self.options.allocator)
-        self.ports = self._pick_ports()
-        if self.options.work_dir is not None:
-            work = self.options.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            self._own_work_dir = tempfile.TemporaryDirectory(prefix="tritonops-server-")
-            work = Path(self._own_work_dir.name)
-        backend_dir = prepare_backend_directory(self.install, work / "backends")
-        self.log_path = self.options.log_path or work / "tritonserver.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = self.log_path.open("ab")
-        preexec: Callable[[], None] | None = None if self.detach else _bind_to_parent
         try:
+            work = self._work_dir()
+            self.ended_leftovers = end_leftovers(work)
+            self._check_ports()
+            self.ports = self._pick_ports()
+            self.run_dir = new_run_dir(work)
+            backend_dir = prepare_backend_directory(self.install, self.run_dir / "backends")
+            self.log_path = self.options.log_path or work / "tritonserver.log"
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._launch(backend_dir)
+            self.wait_ready(self.options.startup_timeout)
+        except OSError as exc:
+            self.stop()
+            raise ServerStartError(f"cannot prepare or launch the server: {exc}") from exc
+        except BaseException:
+            self.stop()  # ends what was started and removes the run (and temporary work) directory
+            raise
+        return self
+
+    def _work_dir(self) -> Path:
+        if self.options.work_dir is not None:
+            self.options.work_dir.mkdir(parents=True, exist_ok=True)
+            return self.options.work_dir.resolve()
+        self._own_work_dir = tempfile.TemporaryDirectory(prefix="tritonops-server-")
+        return Path(self._own_work_dir.name)
+
+    def _launch(self, backend_dir: Path) -> None:
+        assert self.log_path is not None and self.run_dir is not None
+        preexec: Callable[[], None] | None = None if self.detach else _bind_to_parent
+        with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 self.command(backend_dir),
                 stdout=log_file,
@@ -236,14 +282,11 @@ class TritonServer:
                 start_new_session=True,  # a terminal's Ctrl-C reaches us only; we stop the server ourselves
                 preexec_fn=preexec,
             )
-        finally:
-            log_file.close()
         try:
-            self.wait_ready(self.options.startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            self.identity = ProcessIdentity.of(self.process.pid)
+        except psutil.NoSuchProcess:
+            return  # exited at once: wait_ready reports it with the log
+        LaunchRecord(ProcessIdentity.of(os.getpid()), self.identity, str(self.run_dir)).write()
 
     def wait_ready(self, timeout: float) -> None:
         """Poll ``/v2/health/ready`` until 200; fail fast if the process exits."""
@@ -273,9 +316,7 @@ class TritonServer:
     def stop(self) -> int | None:
         """SIGTERM, wait up to ``stop_grace`` seconds, then SIGKILL. Returns the exit code."""
         process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
+        if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -284,10 +325,21 @@ class TritonServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        self._end_run()
         if self._own_work_dir is not None:
             self._own_work_dir.cleanup()
             self._own_work_dir = None
-        return process.returncode
+        return process.returncode if process is not None else None
+
+    def _end_run(self) -> None:
+        """End whatever of this start outlived the server (backend stubs) and remove its run directory."""
+        if self.run_dir is None:
+            return
+        leftovers = run_processes(self.run_dir)
+        if leftovers:
+            log.warning("ended %d process(es) left by the server: pids %s", len(leftovers), end_processes(leftovers))
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run_dir = None
 
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines of the server log."""

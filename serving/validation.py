@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from tritonops.converters.manifest import Manifest
+from tritonops.contract.manifest import Manifest
 from tritonops.serving.errors import ServingError
 
 Reason = Literal["shape", "dtype", "feature_count", "nan", "unknown_category", "empty", "other"]

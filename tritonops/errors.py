@@ -12,7 +12,9 @@ Each subsystem defines narrow subclasses next to its code (``tritonops.converter
      ├── tritonops.control_plane.errors.ControlPlaneError CONTROL_PLANE
      │    ├── PolicyError                                CONFIGURATION (a policy file is configuration)
      │    ├── RolloutInProgressError                     BUSY
-     │    └── GuardrailActedError                        GUARDRAIL_ACTED
+     │    ├── GuardrailActedError                        GUARDRAIL_ACTED
+     │    └── AccessError                                ACCESS (the controller API refused the token)
+     ├── tritonops.contract.errors.ContractError         CONTRACT
      ├── tritonops.clients.errors.ClientError            CLIENT
      └── tritonops.loadtest.errors.BenchmarkError        BENCHMARK
 
@@ -35,10 +37,12 @@ class ExitCode(IntEnum):
     CONVERSION = 4
     SERVING = 5
     CONTROL_PLANE = 6
-    BUSY = 7
+    CONTRACT = 7
     CLIENT = 8
     BENCHMARK = 9
     GUARDRAIL_ACTED = 10
+    ACCESS = 11
+    BUSY = 12
     INTERRUPTED = 130
 
     @property
@@ -55,10 +59,14 @@ _MEANINGS = {
     ExitCode.SERVING: "tritonserver could not be found, started or configured, or is not running / ready",
     ExitCode.CONTROL_PLANE: "no state, unknown model or version, gate refused, endpoint unreachable or refusing "
     "the key, load failed, partial apply",
-    ExitCode.BUSY: "another rollout of the same model holds its lock: nothing changed, run it again later",
+    ExitCode.CONTRACT: "data or a model config does not match the contract (manifest, signature, "
+    "tritonops.* parameter, rows that don't fit the features)",
     ExitCode.CLIENT: "the SDK's request failed (bad input, inference refused, server unavailable)",
     ExitCode.BENCHMARK: "a load test or benchmark failed to start, run or report",
     ExitCode.GUARDRAIL_ACTED: "`watch --exit-on-action` stopped after an automatic rollback or canary abort",
+    ExitCode.ACCESS: "remote mode: the controller refused the token (missing, unknown, revoked, expired or its "
+    "role too low)",
+    ExitCode.BUSY: "another rollout of the same model holds its lock: nothing changed, run it again later",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

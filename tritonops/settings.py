@@ -90,6 +90,10 @@ class Settings:
     fleet: FleetSource = field(default_factory=FleetSource)
     webhooks_path: Path | None = None
     """``TRITONOPS_WEBHOOKS``: the YAML file of outbound webhooks (``tritonops.control_plane.webhooks``)."""
+    capture_dir: Path = Path(".tritonops/capture")
+    """``TRITONOPS_CAPTURE_DIR``: captured rows, ``spool/`` (written by Triton's backend) and ``rows/`` (Parquet)."""
+    capture_max_bytes: int = 1 << 30
+    """``TRITONOPS_CAPTURE_MAX_BYTES``: the Parquet rows kept at most; the oldest hours are deleted first."""
 
     @property
     def state(self) -> StateLocation:
@@ -222,7 +226,18 @@ def load_settings(
         state_password=_read_secret(env, "TRITONOPS_STATE_PASSWORD", "state database password") if state_url else None,
         fleet=parse_fleet_source(env.get("TRITONOPS_FLEET", ""), env.get("TRITONOPS_DNS_SERVER")),
         webhooks_path=Path(env["TRITONOPS_WEBHOOKS"]) if env.get("TRITONOPS_WEBHOOKS") else None,
+        capture_dir=Path(env.get("TRITONOPS_CAPTURE_DIR", ".tritonops/capture")),
+        capture_max_bytes=_positive_int(env, "TRITONOPS_CAPTURE_MAX_BYTES", 1 << 30),
     )
+
+
+def _positive_int(env: dict[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+        raise ConfigurationError(f"{name}: expected a whole number > 0, got {text!r}")
+    return int(text)
 
 
 def read_api_token(env: dict[str, str] | None = None) -> str | None:
@@ -244,3 +259,9 @@ def read_api_token(env: dict[str, str] | None = None) -> str | None:
     if not content:
         raise ConfigurationError(f"TRITONOPS_TOKEN_FILE={path}: the file is empty, expected a token")
     return content
+
+
+def controller_url(env: dict[str, str] | None = None) -> str | None:
+    """``TRITONOPS_URL``: the controller's API for the CLI's remote mode (None: work on the local state)."""
+    env = dict(os.environ) if env is None else env
+    return env.get("TRITONOPS_URL", "").strip() or None

@@ -18,6 +18,8 @@ from tritonops.control_plane.cli import controller as _controller  # noqa: F401 
 from tritonops.control_plane.cli import tokens as _tokens  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import policy as _policy  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import webhooks as _webhooks  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import capture as _capture  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import mlflow as _mlflow  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import shadow as _shadow  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

@@ -51,8 +51,19 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version of tritonops and exit."
     ),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        help="The controller's API (default: $TRITONOPS_URL): rollout, status, history, drift, policy, fleet, "
+        "feedback and token commands then go through it with the token in $TRITONOPS_TOKEN or "
+        "$TRITONOPS_TOKEN_FILE. Without one they work on the local state.",
+        show_default=False,
+    ),
 ) -> None:
     """tritonops: sklearn / PyTorch classifiers on NVIDIA Triton, in production."""
+    from tritonops.control_plane.cli.remote import set_url
+
+    set_url(url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
 
         error_console().print(Text.assemble(("error:", "bold red"), " ", exc.describe()), soft_wrap=True)
         return int(exc.exit_code)
+    except ModuleNotFoundError as exc:  # a command of a part that is not installed: name its extra
+        from rich.text import Text
+
+        from tritonops.extras import missing_extra
+
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        error_console().print(Text.assemble(("error:", "bold red"), " ", missing.describe()), soft_wrap=True)
+        return int(missing.exit_code)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

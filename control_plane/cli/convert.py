@@ -33,10 +33,21 @@ class TorchOutput(StrEnum):
 
 @app.command("convert")
 def convert(
-    model_file: Path = typer.Argument(..., help="Trained model: .joblib/.pkl/.pickle, .skops, or .pt/.pth/.ts."),
-    name: str = typer.Option(..., "--name", "-n", help="Model name in the repository."),
+    model_file: str = typer.Argument(
+        ...,
+        metavar="MODEL",
+        help="Trained model: a .joblib/.pkl/.pickle, .skops or .pt/.pth/.ts file, or an MLflow URI "
+        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH; server: $MLFLOW_TRACKING_URI).",
+    ),
+    name: str = typer.Option(
+        None, "--name", "-n", help="Model name in the repository (MLflow registry URIs: default the registered name)."
+    ),
     sample: Path = typer.Option(
-        ..., "--sample", "-s", help="CSV or Parquet rows in the training format (parity check + drift reference)."
+        None,
+        "--sample",
+        "-s",
+        help="CSV or Parquet rows in the training format (parity check + drift reference). "
+        "MLflow models: default the logged input_example.",
     ),
     repository: Path | None = options.REPOSITORY,
     label_column: str = typer.Option(None, help="Column of the sample to drop (the target), if present."),
@@ -71,10 +82,42 @@ def convert(
         help="Convert a model saved with another scikit-learn version (refused by default; recorded in the manifest).",
     ),
 ) -> None:
-    """Convert a trained classifier to ONNX, check parity, and write the next version into the repository."""
+    """Convert a trained classifier to ONNX, check parity, and write the next version into the repository.
+
+    \b
+    Supported (binary + multi-class, int or string labels; docs/converters.md):
+      scikit-learn  DecisionTree, RandomForest, ExtraTrees, GradientBoosting,
+                    HistGradientBoosting, LogisticRegression, SVC(probability),
+                    CalibratedClassifierCV, KNeighbors, MLP, GaussianNB
+      boosting      LGBMClassifier, XGBClassifier (int labels only),
+                    CatBoostClassifier (numeric estimator inputs);
+                    pip install 'tritonops\\[boosting]'
+      PyTorch       nn.Module / TorchScript: logits or probabilities over
+                    --classes, numeric inputs
+    Estimators convert alone or as the last step of a Pipeline /
+    ColumnTransformer over numeric and string columns.
+
+    \b
+    The parity gate scores a seeded draw of the sample, then generated rows:
+      thresholds        a feature on or next to every split threshold
+      range             a feature at its observed minimum / maximum
+      float32-extremes  a feature at +-3.4e38 (enforced for trees)
+      missing           NaN in each feature the model accepts NaN for
+    A failing group stops the conversion, naming its worst rows; nothing is
+    written. A model saved with another scikit-learn version is refused
+    unless --allow-version-skew.
+
+    \b
+    MLflow (server: $MLFLOW_TRACKING_URI; pip install 'tritonops\\[mlflow]'):
+      tritonops convert models:/churn@champion
+    resolves the alias once, loads the sklearn or pytorch flavor, uses the
+    logged input_example when --sample is not given, and records the URI,
+    registered version, run id and signature in the manifest.
+    """
     from tritonops.converters import ConversionOptions, ParityThresholds
-    from tritonops.converters.files import convert_file, parse_classes
-    from tritonops.serving.model_config import ServingOptions
+    from tritonops.converters.files import convert_file, load_sample, parse_classes
+    from tritonops.converters.mlflow_source import convert_mlflow, is_mlflow_uri
+    from tritonops.model_config import ServingOptions
 
     module_output: ModuleOutput = "logits" if torch_output is TorchOutput.LOGITS else "probabilities"
     conversion = ConversionOptions(
@@ -90,8 +133,30 @@ def convert(
         native_export=native_export,
     )
     started = time.perf_counter()
+
+    def report(step: str) -> None:
+        console().print(styled(">", "dim"), step, markup=False, highlight=False)
+
+    if is_mlflow_uri(model_file):
+        version = convert_mlflow(
+            model_file,
+            name=name,
+            repository=options.settings(repository).repository,
+            sample=load_sample(sample, label_column) if sample is not None else None,
+            classes=parse_classes(classes) if classes else None,
+            torch_output=module_output,
+            options=conversion,
+            progress=report,
+            allow_version_skew=allow_version_skew,
+        )
+        _summary(version, time.perf_counter() - started)
+        return
+    if name is None:
+        raise typer.BadParameter("give the model a name in the repository", param_hint="--name")
+    if sample is None:
+        raise typer.BadParameter("give rows in the training format (CSV or Parquet)", param_hint="--sample")
     version = convert_file(
-        model_file,
+        Path(model_file),
         sample,
         name=name,
         repository=options.settings(repository).repository,
@@ -101,7 +166,7 @@ def convert(
         torch_output=module_output,
         label_column=label_column,
         options=conversion,
-        progress=lambda step: console().print(styled(">", "dim"), step, markup=False, highlight=False),
+        progress=report,
         allow_version_skew=allow_version_skew,
     )
     _summary(version, time.perf_counter() - started)

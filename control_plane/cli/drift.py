@@ -12,9 +12,11 @@ import typer
 from tritonops.control_plane.cli import options
 from tritonops.control_plane.cli.app import app
 from tritonops.control_plane.cli.output import Cell, console, error_console, print_json, print_table, styled
+from tritonops.control_plane.cli.remote import controller
 from tritonops.settings import Settings
 
 if TYPE_CHECKING:
+    from tritonops.control_plane.drift import DriftReport
     from tritonops.control_plane.metrics import History
     from tritonops.control_plane.views import DriftView, FeatureDriftView
 
@@ -175,11 +177,47 @@ def drift(
     starts at the oldest one, and with none at all the counters count since the version was loaded. Each run
     records a snapshot too.
     """
+    from tritonops.control_plane.views import DriftView, from_drift
+
+    report: DriftReport | None = None
+    if api := controller():
+        if policy is not None or metrics_url:
+            from tritonops.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "--policy / --metrics-url: not taken in remote mode; the controller uses the model's stored policy "
+                "and scrapes the fleet it knows"
+            )
+        if window != "load":
+            parse_duration(window)  # the same usage error as locally, before asking the controller
+        answer = api.drift(model, window, version)
+        view = DriftView.model_validate(answer)
+        if html_report is not None:
+            from tritonops.control_plane.drift import report_from_dict
+
+            report = report_from_dict(answer)
+    else:
+        report = _measure(options.settings(repository, state), model, window, version, metrics_url, policy)
+        view = from_drift(report)
+    if as_json:
+        print_json(view)
+    else:
+        render(view)
+    if html_report is not None and report is not None:
+        from tritonops.control_plane.drift_html import write_html
+        from tritonops.control_plane.state import now_iso
+
+        written = write_html(report, html_report, generated_at=now_iso())
+        to = error_console() if as_json else console()  # with --json, stdout holds only the JSON
+        to.print(f"drift report written to {written}", markup=False, highlight=False)
+
+
+def _measure(
+    settings: Settings, model: str, window: str, version: int | None, metrics_url: list[str], policy: Path | None
+) -> DriftReport:
     from tritonops.control_plane.drift import DriftConfig
     from tritonops.control_plane.guardrails import load_policy, measure_drift
-    from tritonops.control_plane.views import from_drift
 
-    settings = options.settings(repository, state)
     seconds = None if window == "load" else parse_duration(window)
     config = DriftConfig()
     if policy is not None:
@@ -187,18 +225,6 @@ def drift(
         config = loaded.drift.thresholds if loaded.drift is not None else config
     urls = resolve_metrics_urls(settings, metrics_url)
     with snapshot_history(settings) as history:
-        report = measure_drift(
+        return measure_drift(
             settings, model, urls, version=version, window_seconds=seconds, config=config, history=history
         )
-    view = from_drift(report)
-    if as_json:
-        print_json(view)
-    else:
-        render(view)
-    if html_report is not None:
-        from tritonops.control_plane.drift_html import write_html
-        from tritonops.control_plane.state import now_iso
-
-        written = write_html(report, html_report, generated_at=now_iso())
-        to = error_console() if as_json else console()  # with --json, stdout holds only the JSON
-        to.print(f"drift report written to {written}", markup=False, highlight=False)

@@ -7,6 +7,7 @@ import typer
 from tritonops.control_plane.cli import options
 from tritonops.control_plane.cli.app import app
 from tritonops.control_plane.cli.output import console, print_json, print_table
+from tritonops.control_plane.cli.remote import controller
 
 feedback_app = typer.Typer(
     help="Ground truth: record which version answered a request and the right answer; accuracy per version.",
@@ -24,10 +25,13 @@ def prediction(
     state: str | None = options.STATE,
 ) -> None:
     """Record a prediction (the SDK does this itself when asked to record predictions)."""
-    from tritonops.control_plane.feedback import FeedbackStore
+    if api := controller():
+        api.feedback(predictions=[{"request_id": request_id, "model": model, "version": version, "label": label}])
+    else:
+        from tritonops.control_plane.feedback import FeedbackStore
 
-    with FeedbackStore(options.settings(state=state).state) as store:
-        store.record_prediction(request_id, model, version, label)
+        with FeedbackStore(options.settings(state=state).state) as store:
+            store.record_prediction(request_id, model, version, label)
     console().print(f"recorded: {request_id} -> {model} v{version} predicted {label!r}", markup=False)
 
 
@@ -38,10 +42,13 @@ def label(
     state: str | None = options.STATE,
 ) -> None:
     """Record the true label of a request; a later label replaces an earlier one."""
-    from tritonops.control_plane.feedback import FeedbackStore
+    if api := controller():
+        api.feedback(labels=[{"request_id": request_id, "true_label": true_label}])
+    else:
+        from tritonops.control_plane.feedback import FeedbackStore
 
-    with FeedbackStore(options.settings(state=state).state) as store:
-        store.record_feedback(request_id, true_label)
+        with FeedbackStore(options.settings(state=state).state) as store:
+            store.record_feedback(request_id, true_label)
     console().print(f"recorded: {request_id} is {true_label!r}", markup=False)
 
 
@@ -53,20 +60,24 @@ def accuracy(
     as_json: bool = options.JSON,
 ) -> None:
     """Accuracy per version; with a canary running, whether it is significantly less accurate than live."""
-    from tritonops.control_plane.feedback import FeedbackStore
-    from tritonops.control_plane.state import StateStore
     from tritonops.control_plane.views import from_accuracy
 
-    settings = options.settings(state=state)
-    with StateStore.open(settings.state, create=False) as state_store:
-        desired = state_store.model(model)
-    with FeedbackStore(settings.state) as store:
-        report = store.accuracy_report(model)
-        comparison = (
-            store.compare_accuracy(model, desired.live, desired.canary, min_labels)
-            if desired is not None and desired.live is not None and desired.canary is not None
-            else None
-        )
+    if api := controller():
+        report, comparison = api.accuracy(model, min_labels)
+    else:
+        from tritonops.control_plane.feedback import FeedbackStore
+        from tritonops.control_plane.state import StateStore
+
+        settings = options.settings(state=state)
+        with StateStore.open(settings.state, create=False) as state_store:
+            desired = state_store.model(model)
+        with FeedbackStore(settings.state) as store:
+            report = store.accuracy_report(model)
+            comparison = (
+                store.compare_accuracy(model, desired.live, desired.canary, min_labels)
+                if desired is not None and desired.live is not None and desired.canary is not None
+                else None
+            )
     view = from_accuracy(model, report, comparison)
     if as_json:
         print_json(view)

@@ -2,7 +2,8 @@
 
 Short flags in the whole CLI (pinned by tests/unit/test_cli.py): ``-r`` ``--repository``, ``-n`` ``--name``,
 ``-s`` ``--sample``, ``-m`` ``--load-model``, ``-d`` ``--detach``, ``-w`` ``--window``, ``-p`` ``--policy``,
-``-i`` ``--interval``. The environment variables behind the defaults are read in ``tritonops.settings`` only.
+``-i`` ``--interval``, ``-o`` ``--output``. The environment variables behind the defaults are read in
+``tritonops.settings`` only.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import typer
 from tritonops.control_plane.cli import options
 from tritonops.control_plane.cli.app import app
 from tritonops.control_plane.cli.output import console
+from tritonops.control_plane.cli.remote import controller
 
 DEFAULT_POLICY = "*"
 """``tritonops.control_plane.state.DEFAULT_POLICY``, spelled here so ``--help`` loads no state code (a test pins
@@ -31,14 +32,18 @@ def set_policy(
 ) -> None:
     """Store MODEL's guardrail policy; the controller starts (or updates) its guardrails within a second."""
     from tritonops.control_plane.guardrails import load_policy
-    from tritonops.control_plane.policies import store_policy
-    from tritonops.control_plane.rollout import resolve_actor
-    from tritonops.control_plane.state import StateStore
 
-    settings = options.settings(repository, state)
     policy = load_policy(policy_file)
-    with StateStore.open(settings.state) as store:
-        store_policy(store, model, policy, actor=resolve_actor(), repository=settings.repository)
+    if api := controller():
+        api.policy_set(model, policy.model_dump(mode="json"))
+    else:
+        from tritonops.control_plane.policies import store_policy
+        from tritonops.control_plane.rollout import resolve_actor
+        from tritonops.control_plane.state import StateStore
+
+        settings = options.settings(repository, state)
+        with StateStore.open(settings.state) as store:
+            store_policy(store, model, policy, actor=resolve_actor(), repository=settings.repository)
     console().print(f"policy of {model} stored from {policy_file}", highlight=False)
 
 
@@ -49,16 +54,20 @@ def show(
 ) -> None:
     """Print stored policies as JSON (every field, defaults included)."""
     from tritonops.control_plane.errors import PolicyError
-    from tritonops.control_plane.policies import stored_policies
-    from tritonops.control_plane.state import StateStore
 
-    with StateStore.open(options.settings(state=state).state, create=False) as store:
-        policies = stored_policies(store)
+    if api := controller():
+        shown = api.stored_policies(model)
+    else:
+        from tritonops.control_plane.policies import stored_policies
+        from tritonops.control_plane.state import StateStore
+
+        with StateStore.open(options.settings(state=state).state, create=False) as store:
+            shown = {name: p.model_dump(mode="json") for name, p in stored_policies(store).items()}
     if model is not None:
-        if model not in policies:
+        if model not in shown:
             raise PolicyError(f"model {model!r}", "no policy is stored for it (see `tritonops policy show`)")
-        policies = {model: policies[model]}
-    typer.echo(json.dumps({name: p.model_dump(mode="json") for name, p in policies.items()}, indent=2))
+        shown = {model: shown[model]}
+    typer.echo(json.dumps(shown, indent=2))
 
 
 @policy_app.command("delete")
@@ -66,10 +75,13 @@ def delete(
     model: str = typer.Argument(..., help=f"Model name, or {DEFAULT_POLICY!r}."), state: str | None = options.STATE
 ) -> None:
     """Forget MODEL's policy (its guardrails stop, or the default applies again)."""
-    from tritonops.control_plane.policies import remove_policy
-    from tritonops.control_plane.rollout import resolve_actor
-    from tritonops.control_plane.state import StateStore
+    if api := controller():
+        api.policy_delete(model)
+    else:
+        from tritonops.control_plane.policies import remove_policy
+        from tritonops.control_plane.rollout import resolve_actor
+        from tritonops.control_plane.state import StateStore
 
-    with StateStore.open(options.settings(state=state).state, create=False) as store:
-        remove_policy(store, model, actor=resolve_actor())
+        with StateStore.open(options.settings(state=state).state, create=False) as store:
+            remove_policy(store, model, actor=resolve_actor())
     console().print(f"policy of {model} removed", highlight=False)

@@ -1,7 +1,9 @@
 """``tritonops status|deploy|promote|canary|rollback|history|reconcile`` and ``tritonops fleet add|remove|list``.
 
 Thin: parse, call one ``tritonops.control_plane.rollout`` / ``tritonops.control_plane.fleet`` function (imported
-inside the command, so ``--help`` stays instant), render a table or ``--json``.
+inside the command, so ``--help`` stays instant), render a table or ``--json``. In remote mode (``--url`` /
+``TRITONOPS_URL``) the same call goes to the controller's API, whose answer is the same library result: it becomes
+the same view, so the table and ``--json`` are the same either way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import typer
 from tritonops.control_plane.cli import options
 from tritonops.control_plane.cli.app import app
 from tritonops.control_plane.cli.output import Cell, console, print_json, print_table, styled
+from tritonops.control_plane.cli.remote import controller, refuse_actor
 
 if TYPE_CHECKING:
     from tritonops.control_plane.rollout import RolloutResult
@@ -60,8 +63,14 @@ def render_status(view: StatusView) -> None:
                     styled("in sync", "green") if m.in_sync else styled("; ".join(m.divergence), "red"),
                 ]
             )
+    from tritonops.control_plane.metrics import FRONTEND_GAP
+
     columns = ["endpoint", "model", "live", "canary", "ready", "canary ready", "requests", "errors", "divergence"]
-    print_table(columns, rows)
+    caption = (
+        "errors = Triton's failure count: requests our backend refused count as successes there "
+        f"(tritonops watch/top add them); {FRONTEND_GAP}"
+    )
+    print_table(columns, rows, caption=caption)
 
 
 def render_history(view: HistoryView) -> None:
@@ -101,6 +110,10 @@ def render_reconcile(view: ReconcileView) -> None:
             console().print("  ", styled("error", "red"), f"    {line}", sep="", markup=False)
     for line in view.skipped:
         console().print(styled("skipped", "yellow"), line, markup=False)
+    for line in view.published:
+        console().print(f"repository: {line}", markup=False)
+    for line in view.not_published:
+        console().print(styled("repository", "yellow"), f": {line}", sep="", markup=False)
     if view.ok:
         in_sync = not view.dry_run or view.divergence_count == 0
         console().print(styled("in sync", "bold green") if in_sync else "diverged from desired state (dry run)")
@@ -130,10 +143,15 @@ def status(
     as_json: bool = options.JSON,
 ) -> None:
     """Per endpoint: versions ready, desired live and canary, request and error counts, divergence from desired."""
-    from tritonops.control_plane.rollout import status as fleet_status
     from tritonops.control_plane.views import from_status
 
-    view = from_status(fleet_status(options.settings(repository, state), model))
+    if api := controller():
+        report = api.status(model)
+    else:
+        from tritonops.control_plane.rollout import status as fleet_status
+
+        report = fleet_status(options.settings(repository, state), model)
+    view = from_status(report)
     if as_json:
         print_json(view)
     else:
@@ -151,6 +169,10 @@ def deploy(
     as_json: bool = options.JSON,
 ) -> None:
     """Load VERSION beside live as the candidate, after its parity and smoke gates pass."""
+    if api := controller():
+        refuse_actor(actor)
+        _render(api.deploy(model, version, reason=reason), as_json)
+        return
     from tritonops.control_plane.rollout import deploy as deploy_candidate
 
     result = deploy_candidate(options.settings(repository, state), model, version, actor=_actor(actor), reason=reason)
@@ -185,6 +207,15 @@ def promote(
 ) -> None:
     """Make VERSION live everywhere once its gates pass (parity, optional shadow agreement, smoke on every
     endpoint, optional latency)."""
+    if api := controller():
+        refuse_actor(actor)
+        if min_shadow_agreement is not None:
+            from tritonops.errors import ConfigurationError
+
+            raise ConfigurationError("--min-shadow-agreement: not taken in remote mode yet; run it on the controller")
+        result = api.promote(model, version, reason=reason, dry_run=dry_run, max_latency_ms=max_latency_ms)
+        _render(result, as_json)
+        return
     from tritonops.control_plane.rollout import promote as promote_version
 
     result = promote_version(
@@ -216,15 +247,24 @@ def canary(
     as_json: bool = options.JSON,
 ) -> None:
     """Start (or re-weight) a canary of VERSION beside live, or end it with --abort."""
+    if version is None and not abort:
+        raise typer.BadParameter("give the candidate VERSION, or --abort", param_hint="VERSION")
+    if api := controller():
+        from tritonops.control_plane.rollout import check_weight
+
+        refuse_actor(actor)
+        if abort or version is None:
+            _render(api.abort_canary(model, reason=reason), as_json)
+        else:
+            _render(api.canary(model, version, check_weight(weight), reason=reason), as_json)
+        return
     from tritonops.control_plane.rollout import abort_canary
     from tritonops.control_plane.rollout import canary as start_canary
 
     settings = options.settings(repository, state)
-    if abort:
+    if abort or version is None:
         _render(abort_canary(settings, model, actor=_actor(actor), reason=reason), as_json)
         return
-    if version is None:
-        raise typer.BadParameter("give the candidate VERSION, or --abort", param_hint="VERSION")
     _render(start_canary(settings, model, version, weight, actor=_actor(actor), reason=reason), as_json)
 
 
@@ -239,6 +279,10 @@ def rollback(
     as_json: bool = options.JSON,
 ) -> None:
     """Make the previous live version (or --to VERSION) live again everywhere; ends any canary."""
+    if api := controller():
+        refuse_actor(actor)
+        _render(api.rollback(model, to=to, reason=reason), as_json)
+        return
     from tritonops.control_plane.rollout import rollback as rollback_version
 
     settings = options.settings(repository, state)
@@ -253,10 +297,15 @@ def history(
     as_json: bool = options.JSON,
 ) -> None:
     """The model's audit log: who did what, when, from which version to which, why, and how it ended."""
-    from tritonops.control_plane.rollout import history as model_history
     from tritonops.control_plane.views import from_history
 
-    view = from_history(model, model_history(options.settings(state=state), model, limit))
+    if api := controller():
+        events = api.history(model, limit)
+    else:
+        from tritonops.control_plane.rollout import history as model_history
+
+        events = model_history(options.settings(state=state), model, limit)
+    view = from_history(model, events)
     if as_json:
         print_json(view)
     else:
@@ -275,22 +324,27 @@ def reconcile(
 
     Exits non-zero when an endpoint could not be brought there; with --json the report is printed first.
     """
-    from tritonops.control_plane.discovery import discover
     from tritonops.control_plane.errors import FleetApplyError
-    from tritonops.control_plane.fleet import reconcile as reconcile_fleet
-    from tritonops.control_plane.state import StateStore
     from tritonops.control_plane.views import from_reconcile
 
-    settings = options.settings(repository, state)
-    with StateStore.open(settings.state, create=False) as store:
-        report = reconcile_fleet(
-            store,
-            settings.repository,
-            settings.admin_headers(),
-            actor=_actor(actor),
-            dry_run=dry_run,
-            endpoints=discover(settings.fleet, store),
-        )
+    if api := controller():
+        refuse_actor(actor)
+        report = api.reconcile(dry_run=dry_run)
+    else:
+        from tritonops.control_plane.discovery import discover
+        from tritonops.control_plane.fleet import reconcile as reconcile_fleet
+        from tritonops.control_plane.state import StateStore
+
+        settings = options.settings(repository, state)
+        with StateStore.open(settings.state, create=False) as store:
+            report = reconcile_fleet(
+                store,
+                settings.repository,
+                settings.admin_headers(),
+                actor=_actor(actor),
+                dry_run=dry_run,
+                endpoints=discover(settings.fleet, store),
+            )
     view = from_reconcile(report, dry_run)
     if as_json:
         print_json(view)
@@ -310,9 +364,13 @@ def add(
     actor: str | None = options.ACTOR,
 ) -> None:
     """Add an endpoint (creating the state file if needed); run `tritonops reconcile` to bring it up to date."""
-    from tritonops.control_plane.rollout import fleet_add
+    if api := controller():
+        refuse_actor(actor)
+        api.fleet_add(endpoint)
+    else:
+        from tritonops.control_plane.rollout import fleet_add
 
-    fleet_add(options.settings(state=state), endpoint, actor=_actor(actor))
+        fleet_add(options.settings(state=state), endpoint, actor=_actor(actor))
     console().print(f"added {endpoint}", markup=False)
 
 
@@ -323,9 +381,13 @@ def remove(
     actor: str | None = options.ACTOR,
 ) -> None:
     """Remove an endpoint from the fleet (what it serves is left as it is)."""
-    from tritonops.control_plane.rollout import fleet_remove
+    if api := controller():
+        refuse_actor(actor)
+        api.fleet_remove(endpoint)
+    else:
+        from tritonops.control_plane.rollout import fleet_remove
 
-    fleet_remove(options.settings(state=state), endpoint, actor=_actor(actor))
+        fleet_remove(options.settings(state=state), endpoint, actor=_actor(actor))
     console().print(f"removed {endpoint}", markup=False)
 
 
@@ -348,10 +410,14 @@ def ready(
 @fleet_app.command("list")
 def list_endpoints(state: str | None = options.STATE, as_json: bool = options.JSON) -> None:
     """List the fleet's endpoints, one per line."""
-    from tritonops.control_plane.rollout import fleet_list
     from tritonops.control_plane.views import FleetView
 
-    endpoints = fleet_list(options.settings(state=state))
+    if api := controller():
+        endpoints = api.fleet_list()
+    else:
+        from tritonops.control_plane.rollout import fleet_list
+
+        endpoints = fleet_list(options.settings(state=state))
     if as_json:
         print_json(FleetView(endpoints=endpoints))
         return

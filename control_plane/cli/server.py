@@ -86,11 +86,17 @@ def start(
     server = TritonServer(server_options, detach=detach)
     with console().status("starting tritonserver ..."):
         server.start()
+    if server.ended_leftovers:
+        left = f"ended {len(server.ended_leftovers)} process(es) a dead server of {server_options.work_dir} left"
+        left += " running"
+        pids = ", ".join(map(str, server.ended_leftovers))
+        console().print(styled(left, "yellow"), f": pids {pids}", sep="", markup=False)
     _banner(server, locked=settings.admin_token is not None)
     if detach:
-        assert server.pid is not None and server.ports is not None
+        identity = server.identity
+        assert identity is not None and server.ports is not None and server_options.work_dir is not None
         ServerRecord(
-            pid=server.pid,
+            pid=identity.pid,
             host=host,
             http_port=server.ports.http,
             grpc_port=server.ports.grpc,
@@ -98,6 +104,9 @@ def start(
             repository=str(server_options.model_repository.resolve()),
             log_path=str(log_file.resolve()),
             started_at=time.time(),
+            create_time=identity.create_time,
+            exe=identity.exe,
+            work_dir=str(server_options.work_dir.resolve()),
         ).write(pid_file)
         console().print(f"detached: pid {server.pid}, recorded in {pid_file}; stop with `tritonops server stop`")
         return
@@ -134,6 +143,7 @@ def _serve_until_interrupted(server: TritonServer) -> None:
     console().print("serving; press Ctrl-C to stop")
     while not stop.wait(0.5):
         if not server.is_running():
+            server.stop()  # ends the backend stubs a killed server leaves behind
             raise ServerStartError(
                 f"tritonserver exited unexpectedly with code {server.process.returncode if server.process else '?'}",
                 server.log_tail(),
@@ -149,11 +159,21 @@ def stop(
     pid_file: Path = typer.Option(DEFAULT_PID_FILE, help="Pid file written by `server start --detach`."),
     grace: float = typer.Option(30.0, help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
-    """Stop a server started with --detach."""
+    """Stop a server started with --detach (only if the recorded pid is still that server)."""
+    from rich.markup import escape
+
     from tritonops.serving.daemon import stop_recorded_server
 
-    record = stop_recorded_server(pid_file, grace)
-    console().print(f"stopped tritonserver pid {record.pid}")
+    result = stop_recorded_server(pid_file, grace)
+    if result.stale is not None:
+        console().print(
+            f"[yellow]stale pid file {escape(str(pid_file))}[/]: {escape(result.stale)}; "
+            "nothing signalled, file removed"
+        )
+    else:
+        console().print(f"stopped tritonserver pid {result.record.pid}")
+    if result.leftovers:
+        console().print(f"ended processes the server left running: pids {', '.join(map(str, result.leftovers))}")
 
 
 @server_app.command("status")
@@ -173,6 +193,8 @@ def status(
         console().print(
             f"pid {view.pid}: {'running' if view.running else 'not running'}, {'ready' if view.ready else 'NOT ready'}"
         )
+        if view.stale is not None:
+            console().print(f"  stale pid file: {view.stale} (`tritonops server stop` removes it)", markup=False)
         console().print(
             f"  HTTP {view.host}:{view.http_port}  gRPC {view.host}:{view.grpc_port}  "
             f"metrics {view.host}:{view.metrics_port}"

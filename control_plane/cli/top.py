@@ -47,7 +47,7 @@ COLUMNS = (
 
 def role_of(model: str, version: str, states: Mapping[str, ModelState]) -> str:
     """``live`` / ``canary`` per the desired state, ``-`` for what the control plane doesn't manage."""
-    from tritonops.control_plane.desired import canary_alias
+    from tritonops.contract.names import canary_alias
 
     for state in states.values():
         if model == state.name and state.live is not None and version == str(state.live):
@@ -103,11 +103,13 @@ def _cells(row: TopRowView) -> list[str]:
 
 
 def _caption(view: TopView) -> str:
+    from tritonops.control_plane.metrics import FRONTEND_GAP
+
     span = f"{view.window_seconds:.1f} s" if view.window_seconds else "since load"
     failed = "".join(f"\n{url}: {why}" for url, why in view.scrape_failures.items())
     return (
         f"{view.endpoints_scraped}/{view.endpoints} endpoints, window {span}, "
-        f"drift over {view.drift_window_seconds:.0f} s{failed}"
+        f"drift over {view.drift_window_seconds:.0f} s; errors: {FRONTEND_GAP}{failed}"
     )
 
 

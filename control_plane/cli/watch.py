@@ -102,7 +102,7 @@ def watch(
     from tritonops.control_plane.errors import ControlPlaneError, GuardrailActedError
     from tritonops.control_plane.exporter import ControlPlaneExporter
     from tritonops.control_plane.guardrails import Policy, Watcher, load_policy
-    from tritonops.control_plane.metrics import SnapshotStore
+    from tritonops.control_plane.metrics import FRONTEND_GAP, SnapshotStore
     from tritonops.control_plane.rollout import resolve_actor
 
     settings = options.settings(repository, state)
@@ -134,7 +134,8 @@ def watch(
             console().print(f"control plane metrics on http://{metrics_address}:{port}/metrics")
         console().print(
             f"watching {model} on {len(urls)} endpoint(s): every {policy.interval_seconds:g} s, window "
-            f"{policy.window_seconds:g} s, {policy.consecutive} breaches in a row to act ({policy.action.value})"
+            f"{policy.window_seconds:g} s, {policy.consecutive} breaches in a row to act ({policy.action.value}); "
+            f"error rate = Triton failures + backend refusals ({FRONTEND_GAP})"
         )
         try:
             summary = watcher.run(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from tritonops.control_plane.controller.dispatch import WebhookDispatcher
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.metrics import FleetWindow
 from tritonops.control_plane.tokens import Identity
@@ -32,6 +33,8 @@ class ApiContext:
     """Counter windows of the fleet (the controller's sampler); None: scrape the fleet on demand."""
     readiness: Callable[[], dict[str, str | None]] = field(default_factory=lambda: dict)
     """Named checks for ``/readyz``: None = passing, else why not."""
+    dispatcher: WebhookDispatcher | None = None
+    """Delivers webhook triggers (alerts with ``retrain``); None: no webhooks."""
     leader: Callable[[], dict[str, object]] | None = None
     """Who leads the replicas (``/readyz`` shows it); None: no lease (the API alone)."""
 

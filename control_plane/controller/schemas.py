@@ -36,6 +36,12 @@ class CanaryRequest(_Body):
     reason: str = Field(default="", max_length=1000)
 
 
+class ShadowRequest(_Body):
+    version: int = Field(ge=1)
+    share: float = Field(default=1.0, gt=0, le=1)
+    reason: str = Field(default="", max_length=1000)
+
+
 class ReasonRequest(_Body):
     reason: str = Field(default="", max_length=1000)
 

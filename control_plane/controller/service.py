@@ -21,8 +21,10 @@ from typing import Any
 
 import uvicorn
 
+from tritonops.control_plane.capture import compact
 from tritonops.control_plane.controller.app import create_app
 from tritonops.control_plane.controller.context import ApiContext
+from tritonops.control_plane.controller.dispatch import WebhookDispatcher
 from tritonops.control_plane.controller.guards import Guardrails
 from tritonops.control_plane.controller.loop import PeriodicTask, TaskRunner, every
 from tritonops.control_plane.controller.reconciler import Reconciler
@@ -45,6 +47,8 @@ class ControllerOptions:
     reconcile_every: float = 30.0
     probe_every: float = 1.0
     guardrail_tick: float = 0.25
+    compact_every: float = 30.0
+    """Seconds between compactions of captured rows into Parquet."""
     metrics_urls: tuple[str, ...] = ()
     """Triton /metrics URLs to watch; empty: each fleet endpoint's gRPC port + 1."""
     tls_cert: Path | None = None
@@ -73,8 +77,14 @@ class Controller:
         self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
         self.sampler = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
         self.reconciler = Reconciler(settings, every=self.options.reconcile_every, probe_every=self.options.probe_every)
+        self.dispatcher = WebhookDispatcher(settings)
         self.guardrails = Guardrails(
-            settings, self.sampler.window, self.exporter, history=self.history, on_action=self.reconciler.request
+            settings,
+            self.sampler.window,
+            self.exporter,
+            history=self.history,
+            on_action=self.reconciler.request,
+            on_step=self.dispatcher.on_step,
         )
         self.reconcile_runner = TaskRunner(
             "reconciler", [PeriodicTask("reconcile", every(0.05), self._as_leader(self.reconciler.tick))]
@@ -82,7 +92,12 @@ class Controller:
         self.reconciler.wake = self.reconcile_runner.wake
         self.guardrail_runner = TaskRunner(
             "guardrails",
-            [PeriodicTask("guardrails", every(self.options.guardrail_tick), self._as_leader(self.guardrails.tick))],
+            [
+                PeriodicTask("guardrails", every(self.options.guardrail_tick), self._as_leader(self.guardrails.tick)),
+                PeriodicTask(
+                    "capture-compaction", every(self.options.compact_every), self._as_leader(self._compact_capture)
+                ),
+            ],
         )
         for task in self.options.extra_tasks:
             self.guardrail_runner.add(PeriodicTask(task.name, task.interval, self._as_leader(task.run)))
@@ -92,6 +107,7 @@ class Controller:
             on_change=self.reconciler.request,
             window=self.sampler.window,
             readiness=self._readiness,
+            dispatcher=self.dispatcher,
             leader=self.leadership,
         )
         self.app: Any = create_app(self.context)
@@ -101,6 +117,12 @@ class Controller:
             return list(self.options.metrics_urls)
         with StateStore.open(self.settings.state) as store:
             return metrics_urls([], discover(self.settings.fleet, store))
+
+    def _compact_capture(self) -> None:
+        """Captured rows: closed spool files into Parquet, the size bound enforced (nothing to do without any)."""
+        spool = self.settings.capture_dir / "spool"
+        if spool.is_dir():
+            compact(spool, self.settings.capture_dir / "rows", max_bytes=self.settings.capture_max_bytes)
 
     def _as_leader(self, run: Callable[[], None]) -> Callable[[], None]:
         """``run`` only while this replica holds the lease (checked right before every turn)."""
@@ -142,6 +164,7 @@ class Controller:
             with StateStore.open(self.settings.state) as store:
                 if ensure_bootstrap(store, self.settings.bootstrap_token):
                     _log.info("bootstrap admin token stored (name 'bootstrap')", extra={"actor": "controller"})
+        self.dispatcher.start()
         self.lease_runner.start()
         self.reconcile_runner.start()
         self.guardrail_runner.start()
@@ -150,6 +173,7 @@ class Controller:
         self.lease_runner.stop()
         self.reconcile_runner.stop()
         self.guardrail_runner.stop()
+        self.dispatcher.stop()
         self.lease.release()  # another replica takes over now instead of after the TTL
         self._lease_store.close()
         self.reconciler.close()

@@ -27,7 +27,7 @@ RUN apt-get update \
  && python3.11 -m venv "$VIRTUAL_ENV"
 
 WORKDIR /opt/tritonops/src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY tritonops ./tritonops
 COPY converters ./converters
 COPY serving ./serving
@@ -37,9 +37,9 @@ COPY loadtest ./loadtest
 
 # onnxruntime-gpu replaces onnxruntime (the two can't share an environment): install ours, then swap.
 RUN pip install --upgrade pip \
- && pip install . \
+ && pip install -c constraints.txt '.[server]' \
  && pip uninstall -y onnxruntime \
- && pip install "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
+ && pip install '.[gpu]' "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
  && stub="$(python -c 'import pytriton, pathlib; print(pathlib.Path(pytriton.__file__).parent / "tritonserver/python_backend_stubs/3.11/triton_python_backend_stub")')" \
  && cp "$stub" /opt/tritonserver/backends/python/triton_python_backend_stub \
  && mkdir -p /opt/tritonserver/backends/tritonops \

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from examples.train import train_numeric_pipeline
 from tritonops.control_plane.rollout import canary, fleet_add, promote
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer
 from tritonops.settings import Settings
 
@@ -93,7 +93,10 @@ def demo_stack(
 
 @dataclass
 class Load:
-    """Requests sent so far, and how often a NaN row (an invalid request) goes to each model."""
+    """Requests sent so far, and how often an infinite row (an invalid request) goes to each model.
+
+    Infinity, not NaN: the demo's random forest takes NaN (sklearn trees route missing values), every model
+    refuses infinity (validation reason ``nan``)."""
 
     nan_every: MutableMapping[str, int] = field(default_factory=lambda: {MODEL: 25, CANARY: 0})
     ok: int = 0
@@ -111,14 +114,14 @@ def _send(server: TritonServer, stop: threading.Event, load: Load, seconds: floa
             batch = rows[i % 4 : i % 4 + 1].copy()
             every = load.nan_every.get(model, 0)
             if every and (i // 2) % every == 0:
-                batch[0, 0] = np.nan
+                batch[0, 0] = np.inf
                 batch[0, 1] = i  # a fresh row each time (a repeated one is refused just the same)
             tensor = httpclient.InferInput("input", list(batch.shape), "FP32")
             tensor.set_data_from_numpy(batch)
             try:
                 client.infer(model, [tensor])
                 load.ok += 1
-            except InferenceServerException:  # a rejected NaN row is part of the load: counted
+            except InferenceServerException:  # a rejected row is part of the load: counted
                 load.rejected += 1
             i += 1
             time.sleep(0.004)

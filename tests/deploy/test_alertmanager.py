@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.deploy.conftest import DEPLOY
 
-ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
+CONFIGS = ["alertmanager.yml", "alertmanager-k8s.yml"]
 OPERATIONS = DEPLOY.parent / "docs" / "operations.md"
 
 
@@ -22,16 +21,19 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_alertmanager_config_is_valid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", CONFIGS)
+def test_alertmanager_config_is_valid(config: str) -> None:
     amtool = shutil.which("amtool")
     assert amtool, "amtool not found: run `make setup` (Debian package prometheus-alertmanager)"
-    done = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=60)
+    path = DEPLOY / "alertmanager" / config
+    done = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
 
-def test_every_alert_reaches_the_controller_receiver_with_a_token_from_a_file() -> None:
-    config = yaml.safe_load(ALERTMANAGER.read_text())
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_alert_reaches_the_controller_receiver_with_a_token_from_a_file(name: str) -> None:
+    config = yaml.safe_load((DEPLOY / "alertmanager" / name).read_text())
     route = config["route"]
     assert route["receiver"] == "tritonops-controller"
     first = route["routes"][0]
@@ -40,7 +42,25 @@ def test_every_alert_reaches_the_controller_receiver_with_a_token_from_a_file() 
     (hook,) = receiver["webhook_configs"]
     assert hook["url"].endswith("/v1/hooks/alertmanager") and hook["send_resolved"] is True
     auth = hook["http_config"]["authorization"]
-    assert auth["type"] == "Bearer" and "credentials" not in auth and auth["credentials_file"].startswith("/etc/")
+    assert auth["type"] == "Bearer" and "credentials" not in auth
+    assert auth["credentials_file"] == "/run/secrets/tritonops_alertmanager_token"
+    host = "controller:8080" if name == "alertmanager.yml" else "tritonops-controller.tritonops.svc.cluster.local:8080"
+    assert hook["url"] == f"http://{host}/v1/hooks/alertmanager"
+
+
+def test_kubernetes_runs_alertmanager_with_the_k8s_config_and_the_token_secret() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert "k8s/alertmanager.yaml" in kustomization["resources"]
+    (generated,) = [c for c in kustomization["configMapGenerator"] if c["name"] == "alertmanager-config"]
+    assert generated["files"] == ["alertmanager.yml=alertmanager/alertmanager-k8s.yml"]
+    deployment = next(yaml.safe_load_all((DEPLOY / "k8s" / "alertmanager.yaml").read_text()))
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "alertmanager-config"
+    assert volumes["token"]["secret"]["items"] == [{"key": "token", "path": "tritonops_alertmanager_token"}]
+    mounts = {
+        m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    assert mounts["token"] == "/run/secrets" and mounts["config"] == "/etc/alertmanager"
 
 
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-k8s.yml"])

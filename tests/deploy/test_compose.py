@@ -47,7 +47,24 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_services(resolved: dict[str, Any]) -> None:
-    assert set(resolved["services"]) == {"triton", "triton-native", "control-plane", "prometheus", "grafana"}
+    assert set(resolved["services"]) == {
+        "triton",
+        "triton-native",
+        "controller",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
+
+
+def test_alertmanager_gets_our_config_and_its_token_as_a_secret(resolved: dict[str, Any]) -> None:
+    alertmanager = resolved["services"]["alertmanager"]
+    config = Path(_mounts(alertmanager)["/etc/alertmanager"]) / "alertmanager.yml"
+    loaded = yaml.safe_load(config.read_text())
+    (hook,) = loaded["receivers"][0]["webhook_configs"]
+    assert hook["url"] == "http://controller:8080/v1/hooks/alertmanager"
+    (secret,) = alertmanager["secrets"]
+    assert hook["http_config"]["authorization"]["credentials_file"] == f"/run/secrets/{secret['source']}"
 
 
 def test_triton_is_our_gpu_image_with_a_gpu_and_a_locked_admin_api(resolved: dict[str, Any]) -> None:
@@ -64,9 +81,10 @@ def test_triton_is_our_gpu_image_with_a_gpu_and_a_locked_admin_api(resolved: dic
 
 def test_gpu_dockerfile_builds_on_the_ngc_image_of_our_triton_release() -> None:
     dockerfile = (ROOT / "deploy" / "docker" / "triton-gpu.Dockerfile").read_text(encoding="utf-8")
-    # NGC 24.10 ships Triton 2.51.0, the release inside nvidia-pytriton 0.7.0 (pyproject pin).
+    # NGC 24.10 ships Triton 2.51.0, the release inside nvidia-pytriton 0.7.0 (the tested pin in constraints.txt).
     assert "ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
-    assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "nvidia-pytriton==0.7.0\n" in (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    assert "pip install -c constraints.txt '.[server]'" in dockerfile
     assert "onnxruntime-gpu==" in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
     # the 3.11 stub of the same Triton release, our backend beside NGC's, and the entrypoint tests/deploy runs
     assert "python_backend_stubs/3.11/triton_python_backend_stub" in dockerfile
@@ -118,18 +136,21 @@ def test_prometheus_and_grafana_get_our_files(resolved: dict[str, Any]) -> None:
     assert Path(_mounts(prometheus)["/etc/prometheus"]) == ROOT / "deploy" / "prometheus"
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     scraped = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert {"triton:8002", "control-plane:9108"} <= scraped
+    assert {"triton:8002", "controller:8080"} <= scraped
     assert "8002" in resolved["services"]["triton"]["expose"]
-    assert "9108" in resolved["services"]["control-plane"]["expose"]
+    assert {str(p["target"]) for p in resolved["services"]["controller"]["ports"]} == {"8080"}
     grafana = _mounts(resolved["services"]["grafana"])
     assert (Path(grafana["/var/lib/grafana/dashboards"]) / "tritonops.json").is_file()
 
 
-def test_secret_file_is_git_ignored(resolved: dict[str, Any]) -> None:
-    secret = Path(resolved["secrets"]["tritonops_admin_token"]["file"])
-    assert secret.parent.is_dir()
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(secret)], cwd=ROOT, capture_output=True, check=False)
-    assert ignored.returncode == 0, f"{secret} would be committed"
+@pytest.mark.parametrize(
+    "secret", ["tritonops_admin_token", "tritonops_bootstrap_token", "tritonops_alertmanager_token"]
+)
+def test_secret_files_are_git_ignored(resolved: dict[str, Any], secret: str) -> None:
+    path = Path(resolved["secrets"][secret]["file"])
+    assert path.parent.is_dir()
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT, capture_output=True, check=False)
+    assert ignored.returncode == 0, f"{path} would be committed"
 
 
 def test_validation_rejects_a_broken_file(tmp_path: Path) -> None:
@@ -142,12 +163,20 @@ def test_validation_rejects_a_broken_file(tmp_path: Path) -> None:
     assert "shm_size" in result.stderr
 
 
-def test_control_plane_reconciles_triton_and_exports_where_prometheus_scrapes(resolved: dict[str, Any]) -> None:
-    control = resolved["services"]["control-plane"]
-    assert control["environment"]["TRITONOPS_ENDPOINTS"] == "triton:8001"
-    assert control["environment"]["TRITONOPS_EXPORTER_PORT"] == "9108"
-    assert control["environment"]["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
-    assert control["depends_on"]["triton"]["condition"] == "service_healthy"
+def test_the_controller_runs_alone_with_both_secrets_and_a_health_check(resolved: dict[str, Any]) -> None:
+    controller = resolved["services"]["controller"]
+    env = controller["environment"]
+    assert env["TRITONOPS_FLEET"] == "dns:triton:8001"
+    assert env["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
+    assert env["TRITONOPS_BOOTSTRAP_TOKEN_FILE"] == "/run/secrets/tritonops_bootstrap_token"
+    assert {s["source"] for s in controller["secrets"]} == {"tritonops_admin_token", "tritonops_bootstrap_token"}
+    assert "TRITONOPS_ADMIN_TOKEN_FILE" in resolved["services"]["triton"]["environment"]
+    assert not any("TOKEN" in name for name in resolved["services"]["grafana"].get("environment", {}))
+    assert _mounts(controller)["/var/lib/tritonops"] == "tritonops-state"  # the state on a named volume
+    assert "/readyz" in " ".join(controller["healthcheck"]["test"])
+    assert controller["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert "command" not in controller and "entrypoint" not in controller
     dockerfile = (ROOT / "deploy" / "docker" / "control-plane.Dockerfile").read_text(encoding="utf-8")
-    assert "COPY deploy/docker/control-plane-entrypoint.sh /usr/local/bin/tritonops-control-plane" in dockerfile
-    assert (ROOT / "deploy" / "docker" / "control-plane-entrypoint.sh").is_file()
+    entrypoint = 'ENTRYPOINT ["tritonops", "controller", "start", "--host", "0.0.0.0", "--port", "8080"]'
+    assert entrypoint in dockerfile and "pip install -c constraints.txt '.[controller,convert]'" in dockerfile
+    assert "entrypoint.sh" not in dockerfile and "/healthz" in dockerfile

@@ -77,19 +77,34 @@ def test_triton_replicas_share_the_model_repository_and_each_get_a_gpu(
     assert env["TRITONOPS_ADMIN_TOKEN_FILE"].startswith("/run/secrets/tritonops/")
 
 
-def test_control_plane_reconciles_every_replica(resources: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_the_controller_finds_every_replica_and_holds_the_secrets(
+    resources: dict[tuple[str, str], dict[str, Any]],
+) -> None:
     triton = resources[("StatefulSet", "triton")]
     headless = resources[("Service", triton["spec"]["serviceName"])]
     assert headless["spec"]["clusterIP"] == "None"
-    deployment = resources[("Deployment", "tritonops-control-plane")]
+    deployment = resources[("Deployment", "tritonops-controller")]
     assert deployment["spec"]["replicas"] == 1  # SQLite: one writer
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    endpoints = env["TRITONOPS_ENDPOINTS"].split()
-    expected = [
-        f"triton-{i}.{headless['metadata']['name']}.tritonops.svc.cluster.local:8001"
-        for i in range(triton["spec"]["replicas"])
-    ]
-    assert endpoints == expected
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TRITONOPS_FLEET"] == f"dns:{headless['metadata']['name']}.tritonops.svc.cluster.local:8001"
+    assert "command" not in container  # the image's `tritonops controller start`, no shell loop
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "api"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "api"}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == "tritonops-state"
+    assert mounts["state"] == "/var/lib/tritonops" and env["TRITONOPS_STATE"].startswith("/var/lib/tritonops/")
+    for variable, volume, secret in (
+        ("TRITONOPS_ADMIN_TOKEN_FILE", "admin-token", "tritonops-admin-token"),
+        ("TRITONOPS_BOOTSTRAP_TOKEN_FILE", "bootstrap-token", "tritonops-bootstrap-token"),
+    ):
+        assert volumes[volume]["secret"]["secretName"] == secret
+        assert env[variable].startswith(mounts[volume] + "/")
+    service = resources[("Service", "tritonops-controller")]
+    assert service["spec"]["ports"] == [{"name": "api", "port": 8080, "targetPort": "api"}]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 def test_prometheus_discovers_every_replica_through_the_headless_service(
@@ -99,9 +114,9 @@ def test_prometheus_discovers_every_replica_through_the_headless_service(
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     sd = jobs["triton"]["dns_sd_configs"][0]
     assert sd["names"] == ["triton-headless.tritonops.svc.cluster.local"] and sd["port"] == 8002
-    exporter = resources[("Service", "tritonops-control-plane")]["spec"]["ports"][0]["port"]
+    api = resources[("Service", "tritonops-controller")]["spec"]["ports"][0]["port"]
     assert jobs["tritonops-control-plane"]["static_configs"][0]["targets"] == [
-        f"tritonops-control-plane.tritonops.svc.cluster.local:{exporter}"
+        f"tritonops-controller.tritonops.svc.cluster.local:{api}"
     ]
 
 
@@ -121,7 +136,7 @@ def test_ha_pieces_fit_the_pods_they_protect(resources: dict[tuple[str, str], di
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tritonops-controller", "namespace": "tritonops"}]
     pods = {
         "triton": resources[("StatefulSet", "triton")]["spec"]["template"]["metadata"]["labels"],
-        "tritonops-control-plane": resources[("Deployment", "tritonops-control-plane")]["spec"]["template"]["metadata"][
+        "tritonops-controller": resources[("Deployment", "tritonops-controller")]["spec"]["template"]["metadata"][
             "labels"
         ],
     }

@@ -21,9 +21,9 @@ from examples.train import train_numeric_pipeline
 from tests.deploy.conftest import DEPLOY, answers
 from tritonops.control_plane.desired import version_config
 from tritonops.converters.convert import convert_sklearn
+from tritonops.model_config import to_json, with_specific_versions
 from tritonops.serving.allocator import find_tcmalloc
 from tritonops.serving.install import locate_tritonserver, prepare_backend_directory
-from tritonops.serving.model_config import to_json, with_specific_versions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port
 
 pytestmark = pytest.mark.integration

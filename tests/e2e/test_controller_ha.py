@@ -25,11 +25,11 @@ import requests
 import tritonclient.grpc as grpcclient
 
 from examples.train import train_numeric_pipeline
+from tritonops.contract.manifest import load_manifest
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.converters.manifest import load_manifest
 from tritonops.loadtest.postgres import PostgresCluster
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port
 from tritonops.settings import StateLocation
 

@@ -27,7 +27,7 @@ def test_quick_demo_runs_every_step(tmp_path: Path) -> None:
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
-    assert len(re.findall(r"^ok in [\d.]+ s", output, flags=re.MULTILINE)) == 12
+    assert len(re.findall(r"^ok in [\d.]+ s", output, flags=re.MULTILINE)) == 13
     assert "FAILED" not in output
     # the numbers each step reports come from real measurements
     assert re.search(r"parity passed for each", output)
@@ -35,4 +35,6 @@ def test_quick_demo_runs_every_step(tmp_path: Path) -> None:
     assert re.search(r"drifted features: .*f03", output)
     assert re.search(r"watch exit 10; after rollback \d+ ok, 0 failed", output)
     assert re.search(r"\d[\d,]* requests, 0 failed", output)
-    assert "tritonserver exit code 0" in output
+    assert re.search(r"http://127\.0\.0\.1:\d+ ready in [\d.]+ s; tokens: demo-operator, demo-viewer", output)
+    assert "viewer refused (exit 11), audited as demo-viewer" in output
+    assert "controller exit code 0, tritonserver exit code 0" in output

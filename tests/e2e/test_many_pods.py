@@ -46,7 +46,7 @@ from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.errors import ExitCode
 from tritonops.loadtest.dnsmasq import Dnsmasq
 from tritonops.loadtest.gateway import TlsGateway, make_certificates
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port, port_is_free
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

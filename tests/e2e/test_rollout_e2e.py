@@ -29,12 +29,12 @@ import tritonclient.grpc as grpcclient
 from examples.train import train_numeric_pipeline
 from tests.cli_json import check_json_output
 from tritonops.clients import TritonClient
+from tritonops.contract.manifest import load_manifest
 from tritonops.control_plane import rollout
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.converters.manifest import load_manifest
 from tritonops.errors import ExitCode
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port, port_is_free
 from tritonops.settings import Settings
 
@@ -406,6 +406,7 @@ def test_history_tells_the_story(fleet: Fleet) -> None:
         ("promote", "ok", 2, 3),
         ("desired-state", "ok", 3, 2),
         ("rollback", "ok", 3, 2),
+        ("reconcile-apply", "ok", None, 2),  # the restarted server B loaded again
     ]
     table = fleet.cli("history", MODEL)
     assert "error rate up" in table and "first release" in table and "dry run" in table
@@ -487,7 +488,10 @@ def test_promote_killed_half_way_then_reconcile(fleet: Fleet) -> None:
     print("\n[rollout e2e] reconcile after the killed promote:\n" + output)
     assert "closed interrupted rollout" in output
     assert f"unloaded {MODEL}__canary" in output  # the candidate staged before the kill is gone
-    assert fleet.audit()[-1][:2] == ("promote", "interrupted")
+    events = fleet.audit()  # the interrupted promote closed, then one event per endpoint reconcile acted on
+    closed = max(i for i, e in enumerate(events) if e[:2] == ("promote", "interrupted"))
+    applied = events[closed + 1 :]
+    assert applied and all(e[:2] == ("reconcile-apply", "ok") for e in applied), events[closed:]
     assert all(fleet.serving(n) == ([3], False) for n in fleet.servers)
     again = fleet.cli("reconcile")
     assert all(f"{fleet.endpoint(n)}: 0 diverged, 0 actions" in again for n in fleet.servers)

@@ -54,7 +54,7 @@ from tritonops.control_plane.rollout import fleet_add
 from tritonops.control_plane.state import AuditEntry, AuditEvent, StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.errors import ExitCode
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer, free_port
 from tritonops.settings import Settings
 

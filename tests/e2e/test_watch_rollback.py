@@ -34,7 +34,7 @@ from tritonops.control_plane.rollout import canary, fleet_add, promote
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
 from tritonops.errors import ExitCode
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 from tritonops.settings import Settings
 

@@ -26,9 +26,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tritonclient.utils import InferenceServerException
 
 from examples.train import train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
+from tritonops.contract.bins import assign_bins, bin_labels
 from tritonops.converters import ConversionOptions, Manifest, ModelVersion, convert_sklearn, convert_torch
-from tritonops.converters.reference import assign_bins, bin_labels
-from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
+from tritonops.converters.repository import publish_live
+from tritonops.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
 from tritonops.serving.native import check_gpu_model, front_config, native_name
 from tritonops.serving.triton import ServerOptions, TritonServer
 
@@ -141,6 +142,7 @@ def models(triton_server: TritonServer, triton_repository: Path) -> Iterator[dic
     served = convert_models(triton_repository)
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     for model in served.values():
+        publish_live(triton_repository, model.name, model.version.version)  # loaded from disk, as after a promote
         client.load_model(model.name)
     yield served
     unload(client, *(model.name for model in served.values()))
@@ -516,14 +518,15 @@ def test_drift_counters_off_keeps_validation_and_its_counts(
         options=ConversionOptions(serving=quiet),
     )  # fmt: skip
     served = Served(version, trained.frame)
+    publish_live(triton_repository, served.name, version.version)
     grpc.load_model(served.name)
     try:
         tensors = served.tensors(served.rows(20))
         labels, _ = infer(grpc, served.name, tensors)
         assert _as_text(labels) == _as_text(expected_outputs(served, tensors)[0])
         bad = {name: array[:1].copy() for name, array in tensors.items()}
-        bad["input"][0, 0] = np.nan
-        with pytest.raises(InferenceServerException, match="NaN"):
+        bad["input"][0, 0] = np.inf  # refused by every model (a random forest takes NaN, as sklearn does)
+        with pytest.raises(InferenceServerException, match="infinite"):
             infer(grpc, served.name, bad)
         assert (
             wait_for_metric(triton_server, "tritonops_invalid_requests_total", 1, model=served.name, reason="nan") == 1
@@ -693,7 +696,7 @@ def test_native_export_parses_in_triton_up_to_the_missing_backend(
     validation and stops exactly at the backend lookup. A failed load stays UNAVAILABLE and turns a
     strict-readiness server unready for good, so this runs on a server of its own."""
     served = models["churn"]
-    pair = check_gpu_model(triton_repository, served.name)
+    pair = check_gpu_model(triton_repository, served.name)  # publish_live (the fixture) wrote the native config too
     assert pair.versions == (1,)
     with TritonServer(ServerOptions(model_repository=triton_repository, work_dir=tmp_path)) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)

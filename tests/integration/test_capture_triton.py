@@ -16,11 +16,12 @@ import tritonclient.http as httpclient
 
 from examples.data import CHURN_CATEGORICAL, CHURN_NUMERIC
 from examples.train import train_mixed_pipeline
+from tritonops.contract.names import PARAM_CAPTURE
 from tritonops.control_plane.capture import FEATURE_PREFIX, compact, export
 from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.converters import ConversionOptions, ModelVersion, convert_sklearn
-from tritonops.serving.capture import CAPTURE_PARAMETER, CaptureSpec, hash_value
-from tritonops.serving.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
+from tritonops.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
+from tritonops.serving.capture import CaptureSpec, hash_value
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ def captured(
     spec = CaptureSpec(share=SHARE, directory=spool, drop=("data_gb",), hash=("payment_method",))
     config = read_pbtxt(version.config_path)
     config.name = ALIAS
-    config.parameters[CAPTURE_PARAMETER].string_value = spec.to_parameter()
+    config.parameters[PARAM_CAPTURE].string_value = spec.to_parameter()
     files = {
         f"file:{version.version}/{name}": (version.path / name).read_bytes()
         for name in ("model.onnx", "manifest.json", "labels.txt")

@@ -37,7 +37,7 @@ from tritonops.control_plane.state import ModelState
 from tritonops.converters import load_manifest
 from tritonops.converters.convert import convert_sklearn
 from tritonops.errors import ConfigurationError
-from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
+from tritonops.model_config import read_pbtxt, to_json, with_specific_versions
 from tritonops.serving.triton import TritonServer, free_port
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,9 @@ import tritonclient.http as httpclient
 from examples.train import Trained, train_mixed_pipeline, train_numeric_pipeline, train_torch_mlp
 from tests.cli_json import check_json_output
 from tritonops.converters import Manifest, load_manifest
+from tritonops.converters.repository import publish_live
 from tritonops.errors import ExitCode
-from tritonops.serving.model_config import read_pbtxt
+from tritonops.model_config import read_pbtxt
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -128,6 +129,7 @@ def test_convert_joblib_mixed_pipeline_and_serve_it(
     config = read_pbtxt(triton_repository / "cli_churn" / "config.pbtxt")  # --cache: the backend's, not Triton's
     assert not config.HasField("response_cache")
     assert config.parameters["tritonops.response_cache_entries"].string_value == "4096"
+    publish_live(triton_repository, "cli_churn", 1)  # loaded from disk, as after a promote
     client.load_model("cli_churn")
     rows = files.churn.frame.sample(25, random_state=3)
     labels, probabilities, tops = _infer(client, manifest, rows)
@@ -148,6 +150,7 @@ def test_convert_skops_numeric_pipeline_and_serve_it(
     assert done.returncode == 0, done.stderr
     manifest = load_manifest(triton_repository / "cli_sensor" / "1")
     assert manifest.source.estimator.endswith("GradientBoostingClassifier")
+    publish_live(triton_repository, "cli_sensor", 1)
     client.load_model("cli_sensor")
     rows = files.sensor.frame.sample(20, random_state=4)
     labels, probabilities, _ = _infer(client, manifest, rows)
@@ -174,7 +177,8 @@ def test_convert_torchscript_and_state_dict(
     assert "converted cli_mlp version 2" in from_state.stdout
     first, second = (load_manifest(triton_repository / "cli_mlp" / str(v)) for v in (1, 2))
     assert first.reference.expected == second.reference.expected  # same weights, same answers
-    client.load_model("cli_mlp")  # newest version (2)
+    publish_live(triton_repository, "cli_mlp", 2)
+    client.load_model("cli_mlp")
     rows = files.mlp.frame.sample(16, random_state=5)
     labels, probabilities, tops = _infer(client, second, rows)
     with torch.no_grad():

@@ -31,8 +31,8 @@ from tritonops.control_plane.metrics import (
     window,
 )
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.converters.repository import ModelVersion
-from tritonops.serving.model_config import ServingOptions
+from tritonops.converters.repository import ModelVersion, publish_live
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -54,6 +54,7 @@ def served(triton_server: TritonServer, triton_repository: Path, frame: pd.DataF
     options = ConversionOptions(serving=ServingOptions(drift_flush_seconds=0.1, instance_count=1), native_export=False)
     version = convert_sklearn(model, frame, name=MODEL, repository=triton_repository, options=options)
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    publish_live(triton_repository, MODEL, version.version)  # loaded from disk, as after a promote
     client.load_model(MODEL)
     yield version
     client.unload_model(MODEL)

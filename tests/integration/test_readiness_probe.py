@@ -19,7 +19,7 @@ from tritonops.control_plane.fleet import reconcile
 from tritonops.control_plane.readiness import not_serving
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions
+from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port, port_is_free
 from tritonops.settings import Settings
 

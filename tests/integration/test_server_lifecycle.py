@@ -241,7 +241,7 @@ def test_server_stays_ready_across_a_version_switch(triton_server: TritonServer,
 
     from examples.train import train_numeric_pipeline
     from tritonops.converters import convert_sklearn
-    from tritonops.serving.model_config import read_pbtxt, to_json, with_specific_versions
+    from tritonops.model_config import read_pbtxt, to_json, with_specific_versions
 
     trained = train_numeric_pipeline(n_rows=120, n_features=4)
     for _ in range(2):
@@ -279,12 +279,14 @@ def _serve_one_request(server: TritonServer, rows: np.ndarray) -> str:
 def test_default_server_runs_on_tcmalloc_without_latency_summaries_and_both_can_be_switched(tmp_path: Path) -> None:
     from examples.train import train_numeric_pipeline
     from tritonops.converters import convert_sklearn
+    from tritonops.converters.repository import publish_live
     from tritonops.serving.allocator import find_tcmalloc
 
     tcmalloc = find_tcmalloc()
     assert tcmalloc is not None, "tcmalloc is not installed: run `make setup` (Debian package libtcmalloc-minimal4)"
     trained = train_numeric_pipeline(n_rows=120, n_features=4)
     convert_sklearn(trained.model, trained.frame, name="malloc", repository=tmp_path)
+    publish_live(tmp_path, "malloc", 1)  # loaded at start from disk, as after a promote
     rows = trained.frame.to_numpy(dtype=np.float32)[:3]
 
     with TritonServer(ServerOptions(model_repository=tmp_path, load_models=["malloc"])) as server:

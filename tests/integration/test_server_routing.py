@@ -22,21 +22,20 @@ import requests
 import tritonclient.grpc as grpcclient
 from sklearn.linear_model import LogisticRegression
 
+from tritonops.contract.names import (
+    PARAM_SHADOW,
+    ROUTE_KEY_HEADER,
+    ROUTE_KEY_PARAMETER,
+    VERSION_OUTPUT,
+    key_position,
+)
+from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane.desired import canary_config, canary_files, live_config, with_version_output
 from tritonops.control_plane.endpoint import GrpcEndpoint as Endpoint
 from tritonops.control_plane.state import ModelState
 from tritonops.converters import ConversionOptions, convert_sklearn
-from tritonops.serving.model_config import ServingOptions, with_specific_versions
-from tritonops.serving.routing import (
-    CANARY_PARAMETER,
-    ROUTE_KEY_HEADER,
-    ROUTE_KEY_PARAMETER,
-    SHADOW_PARAMETER,
-    VERSION_OUTPUT,
-    CanaryRoute,
-    ShadowRoute,
-    key_position,
-)
+from tritonops.model_config import ServingOptions, with_specific_versions
+from tritonops.serving.routing import ShadowRoute
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -205,7 +204,7 @@ def test_a_canary_over_bls_that_is_unloaded_falls_back_to_live_and_is_counted(
     triton_server: TritonServer, endpoint: Endpoint, repository: Path
 ) -> None:
     alias = f"{MODEL}__canary"
-    load_from_bytes(endpoint, repository, **{CANARY_PARAMETER: CanaryRoute(alias, 2, 0.2).to_parameter()})
+    load_from_bytes(endpoint, repository, **CanarySplit(alias, 2, 0.2).to_parameters())
     url = f"http://{triton_server.http_url}/v2/models/{FROM_BYTES}/infer"
     versions = post_many(url, [body(row()) for _ in range(500)])
     assert abs(Counter(versions)[2] / 500 - 0.2) < 0.08  # over BLS the alias answers its share
@@ -289,7 +288,7 @@ def load_shadow(endpoint: Endpoint, repository: Path, version: int, share: float
         config.parameters[key].string_value = value
     endpoint.load(config, canary_files(repository, MODEL, version))
     live = live_config(repository, ModelState(MODEL, 1, None, 0.0))
-    live.parameters[SHADOW_PARAMETER].string_value = ShadowRoute(SHADOW, version, share).to_parameter()
+    live.parameters[PARAM_SHADOW].string_value = ShadowRoute(SHADOW, version, share).to_parameter()
     endpoint.load(live)
 
 
@@ -366,7 +365,7 @@ def test_a_shadow_over_bls_that_fails_or_is_unloaded_never_fails_a_caller(
 ) -> None:
     # the alias forwards each batch to a model that does not exist: every shadow call fails
     load_shadow(endpoint, repository, 2, 1.0, **{"tritonops.runner": "bls:no_such_model"})
-    load_from_bytes(endpoint, repository, **{SHADOW_PARAMETER: ShadowRoute(SHADOW, 2, 1.0).to_parameter()})
+    load_from_bytes(endpoint, repository, **{PARAM_SHADOW: ShadowRoute(SHADOW, 2, 1.0).to_parameter()})
     url = f"http://{triton_server.http_url}/v2/models/{FROM_BYTES}/infer"
     errors = {"model": MODEL, "shadow_version": "2"}
     before = metric(triton_server, "tritonops_shadow_errors_total", **errors, reason="model_error")

@@ -23,7 +23,10 @@ from tritonops.control_plane.state import AuditEntry, StateStore
 from tritonops.errors import ConfigurationError, ExitCode, TritonOpsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("onnxruntime", "onnx", "scipy", "pandas", "pyarrow", "grpc", "tritonclient", "sklearn", "torch", "fastapi")
+HEAVY = (
+    "onnxruntime", "onnx", "scipy", "pandas", "pyarrow", "grpc", "tritonclient", "sklearn", "torch", "fastapi",
+    "requests", "httpx", "mlflow",
+)  # fmt: skip
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -45,10 +48,12 @@ FAMILIES = {
     "tritonops.serving.errors.ServingError": 5,
     "tritonops.control_plane.errors.ControlPlaneError": 6,
     "tritonops.control_plane.errors.PolicyError": 3,
-    "tritonops.control_plane.errors.RolloutInProgressError": 7,
+    "tritonops.contract.errors.ContractError": 7,
     "tritonops.clients.errors.ClientError": 8,
     "tritonops.loadtest.errors.BenchmarkError": 9,
     "tritonops.control_plane.errors.GuardrailActedError": 10,
+    "tritonops.control_plane.errors.AccessError": 11,
+    "tritonops.control_plane.errors.RolloutInProgressError": 12,
 }
 
 
@@ -62,7 +67,8 @@ def _class(dotted: str) -> type[TritonOpsError]:
 def test_the_exit_code_table_is_pinned() -> None:
     assert {code.name: code.value for code in ExitCode} == {
         "OK": 0, "INTERNAL": 1, "USAGE": 2, "CONFIGURATION": 3, "CONVERSION": 4, "SERVING": 5, "CONTROL_PLANE": 6,
-        "BUSY": 7, "CLIENT": 8, "BENCHMARK": 9, "GUARDRAIL_ACTED": 10, "INTERRUPTED": 130,
+        "CONTRACT": 7, "CLIENT": 8, "BENCHMARK": 9, "GUARDRAIL_ACTED": 10, "ACCESS": 11, "BUSY": 12,
+        "INTERRUPTED": 130,
     }  # fmt: skip
     assert all(code.meaning for code in ExitCode)
 
@@ -131,14 +137,19 @@ def _commands() -> list[list[str]]:
 
 
 def test_help_of_every_command_imports_nothing_heavy() -> None:
+    """Also in remote mode: the controller's client (and its HTTP library) is imported only when a command runs."""
     probe = (
         "import sys\n"
         "from tritonops.control_plane.cli import main\n"
         f"for path in {_commands()!r}:\n"
         "    assert main([*path, '--help']) == 0, path\n"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+        f"heavy = [m for m in sys.modules if m.split('.')[0] in {HEAVY!r}]\n"
+        "print(sorted(heavy + [m for m in sys.modules if m.startswith(('tritonops.control_plane.remote', "
+        "'tritonops.control_plane.views', 'tritonops.control_plane.state'))]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    env = {**os.environ, "TRITONOPS_URL": "http://127.0.0.1:9", "TRITONOPS_TOKEN": "not-used"}
+    command = [sys.executable, "-c", probe]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True, env=env)
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -204,7 +215,7 @@ def test_each_short_flag_means_one_thing() -> None:
     assert all(len(longs) == 1 for longs in meaning.values()), meaning
     assert meaning == {
         "-r": {"--repository"}, "-n": {"--name"}, "-s": {"--sample"}, "-m": {"--load-model"}, "-d": {"--detach"},
-        "-w": {"--window"}, "-p": {"--policy"}, "-i": {"--interval"},
+        "-w": {"--window"}, "-p": {"--policy"}, "-i": {"--interval"}, "-o": {"--output"},
     }  # fmt: skip
 
 
@@ -213,15 +224,17 @@ STATE_COMMANDS = {
     "fleet list", "drift", "watch", "top", "feedback prediction", "feedback label", "feedback accuracy", "retrain",
     "webhooks log", "controller start", "token create", "token list", "token revoke", "policy set", "policy show",
     "policy delete", "fleet ready", "controller status", "shadow start", "shadow stop", "shadow report",
+    "capture set", "capture off", "capture export", "mlflow sync",
 }  # fmt: skip
 REPOSITORY_COMMANDS = {
     "convert", "models list", "models show", "server start", "status", "deploy", "promote", "canary", "rollback",
     "reconcile", "drift", "watch", "top", "controller start", "policy set", "fleet ready", "shadow start",
-    "shadow stop",
+    "shadow stop", "capture set", "capture off", "mlflow sync",
 }  # fmt: skip
 JSON_COMMANDS = {
     "status", "history", "fleet list", "models list", "models show", "drift", "feedback accuracy", "server status",
-    "top", "deploy", "promote", "canary", "rollback", "reconcile", "retrain", "webhooks log",
+    "top", "deploy", "promote", "canary", "rollback", "reconcile", "retrain", "webhooks log", "capture set",
+    "capture off", "capture compact", "capture export", "mlflow sync", "token list",
 }  # fmt: skip
 
 

@@ -95,11 +95,14 @@ def test_server_status_json_reports_a_dead_server_and_exits_serving(tmp_path: Pa
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     pid_file = tmp_path / "server.json"
-    ServerRecord(gone.pid, "127.0.0.1", 8000, 8001, 8002, str(tmp_path), str(tmp_path / "log"), time.time()).write(
-        pid_file
-    )
+    record = ServerRecord(
+        gone.pid, "127.0.0.1", 8000, 8001, 8002, str(tmp_path), str(tmp_path / "log"), time.time(),
+        create_time=time.time(), exe=sys.executable, work_dir=str(tmp_path),
+    )  # fmt: skip
+    record.write(pid_file)
     done = _cli(tmp_path, "server", "status", "--pid-file", str(pid_file), "--json")
     assert done.returncode == ExitCode.SERVING and f"tritonserver pid {gone.pid} is not running" in done.stderr
     status = check_json_output("server status", done.stdout)
     assert status["pid"] == gone.pid and status["running"] is False and status["ready"] is False
+    assert status["stale"] and str(gone.pid) in status["stale"]
     assert json.loads(done.stdout)["grpc_port"] == 8001

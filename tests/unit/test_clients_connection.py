@@ -14,9 +14,9 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from tritonops.clients.connection import GrpcChannelOptions, Target, TlsOptions
-from tritonops.clients.encoding import Tensor
 from tritonops.clients.pool import PooledTransport
 from tritonops.clients.transport import Answer, Route
+from tritonops.contract.encoding import Tensor
 from tritonops.errors import ConfigurationError
 from tritonops.loadtest.dnsmasq import Dnsmasq
 

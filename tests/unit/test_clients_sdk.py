@@ -11,12 +11,23 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 import tritonops.clients
-from tritonops.clients.encoding import decode_labels, encode, split_rows, to_rows
 from tritonops.clients.errors import InputError, MissingFeatureError, SignatureError
+from tritonops.clients.outputs import decode_labels
 from tritonops.clients.retry import RetryPolicy, is_retryable
-from tritonops.clients.routing import CanaryRouter, key_position
-from tritonops.clients.signature import CanarySplit, parse_canary, parse_signature
+from tritonops.clients.routing import CanaryRouter
+from tritonops.contract.encoding import Rows, Tensor, encode, split_rows, to_rows
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import key_position
+from tritonops.contract.signature import CanarySplit, Signature
 from tritonops.errors import ConfigurationError
+
+
+def _rows(signature: Signature, data: Any) -> Rows:
+    return to_rows(signature.model, signature.features, data)
+
+
+def _encode(signature: Signature, rows: Rows) -> list[Tensor]:
+    return encode(signature.model, signature.features, rows)
 
 
 def _config(signature: dict[str, Any], canary: dict[str, Any] | None = None, grpc: bool = False) -> dict[str, Any]:
@@ -48,7 +59,7 @@ MIXED = {
 
 @pytest.mark.parametrize("grpc", [False, True])
 def test_signature_from_either_protocol(grpc: bool) -> None:
-    signature = parse_signature("m", _config(NUMERIC, grpc=grpc))
+    signature = Signature.from_config("m", _config(NUMERIC, grpc=grpc))
     assert signature.feature_names == ("a", "b", "c")
     assert signature.classes == ("no", "yes")
     assert signature.max_batch_size == 8
@@ -57,51 +68,52 @@ def test_signature_from_either_protocol(grpc: bool) -> None:
 
 def test_missing_signature_names_the_parameter() -> None:
     with pytest.raises(SignatureError, match=r"no parameter 'tritonops.signature'.*parameters present: \[\]"):
-        parse_signature("m", {"max_batch_size": 8, "parameters": {}})
+        Signature.from_config("m", {"max_batch_size": 8, "parameters": {}})
 
 
 def test_bad_feature_dtype_is_named() -> None:
     bad = {**NUMERIC, "features": [{"name": "a", "tensor": "input", "dtype": "int", "column": 0}]}
     with pytest.raises(SignatureError, match=r"feature 'a': dtype should be 'float' or 'string', got 'int'"):
-        parse_signature("m", _config(bad))
+        Signature.from_config("m", _config(bad))
 
 
 def test_canary_split_parsed_and_zero_weight_means_none() -> None:
-    split = parse_canary("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 0.25}))
+    split = CanarySplit.from_config("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 0.25}))
     assert split == CanarySplit("m__canary", 3, 0.25)
-    assert parse_canary("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 0.0})) is None
-    assert parse_canary("m", _config(NUMERIC)) is None
-    with pytest.raises(SignatureError, match=r"weight should lie in \[0, 1\], got 1.5"):
-        parse_canary("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 1.5}))
+    assert CanarySplit.from_config("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 0.0})) is None
+    assert CanarySplit.from_config("m", _config(NUMERIC)) is None
+    # one CanarySplit for the backend and the SDK: a bad split is a model-config error naming the parameter
+    with pytest.raises(ModelConfigError, match=r"parameter tritonops\.canary: weight must lie in \[0, 1\], got 1.5"):
+        CanarySplit.from_config("m", _config(NUMERIC, {"model": "m__canary", "version": 3, "weight": 1.5}))
 
 
 def test_shuffled_columns_are_reordered_and_extra_ignored() -> None:
-    signature = parse_signature("m", _config(NUMERIC))
+    signature = Signature.from_config("m", _config(NUMERIC))
     frame = pd.DataFrame({"c": [3.0, 6.0], "extra": ["x", "y"], "a": [1, 4], "b": [2.0, 5.0]})
-    (tensor,) = encode(signature, to_rows(signature, frame))
+    (tensor,) = _encode(signature, _rows(signature, frame))
     assert tensor.name == "input" and tensor.datatype == "FP32"
     np.testing.assert_array_equal(tensor.data, np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32))
 
 
 def test_missing_column_lists_what_is_missing() -> None:
-    signature = parse_signature("m", _config(NUMERIC))
+    signature = Signature.from_config("m", _config(NUMERIC))
     with pytest.raises(MissingFeatureError, match=r"missing column\(s\) \['b'\]; expected all of \['a', 'b', 'c'\]"):
-        to_rows(signature, pd.DataFrame({"a": [1.0], "c": [2.0]}))
+        _rows(signature, pd.DataFrame({"a": [1.0], "c": [2.0]}))
 
 
 def test_array_with_wrong_width_and_non_numeric_value() -> None:
-    signature = parse_signature("m", _config(NUMERIC))
+    signature = Signature.from_config("m", _config(NUMERIC))
     with pytest.raises(InputError, match=r"expected 3 columns in feature order \['a', 'b', 'c'\], got 2"):
-        to_rows(signature, [[1.0, 2.0]])
+        _rows(signature, [[1.0, 2.0]])
     with pytest.raises(InputError, match=r"feature 'b' must be numeric, got 'high' \(str\)"):
-        encode(signature, to_rows(signature, pd.DataFrame({"a": [1.0], "b": ["high"], "c": [0.0]})))
+        _encode(signature, _rows(signature, pd.DataFrame({"a": [1.0], "b": ["high"], "c": [0.0]})))
     with pytest.raises(InputError, match="has no rows"):
-        to_rows(signature, pd.DataFrame({"a": [], "b": [], "c": []}))
+        _rows(signature, pd.DataFrame({"a": [], "b": [], "c": []}))
 
 
 def test_mixed_model_gets_one_tensor_per_feature() -> None:
-    signature = parse_signature("m", _config(MIXED))
-    tensors = encode(signature, to_rows(signature, {"plan type": "gold", "age": 31}))
+    signature = Signature.from_config("m", _config(MIXED))
+    tensors = _encode(signature, _rows(signature, {"plan type": "gold", "age": 31}))
     assert [(t.name, t.datatype, t.data.shape) for t in tensors] == [
         ("age", "FP32", (1, 1)),
         ("plan_type", "BYTES", (1, 1)),
@@ -111,8 +123,8 @@ def test_mixed_model_gets_one_tensor_per_feature() -> None:
 
 
 def test_split_rows_covers_every_row_once() -> None:
-    signature = parse_signature("m", _config(NUMERIC))
-    rows = to_rows(signature, np.arange(30).reshape(10, 3))
+    signature = Signature.from_config("m", _config(NUMERIC))
+    rows = _rows(signature, np.arange(30).reshape(10, 3))
     chunks = list(split_rows(rows, 4))
     assert [len(chunk) for chunk in chunks] == [4, 4, 2]
     assert np.concatenate([chunk.columns["b"] for chunk in chunks]).tolist() == list(range(1, 30, 3))

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from tests.unit.test_rollout import write_version
 from tritonops.control_plane.controller import ApiContext, create_app
 from tritonops.control_plane.controller.auth import BadTokenThrottle, bearer_token
-from tritonops.control_plane.controller.problems import PROBLEMS, problem_for
 from tritonops.control_plane.errors import AuthenticationError, ControlPlaneError, UnknownModelError
+from tritonops.control_plane.problem_codes import PROBLEMS, problem_for
 from tritonops.control_plane.state import StateStore
 from tritonops.control_plane.tokens import Role, authenticate, create_token, ensure_bootstrap, token_hash
 from tritonops.errors import TritonOpsError

@@ -18,12 +18,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
+from tritonops.contract.manifest import VersionSkew
 from tritonops.control_plane.cli import main
 from tritonops.control_plane.rollout import provenance
 from tritonops.converters import NotAClassifierError, convert_sklearn
 from tritonops.converters.errors import VersionSkewError
 from tritonops.converters.files import load_model_file
-from tritonops.converters.manifest import VersionSkew
 
 OTHER_VERSION = "1.8.0"
 

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tritonops.converters.manifest import CategoricalReference, NumericReference
-from tritonops.converters.reference import (
-    assign_bins,
-    bin_labels,
-    categorical_reference,
-    numeric_reference,
-    reference_proportions,
-)
+from tritonops.contract.bins import assign_bins, bin_labels, reference_proportions
+from tritonops.contract.manifest import CategoricalReference, NumericReference
+from tritonops.converters.reference import categorical_reference, numeric_reference
 
 
 def test_numeric_bins_follow_searchsorted_left_with_nan_bin() -> None:

@@ -26,8 +26,8 @@ from tritonops.converters import (
     list_versions,
     load_manifest,
 )
-from tritonops.converters.repository import VersionContent, write_version
-from tritonops.serving.model_config import ServingOptions
+from tritonops.converters.repository import VersionContent, publish_live, write_version
+from tritonops.model_config import ServingOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,9 +86,8 @@ def test_layout_and_labels_file(first_version: ModelVersion) -> None:
         "model.onnx",
     ]
     assert (first_version.path / "labels.txt").read_text() == "alpha\nbeta\ngamma\n"
-    assert (repository / "sensor" / "config.pbtxt").read_bytes() == first_version.config_path.read_bytes()
     native = repository / "sensor__onnxruntime"
-    assert sorted(p.name for p in (native / "1").iterdir()) == ["labels.txt", "model.onnx"]
+    assert sorted(p.name for p in (native / "1").iterdir()) == ["config.pbtxt", "labels.txt", "model.onnx"]
     assert (native / "1" / "model.onnx").read_bytes() == first_version.model_path.read_bytes()
     assert list_models(repository) == ["sensor"]
     assert load_manifest(first_version.path).onnx.sha256 == first_version.manifest.onnx.sha256
@@ -113,6 +112,53 @@ def test_embedded_config_parses_with_model_config_pb2(first_version: ModelVersio
     signature = json.loads(config.parameters["tritonops.signature"].string_value)
     assert signature["classes"] == ["alpha", "beta", "gamma"]
     assert [f["column"] for f in signature["features"]] == [0, 1, 2, 3]
+
+
+def _model_level(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_a_never_promoted_model_has_a_placeholder_no_triton_loads(first_version: ModelVersion) -> None:
+    """Before any promote the model-level configs name an empty ``specific`` policy: Triton refuses to load them
+    ("at least one version must be available"), so a stock Triton can't serve an unpromoted version by accident."""
+    repository = first_version.path.parents[1]
+    for model_dir, version_config in (
+        (repository / "sensor", first_version.config_path),
+        (repository / "sensor__onnxruntime", repository / "sensor__onnxruntime" / "1" / "config.pbtxt"),
+    ):
+        placeholder = _model_level(model_dir / "config.pbtxt")
+        assert placeholder.version_policy.WhichOneof("policy_choice") == "specific"
+        assert list(placeholder.version_policy.specific.versions) == []
+        assert "specific {\n  }" in (model_dir / "config.pbtxt").read_text()
+        expected = _model_level(version_config)
+        placeholder.ClearField("version_policy")
+        assert placeholder == expected  # otherwise the version's own config
+
+
+def test_publish_live_points_the_model_level_configs_at_one_version_and_new_versions_leave_them(
+    first_version: ModelVersion, tmp_path: Path
+) -> None:
+    import shutil
+
+    repository = tmp_path / "repo"
+    shutil.copytree(first_version.path.parents[1], repository)
+    embedded, native = repository / "sensor" / "config.pbtxt", repository / "sensor__onnxruntime" / "config.pbtxt"
+    assert publish_live(repository, "sensor", 1) == [embedded, native]
+    for path in (embedded, native):
+        assert list(_model_level(path).version_policy.specific.versions) == [1]
+    assert _model_level(native).output[1].label_filename == "1/labels.txt"
+    assert publish_live(repository, "sensor", 1) == []  # already right: not rewritten
+    second = write_version(repository, "sensor", _renderer(first_version))  # (no native export of this one)
+    assert second.version == 2
+    assert list(_model_level(embedded).version_policy.specific.versions) == [1]  # a new version changes nothing
+    assert publish_live(repository, "sensor", 2) == [embedded]
+    assert list(_model_level(embedded).version_policy.specific.versions) == [2]
+    assert _model_level(embedded).output[1].label_filename == "1/labels.txt"  # v2 reused v1's files here
+    assert publish_live(repository, "sensor", 1) == [embedded]  # a rollback
+    assert list(_model_level(embedded).version_policy.specific.versions) == [1]
+    assert not list((repository / "sensor").glob(".tmp-*"))  # replaced atomically, no temp file left
+    with pytest.raises(RepositoryError, match=r"cannot publish 'sensor' version 9: .*9/config.pbtxt is missing"):
+        publish_live(repository, "sensor", 9)
 
 
 def test_native_export_config_parses_with_model_config_pb2(first_version: ModelVersion) -> None:
@@ -144,7 +190,7 @@ def test_concurrent_writer_processes_get_distinct_versions(first_version: ModelV
     ]
     numbers: list[int] = []
     for writer in writers:
-        out, err = writer.communicate(timeout=60)
+        out, err = writer.communicate(timeout=240)
         assert writer.returncode == 0, err
         numbers.extend(int(line) for line in out.split())
     assert sorted(numbers) == list(range(2, 18))
@@ -195,7 +241,7 @@ def test_killed_writer_leaves_only_a_temp_dir_that_the_next_writer_removes(
         """
         import sys, time
         from pathlib import Path
-        from tritonops.converters.repository import VersionContent, write_version
+        from tritonops.converters.repository import VersionContent, publish_live, write_version
         class Slow(dict):
             def __iter__(self):
                 yield "model.onnx"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tritonops.contract.names import base_model
 from tritonops.control_plane.errors import MetricsError
 from tritonops.control_plane.metrics import (
     SnapshotStore,
     VersionStats,
-    base_model,
     combine_stats,
     compact_counters,
     expand_counters,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ from scipy import stats
 from scipy.spatial import distance
 from scipy.special import rel_entr
 
+from tritonops.contract.bins import bin_labels, reference_proportions
 from tritonops.control_plane.drift import (
     PREDICTION,
     BinnedReference,
@@ -23,9 +25,11 @@ from tritonops.control_plane.drift import (
     ks_binned,
     psi,
     psi_band,
+    report_from_dict,
 )
 from tritonops.control_plane.errors import DriftInputError
-from tritonops.converters.reference import bin_labels, categorical_reference, numeric_reference, reference_proportions
+from tritonops.control_plane.views import DriftView, from_drift
+from tritonops.converters.reference import categorical_reference, numeric_reference
 
 RNG = np.random.default_rng(7)
 
@@ -132,7 +136,7 @@ def _numeric(name: str, values: np.ndarray, rows: int) -> BinnedReference:
 
 
 def _counts(reference: BinnedReference, values: np.ndarray) -> dict[str, float]:
-    from tritonops.converters.reference import assign_bins
+    from tritonops.contract.bins import assign_bins
 
     ref = numeric_reference(REFERENCE_DATA[reference.name])
     bins = np.bincount(assign_bins(ref, values), minlength=len(reference.labels))
@@ -169,6 +173,22 @@ def test_reference_like_traffic_gives_no_drift_and_one_shifted_feature_drifts_al
     assert shifted.dataset_drift is False  # 1/3 < 0.5
     lenient = DriftConfig(drift_share=0.3)
     assert drift_report("m", 1, refs, counts, {"no": 352, "yes": 148}, lenient, 60).dataset_drift is True
+
+
+def test_a_report_survives_the_api_round_trip() -> None:
+    """The controller answers the ``DriftView``; the CLI in remote mode reads it back (the view, and with
+    ``report_from_dict`` the report for ``--report``)."""
+    refs = _references()
+    live = {name: RNG.normal(values.mean() + 2.0, 1.0, 500) for name, values in REFERENCE_DATA.items()}
+    counts = {r.name: _counts(r, live[r.name]) for r in refs if r.name != PREDICTION}
+    counts["c"] = {label: 0.0 for label in counts["c"]}  # an empty window for one feature: inf / None values
+    report = drift_report("m", 3, refs, counts, {"no": 100, "yes": 400}, DriftConfig(), window_seconds=90)
+    data = json.loads(from_drift(report).model_dump_json())
+    assert DriftView.model_validate(data) == from_drift(report)
+    assert report_from_dict(data) == report
+    assert from_drift(report_from_dict(data)).model_dump(mode="json") == data
+    with pytest.raises(DriftInputError, match=r"drift report: expected a number or 'inf', got 'NaN-ish'"):
+        report_from_dict({**data, "window_seconds": "NaN-ish"})
 
 
 def test_not_enough_rows_never_raises_an_alarm() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
+from tritonops.contract.encoding import Tensor
 from tritonops.loadtest import payloads
 from tritonops.loadtest import run as locust_run
 from tritonops.loadtest.bench import BenchConfig, verdicts
@@ -27,7 +28,7 @@ def _row(
 
 def test_grpc_body_is_a_framed_model_infer_request() -> None:
     rows = np.arange(6, dtype=np.float32).reshape(2, 3)
-    framed = payloads.triton_grpc("m", rows)
+    framed = payloads.triton_grpc("m", [Tensor("input", "FP32", rows)])
     assert framed[0] == 0 and int.from_bytes(framed[1:5], "big") == len(framed) - 5
     request = service_pb2.ModelInferRequest.FromString(framed[5:])
     assert (request.model_name, request.inputs[0].name, list(request.inputs[0].shape)) == ("m", "input", [2, 3])
@@ -38,7 +39,7 @@ def test_grpc_body_is_a_framed_model_infer_request() -> None:
 def test_json_bodies_carry_the_same_rows() -> None:
     rows = np.array([[1.5, 2.0]], dtype=np.float32)
     assert json.loads(payloads.flask_json(rows)) == {"instances": [[1.5, 2.0]]}
-    triton = json.loads(payloads.triton_json(rows))["inputs"][0]
+    triton = json.loads(payloads.triton_json([Tensor("input", "FP32", rows)]))["inputs"][0]
     mlserver = json.loads(payloads.mlserver_json(rows))["inputs"][0]
     assert triton["data"] == mlserver["data"] == [[1.5, 2.0]] and triton["shape"] == [1, 2]
 

@@ -7,8 +7,7 @@ import json
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.model_config import (
+from tritonops.model_config import (
     GpuAccelerator,
     ServingOptions,
     TensorSpec,
@@ -19,6 +18,7 @@ from tritonops.serving.model_config import (
     to_pbtxt,
     with_specific_versions,
 )
+from tritonops.serving.errors import ModelConfigError
 
 INPUTS = [TensorSpec("input", "FP32", (20,))]
 OUTPUTS = [TensorSpec("label", "BYTES", (1,)), TensorSpec("probabilities", "FP32", (3,))]

@@ -1,4 +1,4 @@
-"""The public names of each top-level package, pinned: adding or removing one is a decision, made here on purpose.
+"""The public names of tritonops and each of its parts, pinned: adding or removing one is a decision, made here.
 
 Every name in ``__all__`` must import, and no public, non-module attribute of a package may sit outside ``__all__``.
 """
@@ -14,7 +14,58 @@ import pytest
 
 PUBLIC: dict[str, set[str]] = {
     "tritonops": {"Settings", "TritonOpsError", "__version__", "load_settings"},
-    "converters": {
+    "tritonops.contract": {
+        "BACKEND_NAME",
+        "CANARY_SUFFIX",
+        "LABEL_OUTPUT",
+        "MODEL_NAME_PATTERN",
+        "NAN_BIN_LABEL",
+        "NATIVE_SUFFIX",
+        "NUMERIC_INPUT",
+        "OTHER_CATEGORY",
+        "OUTPUTS",
+        "PARAM_CANARY",
+        "PARAM_DRIFT_COUNTERS",
+        "PARAM_DRIFT_FLUSH_SECONDS",
+        "PARAM_MODEL",
+        "PARAM_RESPONSE_CACHE_ENTRIES",
+        "PARAM_RUNNER",
+        "PARAM_SIGNATURE",
+        "PARAM_TENSORRT",
+        "PARAM_VERSION",
+        "PROBABILITIES_OUTPUT",
+        "REQUEST_ID_PARAMETER",
+        "CanarySplit",
+        "ContractError",
+        "InputError",
+        "Manifest",
+        "ManifestError",
+        "MissingFeatureError",
+        "ModelConfigError",
+        "Rows",
+        "Signature",
+        "SignatureError",
+        "SignatureFeature",
+        "Tensor",
+        "TensorFeature",
+        "assign_bins",
+        "base_model",
+        "bin_labels",
+        "canary_alias",
+        "config_parameters",
+        "encode",
+        "encode_rows",
+        "feature_tensor_name",
+        "load_manifest",
+        "model_name_problem",
+        "native_name",
+        "parse_manifest",
+        "reference_proportions",
+        "split_rows",
+        "to_rows",
+        "unwrap_config",
+    },
+    "tritonops.converters": {
         "ClassesError",
         "ConversionError",
         "ConversionOptions",
@@ -39,7 +90,7 @@ PUBLIC: dict[str, set[str]] = {
         "list_versions",
         "load_manifest",
     },
-    "clients": {
+    "tritonops.clients": {
         "AsyncTritonClient",
         "CanaryRouter",
         "CanarySplit",
@@ -61,7 +112,7 @@ PUBLIC: dict[str, set[str]] = {
         "TlsOptions",
         "TritonClient",
     },
-    "control_plane": {
+    "tritonops.control_plane": {
         "AuditEvent",
         "EndpointStatus",
         "ModelState",
@@ -80,9 +131,10 @@ PUBLIC: dict[str, set[str]] = {
         "reconcile",
         "resolve_actor",
         "rollback",
+        "set_capture",
         "status",
     },
-    "serving": {
+    "tritonops.serving": {
         "AllocatorNotFoundError",
         "BinaryNotFoundError",
         "ModelConfigError",

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from tritonops.clients.signature import parse_canary
+from tritonops.contract.manifest import Manifest
+from tritonops.contract.signature import CanarySplit
 from tritonops.control_plane import rollout
 from tritonops.control_plane.desired import (
     canary_config,
     canary_files,
-    canary_parameter,
     live_config,
     version_manifest,
 )
@@ -34,9 +34,8 @@ from tritonops.control_plane.errors import (
 )
 from tritonops.control_plane.fleet import sample_inputs
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
-from tritonops.converters.manifest import Manifest
 from tritonops.errors import TritonOpsError
-from tritonops.serving.model_config import TensorSpec, embedded_config, to_pbtxt
+from tritonops.model_config import TensorSpec, embedded_config, to_pbtxt
 from tritonops.serving.triton import free_port
 from tritonops.settings import Settings, StateLocation
 
@@ -166,10 +165,10 @@ def test_live_config_serves_exactly_live_and_publishes_the_split(settings: Setti
     assert json.loads(text) == {"model": "rf__canary", "version": 2, "weight": 0.1}
     # the SDK reads the split from get_model_config's JSON: the two sides agree
     as_json = {"config": json_format.MessageToDict(split, preserving_proto_field_name=True)}
-    routed = parse_canary("rf", as_json)
+    routed = CanarySplit.from_config("rf", as_json)
     assert routed is not None and (routed.model, routed.version, routed.weight) == ("rf__canary", 2, 0.1)
     candidate = {"config": json_format.MessageToDict(live_config(settings.repository, ModelState("rf", 1, 2, 0.0)))}
-    assert parse_canary("rf", candidate) is None  # weight 0: a deployed candidate takes no traffic
+    assert CanarySplit.from_config("rf", candidate) is None  # weight 0: a deployed candidate takes no traffic
 
 
 def test_canary_alias_is_loaded_from_the_version_bytes(settings: Settings) -> None:
@@ -180,7 +179,9 @@ def test_canary_alias_is_loaded_from_the_version_bytes(settings: Settings) -> No
     files = canary_files(settings.repository, "rf", 2)
     assert sorted(files) == ["file:2/labels.txt", "file:2/manifest.json", "file:2/model.onnx"]
     assert files["file:2/model.onnx"] == b"onnx-bytes-2"
-    assert canary_parameter("rf", 4, 0.25) == '{"model":"rf__canary","version":4,"weight":0.25}'
+    assert CanarySplit("rf__canary", 4, 0.25).to_parameters() == {
+        "tritonops.canary": '{"model":"rf__canary","version":4,"weight":0.25}'
+    }
 
 
 def test_missing_version_or_config_is_named(settings: Settings) -> None:

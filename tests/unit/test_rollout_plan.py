@@ -16,8 +16,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tests.unit.test_rollout import TOKEN, write_version
+from tritonops.contract.names import canary_alias
 from tritonops.control_plane import rollout
-from tritonops.control_plane.desired import canary_alias, desired, live_config, version_manifest
+from tritonops.control_plane.desired import desired, live_config, version_manifest
 from tritonops.control_plane.endpoint import Endpoint, InferenceCounts
 from tritonops.control_plane.errors import (
     ControlPlaneError,
@@ -169,7 +170,7 @@ def test_ending_a_canary_republishes_live_then_drains_before_unloading(settings:
     routed = observation(settings, ModelState("rf", 1, 2, 0.5), ready=(1,), canary=(2,))
     wanted = desired(settings.repository, ModelState("rf", 1, None, 0.0))
     assert plan(wanted, routed) == [
-        LoadLive("rf", 1, live_config(settings.repository, wanted.state)),
+        LoadLive("rf", 1, live_config(settings.repository, wanted.state), warm_up=False),  # serving already
         Unload("rf__canary", drain=True),
     ]
     assert differences(wanted, routed) == [

@@ -7,32 +7,27 @@ import threading
 import numpy as np
 import pytest
 
+from tritonops.contract.names import LIVE_ROUTE_KEY, PARAM_CANARY, PARAM_SHADOW, key_position
+from tritonops.contract.signature import CanarySplit
 from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.routing import (
-    CANARY_PARAMETER,
-    LIVE,
-    SHADOW_PARAMETER,
-    CanaryRoute,
-    Routes,
-    ShadowRoute,
-    key_position,
-    route_key,
-)
+from tritonops.serving.routing import Routes, ShadowRoute, route_key
 from tritonops.serving.scoring import ModelOutputs
 from tritonops.serving.shadow import PROB_DIFF_BUCKETS, ShadowMirror, ShadowRunError, ShadowSnapshot, compare
 
 
 def test_routes_round_trip_through_the_config_parameters() -> None:
-    canary = CanaryRoute("m__canary", 3, 0.25)
+    canary = CanarySplit("m__canary", 3, 0.25)
     shadow = ShadowRoute("m__shadow", 4, 0.5)
-    routes = Routes.from_parameters({CANARY_PARAMETER: canary.to_parameter(), SHADOW_PARAMETER: shadow.to_parameter()})
+    routes = Routes.from_parameters(
+        {PARAM_CANARY: canary.to_parameters()[PARAM_CANARY], PARAM_SHADOW: shadow.to_parameter()}
+    )
     assert routes == Routes(canary, shadow)
 
 
 def test_weight_or_share_zero_means_no_route() -> None:
     params = {
-        CANARY_PARAMETER: CanaryRoute("m__canary", 3, 0.0).to_parameter(),
-        SHADOW_PARAMETER: ShadowRoute("m__shadow", 4, 0.0).to_parameter(),
+        PARAM_CANARY: CanarySplit("m__canary", 3, 0.0).to_parameters()[PARAM_CANARY],
+        PARAM_SHADOW: ShadowRoute("m__shadow", 4, 0.0).to_parameter(),
     }
     assert Routes.from_parameters(params) == Routes()
     assert Routes.from_parameters({}) == Routes()
@@ -50,7 +45,7 @@ def test_weight_or_share_zero_means_no_route() -> None:
 )
 def test_a_bad_canary_parameter_names_the_field(text: str, fragment: str) -> None:
     with pytest.raises(ModelConfigError, match=r"parameter tritonops\.canary") as info:
-        Routes.from_parameters({CANARY_PARAMETER: text})
+        Routes.from_parameters({PARAM_CANARY: text})
     assert fragment in str(info.value)
 
 
@@ -60,21 +55,21 @@ def test_route_key_prefers_the_parameter_then_the_forwarded_header() -> None:
     assert route_key('{"tritonops-route-key":"h"}') == "h"
     assert route_key('{"tritonops_route_key":"p","tritonops-route-key":"h"}') == "p"
     assert route_key('{"tritonops_route_key":42}') == "42"
-    assert route_key('{"tritonops_live_only":true,"tritonops_route_key":"p"}') == LIVE
-    assert not CanaryRoute("c", 2, 1.0).to_canary(LIVE)
+    assert route_key('{"tritonops_live_only":true,"tritonops_route_key":"p"}') == LIVE_ROUTE_KEY
+    assert not CanarySplit("c", 2, 1.0).to_canary(LIVE_ROUTE_KEY)
 
 
 def test_sticky_choice_follows_the_key_position_and_a_higher_weight_only_adds_keys() -> None:
     keys = [f"k{i}" for i in range(2000)]
-    low = {k for k in keys if CanaryRoute("c", 2, 0.2).to_canary(k)}
-    high = {k for k in keys if CanaryRoute("c", 2, 0.5).to_canary(k)}
+    low = {k for k in keys if CanarySplit("c", 2, 0.2).to_canary(k)}
+    high = {k for k in keys if CanarySplit("c", 2, 0.5).to_canary(k)}
     assert low == {k for k in keys if key_position(k) < 0.2}
     assert low < high
     assert 300 < len(low) < 500 and 850 < len(high) < 1150
 
 
 def test_random_choice_uses_the_draw() -> None:
-    route = CanaryRoute("c", 2, 0.2)
+    route = CanarySplit("c", 2, 0.2)
     assert route.to_canary(None, draw=0.19) and not route.to_canary(None, draw=0.2)
     assert ShadowRoute("s", 2, 1.0).mirrors(draw=0.999) and not ShadowRoute("s", 2, 0.3).mirrors(draw=0.3)
 

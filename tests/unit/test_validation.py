@@ -23,8 +23,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import tritonops.serving.drift_counters as drift_counters
 from examples.train import train_mixed_pipeline
+from tritonops.contract.bins import assign_bins
 from tritonops.converters import ConversionOptions, ModelVersion, convert_sklearn
-from tritonops.converters.reference import assign_bins
 from tritonops.serving.backend_options import BackendOptions
 from tritonops.serving.drift_counters import DriftCounters
 from tritonops.serving.errors import ModelConfigError, ServingError

@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.converters import ConversionOptions, convert_sklearn
+from tritonops.model_config import parse_pbtxt, read_pbtxt, to_pbtxt
 from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.model_config import parse_pbtxt, read_pbtxt, to_pbtxt
 from tritonops.serving.native import check_gpu_model, front_config, native_name
 
 

@@ -2,8 +2,16 @@
 
 from fastapi import APIRouter
 
-from tritonops.control_plane.controller.routes import admin, feedback, health, models, rollout
+from tritonops.control_plane.controller.routes import admin, feedback, health, hooks, models, rollout, shadow
 
-ROUTERS: list[APIRouter] = [health.router, rollout.router, models.router, feedback.router, admin.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    rollout.router,
+    models.router,
+    shadow.router,
+    feedback.router,
+    admin.router,
+    hooks.router,
+]
 
 __all__ = ["ROUTERS"]

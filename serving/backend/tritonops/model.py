@@ -2,8 +2,9 @@
 
 A Python-based backend (model configs say ``backend: "tritonops"``): model versions hold only ``model.onnx`` and
 ``manifest.json``. Each instance owns one ONNX Runtime session (or forwards batches to another Triton model over
-BLS, for the GPU deployment in docs/gpu.md). The logic lives in the ``serving`` package; this module adapts it to
-``triton_python_backend_utils``: requests in, responses and metrics out.
+BLS, for the GPU deployment in docs/gpu.md). The logic lives in the ``serving`` package and the names and the
+manifest in ``tritonops.contract``; this module adapts them to ``triton_python_backend_utils``: requests in,
+responses and metrics out. It imports no pandas, pyarrow, onnx or scipy (tests/unit/test_lean_imports.py).
 
 On a live model with a canary split (``tritonops.serving.routing``), ``execute`` returns a coroutine for the
 stub to run: the canary's share goes to ``<model>__canary`` over BLS ``async_exec`` while this instance scores the
@@ -25,15 +26,21 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonops.converters.manifest import Manifest, load_manifest
+from tritonops.contract.manifest import Manifest, load_manifest
+from tritonops.contract.names import (
+    LABEL_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    REQUEST_ID_PARAMETER,
+    SMOKE_REQUEST_ID,
+    VERSION_OUTPUT,
+)
+from tritonops.contract.signature import CanarySplit
 from tritonops.serving.backend_options import BackendOptions
 from tritonops.serving.capture import CaptureSpec, CaptureWriter
 from tritonops.serving.drift_counters import DURATION_BUCKETS, DriftCounters, PendingCounts
 from tritonops.serving.response_cache import ResponseCache
-from tritonops.serving.routing import VERSION_OUTPUT, CanaryRoute, ShadowRoute, route_key
+from tritonops.serving.routing import ShadowRoute, route_key
 from tritonops.serving.scoring import (
-    OUTPUT_LABEL,
-    OUTPUT_PROBABILITIES,
     ModelOutputs,
     OnnxRunner,
     execution_providers,
@@ -53,14 +60,14 @@ class _BlsRunner:
     def __call__(self, batch: Batch) -> ModelOutputs:
         request = pb_utils.InferenceRequest(
             model_name=self.target,
-            requested_output_names=[OUTPUT_LABEL, OUTPUT_PROBABILITIES],
+            requested_output_names=[LABEL_OUTPUT, PROBABILITIES_OUTPUT],
             inputs=[pb_utils.Tensor(name, array) for name, array in batch.items()],
         )
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"model '{self.target}' failed: {response.error().message()}")
-        label = pb_utils.get_output_tensor_by_name(response, OUTPUT_LABEL).as_numpy()
-        probabilities = pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES).as_numpy()
+        label = pb_utils.get_output_tensor_by_name(response, LABEL_OUTPUT).as_numpy()
+        probabilities = pb_utils.get_output_tensor_by_name(response, PROBABILITIES_OUTPUT).as_numpy()
         return ModelOutputs(label.reshape(-1, 1), probabilities.astype(np.float32, copy=False))
 
 
@@ -80,7 +87,7 @@ class _ShadowRunner:
     def __call__(self, batch: Batch) -> ModelOutputs:
         request = pb_utils.InferenceRequest(
             model_name=self.target,
-            requested_output_names=[OUTPUT_LABEL, OUTPUT_PROBABILITIES],
+            requested_output_names=[LABEL_OUTPUT, PROBABILITIES_OUTPUT],
             inputs=[pb_utils.Tensor(name, array) for name, array in batch.items()],
         )
         try:
@@ -92,8 +99,8 @@ class _ShadowRunner:
             error = response.error()
             unavailable = _unavailable(error) or _names_missing_model(error.message(), self.target)
             raise ShadowRunError("unavailable" if unavailable else "model_error", error.message())
-        label = pb_utils.get_output_tensor_by_name(response, OUTPUT_LABEL)
-        probabilities = pb_utils.get_output_tensor_by_name(response, OUTPUT_PROBABILITIES)
+        label = pb_utils.get_output_tensor_by_name(response, LABEL_OUTPUT)
+        probabilities = pb_utils.get_output_tensor_by_name(response, PROBABILITIES_OUTPUT)
         if label is None or probabilities is None:
             raise ShadowRunError("bad_output", f"model '{self.target}' answered without label/probabilities")
         return ModelOutputs(
@@ -124,7 +131,7 @@ class _CanaryCounts:
 class _RouteMetrics:
     """Metrics of the canary split and the shadow mirror of one live version (families only where set)."""
 
-    def __init__(self, manifest: Manifest, canary: CanaryRoute | None, shadow: ShadowRoute | None) -> None:
+    def __init__(self, manifest: Manifest, canary: CanarySplit | None, shadow: ShadowRoute | None) -> None:
         base = {"model": manifest.name, "version": str(manifest.version)}
         self.families: list[Any] = []
         self.canary: dict[str, Any] = {}
@@ -350,11 +357,11 @@ class _LabelTensors:
 
     def __call__(self, label: np.ndarray) -> Any:
         if label.shape[0] != 1:
-            return pb_utils.Tensor(OUTPUT_LABEL, label)
+            return pb_utils.Tensor(LABEL_OUTPUT, label)
         key = label.item()
         tensor = self.tensors.get(key)
         if tensor is None:
-            tensor = pb_utils.Tensor(OUTPUT_LABEL, label.copy())  # a copy: not a view of this batch's outputs
+            tensor = pb_utils.Tensor(LABEL_OUTPUT, label.copy())  # a copy: not a view of this batch's outputs
             if len(self.tensors) < self.limit:  # only classes get here; the bound keeps a surprise from growing it
                 self.tensors[key] = tensor
         return tensor
@@ -386,7 +393,7 @@ def _as_numpy(tensor: Any) -> Any:
 def _with_request_id(message: str, request: Any) -> str:
     """The error message plus the client's ``request_id`` parameter, when it sent one (error path only)."""
     try:
-        request_id = json.loads(request.parameters() or "{}").get("request_id")
+        request_id = json.loads(request.parameters() or "{}").get(REQUEST_ID_PARAMETER)
     except json.JSONDecodeError:
         request_id = None
     return f"{message} (request_id={request_id})" if isinstance(request_id, str) and request_id else message
@@ -510,7 +517,7 @@ class TritonPythonModel:
         answered_canary = iter(self._answer(self.local_canary, routed))
         return [next(answered_canary) if to_canary else next(answered_live) for to_canary in chosen]
 
-    async def _split(self, canary: CanaryRoute, requests: list[Any], chosen: list[bool]) -> list[Any]:
+    async def _split(self, canary: CanarySplit, requests: list[Any], chosen: list[bool]) -> list[Any]:
         """Send the canary's share over BLS, score the rest here meanwhile; a canary failure falls back to live.
 
         The canary's own validation errors are its answer (it scored the request); any other failure (unloaded,
@@ -566,10 +573,12 @@ class TritonPythonModel:
         for index, (request, result) in enumerate(zip(requests, scored.results, strict=True)):
             if isinstance(result, ModelOutputs):
                 if capture is not None and capture.writer.sampled():
-                    capture.writer.offer(
-                        request.request_id() or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
-                    )
-                outputs = [label_tensor(result.label), tensor(OUTPUT_PROBABILITIES, result.probabilities)]
+                    request_id = request.request_id()
+                    if request_id != SMOKE_REQUEST_ID:
+                        capture.writer.offer(
+                            request_id or uuid.uuid4().hex, tensors[index], result.label, result.probabilities
+                        )
+                outputs = [label_tensor(result.label), tensor(PROBABILITIES_OUTPUT, result.probabilities)]
                 if version_tensor is not None:
                     outputs.append(version_tensor(result.label.shape[0]))
                 responses.append(response(output_tensors=outputs))

@@ -1,7 +1,8 @@
 """The manifest of one model version (``<model>/<version>/manifest.json``), as typed pydantic models.
 
-The schema is the contract in ``docs/contracts.md``; the serving backend, the control plane and the clients
-read it with ``load_manifest``. Missing numbers (NaN) in ``reference.sample`` are stored as JSON ``null``.
+The schema is the contract in ``docs/contracts.md``; the converter writes it, the serving backend, the control
+plane and the load tests read it with ``load_manifest``. Missing numbers (NaN) in ``reference.sample`` are stored
+as JSON ``null``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tritonops.converters.errors import ManifestError
+from tritonops.contract.errors import ManifestError
 
 SCHEMA_VERSION = 1
 OTHER_CATEGORY = "__other__"
@@ -56,7 +57,7 @@ class MlflowSource(_Frozen):
     run_id: str | None = None
     flavor: Literal["sklearn", "pytorch"]
     signature: dict[str, object] | None = None
-    sample_from: Literal["option", "input_example", "signature"]
+    sample_from: Literal["option", "input_example"]
 
 
 class Source(_Frozen):

@@ -7,7 +7,9 @@ Two flavours of the same model:
 - ``native_onnx_config``: Triton's own ``onnxruntime_onnx`` platform with CUDA / TensorRT execution accelerators
   for the NGC image.
 
-Both render to pbtxt (files on disk) and to JSON (the ``load_model`` config override).
+Both render to pbtxt (files on disk) and to JSON (the ``load_model`` config override). The converter writes them,
+the serving and control-plane parts read and adjust them; it lives here, beside the contract, so neither of the
+first two imports the other. Parameter and tensor names come from ``tritonops.contract``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ from typing import Literal
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.serving.errors import ModelConfigError
-from tritonops.serving.install import BACKEND_NAME
+from tritonops.contract.errors import ModelConfigError
+from tritonops.contract.names import (
+    BACKEND_NAME,
+    PARAM_DRIFT_COUNTERS,
+    PARAM_DRIFT_FLUSH_SECONDS,
+    PARAM_MODEL,
+    PARAM_RESPONSE_CACHE_ENTRIES,
+    PARAM_VERSION,
+)
 
 TensorType = Literal["FP32", "FP64", "INT64", "INT32", "BYTES", "BOOL"]
 
@@ -43,9 +52,6 @@ class TensorSpec:
     name: str
     datatype: TensorType
     dims: tuple[int, ...]
-
-
-PARAM_RESPONSE_CACHE_ENTRIES = "tritonops.response_cache_entries"
 
 
 @dataclass(frozen=True)
@@ -128,10 +134,10 @@ def embedded_config(
     _set_parameters(
         config,
         {
-            "tritonops.model": name,
-            "tritonops.version": str(version),
-            "tritonops.drift_flush_seconds": repr(float(options.drift_flush_seconds)),
-            "tritonops.drift_counters": str(options.drift_counters).lower(),
+            PARAM_MODEL: name,
+            PARAM_VERSION: str(version),
+            PARAM_DRIFT_FLUSH_SECONDS: repr(float(options.drift_flush_seconds)),
+            PARAM_DRIFT_COUNTERS: str(options.drift_counters).lower(),
             PARAM_RESPONSE_CACHE_ENTRIES: str(options.response_cache_entries if options.response_cache else 0),
             **options.extra_parameters,
         },
