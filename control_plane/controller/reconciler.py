@@ -138,13 +138,21 @@ class Reconciler:
                 )
             else:
                 self._backoff.pop(endpoint.endpoint, None)
-            for action in endpoint.actions:
+            for change in endpoint.changes:
                 _log.info(
-                    "reconcile %s: %s (%s)",
+                    "reconcile %s %s: %s (%s) in %.2f s",
                     endpoint.endpoint,
-                    action,
+                    change.model,
+                    "; ".join(change.actions) or "nothing done",
                     reason,
-                    extra={"endpoint": endpoint.endpoint, "actor": self.actor, "action": "reconcile"},
+                    change.seconds,
+                    extra={
+                        "endpoint": endpoint.endpoint,
+                        "model": change.model,
+                        "version": change.live,
+                        "actor": self.actor,
+                        "action": "reconcile",
+                    },
                 )
         for skipped in report.skipped:
             _log.debug("reconcile skipped: %s", skipped)
