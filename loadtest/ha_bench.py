@@ -98,8 +98,9 @@ def bench_reconcile(
             started = time.monotonic()
             second = reconcile(store, root / "repository", {}, actor="bench", per_endpoint=per_endpoint)
             in_sync = time.monotonic() - started
-    if not first.ok or second.drift_count:
-        raise RuntimeError(f"reconcile did not converge: {[r.errors for r in first.endpoints]}")
+            if not first.ok or second.drift_count:
+                logs = "\n".join(f"{s.grpc_url}:\n{s.log_tail(40)}" for s in servers)
+                raise RuntimeError(f"reconcile did not converge: {[r.errors for r in first.endpoints]}\n{logs}")
     seconds = sorted(c.seconds for r in first.endpoints for c in r.changes)
     return {
         "models": models,
