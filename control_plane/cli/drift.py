@@ -205,9 +205,11 @@ def drift(
         render(view)
     if html_report is not None and report is not None:
         from tritonops.control_plane.drift_html import write_html
+        from tritonops.control_plane.drift_rows import captured_drifted_rows
         from tritonops.control_plane.state import now_iso
 
-        written = write_html(report, html_report, generated_at=now_iso())
+        rows = [] if api else captured_drifted_rows(options.settings(repository, state), report)
+        written = write_html(report, html_report, generated_at=now_iso(), drifted_rows=rows)
         to = error_console() if as_json else console()  # with --json, stdout holds only the JSON
         to.print(f"drift report written to {written}", markup=False, highlight=False)
 
