@@ -18,6 +18,7 @@ import psutil
 import pytest
 import requests
 
+from tritonops.errors import ExitCode
 from tritonops.serving.processes import ProcessIdentity
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port
 
@@ -195,7 +196,7 @@ def test_stop_never_signals_a_process_that_is_not_the_recorded_server(tmp_path: 
         for create_time, exe in ((identity.create_time - 100, identity.exe), (identity.create_time, "/usr/bin/x")):
             pid_file.write_text(json.dumps({**fields, "create_time": create_time, "exe": exe}))
             status = _cli("server", "status", cwd=tmp_path)
-            assert status.returncode == 1
+            assert status.returncode == ExitCode.SERVING
             shown = " ".join(status.stdout.split())
             assert "not running" in shown and "stale pid file" in shown
             stopped = _cli("server", "stop", cwd=tmp_path)

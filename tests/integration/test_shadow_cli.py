@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from tritonops.contract.names import PARAM_SHADOW
 from tritonops.control_plane.state import StateStore
 from tritonops.converters import ConversionOptions, convert_sklearn
+from tritonops.errors import ExitCode
 from tritonops.loadtest.rollout import tritonops
 from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
@@ -117,7 +118,7 @@ def test_shadow_report_gate_and_stop(env: dict[str, str], triton_server: TritonS
     assert "label agreement" in table and f"{agreed / n:.4g}" in table
 
     too_high = f"{agreed / n + 0.001:.4f}"
-    refused = run(env, "promote", MODEL, "2", "--min-shadow-agreement", too_high, expect=4)
+    refused = run(env, "promote", MODEL, "2", "--min-shadow-agreement", too_high, expect=ExitCode.CONTROL_PLANE)
     assert "shadow agreement gate refused it" in refused and f"{agreed / n:.4f} of {n} rows" in refused
 
     run(env, "shadow", "stop", MODEL, "--reason", "done")
