@@ -185,7 +185,7 @@ def test_two_controllers_share_one_postgresql_with_secrets_from_files(resolved: 
     controllers = {name: services[name] for name in services if name.startswith("controller")}
     assert sorted(controllers) == ["controller-a", "controller-b"]
     replicas = []
-    for name, controller in controllers.items():
+    for controller in controllers.values():
         env = controller["environment"]
         assert env["TRITONOPS_FLEET"] == "dns:triton:8001"
         assert env["TRITONOPS_STATE"] == "postgresql://tritonops@postgres:5432/tritonops"
