@@ -192,6 +192,7 @@ def test_two_controllers_share_one_postgresql_with_secrets_from_files(resolved: 
         assert env["TRITONOPS_STATE_PASSWORD_FILE"] == "/run/secrets/tritonops_postgres_password"
         assert env["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
         assert env["TRITONOPS_BOOTSTRAP_TOKEN_FILE"] == "/run/secrets/tritonops_bootstrap_token"
+        assert env["TRITONOPS_PROMETHEUS_URL"] == "http://prometheus:9090"  # the compose Prometheus, by service name
         assert {s["source"] for s in controller["secrets"]} == {
             "tritonops_admin_token",
             "tritonops_bootstrap_token",
@@ -205,6 +206,7 @@ def test_two_controllers_share_one_postgresql_with_secrets_from_files(resolved: 
         command = controller["command"]
         replicas.append(command[command.index("--replica") + 1])
     assert replicas == list(controllers)  # each its own name in the lease and the audit log
+    assert [p["target"] for p in services["prometheus"]["ports"]] == [9090]
     postgres = services["postgres"]
     env = postgres["environment"]
     assert env["POSTGRES_USER"] == "tritonops" and env["POSTGRES_DB"] == "tritonops"

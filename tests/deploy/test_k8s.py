@@ -194,6 +194,13 @@ def test_the_probe_runs_real_commands(resources: Resources, words: list[str]) ->
     assert ("ENDPOINT" in done.stdout) if words == ["fleet", "ready"] else ("lead" in done.stdout)
 
 
+def _prometheus_url(resources: Resources) -> str:
+    """The in-cluster URL of the Prometheus Service (guardrail windows by PromQL)."""
+    prometheus = resources[("Service", "prometheus")]
+    (web,) = prometheus["spec"]["ports"]
+    return f"http://prometheus.{prometheus['metadata']['namespace']}.svc.cluster.local:{web['port']}"
+
+
 def test_the_ha_controller_runs_two_replicas_on_postgresql(resources: Resources) -> None:
     triton = resources[("StatefulSet", "triton")]
     headless = resources[("Service", triton["spec"]["serviceName"])]
@@ -211,6 +218,7 @@ def test_the_ha_controller_runs_two_replicas_on_postgresql(resources: Resources)
     value = {name: e.get("value") for name, e in env.items()}
     assert value["TRITONOPS_FLEET"] == f"dns:{headless['metadata']['name']}.tritonops.svc.cluster.local:8001"
     assert value["TRITONOPS_STATE"] == "postgresql://tritonops@postgres:5432/tritonops"
+    assert value["TRITONOPS_PROMETHEUS_URL"] == _prometheus_url(resources)
     assert ("Service", "postgres") in resources
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert container["args"][container["args"].index("--replica") + 1] == "$(POD_NAME)"
@@ -248,6 +256,7 @@ def test_the_single_controller_runs_alone_on_sqlite(single: Resources) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["state"]["persistentVolumeClaim"]["claimName"] == "tritonops-state"
     assert mounts["state"] == "/var/lib/tritonops" and env["TRITONOPS_STATE"].startswith("/var/lib/tritonops/")
+    assert env["TRITONOPS_PROMETHEUS_URL"] == _prometheus_url(single)
     assert ("PodDisruptionBudget", "tritonops-controller") not in single  # one pod: a budget would block drains
 
 
