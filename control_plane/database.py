@@ -15,6 +15,7 @@ Every driver error becomes a ``StateError`` naming the database (URL without pas
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import hashlib
@@ -60,7 +61,7 @@ class Rows(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class Database:
+class Database(abc.ABC):
     """An open connection; use ``open_database(location)``."""
 
     engine: Engine
@@ -70,18 +71,21 @@ class Database:
     def __init__(self, location: StateLocation) -> None:
         self.location = location
 
+    @abc.abstractmethod
     def execute(self, sql: str, params: Params = ()) -> Rows:
-        raise NotImplementedError
+        """Run one statement (``?`` placeholders on both engines) and return its rows."""
 
+    @abc.abstractmethod
     def write(self) -> contextlib.AbstractContextManager[Database]:
-        raise NotImplementedError
+        """One write transaction: committed when the context ends, rolled back when it raises."""
 
+    @abc.abstractmethod
     def hold_lock(self, name: str, wait_seconds: float) -> contextlib.AbstractContextManager[bool]:
         """Hold the named lock while the context runs; yields False (holding nothing) when it stayed taken."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection."""
 
     def error(self, exc: Exception, doing: str) -> StateError:
         return StateError(f"state database {self.location}: {doing} ({_first_line(exc)})")

@@ -8,10 +8,14 @@ manifest's expected outputs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,10 @@ from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
 from tritonops.converters.errors import RepositoryError
 from tritonops.converters.repository import publish_live
 
+_log = logging.getLogger("tritonops.reconcile")
+PER_ENDPOINT = 4
+"""Models reconcile works on at once on one endpoint. Triton loads each model on its own (``--model-load-thread-
+count``, 4 by default); a Python-backend stub's start is CPU-bound, so more buys little on a small machine."""
 CANARY_DRAIN_SECONDS = 2.5
 """Wait between un-publishing a canary split and unloading its alias: SDK clients re-read the split every 2 s
 (``tritonops.clients.ClientOptions.refresh_interval``), so none still sends to an alias that is gone."""
@@ -154,9 +162,17 @@ class ReconcileChange:
     drift: list[str]
     actions: list[str]
     error: str | None = None
+    seconds: float = 0.0
+    """How long observing, loading and checking took on that endpoint."""
 
     def audit_entry(self, actor: str) -> AuditEntry:
-        detail = {"endpoint": self.endpoint, "differed": self.drift, "actions": self.actions, "error": self.error}
+        detail = {
+            "endpoint": self.endpoint,
+            "differed": self.drift,
+            "actions": self.actions,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
         return AuditEntry(
             actor=actor,
             action="reconcile-apply",
@@ -211,41 +227,67 @@ def reconcile(
     endpoints: Sequence[str] | None = None,
     connect: Connector = GrpcEndpoint,
     audit_in_sync: bool = True,
+    per_endpoint: int = PER_ENDPOINT,
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
-    Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported).
-    Rollouts a killed process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it
-    only reports drift. ``endpoints`` is the fleet as discovered (default: the state's static list), or the part of
-    it to reconcile now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the
-    controller reconciles every few seconds). Audit, written once at the end of the run: one ``reconcile-apply``
-    event per model and endpoint acted on (endpoint, what differed, the loads/unloads, result), then the
+    Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported) and
+    on every endpoint at once; up to ``per_endpoint`` models are worked on concurrently per endpoint, and up to
+    ``2 * per_endpoint`` models hold their lock at a time (a model's own steps stay in order). Rollouts a killed
+    process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it only reports drift.
+    ``endpoints`` is the fleet as discovered (default: the state's static list), or the part of it to reconcile
+    now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the controller
+    reconciles every few seconds). Audit, written once at the end of the run: one ``reconcile-apply`` event per
+    model and endpoint acted on (endpoint, what differed, the loads/unloads, seconds, result), then the
     ``reconcile`` summary. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
-    (``tritonops.converters.repository.publish_live``).
+    (``tritonops.converters.repository.publish_live``). Only this thread touches ``store``; the workers do the
+    endpoint I/O.
     """
+    if per_endpoint < 1:
+        raise ValueError(f"per_endpoint: expected at least 1, got {per_endpoint}")
+    started = time.monotonic()
     urls = store.fleet() if endpoints is None else list(endpoints)
     servers = [connect(url, admin_headers) for url in urls]
     reports = {e.url: EndpointReport(e.url) for e in servers}
     report = ReconcileReport(list(reports.values()))
-    try:
+    outcomes: list[dict[str, _Outcome]] = []
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.callback(server.close)
+        work = _Work(servers, repository, dry_run, per_endpoint)
+        stack.callback(work.close)  # waits for the workers, then releases every lock still held
         for state in store.models():
+            work.limit(2 * per_endpoint)
+            lock = contextlib.ExitStack()
             try:
-                with store.rollout_lock(state.name, f"reconcile by {actor}"):
-                    if not dry_run:
-                        for event in store.close_interrupted(state.name, actor):
-                            report.interrupted.append(f"{event.model}: {event.action} {event.reason}")
-                    state = store.model(state.name) or state
-                    if state.live is not None and not dry_run:
-                        _publish(repository, state, report)
-                    for server in servers:
-                        _reconcile_one(server, repository, state, reports[server.url], dry_run)
+                lock.enter_context(store.rollout_lock(state.name, f"reconcile by {actor}"))
             except RolloutInProgressError as exc:
                 report.skipped.append(str(exc))
-    finally:
-        for server in servers:
-            server.close()
+                continue
+            with _released_on_error(lock):
+                if not dry_run:
+                    for event in store.close_interrupted(state.name, actor):
+                        report.interrupted.append(f"{event.model}: {event.action} {event.reason}")
+                state = store.model(state.name) or state
+                if state.live is not None and not dry_run:
+                    _publish(repository, state, report)
+            outcomes.append(work.submit(state, lock))
+        work.limit(0)
+    for by_endpoint in outcomes:  # in model order, whatever order the workers finished in
+        for url, outcome in by_endpoint.items():
+            outcome.merge_into(reports[url])
     changes = [change for r in report.endpoints for change in r.changes]
     quiet = report.ok and not report.interrupted and not changes and not report.published
+    _log.log(
+        logging.DEBUG if quiet else logging.INFO,
+        "reconcile of %d endpoint(s) by %s: %d action(s), %d error(s) in %.2f s",
+        len(urls),
+        actor,
+        sum(len(r.actions) for r in report.endpoints),
+        sum(len(r.errors) for r in report.endpoints),
+        time.monotonic() - started,
+        extra={"actor": actor, "action": "reconcile"},
+    )
     if not dry_run:
         for change in changes:
             store.record(change.audit_entry(actor))
@@ -269,6 +311,7 @@ def reconcile(
                         "interrupted": report.interrupted,
                         "published": report.published,
                         "endpoints": urls,
+                        "seconds": round(time.monotonic() - started, 3),
                     }
                 ),
             )
@@ -276,42 +319,153 @@ def reconcile(
     return report
 
 
-def _reconcile_one(
-    endpoint: Endpoint, repository: Path, state: ModelState, report: EndpointReport, dry_run: bool
-) -> None:
-    if report.unusable:
-        return
+@contextlib.contextmanager
+def _released_on_error(lock: contextlib.ExitStack) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        lock.close()
+        raise
+
+
+@dataclass
+class _Outcome:
+    """One model on one endpoint, as a worker found and left it; merged into the report by the calling thread."""
+
+    drift: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    change: ReconcileChange | None = None
+    unusable: bool = False
+
+    def merge_into(self, report: EndpointReport) -> None:
+        report.drift.extend(self.drift)
+        report.actions.extend(self.actions)
+        report.errors.extend(self.errors)
+        if self.change is not None:
+            report.changes.append(self.change)
+        report.unusable = report.unusable or self.unusable
+
+
+class _Work:
+    """The models being reconciled now: one worker pool per endpoint, each model's lock held until every endpoint
+    is done with it (then released by the calling thread, which alone uses the state store)."""
+
+    def __init__(self, servers: list[Endpoint], repository: Path, dry_run: bool, per_endpoint: int) -> None:
+        self.servers = servers
+        self.repository = repository
+        self.dry_run = dry_run
+        self.pools = {
+            s.url: ThreadPoolExecutor(max_workers=per_endpoint, thread_name_prefix=f"tritonops-reconcile-{s.url}")
+            for s in servers
+        }
+        self.unusable = {s.url: _Flag() for s in servers}
+        self.in_flight: list[tuple[contextlib.ExitStack, dict[str, Future[_Outcome]], dict[str, _Outcome]]] = []
+
+    def submit(self, state: ModelState, lock: contextlib.ExitStack) -> dict[str, _Outcome]:
+        """Start ``state``'s model on every endpoint; the dict returned is filled in as the endpoints finish."""
+        futures = {
+            s.url: self.pools[s.url].submit(
+                _reconcile_one, s, self.repository, state, self.dry_run, self.unusable[s.url]
+            )
+            for s in self.servers
+        }
+        outcomes: dict[str, _Outcome] = {}
+        self.in_flight.append((lock, futures, outcomes))
+        return outcomes
+
+    def limit(self, most: int) -> None:
+        """Wait until at most ``most`` models are in flight, releasing the locks of those done."""
+        while len(self.in_flight) > most:
+            pending = [f for _, futures, _ in self.in_flight for f in futures.values() if not f.done()]
+            if pending:
+                wait(pending, return_when=FIRST_COMPLETED)
+            self._release_done()
+
+    def _release_done(self) -> None:
+        still = []
+        for lock, futures, outcomes in self.in_flight:
+            if not all(f.done() for f in futures.values()):
+                still.append((lock, futures, outcomes))
+                continue
+            with lock:
+                outcomes.update({url: f.result() for url, f in futures.items()})  # a bug in a worker raises here
+        self.in_flight = still
+
+    def close(self) -> None:
+        """Let every worker finish (a load in flight is not abandoned), then release the locks still held."""
+        for pool in self.pools.values():
+            pool.shutdown(wait=True)
+        for lock, _, _ in self.in_flight:
+            lock.close()
+        self.in_flight = []
+
+
+def _reconcile_one(endpoint: Endpoint, repository: Path, state: ModelState, dry_run: bool, unusable: _Flag) -> _Outcome:
+    """Observe, plan and execute one model on one endpoint (a worker thread: no state store here)."""
+    outcome = _Outcome()
+    if unusable.raised:
+        return outcome
+    started = time.monotonic()
     try:
         if not endpoint.wait_settled(state.name):
-            report.errors.append(f"{state.name}: a load or unload inside Triton did not finish in time")
-            return
+            outcome.errors.append(f"{state.name}: a load or unload inside Triton did not finish in time")
+            return outcome
         wanted = desired(repository, state)
         observed = endpoint.observe(state.name)
-        drift = differences(wanted, observed)
-        report.drift.extend(drift)
+        outcome.drift = differences(wanted, observed)
         steps = plan(wanted, observed)
     except (EndpointUnreachableError, AdminAuthError) as exc:
-        report.unusable = True
-        report.errors.append(str(exc))
-        return
+        return _unusable(outcome, unusable, str(exc))
     except ControlPlaneError as exc:
-        report.errors.append(f"{state.name}: {exc}")
-        return
+        outcome.errors.append(f"{state.name}: {exc}")
+        return outcome
     if dry_run or not steps:
-        return
-    done: list[str] = []
+        return outcome
     error: str | None = None
     try:
-        execute(endpoint, repository, steps, done=done)
+        execute(endpoint, repository, steps, done=outcome.actions)
     except (EndpointUnreachableError, AdminAuthError) as exc:
-        report.unusable = True
         error = str(exc)
-        report.errors.append(error)
+        _unusable(outcome, unusable, error)
     except ControlPlaneError as exc:
         error = str(exc)
-        report.errors.append(f"{state.name}: {exc}")
-    report.actions.extend(done)
-    report.changes.append(ReconcileChange(endpoint.url, state.name, state.live, drift, done, error))
+        outcome.errors.append(f"{state.name}: {exc}")
+    seconds = time.monotonic() - started
+    outcome.change = ReconcileChange(
+        endpoint.url, state.name, state.live, outcome.drift, outcome.actions, error, round(seconds, 3)
+    )
+    _log.debug(
+        "reconcile %s %s: %s in %.2f s",
+        endpoint.url,
+        state.name,
+        "; ".join(outcome.actions) or "nothing done",
+        seconds,
+        extra={"endpoint": endpoint.url, "model": state.name, "version": state.live},
+    )
+    return outcome
+
+
+def _unusable(outcome: _Outcome, unusable: _Flag, error: str) -> _Outcome:
+    """The endpoint is unreachable or refuses our key: report it once, and the remaining models are not tried."""
+    if unusable.raise_first():
+        outcome.errors.append(error)
+    outcome.unusable = True
+    return outcome
+
+
+class _Flag:
+    """Raised once, by whichever worker first finds its endpoint unusable."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.raised = False
+
+    def raise_first(self) -> bool:
+        """Raise the flag; True for the one call that raised it."""
+        with self._lock:
+            first, self.raised = not self.raised, True
+        return first
 
 
 def _publish(repository: Path, state: ModelState, report: ReconcileReport) -> None:

@@ -107,6 +107,12 @@ class RolloutResult:
     smoke: tuple[SmokeResult, ...] = ()
     dry_run: bool = False
     detail: str = ""
+    applied: bool = True
+    """False when the desired state was saved but the fleet is empty, so no endpoint has it yet (reconcile applies
+    it once one exists)."""
+
+
+NOT_APPLIED = "saved, not applied: the fleet is empty (reconcile applies it once endpoints exist)"
 
 
 # -- the frame every action runs in ----------------------------------------------------------------
@@ -137,9 +143,12 @@ class _Operation:
             detail=_redact(detail, self.settings),
         )
 
-    def endpoints(self, *, preflight: bool = True) -> list[Endpoint]:
-        """The fleet's endpoints; with ``preflight`` each must answer and accept our admin key."""
+    def endpoints(self, *, preflight: bool = True, allow_empty: bool = False) -> list[Endpoint]:
+        """The fleet's endpoints; with ``preflight`` each must answer and accept our admin key. An empty fleet is a
+        ``FleetError`` unless ``allow_empty``."""
         urls = discover(self.settings.fleet, self.store)
+        if not urls and allow_empty:
+            return []
         if not urls and self.settings.fleet.kind != "static":
             raise FleetError(f"the fleet is empty: {self.settings.fleet} lists no Triton server right now")
         if not urls:
@@ -151,7 +160,9 @@ class _Operation:
                 endpoint.check()
         return self.open_endpoints
 
-    def result(self, detail: str, smoke: list[SmokeResult] | None = None, dry_run: bool = False) -> RolloutResult:
+    def result(
+        self, detail: str, smoke: list[SmokeResult] | None = None, dry_run: bool = False, applied: bool = True
+    ) -> RolloutResult:
         return RolloutResult(
             action=self.action,
             model=self.model,
@@ -162,6 +173,7 @@ class _Operation:
             smoke=tuple(smoke or ()),
             dry_run=dry_run,
             detail=detail,
+            applied=applied,
         )
 
 
@@ -469,9 +481,10 @@ def stop_shadow(
         detail = f"shadow {state.shadow} stopped, live stays {state.live}"
         op.changed = True
         op.store.set_shadow(model, None, 0.0, op.entry("ok", detail, action="desired-state"))
-        _apply_everywhere(op, replace(state, shadow=None, shadow_share=0.0))
+        applied = _apply_everywhere(op, replace(state, shadow=None, shadow_share=0.0))
+        detail += "" if applied else f"; {NOT_APPLIED}"
         op.store.record(op.entry("ok", detail))
-        return op.result(detail)
+        return op.result(detail, applied=applied)
 
 
 # -- capture -----------------------------------------------------------------------------------------
@@ -511,9 +524,10 @@ def set_capture(
             detail = "capture stopped"
         op.changed = True
         op.store.set_capture(model, capture, op.entry("ok", detail, action="desired-state"))
-        _apply_everywhere(op, replace(state, capture=capture))
+        applied = _apply_everywhere(op, replace(state, capture=capture))
+        detail += "" if applied else f"; {NOT_APPLIED}"
         op.store.record(op.entry("ok", detail))
-        return op.result(detail)
+        return op.result(detail, applied=applied)
 
 
 # -- back: abort_canary, rollback ------------------------------------------------------------------
@@ -530,9 +544,10 @@ def abort_canary(
         detail = f"canary {state.canary} (weight {state.canary_weight}) removed, live stays {state.live}"
         op.changed = True
         op.store.set_canary(model, None, 0.0, op.entry("ok", detail, action="desired-state"))
-        _apply_everywhere(op, target)
+        applied = _apply_everywhere(op, target)
+        detail += "" if applied else f"; {NOT_APPLIED}"
         op.store.record(op.entry("ok", detail))
-        return op.result(detail)
+        return op.result(detail, applied=applied)
 
 
 def rollback(
@@ -565,9 +580,10 @@ def rollback(
         op.changed = True
         op.store.set_live(model, target_version, op.entry("ok", detail, action="desired-state"), rollback=True)
         detail += _publish(settings, model, target_version)
-        _apply_everywhere(op, target)
+        applied = _apply_everywhere(op, target)
+        detail += "" if applied else f"; {NOT_APPLIED}"
         op.store.record(op.entry("ok", detail))
-        return op.result(detail)
+        return op.result(detail, applied=applied)
 
 
 def _publish(settings: Settings, model: str, version: int) -> str:
@@ -580,16 +596,21 @@ def _publish(settings: Settings, model: str, version: int) -> str:
     return ""
 
 
-def _apply_everywhere(op: _Operation, target: ModelState) -> None:
-    """Apply ``target`` on every endpoint at once; raise ``FleetApplyError`` listing the ones that failed."""
+def _apply_everywhere(op: _Operation, target: ModelState) -> bool:
+    """Apply ``target`` (already saved as desired state) on every endpoint at once; raise ``FleetApplyError``
+    listing the ones that failed. False when the fleet is empty: saved, not applied, and not an error."""
     repository = op.settings.repository
-    failures = _in_parallel(op.endpoints(preflight=False), lambda endpoint: apply(endpoint, repository, target))
+    endpoints = op.endpoints(preflight=False, allow_empty=True)
+    if not endpoints:
+        return False
+    failures = _in_parallel(endpoints, lambda endpoint: apply(endpoint, repository, target))
     if failures:
         raise FleetApplyError(
             f"model {op.model!r}: desired state saved, but {len(failures)} endpoint(s) are not there yet; "
             "run `tritonops reconcile` once they are back",
             {url: str(exc) for url, exc in failures.items()},
         )
+    return True
 
 
 def _in_parallel(endpoints: list[Endpoint], action: Callable[[Endpoint], object]) -> dict[str, ControlPlaneError]:

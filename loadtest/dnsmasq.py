@@ -14,15 +14,15 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
+from tritonops.loadtest.local_server import LocalServer
 from tritonops.serving.triton import free_port
 
 LISTEN = "127.0.0.1"
 DOMAIN = "test"
 
 
-class Dnsmasq:
+class Dnsmasq(LocalServer):
     """``with Dnsmasq(tmp_path) as dns: dns.answer({"triton.test": ["127.0.0.2"]})``; ask ``dns.address``."""
 
     def __init__(self, directory: Path) -> None:
@@ -105,22 +105,3 @@ class Dnsmasq:
     def _log(self) -> str:
         parts = [p.read_text(errors="replace")[-2000:] for p in (self.directory / "stderr",) if p.exists()]
         return " ".join(parts).strip()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> Dnsmasq:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()

@@ -14,8 +14,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from tritonops.loadtest.local_server import LocalServer
 from tritonops.serving.triton import free_port, port_is_free
 
 LISTEN = "127.0.0.1"
@@ -55,7 +55,7 @@ def make_certificates(directory: Path, server_name: str) -> Certificates:
                         directory / "client.key")  # fmt: skip
 
 
-class TlsGateway:
+class TlsGateway(LocalServer):
     """nginx on ``https_port`` (-> Triton HTTP) and ``grpcs_port`` (-> Triton gRPC), TLS terminated."""
 
     def __init__(
@@ -135,22 +135,3 @@ http {{
                 raise RuntimeError(f"nginx did not start (exit {self.process.poll()}): {errors[-2000:]}")
             time.sleep(0.05)
         return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> TlsGateway:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()

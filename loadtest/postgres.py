@@ -15,10 +15,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 
+from tritonops.loadtest.local_server import LocalServer
 from tritonops.serving.triton import free_port
 from tritonops.settings import StateLocation
 
@@ -34,7 +34,7 @@ def postgresql_bin() -> Path:
     return found[-1].parent
 
 
-class PostgresCluster:
+class PostgresCluster(LocalServer):
     """``with PostgresCluster() as pg:`` a running server; ``pg.new_database()`` a fresh database's location."""
 
     def __init__(self, directory: Path | None = None) -> None:
@@ -95,17 +95,8 @@ class PostgresCluster:
         return self.location(name)
 
     def stop(self) -> None:
+        """Stop the cluster at once (``-m immediate``) and remove it if this object made its directory."""
         if self.data.exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> PostgresCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()

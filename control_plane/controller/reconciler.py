@@ -2,8 +2,12 @@
 sees an endpoint come back or miss a model it should serve; endpoints that keep failing are retried with backoff.
 
 The probe is cheap: one repository-index call per endpoint (plus one readiness call per running canary), every
-``probe_every`` seconds, on long-lived gRPC clients. An endpoint that stops answering is marked down; the first
-answer after that is a restart (or a new server), and its reconcile runs at once, skipping any backoff.
+``probe_every`` seconds, on long-lived gRPC clients, all endpoints at once. An endpoint that stops answering is
+marked down and its client dropped: the next probe dials afresh instead of waiting out gRPC's reconnect backoff
+(which grows past 10 s while a server is down). The first answer after that is a restart (or a new server), and
+its reconcile runs at once, skipping any backoff; so does an endpoint that answers but misses a model it should
+serve (a restart faster than one probe). Probing a down endpoint costs one refused connection a second, so it is
+not slowed down; its reconciles are (``backoff_base`` doubling up to ``backoff_max``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tritonops.control_plane.discovery import discover
@@ -23,6 +28,8 @@ from tritonops.settings import Settings
 
 _log = logging.getLogger("tritonops.controller.reconciler")
 ACTOR = "controller"
+PROBE_THREADS = 8
+"""Endpoints probed at once: a server that hangs costs its own thread one timeout, not the others' turn."""
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Reconciler:
         self._backoff: dict[str, _Backoff] = {}
         self._down: set[str] = set()
         self._clients: dict[str, GrpcEndpoint] = {}
+        self._probes: ThreadPoolExecutor | None = None
         self._fleet: list[str] = []
         self.last_report: ReconcileReport | None = None
         self.last_run: float | None = None
@@ -130,13 +138,21 @@ class Reconciler:
                 )
             else:
                 self._backoff.pop(endpoint.endpoint, None)
-            for action in endpoint.actions:
+            for change in endpoint.changes:
                 _log.info(
-                    "reconcile %s: %s (%s)",
+                    "reconcile %s %s: %s (%s) in %.2f s",
                     endpoint.endpoint,
-                    action,
+                    change.model,
+                    "; ".join(change.actions) or "nothing done",
                     reason,
-                    extra={"endpoint": endpoint.endpoint, "actor": self.actor, "action": "reconcile"},
+                    change.seconds,
+                    extra={
+                        "endpoint": endpoint.endpoint,
+                        "model": change.model,
+                        "version": change.live,
+                        "actor": self.actor,
+                        "action": "reconcile",
+                    },
                 )
         for skipped in report.skipped:
             _log.debug("reconcile skipped: %s", skipped)
@@ -150,37 +166,58 @@ class Reconciler:
 
     # -- the probe ------------------------------------------------------------------------------------------
     def _client(self, url: str) -> GrpcEndpoint:
-        client = self._clients.get(url)
-        if client is None:
-            client = GrpcEndpoint(url, self.settings.admin_headers(), timeout=max(self.probe_every, 0.5))
-            self._clients[url] = client
-        return client
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = GrpcEndpoint(url, self.settings.admin_headers(), timeout=max(self.probe_every, 0.5))
+                self._clients[url] = client
+            return client
+
+    def _drop_client(self, url: str) -> None:
+        with self._lock:
+            client = self._clients.pop(url, None)
+        if client is not None:
+            client.close()
 
     def _probe(self) -> None:
         with StateStore.open(self.settings.state) as store:
             # a static fleet is read every probe; a discovered one (DNS, EndpointSlice) as of the last reconcile
             fleet = store.fleet() if self.settings.fleet.kind == "static" else self._fleet
             states = [s for s in store.models() if s.live is not None]
-        for url in fleet:
-            why = self._probe_one(url, states)
+        answers = list(self._pool().map(lambda url: self._probe_one(url, states), fleet))
+        for url, (answered, why) in zip(fleet, answers, strict=True):
+            if not answered:
+                self._down.add(url)
+                continue
+            if url in self._down:
+                self._down.discard(url)
+                self._backoff.pop(url, None)  # a restarted server is reconciled at once, whatever its backoff
+                _log.info("endpoint %s answers again: reconciling it now", url, extra={"endpoint": url})
+                why = f"{url} answers again"
             if why is not None:
                 self.request(why)
         self._forget_departed(fleet)
 
-    def _probe_one(self, url: str, states: list[ModelState]) -> str | None:
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._probes is None:
+            self._probes = ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="tritonops-probe")
+        return self._probes
+
+    def _probe_one(self, url: str, states: list[ModelState]) -> tuple[bool, str | None]:
+        """Whether ``url`` answered, and why it needs a reconcile now (None: it does not). Runs on a probe thread:
+        it touches only its own endpoint's client."""
         client = self._client(url)
         try:
             ready = client.ready_index()
         except ControlPlaneError as exc:
             if url not in self._down:
                 _log.warning("endpoint %s stopped answering: %s", url, exc, extra={"endpoint": url})
-            self._down.add(url)
-            return None
-        if url in self._down:
-            self._down.discard(url)
-            self._backoff.pop(url, None)  # a restarted server is reconciled at once, whatever its backoff
-            _log.info("endpoint %s answers again: reconciling it now", url, extra={"endpoint": url})
-            return f"{url} answers again"
+            self._drop_client(url)
+            return False, None
+        return True, self._missing(client, url, ready, states)
+
+    @staticmethod
+    def _missing(client: GrpcEndpoint, url: str, ready: dict[str, set[int]], states: list[ModelState]) -> str | None:
         for state in states:
             if ready.get(state.name, set()) != {state.live}:
                 return f"{url}: {state.name} serves versions {sorted(ready.get(state.name, set()))}, want {state.live}"
@@ -201,6 +238,9 @@ class Reconciler:
         self._down &= set(fleet)
 
     def close(self) -> None:
+        if self._probes is not None:
+            self._probes.shutdown(wait=True)
+            self._probes = None
         for client in self._clients.values():
             client.close()
         self._clients.clear()

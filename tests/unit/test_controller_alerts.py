@@ -119,14 +119,19 @@ def test_alerts_are_audited_and_acted_on_per_policy_for_their_model_only(
         ("TritonDown", "rf", "record", "ok"),
     ]
     rollback = answer.json()["outcomes"][0]
-    # rf rolled back as its policy says: saved as desired state first (the fleet here is empty, so no endpoint
-    # has it yet and the answer says so; reconcile applies it once endpoints exist)
-    assert rollback["action"] == "rollback" and rollback["result"] == "failed" and "fleet" in rollback["detail"]
+    # rf rolled back as its policy says: saved as desired state (the fleet here is empty, so no endpoint has it
+    # yet and the answer says so, not "failed" or "refused"; reconcile applies it once endpoints exist)
+    assert rollback["action"] == "rollback" and rollback["result"] == "saved, not applied"
+    assert rollback["detail"] == (
+        "live 2 -> 1; saved, not applied: the fleet is empty (reconcile applies it once endpoints exist)"
+    )
 
     with StateStore.open(settings.state) as store:
         events = store.audit()
         assert store.model("rf") == ModelState("rf", 1, None, 0.0)
     (decided,) = [e for e in events if e.action == "desired-state" and e.actor == "alertmanager"]
+    rolled = [(e.result, e.detail) for e in events if e.action == "rollback" and e.actor == "alertmanager"]
+    assert rolled == [("started", ""), ("ok", rollback["detail"])]  # the audit says ok, not refused
     assert decided.reason.startswith("alert TritonHighErrorRatio: rf__canary v2") and decided.to_version == 1
     alerts = [(e.actor, e.action, e.model, e.reason) for e in events if e.action.startswith("alert-")]
     assert alerts == [

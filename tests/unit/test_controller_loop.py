@@ -70,3 +70,17 @@ def test_an_unreachable_endpoint_backs_off_doubling(tmp_path: Path) -> None:
         time.sleep(waits[-1] + 0.05)
     assert 0.3 < waits[0] <= 0.5 and 0.8 < waits[1] <= 1.0 and 1.3 < waits[2] <= 1.5  # doubling, capped
     reconciler.close()
+
+
+def test_the_probe_marks_down_endpoints_and_keeps_no_client_for_them(tmp_path: Path) -> None:
+    settings = Settings(repository=tmp_path / "repo", state_path=tmp_path / "state.db", admin_token=None)
+    down = [f"127.0.0.1:{free_port()}" for _ in range(2)]  # nothing listens: connection refused
+    for endpoint in down:
+        fleet_add(settings, endpoint, actor="test")
+    reconciler = Reconciler(settings, probe_every=0.5)
+    for _ in range(2):
+        reconciler._probe()
+        # both probed in one turn; each is dialled afresh next time rather than through a channel in backoff
+        assert reconciler._down == set(down) and reconciler._clients == {}
+        assert reconciler._take_request() is None  # a server that is down is not reconciled by the probe
+    reconciler.close()

@@ -19,6 +19,7 @@ from tritonops.control_plane.errors import PolicyError
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.guardrails import Action, Policy, Watcher
 from tritonops.control_plane.metrics import parse_metrics
+from tritonops.control_plane.rollout import NOT_APPLIED
 from tritonops.control_plane.state import AuditEntry, ModelState, StateStore
 from tritonops.serving.triton import free_port
 from tritonops.settings import Settings
@@ -216,5 +217,9 @@ def test_policy_action_decides_what_a_breach_does(
         events = [e.action for e in store.audit("rf") if e.action.startswith("guardrail-")]
     if decided is None:  # recorded, not acted on
         assert [c.target for c in step.alerts] == [target] and events == ["guardrail-alert"]
-    else:  # the rollout itself fails here (no fleet, no earlier release): the decision and its audit are the point
-        assert step.action_error is not None and step.alerts == () and events == ["guardrail-breach"]
+    else:  # the decision and its audit are the point; with no fleet here a rollback fails (no earlier release)
+        assert step.alerts == () and events == ["guardrail-breach"]
+        if decided == "rollback":
+            assert step.action_error is not None
+        else:  # the canary's end is saved as desired state, not applied: the fleet is empty
+            assert step.action_error is None and step.action_detail.endswith(NOT_APPLIED)

@@ -29,6 +29,8 @@ from tritonops.control_plane.webhooks import Trigger
 router = APIRouter(prefix="/v1/hooks", tags=["hooks"])
 Ctx = Annotated[ApiContext, Depends(context)]
 _log = logging.getLogger("tritonops.controller.alerts")
+SAVED_NOT_APPLIED = "saved, not applied"
+"""An outcome's result when the action is the desired state now but the fleet is empty (reconcile applies it)."""
 
 
 class Alert(BaseModel):
@@ -60,6 +62,7 @@ class AlertOutcome(BaseModel):
     status: str
     action: str
     result: str
+    """``ok``, ``failed``, or ``saved, not applied`` (a rollback or abort saved while the fleet is empty)."""
     detail: str
 
 
@@ -82,10 +85,10 @@ def _act(ctx: ApiContext, who: Identity, alert: Alert, model: str) -> tuple[str,
     try:
         if action is AlertAction.ROLLBACK:
             done = rollback(ctx.settings, model, actor=who.name, reason=reason)
-            return action.value, "ok", done.detail
+            return action.value, "ok" if done.applied else SAVED_NOT_APPLIED, done.detail
         if action is AlertAction.ABORT_CANARY:
             done = abort_canary(ctx.settings, model, actor=who.name, reason=reason)
-            return action.value, "ok", done.detail
+            return action.value, "ok" if done.applied else SAVED_NOT_APPLIED, done.detail
         if action is AlertAction.RETRAIN:
             with StateStore.open(ctx.settings.state) as store:
                 state = store.model(model)
