@@ -31,6 +31,7 @@ from tritonclient.utils import InferenceServerException
 
 from examples.data import sensor_frame
 from tests.e2e.conftest import Controller, running_controller
+from tritonops.control_plane.remote import ControllerClient
 from tritonops.control_plane.rollout import fleet_add, promote
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
@@ -135,14 +136,15 @@ def _run_rollout(stack: Stack, version: int) -> tuple[dict[str, Any], float, flo
     assert answer.status_code == 201, answer.text
     assert answer.json()["status"] == "running" and answer.json()["step"] == 0
     deadline = time.monotonic() + 120
-    while True:
-        current = stack.controller.api("GET", f"/v1/models/{MODEL}/rollouts/current", stack.viewer)
-        assert current.status_code == 200, current.text
-        status = current.json()
-        if status["status"] not in ("running", "paused"):
-            return status, started, time.time()
-        assert time.monotonic() < deadline, f"rollout still {status['status']}:\n{stack.controller.log_tail()}"
-        time.sleep(0.3)
+    with ControllerClient(stack.controller.url, stack.viewer) as viewer:  # what the CLI uses in remote mode
+        while True:
+            current = viewer.rollout_status(MODEL)
+            if not current.active:
+                status = stack.controller.api("GET", f"/v1/models/{MODEL}/rollouts/current", stack.viewer).json()
+                assert status["status"] == current.status and status["id"] == current.id
+                return status, started, time.time()
+            assert time.monotonic() < deadline, f"rollout still {current.status}:\n{stack.controller.log_tail()}"
+            time.sleep(0.3)
 
 
 def _per_step(stack: Stack, status: dict[str, Any], started: float, ended: float) -> list[dict[str, Any]]:
