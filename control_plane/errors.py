@@ -18,6 +18,7 @@ ControlPlaneError
  ├── NotServingError            an endpoint does not serve the desired state yet (readiness probe)
  ├── DriftInputError            drift statistics got data that does not fit the reference bins
  ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
+ │    └── PrometheusError       Prometheus's query API did not answer, or answered an error
  ├── PolicyError                a guardrail policy file is missing or malformed
  ├── GuardrailActedError        `watch --exit-on-action` stopped after an automatic rollback / canary abort
  ├── FeedbackError              ground truth for an unknown request id, or a bad label
@@ -159,6 +160,13 @@ class MetricsError(ControlPlaneError):
     def __init__(self, url: str, detail: str) -> None:
         self.url = url
         super().__init__(f"metrics {url}: {detail}")
+
+
+class PrometheusError(MetricsError):
+    """A PromQL query failed: Prometheus unreachable, an HTTP error, an ``error`` status, an unexpected answer."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(url, f"Prometheus: {detail}")
 
 
 class PolicyError(ControlPlaneError):

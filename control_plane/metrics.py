@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,7 +44,8 @@ FRONTEND_GAP = "frontend refusals not counted"
 wrong datatype or rank, a missing input, a batch too large) appear in no statistic and no metric of Triton 2.51
 (docs/contracts.md, "Malformed requests"), so no error rate can include them."""
 _COUNTER_SUFFIXES = {"counter": ("",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
-_KEPT_PREFIXES = ("nv_inference_", "nv_cache_num_", "tritonops_")
+KEPT_PREFIXES = ("nv_inference_", "nv_cache_num_", "tritonops_")
+"""The families the control plane reads (what a counter sample keeps, what ``PrometheusWindows`` asks for)."""
 
 
 def _labels(mapping: Mapping[str, str]) -> Labels:
@@ -73,7 +75,7 @@ class Snapshot:
     def has(self, name: str, **match: str) -> bool:
         return any(True for _ in self.samples(name, **match))
 
-    def restricted(self, prefixes: Sequence[str] = _KEPT_PREFIXES) -> Snapshot:
+    def restricted(self, prefixes: Sequence[str] = KEPT_PREFIXES) -> Snapshot:
         """Only the families the control plane reads (what ``SnapshotStore`` keeps)."""
         kept = {n: s for n, s in self.series.items() if n.startswith(tuple(prefixes))}
         return Snapshot(self.taken_at, kept, frozenset(n for n in self.counters if n in kept))
@@ -630,6 +632,16 @@ def windows_from(
             notes.append(f"{url}: no earlier snapshot; counting since the version was loaded")
         windows[url] = window(before, now)
     return FleetWindow(windows, dict(failures), tuple(notes))
+
+
+class WindowSource(Protocol):
+    """Where windows come from: ``FleetSampler`` (scrapes, with compact counter samples as history) or
+    ``PrometheusWindows`` (PromQL over what Prometheus scraped). Both give the same ``FleetWindow``, so the
+    guardrails and the drift report never know which one they read."""
+
+    def window(self, lookback_seconds: float | None) -> FleetWindow: ...
+
+    def close(self) -> None: ...
 
 
 class FleetSampler:

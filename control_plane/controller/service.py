@@ -33,7 +33,8 @@ from tritonops.control_plane.controller.rollouts import RolloutDriver
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.lease import Lease, current_leader
-from tritonops.control_plane.metrics import FleetSampler, SnapshotStore, metrics_urls
+from tritonops.control_plane.metrics import FleetSampler, SnapshotStore, WindowSource, metrics_urls
+from tritonops.control_plane.prometheus import PrometheusConfig, PrometheusWindows
 from tritonops.control_plane.state import StateStore
 from tritonops.control_plane.tokens import ensure_bootstrap
 from tritonops.errors import ConfigurationError
@@ -55,6 +56,8 @@ class ControllerOptions:
     """Seconds between compactions of captured rows into Parquet."""
     metrics_urls: tuple[str, ...] = ()
     """Triton /metrics URLs to watch; empty: each fleet endpoint's gRPC port + 1."""
+    prometheus: PrometheusConfig | None = None
+    """Windows from this Prometheus (PromQL) instead of scrapes and compact counter samples in the state."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     extra_tasks: Sequence[PeriodicTask] = field(default_factory=tuple)
@@ -78,13 +81,19 @@ class Controller:
         self.lease = Lease(self._lease_store, self.replica, ttl=self.options.lease_ttl)
         self.lease_runner = TaskRunner("lease", [PeriodicTask("lease", every(self.lease.renew_interval), self._renew)])
         self.exporter = ControlPlaneExporter()
-        self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
-        self.sampler = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
+        # With a Prometheus, it holds the history: no counter samples are stored (nothing would read them).
+        self.history: SnapshotStore | None = None
+        self.windows: WindowSource
+        if self.options.prometheus is not None:
+            self.windows = PrometheusWindows(self.options.prometheus, exporter=self.exporter)
+        else:
+            self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
+            self.windows = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
         self.reconciler = Reconciler(settings, every=self.options.reconcile_every, probe_every=self.options.probe_every)
         self.dispatcher = WebhookDispatcher(settings)
         self.guardrails = Guardrails(
             settings,
-            self.sampler.window,
+            self.windows.window,
             self.exporter,
             history=self.history,
             on_action=self.reconciler.request,
@@ -114,7 +123,7 @@ class Controller:
             settings,
             exporter=self.exporter,
             on_change=self.reconciler.request,
-            window=self.sampler.window,
+            window=self.windows.window,
             readiness=self._readiness,
             dispatcher=self.dispatcher,
             leader=self.leadership,
@@ -189,8 +198,9 @@ class Controller:
         self.lease.release()  # another replica takes over now instead of after the TTL
         self._lease_store.close()
         self.reconciler.close()
-        self.sampler.close()
-        self.history.close()
+        self.windows.close()
+        if self.history is not None:
+            self.history.close()
 
     def server(self) -> uvicorn.Server:
         """The uvicorn server for the API (it handles SIGINT/SIGTERM: ``run()`` returns after a clean stop)."""
