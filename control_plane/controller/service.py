@@ -112,7 +112,7 @@ class Controller:
                 ),
             ],
         )
-        self.rollouts = RolloutDriver(settings, self.sampler.window, on_action=self.reconciler.request)
+        self.rollouts = RolloutDriver(settings, self.windows.window, on_action=self.reconciler.request)
         self.rollout_runner = TaskRunner(
             "rollouts",
             [PeriodicTask("rollouts", every(self.options.rollout_tick), self._as_leader(self.rollouts.tick))],
