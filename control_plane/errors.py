@@ -127,8 +127,6 @@ class InvalidRolloutError(ControlPlaneError):
 class RolloutSpecError(InvalidRolloutError):
     """A progressive rollout asked for with a malformed field (steps, interval, version)."""
 
-    exit_code = 2
-
     def __init__(self, field: str, expected: str, got: str) -> None:
         self.field = field
         super().__init__(f"rollout {field}: expected {expected}, got {got}")
