@@ -11,7 +11,9 @@ went away outside it (a guardrail, an operator), is closed as succeeded or super
 3. act: the next step, a retry or hold with a new or growing window, ``promote`` (gates included) after the last
    step, or ``abort_canary`` (the canary goes, live stays) after ``threshold`` failed checks.
 
-A step that can't be applied now (the model's lock is held, an endpoint is down) is tried again next turn.
+A step that can't be applied now is tried again: at the next turn when the model's lock is held, after a pause
+that doubles up to 30 s when it failed (an endpoint down, a gate refusing), so a long outage leaves few audit
+events.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from tritonops.settings import Settings
 
 _log = logging.getLogger("tritonops.controller.rollouts")
 ACTOR = "controller/rollout"
+MAX_BACKOFF_SECONDS = 30.0
+"""Longest pause before trying a rollout's turn again after it failed (1, 2, 4, ... seconds up to this)."""
 
 
 class RolloutDriver:
@@ -59,21 +63,29 @@ class RolloutDriver:
         self.actor = actor
         self.on_action = on_action
         self.clock = clock
+        self._backoff: dict[int, tuple[int, float]] = {}
+        """Rollout id -> (turns failed in a row, monotonic time of the next try)."""
 
     def tick(self) -> None:
         with StateStore.open(self.settings.state) as store:
             rollouts = running_rollouts(store)
         for rollout in rollouts:
+            failed, retry_at = self._backoff.get(rollout.id, (0, 0.0))
+            if time.monotonic() < retry_at:
+                continue
             try:
                 self._turn(rollout)
+                self._backoff.pop(rollout.id, None)
             except RolloutInProgressError as exc:  # a reconcile or an operator holds the model: next turn
                 if not exc.holder.startswith(f"reconcile by {RECONCILER}"):
                     _log.info(
                         "rollout %s of %s waits: %s", rollout.id, rollout.model, exc, extra={"model": rollout.model}
                     )
-            except ControlPlaneError as exc:
-                _log.warning("rollout %s of %s: turn failed, tried again next turn: %s", rollout.id, rollout.model,
-                             exc, extra={"model": rollout.model})  # fmt: skip
+            except ControlPlaneError as exc:  # an endpoint down, a gate refusing: back off (each try is audited)
+                pause = min(2.0**failed, MAX_BACKOFF_SECONDS)
+                self._backoff[rollout.id] = (failed + 1, time.monotonic() + pause)
+                _log.warning("rollout %s of %s: turn failed, tried again in %g s: %s", rollout.id, rollout.model,
+                             pause, exc, extra={"model": rollout.model})  # fmt: skip
 
     # -- one rollout --------------------------------------------------------------------------------------------
     def _turn(self, rollout: Rollout) -> None:

@@ -318,3 +318,25 @@ def test_the_driver_waits_holds_and_closes_superseded_rollouts(settings: Setting
     driver.tick()
     ended = rollout_status(settings, "rf")
     assert ended.status == "superseded" and "removed outside the rollout" in ended.outcome
+
+
+def test_a_passed_step_is_stored_before_it_is_applied_so_a_new_leader_applies_it(settings: Settings) -> None:
+    _live(settings, canary=2, weight=0.1)
+    _stored(settings)
+    healthy = _windows(_metrics(99, 0, 900))
+    leader = RolloutDriver(settings, lambda lookback: healthy, clock=lambda: 1011.0)
+    leader.tick()
+    leader.tick()  # backing off after the failed turn: no second attempt yet
+    pending = rollout_status(settings, "rf")  # the next weight could not be applied: the fleet is empty
+    assert (pending.status, pending.step, pending.step_started_at) == ("running", 1, None)
+    assert pending.steps_log[-1]["verdict"] == "passed" and pending.steps_log[-1]["decision"] == "advance"
+    RolloutDriver(settings, lambda lookback: healthy, clock=lambda: 1012.0).tick()  # another replica, now leader
+    with StateStore.open(settings.state) as store:
+        attempts = [
+            e
+            for e in store.audit("rf")
+            if e.action == "canary" and e.actor == "controller/rollout" and e.result != "started"
+        ]
+    assert [e.result for e in attempts] == ["refused", "refused"]  # each leader applies the pending step first
+    assert all("step 2/3" in e.reason and "the fleet is empty" in e.detail for e in attempts)
+    assert rollout_status(settings, "rf").step_started_at is None
