@@ -12,7 +12,8 @@ ControlPlaneError
  ├── ModelLoadError             Triton could not load a version, or it never became ready
  ├── GateError                  a promotion gate refused the version (parity, smoke, latency)
  ├── InvalidRolloutError        a request that makes no sense in the current state (bad weight, nothing
- │                              to roll back to, a canary of another version running)
+ │    │                         to roll back to, a canary of another version running)
+ │    └── RolloutSpecError      a progressive rollout's steps, interval or version are malformed
  ├── FleetApplyError            some endpoints could not be brought to the desired state
  ├── NotServingError            an endpoint does not serve the desired state yet (readiness probe)
  ├── DriftInputError            drift statistics got data that does not fit the reference bins
@@ -121,6 +122,14 @@ class GateError(ControlPlaneError):
 
 class InvalidRolloutError(ControlPlaneError):
     """The request does not fit the current desired state."""
+
+
+class RolloutSpecError(InvalidRolloutError):
+    """A progressive rollout asked for with a malformed field (steps, interval, version)."""
+
+    def __init__(self, field: str, expected: str, got: str) -> None:
+        self.field = field
+        super().__init__(f"rollout {field}: expected {expected}, got {got}")
 
 
 class FleetApplyError(ControlPlaneError):

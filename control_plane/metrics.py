@@ -30,7 +30,7 @@ from typing import Protocol
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tritonops.contract.names import base_model
+from tritonops.contract.names import base_model, canary_alias
 from tritonops.control_plane.errors import MetricsError, StateError
 from tritonops.control_plane.migrations import open_state_database
 from tritonops.settings import StateLocation
@@ -298,6 +298,8 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
         for name in ("nv_inference_request_success_total", "nv_inference_request_failure_total")
         for labels, _ in delta.samples(name)
     }
+    routed = canary_routed(delta)
+    keys |= set(routed)
     result = {}
     for model, version in sorted(keys):
         m = {"model": model, "version": version}
@@ -308,12 +310,13 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
             latency = _histogram_quantiles(delta, base["model"], version)
             source = "backend histogram" if latency else "none"
         cache_hits, cache_misses = _cache_lookups(delta, model, base)
+        answered, fell_back = routed.get((model, version), (0.0, 0.0))
         result[(model, version)] = VersionStats(
             model=model,
             version=version,
             seconds=win.seconds,
-            success=delta.total("nv_inference_request_success_total", **m),
-            failure=delta.total("nv_inference_request_failure_total", **m),
+            success=delta.total("nv_inference_request_success_total", **m) + answered,
+            failure=delta.total("nv_inference_request_failure_total", **m) + fell_back,
             invalid=delta.total("tritonops_invalid_requests_total", **base),
             inferences=delta.total("nv_inference_count_total", **m),
             executions=delta.total("nv_inference_exec_count_total", **m),
@@ -329,6 +332,23 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
             latency_source=source,
         )
     return result
+
+
+def canary_routed(delta: Snapshot) -> dict[tuple[str, str], tuple[float, float]]:
+    """Requests the live model's backend scored with its canary in-process, by (canary alias, canary version):
+    (answered, fell back to live). Triton counts them under the live model only, so ``version_stats`` adds them
+    to the canary alias's numbers: answered ones as successes, fallbacks (the canary failed on them) as failures.
+    """
+    routed: dict[tuple[str, str], tuple[float, float]] = {}
+    for labels, value in delta.samples("tritonops_canary_requests_total"):
+        key = (canary_alias(labels["model"]), labels["canary_version"])
+        answered, fell_back = routed.get(key, (0.0, 0.0))
+        if labels.get("outcome") == "fallback":
+            fell_back += value
+        else:
+            answered += value
+        routed[key] = (answered, fell_back)
+    return routed
 
 
 def combine_stats(

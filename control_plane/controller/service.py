@@ -1,7 +1,8 @@
 """``Controller``: the API, the reconciler and the guardrails in one process (``tritonops controller start``).
 
 Several replicas may share one state database (PostgreSQL): every replica serves the API, and only the holder of
-the ``controller`` lease (``tritonops.control_plane.lease``) runs the reconciler, the guardrails and the extra
+the ``controller`` lease (``tritonops.control_plane.lease``) runs the reconciler, the guardrails, the progressive
+rollouts (``controller.rollouts``: their state is in the database, so a new leader carries on) and the extra
 tasks. Each replica tries to take or renew the lease every ``lease_ttl / 3`` seconds; the loops check ``held()``
 before every turn, so a replica that lost the lease stops acting at its next turn, and one that gains it
 reconciles at once (closing rollouts the dead leader left unfinished as interrupted and repairing the fleet).
@@ -28,6 +29,7 @@ from tritonops.control_plane.controller.dispatch import WebhookDispatcher
 from tritonops.control_plane.controller.guards import Guardrails
 from tritonops.control_plane.controller.loop import PeriodicTask, TaskRunner, every
 from tritonops.control_plane.controller.reconciler import Reconciler
+from tritonops.control_plane.controller.rollouts import RolloutDriver
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.lease import Lease, current_leader
@@ -48,6 +50,8 @@ class ControllerOptions:
     reconcile_every: float = 30.0
     probe_every: float = 1.0
     guardrail_tick: float = 0.25
+    rollout_tick: float = 0.5
+    """Seconds between two turns of the progressive rollouts' driver."""
     compact_every: float = 30.0
     """Seconds between compactions of captured rows into Parquet."""
     metrics_urls: tuple[str, ...] = ()
@@ -108,6 +112,11 @@ class Controller:
                 ),
             ],
         )
+        self.rollouts = RolloutDriver(settings, self.windows.window, on_action=self.reconciler.request)
+        self.rollout_runner = TaskRunner(
+            "rollouts",
+            [PeriodicTask("rollouts", every(self.options.rollout_tick), self._as_leader(self.rollouts.tick))],
+        )
         for task in self.options.extra_tasks:
             self.guardrail_runner.add(PeriodicTask(task.name, task.interval, self._as_leader(task.run)))
         self.context = ApiContext(
@@ -165,6 +174,7 @@ class Controller:
             "lease": None if self.lease_runner.alive else "the lease loop is not running",
             "reconciler": None if self.reconcile_runner.alive else "the reconciler loop is not running",
             "guardrails": None if self.guardrail_runner.alive else "the guardrail loop is not running",
+            "rollouts": None if self.rollout_runner.alive else "the progressive rollout loop is not running",
         }
 
     def start(self) -> None:
@@ -177,11 +187,13 @@ class Controller:
         self.lease_runner.start()
         self.reconcile_runner.start()
         self.guardrail_runner.start()
+        self.rollout_runner.start()
 
     def stop(self) -> None:
         self.lease_runner.stop()
         self.reconcile_runner.stop()
         self.guardrail_runner.stop()
+        self.rollout_runner.stop()
         self.dispatcher.stop()
         self.lease.release()  # another replica takes over now instead of after the TTL
         self._lease_store.close()
