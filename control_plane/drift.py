@@ -97,13 +97,18 @@ def _fill_empty(proportions: FloatArray) -> FloatArray:
     return np.where(proportions == 0, filler, proportions)
 
 
-def psi(reference: Sequence[float] | FloatArray, live: Sequence[float] | FloatArray) -> float:
-    """Population stability index of two binned distributions (counts or shares; each is normalised)."""
+def psi_terms(reference: Sequence[float] | FloatArray, live: Sequence[float] | FloatArray) -> FloatArray:
+    """Each bin's term ``(live - ref) * ln(live / ref)`` of the PSI (every term >= 0; they sum to ``psi``)."""
     ref = _as_distribution(reference, "reference")
     cur = _as_distribution(live, "live")
     _check_same_length(ref, cur)
     ref, cur = _fill_empty(ref), _fill_empty(cur)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
+    return np.asarray((cur - ref) * np.log(cur / ref), dtype=np.float64)
+
+
+def psi(reference: Sequence[float] | FloatArray, live: Sequence[float] | FloatArray) -> float:
+    """Population stability index of two binned distributions (counts or shares; each is normalised)."""
+    return float(np.sum(psi_terms(reference, live)))
 
 
 def psi_band(value: float) -> str:

@@ -2,7 +2,8 @@
 
 Each feature (and the class mix) gets its reference and live shares side by side as an inline SVG bar chart, with
 the statistics its rule uses (PSI, Jensen-Shannon, KS, chi-squared) and their thresholds. No scripts, fonts or
-images are fetched: the file opens the same from a laptop, a CI artifact or an e-mail attachment.
+images are fetched: the file opens the same from a laptop, a CI artifact or an e-mail attachment. When rows are
+captured, a table lists the most drifted of them (``tritonops.control_plane.drift_rows`` defines the score).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
 from tritonops.control_plane.drift import PREDICTION, DriftReport, FeatureDrift, TestResult
+from tritonops.control_plane.drift_rows import DriftedRow
 
 REFERENCE_COLOUR = "#5b7db1"
 LIVE_COLOUR = "#e07b39"
@@ -41,6 +44,10 @@ table.stats td, table.stats th { padding: .15rem .6rem; border-bottom: 1px solid
 table.stats td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .legend span { display: inline-block; width: .8rem; height: .8rem; margin: 0 .3rem 0 1rem; vertical-align: -1px; }
 ul.notes { color: #7a5b00; }
+table.rows { border-collapse: collapse; font-size: .85rem; margin-top: .5rem; }
+table.rows td, table.rows th { padding: .2rem .5rem; border-bottom: 1px solid #eceff2; text-align: right; }
+table.rows td.id { text-align: left; font-family: ui-monospace, monospace; }
+table.rows td.hot { background: #fde3e1; }
 """
 
 
@@ -160,8 +167,37 @@ def _section(feature: FeatureDrift) -> str:
     )
 
 
-def render_html(report: DriftReport, *, generated_at: str) -> str:
-    """The whole page; drifted features come first, then the rest in manifest order, then the class mix."""
+def _value(value: object) -> str:
+    return _number(value) if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _rows_table(rows: Sequence[DriftedRow]) -> str:
+    """The most drifted captured rows: score, then each feature's value (shaded where it contributes)."""
+    names = list(rows[0].values)
+    head = "".join(f"<th>{escape(n)}</th>" for n in ["#", "request id", "time", "label", "drift score", *names])
+    body = []
+    for rank, row in enumerate(rows, 1):
+        cells = "".join(
+            f'<td class="{"hot" if row.contributions[n] > 0 else ""}" '
+            f'title="contribution {row.contributions[n]:.4g}">{escape(_value(row.values[n]))}</td>'
+            for n in names
+        )
+        body.append(
+            f'<tr class="drifted-row" data-request-id="{escape(row.request_id)}"><td>{rank}</td>'
+            f'<td class="id">{escape(row.request_id)}</td><td class="id">{escape(row.time)}</td>'
+            f'<td class="id">{escape(row.label)}</td><td>{row.score:.4g}</td>{cells}</tr>'
+        )
+    return (
+        '<section id="drifted-rows"><h2>Most drifted rows</h2><p class="meta">Captured rows of this version in the '
+        "window, ranked by drift score: the sum over features of the PSI term of the bin each value falls in, "
+        "counted only for bins the live window over-fills against the reference (shaded cells).</p>"
+        f'<table class="rows"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
+    )
+
+
+def render_html(report: DriftReport, *, generated_at: str, drifted_rows: Sequence[DriftedRow] = ()) -> str:
+    """The whole page; drifted features come first, then the rest in manifest order, then the class mix, then
+    the most drifted captured rows (when there are any)."""
     css_class, sentence = _verdict(report)
     ordered = sorted(report.features, key=lambda f: not f.drifted)
     sections = [_section(f) for f in ordered]
@@ -179,13 +215,16 @@ def render_html(report: DriftReport, *, generated_at: str) -> str:
         f'<div class="verdict {css_class}" id="verdict">{escape(sentence)}</div>'
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
         + f'<p class="legend"><span style="background:{REFERENCE_COLOUR}"></span>reference (training sample)'
-        f'<span style="background:{LIVE_COLOUR}"></span>live (window)</p>' + "".join(sections) + "</body></html>\n"
+        f'<span style="background:{LIVE_COLOUR}"></span>live (window)</p>'
+        + "".join(sections)
+        + (_rows_table(drifted_rows) if drifted_rows else "")
+        + "</body></html>\n"
     )
 
 
-def write_html(report: DriftReport, path: Path, *, generated_at: str) -> Path:
+def write_html(report: DriftReport, path: Path, *, generated_at: str, drifted_rows: Sequence[DriftedRow] = ()) -> Path:
     """Write the page atomically (a reader never sees half a file) and return its path."""
-    text = render_html(report, generated_at=generated_at)
+    text = render_html(report, generated_at=generated_at, drifted_rows=drifted_rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -8,7 +8,9 @@ and ``bench.png`` to ``--out``, and says which DESIGN targets were met. The ``ov
 backend on the same server: tritonops vs the same model with drift counters off vs a bare Python-backend model, in
 interleaved rounds at a low and at the full connection count; the ``settings`` target prices the server's two
 performance settings: the default server vs one with Triton's latency summaries vs one on glibc's malloc; the
-``routing`` target prices the server-side canary split and shadow mirror (``tritonops.loadtest.routing``).
+``routing`` target prices the server-side canary split and shadow mirror (``tritonops.loadtest.routing``); the
+``capture`` target prices row capture at share 0.1 against the same model with capture off
+(``tritonops.loadtest.capture``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tritonops.contract.encoding import Tensor, encode_rows
 from tritonops.contract.manifest import Feature
 from tritonops.loadtest import payloads
 from tritonops.loadtest.ab import Runs, interleaved, paired_median, pooled, rounds_rps
+from tritonops.loadtest.capture import CAPTURE_01, CAPTURE_OFF, load_capture_models, spooled_rows
 from tritonops.loadtest.errors import BenchmarkError
 from tritonops.loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
 from tritonops.loadtest.inprocess import measure
@@ -49,7 +52,9 @@ from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, w
 from tritonops.serving.triton import ServerOptions, TritonServer
 
 MODEL = "bench"
-ALL_TARGETS = ("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "routing", "flask", "mlserver")
+ALL_TARGETS = (
+    "inprocess", "triton-http", "triton-grpc", "overhead", "settings", "routing", "capture", "flask", "mlserver"
+)  # fmt: skip
 INPROCESS_BATCHES = (1, 32, 256)
 DESIGN_BARE_RPS = {8: 8_663, 64: 21_579}
 """DESIGN's figure for a bare Python-backend model on a machine like this one (another day): req/s by connections."""
@@ -286,6 +291,9 @@ def bench_triton(model: BenchModel, config: BenchConfig, work: Path) -> tuple[li
         if "routing" in config.targets:
             routing_rows, meta["routing"] = bench_routing(server, model, config)
             rows += routing_rows
+        if "capture" in config.targets:
+            capture_rows, meta["capture"], meta["capture_spooled"] = bench_capture(server, model, config, work)
+            rows += capture_rows
     return rows, meta
 
 
@@ -354,6 +362,34 @@ def bench_routing(
     return rows, summary
 
 
+def bench_capture(
+    server: TritonServer, model: BenchModel, config: BenchConfig, work: Path
+) -> tuple[list[BenchRow], dict[str, dict[str, Any]], dict[str, int]]:
+    """The model with capture off and at share 0.1 in interleaved rounds on one server; per connection count the
+    paired req/s ratio and the p99 capture adds, and the rows the capturing model spooled (proof it captured)."""
+    spool = work / "capture_spool"
+    variants = load_capture_models(server.grpc_url, model.repository, MODEL, spool)
+    urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in variants}
+    rows, runs = _side_by_side("capture", urls, model, config, config.connection_levels)
+    summary: dict[str, dict[str, Any]] = {}
+    for connections in config.connection_levels:
+        rps = rounds_rps(runs, connections)
+        p99 = {label: pooled(loads).p99_ms for (label, level), loads in runs.items() if level == connections}
+        summary[f"{connections} connections"] = {
+            "capture_of_off": paired_median(rps[CAPTURE_01], rps[CAPTURE_OFF]),
+            "capture_p99_added_ms": p99[CAPTURE_01] - p99[CAPTURE_OFF],
+            "rounds_rps": rps,
+        }
+    capturing = next(v.model for v in variants if v.label == CAPTURE_01)
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        client.unload_model(capturing)  # finalize flushes the buffered rows and closes the spool file
+    captured_requests = sum(r.requests for r in rows if r.variant == CAPTURE_01)
+    deadline = time.monotonic() + 30
+    while list(spool.rglob("*.open.jsonl")) and time.monotonic() < deadline:  # the unload finishes asynchronously
+        time.sleep(0.2)
+    return rows, summary, {"requests": captured_requests, "rows": spooled_rows(spool)}
+
+
 SETTINGS_DEFAULT = "server defaults"
 SETTINGS_SUMMARIES = "latency summaries on"
 SETTINGS_GLIBC = "system malloc"
@@ -410,6 +446,7 @@ def verdicts(
     config: BenchConfig,
     overhead: dict[str, dict[str, Any]],
     routing: dict[str, dict[str, Any]] | None = None,
+    capture: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The DESIGN and issue performance targets, each with the measured value and whether it was met."""
     found: list[dict[str, Any]] = []
@@ -441,6 +478,8 @@ def verdicts(
         add(f"shadow at share 1.0 >= 80% of weight 0 ({level})", measured["shadow_of_weight0"], 0.8)
         if level == "8 connections":
             add("shadow adds <= 2 ms to p99 at 8 connections", measured["shadow_p99_added_ms"], 2.0, False)
+    for level, measured in (capture or {}).items():
+        add(f"capture at share 0.1 >= 95% of capture off ({level})", measured["capture_of_off"], 0.95)
     return found
 
 
@@ -482,7 +521,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
         if "inprocess" in config.targets:
             console.print("[bold]in-process[/] ONNX Runtime, 1 thread")
             rows += bench_inprocess(model, config)
-        if {"triton-http", "triton-grpc", "overhead", "settings", "routing"} & set(config.targets):
+        if {"triton-http", "triton-grpc", "overhead", "settings", "routing", "capture"} & set(config.targets):
             console.print(f"[bold]triton[/] {config.connections} connections, {config.duration:g} s per run")
             triton_rows, triton_meta = bench_triton(model, config, work)
             rows += triton_rows
@@ -502,6 +541,14 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
                     f"shadow 1.0 {100 * measured['shadow_of_weight0']:.1f}% (p99 "
                     f"{measured['shadow_p99_added_ms']:+.2f} ms)"
                 )
+            for level, measured in meta.get("capture", {}).items():
+                console.print(
+                    f"  capture at {level}: share 0.1 does {100 * measured['capture_of_off']:.1f}% of capture "
+                    f"off's req/s (p99 {measured['capture_p99_added_ms']:+.2f} ms)"
+                )
+            if "capture_spooled" in meta:
+                spooled = meta["capture_spooled"]
+                console.print(f"  capture spooled {spooled['rows']:,} rows of {spooled['requests']:,} requests")
             for level, measured in meta.get("settings", {}).items():
                 console.print(
                     f"  settings at {level}: Triton's latency summaries cost "
@@ -517,7 +564,7 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
                     console.print(f"  [yellow]skipped {name}:[/] {exc}")
                     meta.setdefault("skipped", {})[name] = str(exc)
     rows = with_ratios(rows)
-    found = verdicts(rows, config, meta.get("overhead", {}), meta.get("routing", {}))
+    found = verdicts(rows, config, meta.get("overhead", {}), meta.get("routing", {}), meta.get("capture", {}))
     meta["machine_after"] = {"load_average": os.getloadavg()}
     meta["seconds"] = round(time.monotonic() - started, 1)
     title = f"tritonops bench: {meta['machine_before']['cores']} cores, {config.connections} connections"

@@ -157,7 +157,7 @@ def write_chart(path: Path, rows: list[BenchRow], title: str) -> None:
         axis.set_xscale("log")
         axis.set_xlabel(f"{label} (log scale)")
         axis.invert_yaxis()
-        axis.set_xlim(right=max(values) * 30)
+        axis.set_xlim(right=max(values, default=1.0) * 30)  # a run of variants only has no plain rows
         for position, (row, value) in enumerate(zip(chosen, values, strict=True)):
             note = f" {value:,.0f}" + ("" if row.protocol == "in-process" else f"  p99 {row.p99_ms:.1f} ms")
             axis.text(value, position, note, va="center", fontsize=8)

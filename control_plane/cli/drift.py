@@ -158,8 +158,10 @@ def drift(
         render(report)
     if html_report is not None:
         from tritonops.control_plane.drift_html import write_html
+        from tritonops.control_plane.drift_rows import captured_drifted_rows
 
-        written = write_html(report, html_report, generated_at=now_iso())
+        rows = [] if api else captured_drifted_rows(load_settings(), report)
+        written = write_html(report, html_report, generated_at=now_iso(), drifted_rows=rows)
         typer.echo(f"drift report written to {written}", err=as_json)
 
 

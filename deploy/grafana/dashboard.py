@@ -35,6 +35,8 @@ BACKEND = 'model=~"$model", version=~"$version"'
 CONTROL = 'model=~"$model"'
 """Selector for the control plane exporter's per-model series."""
 SERIES = "{{model}} v{{version}}"
+SHADOW = "{{model}} v{{version}} shadow v{{shadow_version}}"
+CANARY_SERIES = "{{model}} v{{version}} canary v{{canary_version}}"
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,73 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             ),
         ),
     ),
+    (
+        "Canary and shadow",
+        (
+            PanelSpec(
+                "Canary traffic share",
+                "Share of the live model's successful requests its backend routed to the canary and the canary "
+                "answered; fallbacks per second: routed requests live re-scored because the canary failed or was "
+                "not loaded.",
+                (
+                    Query(f"model_version:tritonops_canary_share:rate1m{{{BACKEND}}}", CANARY_SERIES),
+                    Query(
+                        f"model_version:tritonops_canary_fallbacks:rate1m{{{BACKEND}}}", "fallbacks/s " + CANARY_SERIES
+                    ),
+                ),
+                unit="percentunit",
+                width=8,
+            ),
+            PanelSpec(
+                "Shadow rows per second",
+                "Live's answered rows mirrored to the shadow, rows dropped (shadow queue full) and rows the shadow "
+                "failed to score, by reason.",
+                (
+                    Query(f"model_version:tritonops_shadow_mirrored_rows:rate1m{{{BACKEND}}}", SHADOW + " mirrored"),
+                    Query(f"model_version:tritonops_shadow_dropped_rows:rate1m{{{BACKEND}}}", SHADOW + " dropped"),
+                    Query(
+                        f"model_version_reason:tritonops_shadow_errors:rate1m{{{BACKEND}}}",
+                        SHADOW + " errors {{reason}}",
+                    ),
+                ),
+                unit="cps",
+                width=8,
+            ),
+            PanelSpec(
+                "Shadow agreement",
+                "Compared rows where the shadow's label equals live's, over compared rows (5 min).",
+                (Query(f"model_version:tritonops_shadow_agreement:ratio5m{{{BACKEND}}}", SHADOW),),
+                unit="percentunit",
+                width=8,
+            ),
+            PanelSpec(
+                "Shadow |probability difference|",
+                "Per compared row, the largest |live - shadow| class probability: the mean over 5 min, and the p99 "
+                "from the difference buckets.",
+                (
+                    Query(f"model_version:tritonops_shadow_prob_diff:mean5m{{{BACKEND}}}", SHADOW + " mean"),
+                    Query(
+                        f"model_version_quantile:tritonops_shadow_prob_diff:histogram_quantile5m{{{BACKEND}}}",
+                        SHADOW + " p{{quantile}}",
+                    ),
+                ),
+            ),
+            PanelSpec(
+                "Shadow latency p50 / p99",
+                "Shadow time per mirrored batch (validation + model or the BLS call, + comparison), off the "
+                "answer's path.",
+                (
+                    Query(
+                        f"model_version_quantile:tritonops_shadow_duration_seconds:histogram_quantile1m{{{BACKEND}}}",
+                        SHADOW + " p{{quantile}}",
+                    ),
+                ),
+                unit="s",
+            ),
+        ),
+    ),
 )
+
 
 ROLLBACK_ANNOTATION = f"tritonops_last_rollback_timestamp_seconds{{{CONTROL}}} * 1000"
 """Rollbacks: each series' value is the time of the model's last rollback (Grafana places it by value)."""
@@ -301,7 +369,9 @@ def build() -> db.Dashboard:
     board = (
         db.Dashboard("tritonops: models on Triton")
         .uid("tritonops")
-        .description("Per model and version: traffic, errors, latency, batching, cache, rollout and drift.")
+        .description(
+            "Per model and version: traffic, errors, latency, batching, cache, rollout, drift, canary and shadow."
+        )
         .tags(["tritonops", "triton"])
         .time("now-1h", "now")
         .refresh("10s")

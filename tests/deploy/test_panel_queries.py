@@ -2,7 +2,8 @@
 Prometheus (Debian's binary, our rule files, 1 s scrapes) scraping a real tritonserver under load and the real
 control plane exporter (`tritonops watch --metrics-port`).
 
-Phase 1: demo v1 live + v2 canary, healthy: every panel must show data. Phase 2: the canary gets mostly invalid
+Phase 1: demo v1 live + v2 canary (split inside Triton, weight 0.5) + v2 as a shadow of every answered row,
+healthy: every panel must show data, the canary and shadow panels included. Phase 2: the canary gets mostly invalid
 rows, `tritonops watch` aborts it by itself, and the rollback annotation's query must then return that event.
 """
 
@@ -21,6 +22,7 @@ import pytest
 import requests
 
 from tests.deploy.conftest import CANARY, DEPLOY, MODEL, DemoStack, Load, answers, running_load
+from tritonops.control_plane.rollout import shadow, stop_shadow
 from tritonops.control_plane.state import StateStore
 from tritonops.serving.triton import free_port
 
@@ -118,6 +120,16 @@ def exporter(demo_stack: DemoStack, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
+def shadowed(demo_stack: DemoStack) -> Iterator[None]:
+    """Version 2 also shadows live (every answered row mirrored), for the shadow panels; stopped at the end."""
+    shadow(demo_stack.settings, MODEL, 2, 1.0, actor="tests", reason="shadow panels")
+    try:
+        yield
+    finally:
+        stop_shadow(demo_stack.settings, MODEL, actor="tests")
+
+
+@pytest.fixture(scope="module")
 def prometheus(demo_stack: DemoStack, exporter: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """/usr/bin/prometheus on a free port, scraping Triton and the exporter every second, with our rule files."""
     work = tmp_path_factory.mktemp("prometheus")
@@ -156,7 +168,7 @@ def _wait_for(check: Any, seconds: float) -> Any:
 
 
 def test_every_panel_returns_series_then_the_rollback_shows_as_an_annotation(
-    demo_stack: DemoStack, prometheus: str
+    demo_stack: DemoStack, shadowed: None, prometheus: str
 ) -> None:
     queries = _panel_queries()
     assert len(queries) >= 18
@@ -195,6 +207,25 @@ def test_every_panel_returns_series_then_the_rollback_shows_as_an_annotation(
         assert _value(prometheus, f'tritonops_live_version{{model="{MODEL}"}}') == 1
         assert _value(prometheus, f'tritonops_canary_version{{model="{MODEL}"}}') == 2
         assert _value(prometheus, f'tritonops_canary_weight{{model="{MODEL}"}}') == 0.5
+        panels = {p["title"]: [_as_grafana_would(t["expr"]) for t in p["targets"]] for p in _dashboard()["panels"]
+                  if "targets" in p}  # fmt: skip
+        share, fallbacks = panels["Canary traffic share"]
+        (canary_share,) = _query(prometheus, share)
+        assert canary_share["metric"] == {"__name__": "model_version:tritonops_canary_share:rate1m", "model": MODEL,
+                                          "version": "1", "canary_version": "2"}  # fmt: skip
+        assert 0.3 < float(canary_share["value"][1]) < 0.7, canary_share  # weight 0.5 of live's requests
+        assert [float(r["value"][1]) for r in _query(prometheus, fallbacks)] == [0.0]  # the canary answered all
+        mirrored, _, _ = panels["Shadow rows per second"]
+        (mirroring,) = _query(prometheus, mirrored)
+        assert (mirroring["metric"]["version"], mirroring["metric"]["shadow_version"]) == ("1", "2")
+        assert float(mirroring["value"][1]) > 1
+        agreement = float(_query(prometheus, panels["Shadow agreement"][0])[0]["value"][1])
+        mean_diff, p99_diff = (float(_query(prometheus, q)[0]["value"][1]) for q in panels[
+            "Shadow |probability difference|"])  # fmt: skip
+        assert 0 < agreement <= 1 and 0 < mean_diff <= p99_diff <= 1  # another model: some rows disagree
+        (latency,) = panels["Shadow latency p50 / p99"]
+        quantiles = {r["metric"]["quantile"]: float(r["value"][1]) for r in _query(prometheus, latency)}
+        assert set(quantiles) == {"0.5", "0.99"} and 0 < quantiles["0.5"] <= quantiles["0.99"] < 1, quantiles
         psi = _query(prometheus, f'tritonops_drift_statistic{{model="{MODEL}",version="1",statistic="psi"}}')
         assert len(psi) >= 6 and all(float(r["value"][1]) >= 0 for r in psi)  # one per feature (+ predictions)
 

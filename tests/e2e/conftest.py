@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,9 +78,15 @@ def _ready(url: str) -> bool:
 
 @contextmanager
 def running_controller(
-    root: Path, repository: Path, state: Path, admin_token: str | None, *extra_args: str
+    root: Path,
+    repository: Path,
+    state: Path,
+    admin_token: str | None,
+    *extra_args: str,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[Controller]:
-    """Start the controller on a free port with a fresh bootstrap token; SIGTERM it at the end (it must stop)."""
+    """Start the controller on a free port with a fresh bootstrap token (plus ``environment``, e.g.
+    ``TRITONOPS_WEBHOOKS``); SIGTERM it at the end (it must stop)."""
     port = free_port()
     bootstrap = "tops_" + secrets.token_urlsafe(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRITONOPS_")}
@@ -92,6 +98,7 @@ def running_controller(
     )
     if admin_token:
         env["TRITONOPS_ADMIN_TOKEN"] = admin_token
+    env.update(environment or {})
     log = root / f"controller-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

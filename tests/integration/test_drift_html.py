@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import RenderedPage
+from tritonops.contract.manifest import NumericReference
 from tritonops.control_plane.drift import PREDICTION, BinnedReference, DriftConfig, DriftReport, drift_report
 from tritonops.control_plane.drift_html import LIVE_COLOUR, REFERENCE_COLOUR, render_html, write_html
+from tritonops.control_plane.drift_rows import most_drifted_rows
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +30,7 @@ class _Page(HTMLParser):
         self.sections: list[tuple[str, str]] = []
         self.bars: dict[str, int] = {}
         self.images = 0
+        self.drifted_rows: list[str] = []
         self.first_block = ""
         self._in_title = False
         self._chart: str | None = None
@@ -45,6 +49,8 @@ class _Page(HTMLParser):
             self.sections.append((values["data-feature"] or "", values["data-drifted"] or ""))
         if tag == "img":
             self.images += 1
+        if tag == "tr" and "drifted-row" in classes:
+            self.drifted_rows.append(values["data-request-id"] or "")
         if tag == "div" and not self.first_block:
             self.first_block = " ".join(classes)
 
@@ -57,6 +63,28 @@ class _Page(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data
+
+
+EDGES = [-1.0, 0.0, 1.0]
+
+
+def _references() -> dict[str, NumericReference]:
+    """The manifest references behind ``_report``'s bins: edges -1, 0, 1 and a NaN bin."""
+    return {
+        f"sensor_{i}": NumericReference(bin_edges=EDGES, proportions=[0.2, 0.3, 0.3, 0.2], nan_proportion=0.0)
+        for i in range(3)
+    }
+
+
+def _captured_rows() -> list[dict[str, object]]:
+    """Captured rows as the capture store exports them: a calm one per bin of sensor_1, and moved ones on top."""
+    rows: list[dict[str, object]] = []
+    for i, value in enumerate([-2.0, -0.5, 0.5, 3.0, 2.5, None]):
+        rows.append(
+            {"request_id": f"r{i}", "time": f"2026-12-01T00:00:0{i}", "label": "ok", "version": 3,
+             "feature.sensor_0": 0.5, "feature.sensor_1": value, "feature.sensor_2": -0.5}
+        )  # fmt: skip
+    return rows
 
 
 def _report() -> DriftReport:
@@ -78,7 +106,10 @@ def test_report_renders_in_chromium_with_one_chart_per_feature(
 ) -> None:
     report = _report()
     assert report.drifted_features == ["sensor_1"]
-    page = write_html(report, tmp_path / "reports" / "drift.html", generated_at="2026-12-01T00:00:00Z")
+    drifted = most_drifted_rows(report, _references(), _captured_rows(), limit=5)
+    page = write_html(
+        report, tmp_path / "reports" / "drift.html", generated_at="2026-12-01T00:00:00Z", drifted_rows=drifted
+    )
     rendered = chromium(page)
 
     dom = _Page()
@@ -91,7 +122,12 @@ def test_report_renders_in_chromium_with_one_chart_per_feature(
     assert dom.bars == {"sensor_1": 10, "sensor_0": 10, "sensor_2": 10, PREDICTION: 4}  # reference + live per bin
     assert dom.images == 0  # every chart is inline SVG: nothing to load, nothing to break
     assert "PSI" in rendered.dom and "Jensen-Shannon distance" in rendered.dom and "chi-squared" in rendered.dom
-
+    # sensor_1's top bin holds 60% live against 20% reference: the only over-filled bin of any feature, whose PSI
+    # term (0.6 - 0.2) * ln(0.6 / 0.2) is each of its rows' drift score; the rest score 0 and are not listed
+    assert dom.drifted_rows == ["r3", "r4"]
+    assert [round(r.score, 6) for r in drifted] == [round(0.4 * math.log(3.0), 6)] * 2
+    assert drifted[0].contributions == {"sensor_0": 0.0, "sensor_1": drifted[0].score, "sensor_2": 0.0}
+    assert "Most drifted rows" in rendered.dom
     pixels = np.asarray(Image.open(rendered.screenshot).convert("RGB")).reshape(-1, 3)
     for colour in (LIVE_COLOUR, REFERENCE_COLOUR):  # both series were drawn, not only the text
         rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])

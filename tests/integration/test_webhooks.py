@@ -4,25 +4,19 @@ delivery per dedup key, cooldown, the Airflow preset's request shape, and the de
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.webhook_receiver import SECRET, Receiver, serve_receiver
 from tritonops.control_plane.errors import WebhookError
 from tritonops.control_plane.state import StateStore
 from tritonops.control_plane.webhooks import (
-    SIGNATURE_HEADER,
     DeliveryLog,
     Trigger,
     WebhookConfig,
@@ -32,51 +26,11 @@ from tritonops.control_plane.webhooks import (
 from tritonops.serving.triton import free_port
 from tritonops.settings import StateLocation
 
-SECRET = "s3cret-for-hmac"
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server that checks each request's signature and answers from a script of status codes."""
-
-    url: str
-    script: list[int] = field(default_factory=list)
-    seen: list[dict[str, Any]] = field(default_factory=list)
-
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    port = free_port()
-    state = Receiver(f"http://127.0.0.1:{port}")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            state.seen.append(
-                {
-                    "path": self.path,
-                    "body": json.loads(body),
-                    "signed": hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), expected),
-                    "authorization": self.headers.get("Authorization"),
-                    "event": self.headers.get("X-Tritonops-Event"),
-                }
-            )
-            status = state.script.pop(0) if state.script else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, format: str, *args: object) -> None:  # keep pytest's output clean
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve_receiver() as running:
+        yield running
 
 
 def _trigger(key: str = "churn:3:drift:1") -> Trigger:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tritonops.loadtest.bench import SETTINGS_DEFAULT, SETTINGS_GLIBC, SETTINGS_SUMMARIES, BenchConfig, run
+from tritonops.loadtest.capture import CAPTURE_01, CAPTURE_OFF
 from tritonops.loadtest.routing import AS_CONVERTED, SHADOW_1, WEIGHT_0, WEIGHT_02, WEIGHT_02_BLS
 from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS
 
@@ -28,7 +29,7 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     config = BenchConfig(
         duration=1.0,
         connections=8,
-        targets=("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "routing", "flask"),
+        targets=("inprocess", "triton-http", "triton-grpc", "overhead", "settings", "routing", "capture", "flask"),
         out=tmp_path,
         inprocess_seconds=0.3,
         batch_rows=64,
@@ -42,6 +43,7 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     single = [("triton", v, "http", 1, c) for v in (TRITONOPS, NO_COUNTERS, BARE) for c in (4, 8)]
     single += [("triton", v, "http", 1, 8) for v in (SETTINGS_DEFAULT, SETTINGS_SUMMARIES, SETTINGS_GLIBC)]
     single += [("triton", v, "http", 1, c) for v in ROUTING for c in (4, 8)]
+    single += [("triton", v, "http", 1, c) for v in (CAPTURE_OFF, CAPTURE_01) for c in (4, 8)]
     assert set(by_key) == {
         ("onnxruntime", "", "in-process", 1, 0),
         ("onnxruntime", "", "in-process", 32, 0),
@@ -122,6 +124,20 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
         )
         assert f"shadow at share 1.0 >= 80% of weight 0 ({level})" in {v["target"] for v in verdicts}
     assert "shadow adds <= 2 ms to p99 at 8 connections" in {v["target"] for v in verdicts}
+    capture = saved["meta"]["capture"]
+    assert set(capture) == {"4 connections", "8 connections"}
+    for level, measured in capture.items():
+        rounds = measured["rounds_rps"]
+        assert measured["capture_of_off"] == pytest.approx(
+            statistics.median(a / b for a, b in zip(rounds[CAPTURE_01], rounds[CAPTURE_OFF], strict=True))
+        )
+        assert f"capture at share 0.1 >= 95% of capture off ({level})" in {v["target"] for v in verdicts}
+    # the capturing model really captured about a tenth of its requests (+1: the pre-flight request)
+    spooled = saved["meta"]["capture_spooled"]
+    captured_requests = sum(by_key[("triton", CAPTURE_01, "http", 1, c)].requests for c in (4, 8))
+    assert spooled["requests"] == captured_requests
+    share = spooled["rows"] / (captured_requests + 1)
+    assert 0.05 < share < 0.15, spooled
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "bench.md").read_text()
     assert f"| triton | grpc | 1 | 8 | {by_key[('triton', '', 'grpc', 1, 8)].requests:,} | 0 |" in table

@@ -5,20 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import HTMLResponse
 
 from tritonops.control_plane.controller.auth import require
 from tritonops.control_plane.controller.context import ApiContext, context
 from tritonops.control_plane.controller.schemas import AccuracyAnswer, ModelInfo, PolicyAnswer, VersionInfo
 from tritonops.control_plane.desired import version_manifest
 from tritonops.control_plane.discovery import discover
-from tritonops.control_plane.drift import parse_duration, report_to_dict
+from tritonops.control_plane.drift import DriftReport, parse_duration, report_to_dict
+from tritonops.control_plane.drift_html import render_html
+from tritonops.control_plane.drift_rows import captured_drifted_rows
 from tritonops.control_plane.errors import PolicyError, UnknownModelError
 from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.control_plane.guardrails import Policy, drift_for_version, measure_drift, parse_policy_data
 from tritonops.control_plane.metrics import metrics_urls
 from tritonops.control_plane.policies import DEFAULT_POLICY, effective_policy, remove_policy, store_policy
 from tritonops.control_plane.rollout import check_model_name
-from tritonops.control_plane.state import StateStore
+from tritonops.control_plane.state import StateStore, now_iso
 from tritonops.control_plane.tokens import Identity, Role
 from tritonops.converters.errors import RepositoryError
 from tritonops.converters.repository import list_models, list_versions
@@ -90,22 +93,14 @@ def get_versions(
     ]
 
 
-@router.get("/models/{model}/drift")
-def get_drift(
-    model: str,
-    ctx: Ctx,
-    who: Annotated[Identity, Depends(require(Role.VIEWER, "drift"))],
-    window: Annotated[str, Query(max_length=20, description="30s, 15m, 2h, or 'load' (since load)")] = "15m",
-    version: Annotated[int | None, Query(ge=1)] = None,
-) -> dict[str, object]:
-    """Drift of every input feature and of the class mix of the live version (or ``version``) over ``window``."""
+def _drift(ctx: ApiContext, model: str, window: str, version: int | None) -> DriftReport:
+    """The drift report of the live version (or ``version``) over ``window`` (``load``: since load)."""
     _known(ctx, model)
     seconds = None if window == "load" else parse_duration(window, "window")
     if ctx.window is None:
         with StateStore.open(ctx.settings.state) as store:
             urls = metrics_urls([], discover(ctx.settings.fleet, store))
-        report = measure_drift(ctx.settings, model, urls, version=version, window_seconds=seconds)
-        return report_to_dict(report)
+        return measure_drift(ctx.settings, model, urls, version=version, window_seconds=seconds)
     if version is None:
         with StateStore.open(ctx.settings.state) as store:
             state = store.model(model)
@@ -114,9 +109,38 @@ def get_drift(
         version = state.live
     policy = _policy_or_default(ctx, model)
     config = policy.drift.thresholds if policy.drift is not None else Policy().drift.thresholds  # type: ignore[union-attr]
-    return report_to_dict(
-        drift_for_version(version_manifest(ctx.settings.repository, model, version), ctx.window(seconds), config)
-    )
+    return drift_for_version(version_manifest(ctx.settings.repository, model, version), ctx.window(seconds), config)
+
+
+WindowQuery = Annotated[str, Query(max_length=20, description="30s, 15m, 2h, or 'load' (since load)")]
+
+
+@router.get("/models/{model}/drift")
+def get_drift(
+    model: str,
+    ctx: Ctx,
+    who: Annotated[Identity, Depends(require(Role.VIEWER, "drift"))],
+    window: WindowQuery = "15m",
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, object]:
+    """Drift of every input feature and of the class mix of the live version (or ``version``) over ``window``."""
+    return report_to_dict(_drift(ctx, model, window, version))
+
+
+@router.get("/models/{model}/drift/report", response_class=HTMLResponse)
+def get_drift_report(
+    model: str,
+    ctx: Ctx,
+    who: Annotated[Identity, Depends(require(Role.VIEWER, "drift"))],
+    window: WindowQuery = "15m",
+    version: Annotated[int | None, Query(ge=1)] = None,
+    rows: Annotated[int, Query(ge=0, le=1000, description="most drifted captured rows to list (0: none)")] = 10,
+) -> HTMLResponse:
+    """The drift report as one self-contained HTML page (``tritonops drift MODEL --report``), with the most
+    drifted captured rows when rows are captured."""
+    report = _drift(ctx, model, window, version)
+    drifted = captured_drifted_rows(ctx.settings, report, rows) if rows else []
+    return HTMLResponse(render_html(report, generated_at=now_iso(), drifted_rows=drifted))
 
 
 def _policy_or_default(ctx: ApiContext, model: str) -> Policy:

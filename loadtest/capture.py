@@ -1,0 +1,55 @@
+"""The ``capture`` bench target's models: one converted version served with row capture off and at share 0.1.
+
+Both are loaded from the version's bytes under their own names with the same config (as the control plane loads
+a live version), one with the ``tritonops.capture`` parameter the control plane sets for ``tritonops capture set
+MODEL --share 0.1``: the backend samples a tenth of the requests and spools their rows from its flush thread.
+Measured in interleaved rounds on one server, their req/s ratio is what capture costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+
+from tritonops.contract.names import PARAM_CAPTURE
+from tritonops.control_plane.desired import canary_files, version_config
+from tritonops.model_config import to_json, with_specific_versions
+from tritonops.serving.capture import CaptureSpec
+
+CAPTURE_OFF = "capture off"
+CAPTURE_01 = "capture 0.1"
+CAPTURE_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class CaptureModel:
+    label: str
+    model: str
+    """The Triton model the load is sent to."""
+
+
+def load_capture_models(grpc_url: str, repository: Path, base: str, spool: Path) -> tuple[CaptureModel, ...]:
+    """Load version 1 of ``base`` twice on the server at ``grpc_url``: without capture, and capturing 10% into
+    ``spool``."""
+    files = canary_files(repository, base, 1)
+    spec = CaptureSpec(share=CAPTURE_SHARE, directory=spool)
+    models = (CaptureModel(CAPTURE_OFF, f"{base}_nocap"), CaptureModel(CAPTURE_01, f"{base}_cap"))
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+        for variant in models:
+            config = with_specific_versions(version_config(repository, base, 1), [1])
+            config.name = variant.model
+            if variant.label == CAPTURE_01:
+                config.parameters[PARAM_CAPTURE].string_value = spec.to_parameter()
+            client.load_model(variant.model, config=to_json(config), files=files)
+    return models
+
+
+def spooled_rows(spool: Path) -> int:
+    """Rows the capturing model wrote to its spool so far (one JSON line each, open and closed files)."""
+    total = 0
+    for path in spool.rglob("*.jsonl"):
+        with path.open("rb") as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
