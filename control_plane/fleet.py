@@ -233,8 +233,9 @@ def reconcile(
 
     First every model is observed on every endpoint without locks (reads only): a model every endpoint already
     serves as desired, with no operation in flight, needs no lock and no step. Each other model is handled under its
-    rollout lock (a model being rolled out right now is skipped and reported) and on every endpoint at once; up to ``per_endpoint`` models are worked on concurrently per endpoint, and up to
-    ``2 * per_endpoint`` models hold their lock at a time (a model's own steps stay in order). Rollouts a killed
+    rollout lock (a model being rolled out right now is skipped and reported) and on every endpoint at once; up to
+    ``per_endpoint`` models are worked on concurrently per endpoint, and up to ``2 * per_endpoint`` models hold
+    their lock at a time (a model's own steps stay in order). Rollouts a killed
     process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it only reports drift.
     ``endpoints`` is the fleet as discovered (default: the state's static list), or the part of it to reconcile
     now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the controller
