@@ -67,6 +67,11 @@ class ControlPlaneExporter:
         self.rollbacks = Counter(
             "tritonops_rollbacks", "Automatic rollbacks and canary aborts", ["model", "trigger"], registry=r
         )
+        self.prometheus_failures = Counter(
+            "tritonops_prometheus_failures",
+            "Window reads from Prometheus that failed (that step's guardrails had no data)",
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
@@ -98,6 +103,9 @@ class ControlPlaneExporter:
         """An automatic rollback or canary abort happened at ``at`` (Unix seconds)."""
         self.rollbacks.labels(model, trigger).inc()
         self.last_rollback.labels(model).set(at)
+
+    def record_prometheus_failure(self) -> None:
+        self.prometheus_failures.inc()
 
     def render(self) -> bytes:
         """The exposition text, as a scrape would get it."""

@@ -234,6 +234,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         "row capture settings per model (a serving.capture.CaptureSpec as JSON)",
         ("ALTER TABLE models ADD COLUMN capture TEXT",),
     ),
+    Migration(
+        11,
+        "progressive rollouts driven by the controller (steps, analysis, progress, per-step history)",
+        (
+            """CREATE TABLE progressive_rollouts (
+                id {id},
+                model TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                from_version INTEGER,
+                spec TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN
+                    ('running', 'paused', 'succeeded', 'rolled-back', 'aborted', 'failed', 'superseded')),
+                step_index INTEGER NOT NULL,
+                step_started_at {float},
+                window_started_at {float} NOT NULL,
+                next_check_at {float} NOT NULL,
+                failed_checks INTEGER NOT NULL DEFAULT 0,
+                started_by TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                finished_at TEXT,
+                outcome TEXT NOT NULL DEFAULT '',
+                steps_log TEXT NOT NULL DEFAULT '[]'
+            )""",
+            "CREATE UNIQUE INDEX progressive_rollouts_active ON progressive_rollouts (model) WHERE finished_at IS NULL",
+            "CREATE INDEX progressive_rollouts_model ON progressive_rollouts (model, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

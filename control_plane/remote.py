@@ -21,6 +21,7 @@ from tritonops.control_plane.feedback import AccuracyComparison, VersionAccuracy
 from tritonops.control_plane.fleet import ReconcileReport
 from tritonops.control_plane.policies import DEFAULT_POLICY
 from tritonops.control_plane.problem_codes import family_of
+from tritonops.control_plane.progressive_runs import Rollout
 from tritonops.control_plane.rollout import EndpointStatus, RolloutResult
 from tritonops.control_plane.state import AuditEvent, TokenRecord
 from tritonops.errors import ConfigurationError, TritonOpsError
@@ -179,6 +180,35 @@ class ControllerClient:
 
     def rollback(self, model: str, *, to: int | None = None, reason: str = "") -> RolloutResult:
         return self._action(model, "rollback", {"to": to, "reason": reason})
+
+    # -- progressive rollouts (driven by the controller) -----------------------------------------------------
+    def rollout_start(
+        self,
+        model: str,
+        version: int,
+        steps: str | list[float],
+        interval: str | float,
+        analysis: Mapping[str, Any] | None = None,
+        *,
+        reason: str = "",
+    ) -> Rollout:
+        """Start a progressive rollout (its first step applied, gates included, before this returns)."""
+        body = {"version": version, "steps": steps, "interval": interval, "analysis": analysis, "reason": reason}
+        answer = self.call("POST", f"/v1/models/{_seg(model)}/rollouts", body=body, timeout=ACTION_TIMEOUT)
+        return self._typed(Rollout, answer)
+
+    def rollout_status(self, model: str) -> Rollout:
+        return self._typed(Rollout, self.call("GET", f"/v1/models/{_seg(model)}/rollouts/current"))
+
+    def rollouts(self, model: str, limit: int = 20) -> list[Rollout]:
+        return self._typed(
+            list[Rollout], self.call("GET", f"/v1/models/{_seg(model)}/rollouts", params={"limit": limit})
+        )
+
+    def rollout_control(self, model: str, verb: str, *, reason: str = "") -> Rollout:
+        """``verb``: pause, resume or abort the model's unfinished rollout."""
+        path = f"/v1/models/{_seg(model)}/rollouts/current/{_seg(verb)}"
+        return self._typed(Rollout, self.call("POST", path, body={"reason": reason}, timeout=ACTION_TIMEOUT))
 
     def reconcile(self, *, dry_run: bool = False) -> ReconcileReport:
         answer = self.call("POST", "/v1/reconcile", body={"dry_run": dry_run}, timeout=ACTION_TIMEOUT)

@@ -169,6 +169,8 @@ def test_the_controller_runs_alone_with_both_secrets_and_a_health_check(resolved
     assert env["TRITONOPS_FLEET"] == "dns:triton:8001"
     assert env["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
     assert env["TRITONOPS_BOOTSTRAP_TOKEN_FILE"] == "/run/secrets/tritonops_bootstrap_token"
+    assert env["TRITONOPS_PROMETHEUS_URL"] == "http://prometheus:9090"  # the compose Prometheus, by service name
+    assert [p["target"] for p in resolved["services"]["prometheus"]["ports"]] == [9090]
     assert {s["source"] for s in controller["secrets"]} == {"tritonops_admin_token", "tritonops_bootstrap_token"}
     assert "TRITONOPS_ADMIN_TOKEN_FILE" in resolved["services"]["triton"]["environment"]
     assert not any("TOKEN" in name for name in resolved["services"]["grafana"].get("environment", {}))

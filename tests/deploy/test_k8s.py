@@ -89,6 +89,12 @@ def test_the_controller_finds_every_replica_and_holds_the_secrets(
     container = pod["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["TRITONOPS_FLEET"] == f"dns:{headless['metadata']['name']}.tritonops.svc.cluster.local:8001"
+    prometheus = resources[("Service", "prometheus")]
+    (web,) = prometheus["spec"]["ports"]
+    assert (
+        env["TRITONOPS_PROMETHEUS_URL"]
+        == f"http://prometheus.{prometheus['metadata']['namespace']}.svc.cluster.local:{web['port']}"
+    )
     assert "command" not in container  # the image's `tritonops controller start`, no shell loop
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "api"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "api"}
