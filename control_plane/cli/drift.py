@@ -135,7 +135,10 @@ def drift(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     html_report: Path | None = typer.Option(
-        None, "--report", help="Also write the report as one self-contained HTML page (histograms per feature) here."
+        None,
+        "--report",
+        help="Also write the report as one self-contained HTML page (histograms per feature, the most drifted "
+        "captured rows) here; in remote mode the controller renders it.",
     ),
 ) -> None:
     """Drift of each input feature and of the class mix against the manifest's reference.
@@ -157,11 +160,14 @@ def drift(
     else:
         render(report)
     if html_report is not None:
-        from tritonops.control_plane.drift_html import write_html
+        from tritonops.control_plane.drift_html import write_html, write_page
         from tritonops.control_plane.drift_rows import captured_drifted_rows
 
-        rows = [] if api else captured_drifted_rows(load_settings(), report)
-        written = write_html(report, html_report, generated_at=now_iso(), drifted_rows=rows)
+        if api:  # the controller's page: its captured rows live with it
+            written = write_page(api.drift_report(model, window, version), html_report)
+        else:
+            rows = captured_drifted_rows(load_settings(), report)
+            written = write_html(report, html_report, generated_at=now_iso(), drifted_rows=rows)
         typer.echo(f"drift report written to {written}", err=as_json)
 
 
