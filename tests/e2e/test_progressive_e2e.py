@@ -204,15 +204,18 @@ def test_a_good_version_goes_through_every_step_and_is_live(stack: Stack) -> Non
     assert ("rollout-start", "ok", "rollout-operator") in events
 
 
-def _canary_removed_at(stack: Stack, deadline: float = 60.0) -> float:
-    """When the controller's abort of the canary finished (its audit event), waiting for it."""
+def _canary_removed_at(stack: Stack, since: int, deadline: float = 60.0) -> float:
+    """When the controller's abort of rollout ``since``'s canary finished (its audit event), waiting for it."""
     limit = time.monotonic() + deadline
     while time.monotonic() < limit:
         with StateStore.open(stack.state) as store:
             done = [
                 e
                 for e in store.audit(MODEL)
-                if e.action == "abort-canary" and e.result == "ok" and e.actor == "controller/rollout"
+                if e.action == "abort-canary"
+                and e.result == "ok"
+                and e.actor == "controller/rollout"
+                and f"progressive rollout {since} " in e.reason
             ]
         if done:
             return datetime.fromisoformat(done[-1].at).timestamp()
@@ -222,7 +225,7 @@ def _canary_removed_at(stack: Stack, deadline: float = 60.0) -> float:
 
 def test_a_failing_version_is_rolled_back_at_its_first_step_with_bounded_failures(stack: Stack) -> None:
     status, started, decided = _run_rollout(stack, 3)
-    removed = _canary_removed_at(stack)
+    removed = _canary_removed_at(stack, status["id"])
     print(f"failing rollout: {status['status']} {decided - started:.1f} s after the start: {status['outcome']}")
     print(f"canary removed {removed - decided:.1f} s after the decision was seen")
     steps = _per_step(stack, status, started, removed)
@@ -240,3 +243,20 @@ def test_a_failing_version_is_rolled_back_at_its_first_step_with_bounded_failure
     with StateStore.open(stack.state) as store:
         (analysis,) = [e for e in store.audit(MODEL) if e.action == "rollout-analysis" and e.to_version == 3]
     assert analysis.result == "failed" and '"verdict": "failed"' in analysis.detail
+
+
+def test_a_version_slower_than_the_analysis_p99_is_rolled_back(stack: Stack) -> None:
+    """No version here is slow on purpose; a p99 limit of 10 microseconds makes every real one too slow."""
+    strict_latency = {**ANALYSIS, "latency": {"p99_ms": 0.01}}
+    body = {"version": 1, "steps": [20, 100], "interval": "2s", "analysis": strict_latency}
+    answer = stack.controller.api("POST", f"/v1/models/{MODEL}/rollouts", stack.operator, json=body)
+    assert answer.status_code == 201, answer.text
+    started = time.time()
+    with ControllerClient(stack.controller.url, stack.viewer) as viewer:
+        while (current := viewer.rollout_status(MODEL)).active:
+            assert time.time() - started < 90, stack.controller.log_tail()
+            time.sleep(0.3)
+    print(f"p99 rollout: {current.status} {time.time() - started:.1f} s after the start: {current.outcome}")
+    assert current.status == "rolled-back" and "step 1/2 (20%) failed: latency_p99" in current.outcome
+    _canary_removed_at(stack, since=current.id)
+    assert _desired(stack) == (2, None)
