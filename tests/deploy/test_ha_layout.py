@@ -267,6 +267,25 @@ def test_a_triton_pod_is_ready_only_once_the_leader_has_loaded_its_models(cluste
     assert ready.status_code == 200
 
 
+def test_only_the_leader_exports_its_judgments(cluster: Cluster) -> None:
+    """Prometheus scrapes each replica (the headless Service): the leader's page has the live version and
+    tritonops_controller_leader 1, the follower's has 0 and no version series, so a sum over replicas is the
+    leader's view and nothing flips between scrapes. Runs after the promote above."""
+    roles = {n: s["this_replica_leads"] for n, s in _leadership(cluster).items()}
+
+    def page(name: str) -> str:
+        return requests.get(cluster.url(name) + "/metrics", timeout=10).text
+
+    (leader,) = [n for n, leads in roles.items() if leads]
+    (follower,) = [n for n, leads in roles.items() if not leads]
+    live = f'tritonops_live_version{{model="{MODEL}"}} 1.0'
+    _wait("the leader to export the live version", lambda: live in page(leader))
+    assert "\ntritonops_controller_leader 1.0" in page(leader)
+    seen = page(follower)
+    assert "\ntritonops_controller_leader 0.0" in seen, seen
+    assert "tritonops_live_version{" not in seen and "tritonops_guardrail_breached{" not in seen, seen
+
+
 def test_the_reader_role_reads_and_cannot_write(cluster: Cluster) -> None:
     env = cluster.pod_env(TRITON, "triton-0")
     url = env["TRITONOPS_STATE"]

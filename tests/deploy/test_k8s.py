@@ -267,10 +267,12 @@ def test_prometheus_discovers_every_replica_through_the_headless_service(
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     sd = jobs["triton"]["dns_sd_configs"][0]
     assert sd["names"] == ["triton-headless.tritonops.svc.cluster.local"] and sd["port"] == 8002
-    api = resources[("Service", "tritonops-controller")]["spec"]["ports"][0]["port"]
-    assert jobs["tritonops-control-plane"]["static_configs"][0]["targets"] == [
-        f"tritonops-controller.tritonops.svc.cluster.local:{api}"
-    ]
+    replicas = resources[("Service", "tritonops-controller-replicas")]["spec"]
+    controller = resources[("Service", "tritonops-controller")]["spec"]
+    assert replicas["clusterIP"] == "None" and replicas["selector"] == controller["selector"]
+    sd = jobs["tritonops-control-plane"]["dns_sd_configs"][0]  # each replica, not one of them at random
+    assert sd["names"] == ["tritonops-controller-replicas.tritonops.svc.cluster.local"]
+    assert sd["port"] == replicas["ports"][0]["port"] == controller["ports"][0]["port"]
 
 
 def test_ha_pieces_fit_the_pods_they_protect(resources: Resources) -> None:
