@@ -183,7 +183,6 @@ def test_a_report_survives_the_api_round_trip() -> None:
     report = drift_report("m", 3, refs, counts, {"no": 100, "yes": 400}, DriftConfig(), window_seconds=90)
     data = json.loads(from_drift(report).model_dump_json())
     assert DriftView.model_validate(data) == from_drift(report)
-    assert "inf" in json.dumps(data)  # JSON has no infinity: the view says "inf"
 
 
 def test_not_enough_rows_never_raises_an_alarm() -> None:
