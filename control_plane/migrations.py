@@ -273,6 +273,8 @@ def migrate(db: Database, now: str) -> int:
     """Bring ``db`` to ``SCHEMA_VERSION`` (each missing migration in order, one transaction); return the version."""
     versions = [m.version for m in MIGRATIONS]
     assert versions == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3, ... in order"
+    if _applied_version(db) == SCHEMA_VERSION:
+        return SCHEMA_VERSION  # up to date: no write, so a read-only role (the Triton pods' probe) can open it
     with db.write():
         db.execute(
             f"CREATE TABLE IF NOT EXISTS {_LEDGER} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, at TEXT NOT NULL)"
@@ -295,6 +297,17 @@ def migrate(db: Database, now: str) -> int:
                 f"INSERT INTO {_LEDGER} (version, name, at) VALUES (?, ?, ?)", (migration.version, migration.name, now)
             )
     return SCHEMA_VERSION
+
+
+def _applied_version(db: Database) -> int | None:
+    """The newest migration recorded in the ledger, None without a ledger; reads only."""
+    if db.engine == "sqlite":
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        exists = "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+    if db.execute(exists, (_LEDGER,)).fetchone() is None:
+        return None
+    return schema_version(db)
 
 
 def open_state_database(location: StateLocation | Path, timeout: float = 10.0) -> Database:

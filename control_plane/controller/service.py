@@ -80,7 +80,7 @@ class Controller:
         self._lease_store = StateStore.open(settings.state)
         self.lease = Lease(self._lease_store, self.replica, ttl=self.options.lease_ttl)
         self.lease_runner = TaskRunner("lease", [PeriodicTask("lease", every(self.lease.renew_interval), self._renew)])
-        self.exporter = ControlPlaneExporter()
+        self.exporter = ControlPlaneExporter(leads=False)  # until the lease is ours
         # With a Prometheus, it holds the history: no counter samples are stored (nothing would read them).
         self.history: SnapshotStore | None = None
         self.windows: WindowSource
@@ -153,7 +153,9 @@ class Controller:
 
     def _renew(self) -> None:
         was_leader = self.lease.held()
-        if self.lease.acquire_or_renew() and not was_leader:
+        leads = self.lease.acquire_or_renew()
+        self.exporter.set_leader(leads)
+        if leads and not was_leader:
             _log.info("%s leads (epoch %s)", self.replica, self.lease.epoch, extra={"actor": self.replica})
             self.reconciler.request(f"{self.replica} became leader (epoch {self.lease.epoch})")
         elif was_leader and not self.lease.held():
