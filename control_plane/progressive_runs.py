@@ -375,7 +375,7 @@ def pause_rollout(settings: Settings, model: str, *, actor: str, reason: str = "
 def resume_rollout(
     settings: Settings, model: str, *, actor: str, reason: str = "", clock: Callable[[], float] = time.time
 ) -> Rollout:
-    """Go on with a paused rollout: its current step starts again with a fresh window."""
+    """Go on with a paused rollout: its current step starts again with a fresh window (at the weight it kept)."""
     check_model_name(model)
     now = clock()
     with StateStore.open(settings.state) as store:
@@ -389,7 +389,7 @@ def resume_rollout(
             log={"event": "resume", "step": rollout.step + 1, "by": actor},
             expect=("paused",),
             status="running",
-            step_started_at=None,
+            step_started_at=now,
             window_started_at=now,
             next_check_at=now + rollout.interval_seconds,
         )

@@ -229,7 +229,7 @@ def test_pause_resume_abort_and_status(settings: Settings) -> None:
     with pytest.raises(InvalidRolloutError, match="it has a paused rollout; expected one running"):
         pause_rollout(settings, "rf", actor="alice")
     resumed = resume_rollout(settings, "rf", actor="bob", clock=lambda: 5000.0)
-    assert resumed.status == "running" and resumed.step_started_at is None
+    assert resumed.status == "running" and resumed.step_started_at == 5000.0
     assert (resumed.window_started_at, resumed.next_check_at) == (5000.0, 5010.0)
     aborted = abort_rollout(settings, "rf", actor="carol", reason="enough")
     assert aborted.status == "aborted" and aborted.finished_at is not None
