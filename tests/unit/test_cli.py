@@ -234,7 +234,8 @@ REPOSITORY_COMMANDS = {
 JSON_COMMANDS = {
     "status", "history", "fleet list", "models list", "models show", "drift", "feedback accuracy", "server status",
     "top", "deploy", "promote", "canary", "rollback", "reconcile", "retrain", "webhooks log", "capture set",
-    "capture off", "capture compact", "capture export", "mlflow sync", "token list",
+    "capture off", "capture compact", "capture export", "mlflow sync", "token list", "rollout start",
+    "rollout status", "rollout pause", "rollout resume", "rollout abort",
 }  # fmt: skip
 
 
