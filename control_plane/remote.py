@@ -180,6 +180,16 @@ class ControllerClient:
     def rollback(self, model: str, *, to: int | None = None, reason: str = "") -> RolloutResult:
         return self._action(model, "rollback", {"to": to, "reason": reason})
 
+    def shadow_start(self, model: str, version: int, share: float, *, reason: str = "") -> RolloutResult:
+        return self._action(model, "shadow", {"version": version, "share": share, "reason": reason})
+
+    def shadow_stop(self, model: str, *, reason: str = "") -> RolloutResult:
+        return self._action(model, "shadow/stop", {"reason": reason})
+
+    def shadow_report(self, model: str) -> list[dict[str, Any]]:
+        """Per (live, shadow) version pair over the controller's fleet: ``ShadowReport.to_dict()`` each."""
+        return [dict(report) for report in self.call("GET", f"/v1/models/{_seg(model)}/shadow")]
+
     def reconcile(self, *, dry_run: bool = False) -> ReconcileReport:
         answer = self.call("POST", "/v1/reconcile", body={"dry_run": dry_run}, timeout=ACTION_TIMEOUT)
         return self._typed(ReconcileReport, answer)
