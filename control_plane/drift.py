@@ -22,7 +22,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -419,57 +418,4 @@ def drift_report(
         min_rows=config.min_rows,
         rows=total,
         notes=tuple(notes),
-    )
-
-
-def _number_from(value: object) -> float | None:
-    """A number of a ``DriftView`` (``"inf"`` for infinity) back to a float."""
-    if value is None:
-        return None
-    if value == "inf":
-        return math.inf
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    raise DriftInputError("drift report", "a number or 'inf'", repr(value))
-
-
-def _test_from(data: object) -> TestResult | None:
-    if not isinstance(data, dict):
-        return None
-    statistic, p_value = _number_from(data["statistic"]), _number_from(data["p_value"])
-    if statistic is None or p_value is None:
-        raise DriftInputError("drift report", "a statistic and a p-value", repr(data))
-    return TestResult(statistic, p_value)
-
-
-def _feature_from(data: dict[str, Any]) -> FeatureDrift:
-    return FeatureDrift(
-        name=str(data["name"]),
-        kind=str(data["kind"]),
-        labels=tuple(str(b) for b in data["bins"]),
-        reference=tuple(float(v) for v in data["reference"]),
-        live=tuple(float(v) for v in data["live"]),
-        live_rows=float(data["live_rows"]),
-        method=Method(data["method"]),
-        threshold=float(data["threshold"]),
-        enough_data=bool(data["enough_data"]),
-        psi=_number_from(data.get("psi")),
-        jensen_shannon=_number_from(data.get("jensenshannon")),
-        ks=_test_from(data.get("ks")),
-        chi_squared=_test_from(data.get("chisquare")),
-    )
-
-
-def report_from_dict(data: dict[str, Any]) -> DriftReport:
-    """A ``DriftView`` as JSON read back (the controller's ``GET /v1/models/{model}/drift``): the same report."""
-    return DriftReport(
-        model=str(data["model"]),
-        version=int(data["version"]),
-        window_seconds=_number_from(data.get("window_seconds")),
-        features=tuple(_feature_from(f) for f in data["features"]),
-        prediction=_feature_from(data["prediction"]) if data.get("prediction") else None,
-        drift_share=float(data["drift_share"]),
-        min_rows=int(data["min_rows"]),
-        rows=float(data["rows"]),
-        notes=tuple(str(n) for n in data.get("notes", ())),
     )

@@ -224,7 +224,11 @@ def render_html(report: DriftReport, *, generated_at: str, drifted_rows: Sequenc
 
 def write_html(report: DriftReport, path: Path, *, generated_at: str, drifted_rows: Sequence[DriftedRow] = ()) -> Path:
     """Write the page atomically (a reader never sees half a file) and return its path."""
-    text = render_html(report, generated_at=generated_at, drifted_rows=drifted_rows)
+    return write_page(render_html(report, generated_at=generated_at, drifted_rows=drifted_rows), path)
+
+
+def write_page(text: str, path: Path) -> Path:
+    """Write a rendered page (e.g. the controller's) to ``path`` atomically and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

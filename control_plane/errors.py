@@ -13,11 +13,13 @@ ControlPlaneError
  ├── VersionLoadError           Triton could not load a version, or it never became ready
  ├── GateError                  a promotion gate refused the version (parity, smoke, latency)
  ├── InvalidRolloutError        a request that makes no sense in the current state (bad weight, nothing
- │                              to roll back to, a canary of another version running)
+ │    │                         to roll back to, a canary of another version running)
+ │    └── RolloutSpecError      a progressive rollout's steps, interval or version are malformed
  ├── FleetApplyError            some endpoints could not be brought to the desired state
  ├── NotServingError            an endpoint does not serve the desired state yet (readiness probe)
  ├── DriftInputError            drift statistics got data that does not fit the reference bins
  ├── MetricsError               a /metrics endpoint could not be scraped or its text parsed
+ │    └── PrometheusError       Prometheus's query API did not answer, or answered an error
  ├── PolicyError                a guardrail policy file is missing or malformed
  ├── GuardrailActedError        `watch --exit-on-action` stopped after an automatic rollback / canary abort
  ├── FeedbackError              ground truth for an unknown request id, or a bad label
@@ -134,6 +136,14 @@ class InvalidRolloutError(ControlPlaneError):
     """The request does not fit the current desired state."""
 
 
+class RolloutSpecError(InvalidRolloutError):
+    """A progressive rollout asked for with a malformed field (steps, interval, version)."""
+
+    def __init__(self, field: str, expected: str, got: str) -> None:
+        self.field = field
+        super().__init__(f"rollout {field}: expected {expected}, got {got}")
+
+
 class FleetApplyError(ControlPlaneError):
     def __init__(self, summary: str, failures: dict[str, str]) -> None:
         self.failures = failures
@@ -160,6 +170,13 @@ class MetricsError(ControlPlaneError):
     def __init__(self, url: str, detail: str) -> None:
         self.url = url
         super().__init__(f"metrics {url}: {detail}")
+
+
+class PrometheusError(MetricsError):
+    """A PromQL query failed: Prometheus unreachable, an HTTP error, an ``error`` status, an unexpected answer."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(url, f"Prometheus: {detail}")
 
 
 class PolicyError(ControlPlaneError):

@@ -7,6 +7,10 @@ The watcher feeds it after every step; Prometheus scrapes it next to Triton. Fam
 - ``tritonops_drift_detected{model,version}`` (1 = dataset drift)
 - ``tritonops_guardrail_breached{model,guardrail}`` (1 while the guardrail is breached)
 - ``tritonops_last_rollback_timestamp_seconds{model}``, ``tritonops_rollbacks_total{model,trigger}``
+- ``tritonops_controller_leader`` (1 on the replica holding the controller lease or a lone watch, 0 on the others)
+
+Only the leader judges: a replica that does not lead exports no versions, drift or guardrail series (what it set
+while it led is removed the moment it stops), so a sum or max over every replica's scrape is the leader's view.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ def _statistics(feature: FeatureDrift) -> dict[str, float | None]:
 class ControlPlaneExporter:
     """Gauges and counters in a registry of their own (so tests and several watchers never collide)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, leads: bool = True) -> None:
+        """``leads``: whether this process judges from the start (a lone ``tritonops watch`` does; a controller
+        replica does not until it holds the lease, see ``set_leader``)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.live_version = Gauge("tritonops_live_version", "Live version per model", ["model"], registry=r)
@@ -67,6 +73,17 @@ class ControlPlaneExporter:
         self.rollbacks = Counter(
             "tritonops_rollbacks", "Automatic rollbacks and canary aborts", ["model", "trigger"], registry=r
         )
+        self.leader = Gauge(
+            "tritonops_controller_leader",
+            "1 on the process that judges (the controller replica holding the lease, or a lone watch), else 0",
+            registry=r,
+        )
+        self.leader.set(1.0 if leads else 0.0)
+        self.prometheus_failures = Counter(
+            "tritonops_prometheus_failures",
+            "Window reads from Prometheus that failed (that step's guardrails had no data)",
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: Thread | None = None
 
@@ -91,6 +108,20 @@ class ControlPlaneExporter:
                     self.drift_statistic.labels(report.model, version, feature.name, name).set(value)
         self.drift_detected.labels(report.model, version).set(1.0 if report.dataset_drift else 0.0)
 
+    def set_leader(self, leads: bool) -> None:
+        """Whether this replica leads; one that does not forgets the versions, drift and guardrails it exported."""
+        self.leader.set(1.0 if leads else 0.0)
+        if not leads:
+            for gauge in (
+                self.live_version,
+                self.canary_version,
+                self.canary_weight,
+                self.drift_statistic,
+                self.drift_detected,
+                self.guardrail_breached,
+            ):
+                gauge.clear()
+
     def set_guardrail(self, model: str, guardrail: str, breached: bool) -> None:
         self.guardrail_breached.labels(model, guardrail).set(1.0 if breached else 0.0)
 
@@ -98,6 +129,9 @@ class ControlPlaneExporter:
         """An automatic rollback or canary abort happened at ``at`` (Unix seconds)."""
         self.rollbacks.labels(model, trigger).inc()
         self.last_rollback.labels(model).set(at)
+
+    def record_prometheus_failure(self) -> None:
+        self.prometheus_failures.inc()
 
     def render(self) -> bytes:
         """The exposition text, as a scrape would get it."""

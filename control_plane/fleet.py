@@ -232,17 +232,18 @@ def reconcile(
 ) -> ReconcileReport:
     """Make every endpoint serve exactly the desired state; idempotent, safe to run again after any crash.
 
-    Each model is handled under its rollout lock (a model being rolled out right now is skipped and reported) and
-    on every endpoint at once; up to ``per_endpoint`` models are worked on concurrently per endpoint, and up to
-    ``2 * per_endpoint`` models hold their lock at a time (a model's own steps stay in order). Rollouts a killed
-    process left unfinished are closed as 'interrupted' in the audit log. With ``dry_run`` it only reports the
-    divergence. ``endpoints`` is the fleet as discovered (default: the state's static list), or the part of it to
-    reconcile now. ``audit_in_sync=False`` leaves no audit event for a run that found nothing to do (the controller
-    reconciles every few seconds). Audit, written once at the end of the run: one ``reconcile-apply`` event per
-    model and endpoint acted on (endpoint, what differed, the loads/unloads, seconds, result), then the
-    ``reconcile`` summary. It also rewrites a live model's model-level ``config.pbtxt`` if it is stale
-    (``tritonops.converters.repository.publish_live``). Only this thread touches ``store``; the workers do the
-    endpoint I/O.
+    First every model is observed on every endpoint without locks (reads only): a model every endpoint already
+    serves as desired, with no operation in flight, needs no lock and no step. Each other model is handled under its
+    rollout lock (a model being rolled out right now is skipped and reported) and on every endpoint at once; up to
+    ``per_endpoint`` models are worked on concurrently per endpoint, and up to ``2 * per_endpoint`` models hold
+    their lock at a time (a model's own steps stay in order). Rollouts a killed process left unfinished are closed
+    as 'interrupted' in the audit log. With ``dry_run`` it only reports the divergence. ``endpoints`` is the fleet
+    as discovered (default: the state's static list), or the part of it to reconcile now. ``audit_in_sync=False``
+    leaves no audit event for a run that found nothing to do (the controller reconciles every few seconds). Audit,
+    written once at the end of the run: one ``reconcile-apply`` event per model and endpoint acted on (endpoint,
+    what differed, the loads/unloads, seconds, result), then the ``reconcile`` summary. It also rewrites a live
+    model's model-level ``config.pbtxt`` if it is stale (``tritonops.converters.repository.publish_live``). Only
+    this thread touches ``store``; the workers do the endpoint I/O.
     """
     if per_endpoint < 1:
         raise ValueError(f"per_endpoint: expected at least 1, got {per_endpoint}")
@@ -257,7 +258,12 @@ def reconcile(
             stack.callback(server.close)
         work = _Work(servers, repository, dry_run, per_endpoint)
         stack.callback(work.close)  # waits for the workers, then releases every lock still held
-        for state in store.models():
+        states = store.models()
+        in_sync = set() if dry_run else work.in_sync(states)
+        for state in states:
+            if state.name in in_sync and not store.unfinished_operations(state.name):
+                _publish_unlocked(store, repository, state, report)
+                continue
             work.limit(2 * per_endpoint)
             lock = contextlib.ExitStack()
             try:
@@ -363,6 +369,24 @@ class _Work:
         self.unusable = {s.url: _Flag() for s in servers}
         self.in_flight: list[tuple[contextlib.ExitStack, dict[str, Future[_Outcome]], dict[str, _Outcome]]] = []
 
+    def in_sync(self, states: list[ModelState]) -> set[str]:
+        """The models every endpoint serves as desired right now, observed without their locks (reads only): these
+        need no lock and no step. Taking a lock costs a database connection on PostgreSQL, and a fleet in sync is
+        checked many times a minute. An endpoint that fails here is left to the locked pass, which reports it."""
+        futures = {
+            (state.name, s.url): self.pools[s.url].submit(_observed_in_sync, s, self.repository, state)
+            for state in states
+            for s in self.servers
+        }
+        differ = set()
+        for (name, _), future in futures.items():
+            error = future.exception()
+            if error is not None and not isinstance(error, ControlPlaneError):
+                raise error
+            if error is not None or not future.result():
+                differ.add(name)
+        return {state.name for state in states} - differ
+
     def submit(self, state: ModelState, lock: contextlib.ExitStack) -> dict[str, _Outcome]:
         """Start ``state``'s model on every endpoint; the dict returned is filled in as the endpoints finish."""
         futures = {
@@ -400,6 +424,11 @@ class _Work:
         for lock, _, _ in self.in_flight:
             lock.close()
         self.in_flight = []
+
+
+def _observed_in_sync(endpoint: Endpoint, repository: Path, state: ModelState) -> bool:
+    """True when ``endpoint`` serves ``state`` exactly (a worker thread)."""
+    return not plan(desired(repository, state), endpoint.observe(state.name))
 
 
 def _reconcile_one(endpoint: Endpoint, repository: Path, state: ModelState, dry_run: bool, unusable: _Flag) -> _Outcome:
@@ -467,6 +496,18 @@ class _Flag:
         with self._lock:
             first, self.raised = not self.raised, True
         return first
+
+
+def _publish_unlocked(store: StateStore, repository: Path, state: ModelState, report: ReconcileReport) -> None:
+    """``_publish`` for a model in sync, without its rollout lock: a promote or rollback that commits a new live
+    version meanwhile publishes it too, and if ours ran last with the old one, the state read after it says so and
+    the new one is published again."""
+    while state.live is not None:
+        _publish(repository, state, report)
+        now = store.model(state.name)
+        if now is None or now.live == state.live:
+            return
+        state = now
 
 
 def _publish(repository: Path, state: ModelState, report: ReconcileReport) -> None:

@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tritonops.contract.names import base_model
+from tritonops.contract.names import base_model, canary_alias
 from tritonops.control_plane.errors import MetricsError, StateError
 from tritonops.control_plane.migrations import open_state_database
 from tritonops.settings import StateLocation
@@ -43,7 +44,8 @@ FRONTEND_GAP = "frontend refusals not counted"
 wrong datatype or rank, a missing input, a batch too large) appear in no statistic and no metric of Triton 2.51
 (docs/contracts.md, "Malformed requests"), so no error rate can include them."""
 _COUNTER_SUFFIXES = {"counter": ("",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
-_KEPT_PREFIXES = ("nv_inference_", "nv_cache_num_", "tritonops_")
+KEPT_PREFIXES = ("nv_inference_", "nv_cache_num_", "tritonops_")
+"""The families the control plane reads (what a counter sample keeps, what ``PrometheusWindows`` asks for)."""
 
 
 def _labels(mapping: Mapping[str, str]) -> Labels:
@@ -73,7 +75,7 @@ class Snapshot:
     def has(self, name: str, **match: str) -> bool:
         return any(True for _ in self.samples(name, **match))
 
-    def restricted(self, prefixes: Sequence[str] = _KEPT_PREFIXES) -> Snapshot:
+    def restricted(self, prefixes: Sequence[str] = KEPT_PREFIXES) -> Snapshot:
         """Only the families the control plane reads (what ``SnapshotStore`` keeps)."""
         kept = {n: s for n, s in self.series.items() if n.startswith(tuple(prefixes))}
         return Snapshot(self.taken_at, kept, frozenset(n for n in self.counters if n in kept))
@@ -296,6 +298,8 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
         for name in ("nv_inference_request_success_total", "nv_inference_request_failure_total")
         for labels, _ in delta.samples(name)
     }
+    routed = canary_routed(delta)
+    keys |= set(routed)
     result = {}
     for model, version in sorted(keys):
         m = {"model": model, "version": version}
@@ -306,12 +310,13 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
             latency = _histogram_quantiles(delta, base["model"], version)
             source = "backend histogram" if latency else "none"
         cache_hits, cache_misses = _cache_lookups(delta, model, base)
+        answered, fell_back = routed.get((model, version), (0.0, 0.0))
         result[(model, version)] = VersionStats(
             model=model,
             version=version,
             seconds=win.seconds,
-            success=delta.total("nv_inference_request_success_total", **m),
-            failure=delta.total("nv_inference_request_failure_total", **m),
+            success=delta.total("nv_inference_request_success_total", **m) + answered,
+            failure=delta.total("nv_inference_request_failure_total", **m) + fell_back,
             invalid=delta.total("tritonops_invalid_requests_total", **base),
             inferences=delta.total("nv_inference_count_total", **m),
             executions=delta.total("nv_inference_exec_count_total", **m),
@@ -327,6 +332,23 @@ def version_stats(win: Window) -> dict[tuple[str, str], VersionStats]:
             latency_source=source,
         )
     return result
+
+
+def canary_routed(delta: Snapshot) -> dict[tuple[str, str], tuple[float, float]]:
+    """Requests the live model's backend scored with its canary in-process, by (canary alias, canary version):
+    (answered, fell back to live). Triton counts them under the live model only, so ``version_stats`` adds them
+    to the canary alias's numbers: answered ones as successes, fallbacks (the canary failed on them) as failures.
+    """
+    routed: dict[tuple[str, str], tuple[float, float]] = {}
+    for labels, value in delta.samples("tritonops_canary_requests_total"):
+        key = (canary_alias(labels["model"]), labels["canary_version"])
+        answered, fell_back = routed.get(key, (0.0, 0.0))
+        if labels.get("outcome") == "fallback":
+            fell_back += value
+        else:
+            answered += value
+        routed[key] = (answered, fell_back)
+    return routed
 
 
 def combine_stats(
@@ -610,6 +632,16 @@ def windows_from(
             notes.append(f"{url}: no earlier snapshot; counting since the version was loaded")
         windows[url] = window(before, now)
     return FleetWindow(windows, dict(failures), tuple(notes))
+
+
+class WindowSource(Protocol):
+    """Where windows come from: ``FleetSampler`` (scrapes, with compact counter samples as history) or
+    ``PrometheusWindows`` (PromQL over what Prometheus scraped). Both give the same ``FleetWindow``, so the
+    guardrails and the drift report never know which one they read."""
+
+    def window(self, lookback_seconds: float | None) -> FleetWindow: ...
+
+    def close(self) -> None: ...
 
 
 class FleetSampler:

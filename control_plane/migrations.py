@@ -234,6 +234,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         "row capture settings per model (a serving.capture.CaptureSpec as JSON)",
         ("ALTER TABLE models ADD COLUMN capture TEXT",),
     ),
+    Migration(
+        11,
+        "progressive rollouts driven by the controller (steps, analysis, progress, per-step history)",
+        (
+            """CREATE TABLE progressive_rollouts (
+                id {id},
+                model TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                from_version INTEGER,
+                spec TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN
+                    ('running', 'paused', 'succeeded', 'rolled-back', 'aborted', 'failed', 'superseded')),
+                step_index INTEGER NOT NULL,
+                step_started_at {float},
+                window_started_at {float} NOT NULL,
+                next_check_at {float} NOT NULL,
+                failed_checks INTEGER NOT NULL DEFAULT 0,
+                started_by TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                finished_at TEXT,
+                outcome TEXT NOT NULL DEFAULT '',
+                steps_log TEXT NOT NULL DEFAULT '[]'
+            )""",
+            "CREATE UNIQUE INDEX progressive_rollouts_active ON progressive_rollouts (model) WHERE finished_at IS NULL",
+            "CREATE INDEX progressive_rollouts_model ON progressive_rollouts (model, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -245,6 +273,8 @@ def migrate(db: Database, now: str) -> int:
     """Bring ``db`` to ``SCHEMA_VERSION`` (each missing migration in order, one transaction); return the version."""
     versions = [m.version for m in MIGRATIONS]
     assert versions == list(range(1, len(MIGRATIONS) + 1)), "migrations must be numbered 1, 2, 3, ... in order"
+    if _applied_version(db) == SCHEMA_VERSION:
+        return SCHEMA_VERSION  # up to date: no write, so a read-only role (the Triton pods' probe) can open it
     with db.write():
         db.execute(
             f"CREATE TABLE IF NOT EXISTS {_LEDGER} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, at TEXT NOT NULL)"
@@ -267,6 +297,17 @@ def migrate(db: Database, now: str) -> int:
                 f"INSERT INTO {_LEDGER} (version, name, at) VALUES (?, ?, ?)", (migration.version, migration.name, now)
             )
     return SCHEMA_VERSION
+
+
+def _applied_version(db: Database) -> int | None:
+    """The newest migration recorded in the ledger, None without a ledger; reads only."""
+    if db.engine == "sqlite":
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        exists = "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+    if db.execute(exists, (_LEDGER,)).fetchone() is None:
+        return None
+    return schema_version(db)
 
 
 def open_state_database(location: StateLocation | Path, timeout: float = 10.0) -> Database:

@@ -21,6 +21,7 @@ from tritonops.control_plane.feedback import AccuracyComparison, VersionAccuracy
 from tritonops.control_plane.fleet import ReconcileReport
 from tritonops.control_plane.policies import DEFAULT_POLICY
 from tritonops.control_plane.problem_codes import family_of
+from tritonops.control_plane.progressive_runs import Rollout
 from tritonops.control_plane.rollout import EndpointStatus, RolloutResult
 from tritonops.control_plane.state import AuditEvent, TokenRecord
 from tritonops.errors import ConfigurationError, TritonOpsError
@@ -71,6 +72,32 @@ class ControllerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str | int | float | None] | None = None,
+        timeout: float | None = None,
+    ) -> requests.Response:
+        """One request; the response unless it is a problem answer (then our error)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._session.request(
+                method, self.url + path, json=body, params=query, timeout=timeout or self._timeout
+            )
+        except requests.RequestException as exc:
+            raise ControllerUnreachableError(self.url, f"{type(exc).__name__}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            problem = answer if isinstance(answer, dict) else {"detail": response.text[:300]}
+            raise _error(response.status_code, problem)
+        return response
+
     def call(
         self,
         method: str,
@@ -81,25 +108,13 @@ class ControllerClient:
         timeout: float | None = None,
     ) -> Any:
         """One request; the decoded JSON answer (None for 204), or our error for a problem answer."""
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            response = self._session.request(
-                method, self.url + path, json=body, params=query, timeout=timeout or self._timeout
-            )
-        except requests.RequestException as exc:
-            raise ControllerUnreachableError(self.url, f"{type(exc).__name__}: {exc}") from None
+        response = self._send(method, path, body=body, params=params, timeout=timeout)
         if response.status_code == 204:
             return None
         try:
-            answer = response.json()
+            return response.json()
         except ValueError:
-            answer = None
-        if response.status_code >= 400:
-            problem = answer if isinstance(answer, dict) else {"detail": response.text[:300]}
-            raise _error(response.status_code, problem)
-        if answer is None:
-            raise ControllerUnreachableError(self.url, f"{method} {path}: the answer is not JSON")
-        return answer
+            raise ControllerUnreachableError(self.url, f"{method} {path}: the answer is not JSON") from None
 
     def _typed(self, kind: type[_T] | Any, data: Any) -> _T:
         return TypeAdapter(kind).validate_python(data)  # type: ignore[no-any-return]
@@ -118,6 +133,14 @@ class ControllerClient:
     def drift(self, model: str, window: str, version: int | None = None) -> dict[str, Any]:
         params = {"window": window, "version": version}
         return dict(self.call("GET", f"/v1/models/{_seg(model)}/drift", params=params))
+
+    def drift_report(self, model: str, window: str, version: int | None = None, rows: int = 10) -> str:
+        """The drift report page (HTML) the controller renders, with its most drifted captured rows."""
+        params = {"window": window, "version": version, "rows": rows}
+        response = self._send("GET", f"/v1/models/{_seg(model)}/drift/report", params=params)
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            raise ControllerUnreachableError(self.url, f"GET /v1/models/{model}/drift/report: the answer is not HTML")
+        return response.text
 
     def accuracy(self, model: str, min_labels: int) -> tuple[list[VersionAccuracy], AccuracyComparison | None]:
         answer = self.call("GET", f"/v1/models/{_seg(model)}/accuracy", params={"min_labels": min_labels})
@@ -189,6 +212,35 @@ class ControllerClient:
     def shadow_report(self, model: str) -> list[dict[str, Any]]:
         """Per (live, shadow) version pair over the controller's fleet: ``ShadowReport.to_dict()`` each."""
         return [dict(report) for report in self.call("GET", f"/v1/models/{_seg(model)}/shadow")]
+
+    # -- progressive rollouts (driven by the controller) -----------------------------------------------------
+    def rollout_start(
+        self,
+        model: str,
+        version: int,
+        steps: str | list[float],
+        interval: str | float,
+        analysis: Mapping[str, Any] | None = None,
+        *,
+        reason: str = "",
+    ) -> Rollout:
+        """Start a progressive rollout (its first step applied, gates included, before this returns)."""
+        body = {"version": version, "steps": steps, "interval": interval, "analysis": analysis, "reason": reason}
+        answer = self.call("POST", f"/v1/models/{_seg(model)}/rollouts", body=body, timeout=ACTION_TIMEOUT)
+        return self._typed(Rollout, answer)
+
+    def rollout_status(self, model: str) -> Rollout:
+        return self._typed(Rollout, self.call("GET", f"/v1/models/{_seg(model)}/rollouts/current"))
+
+    def rollouts(self, model: str, limit: int = 20) -> list[Rollout]:
+        return self._typed(
+            list[Rollout], self.call("GET", f"/v1/models/{_seg(model)}/rollouts", params={"limit": limit})
+        )
+
+    def rollout_control(self, model: str, verb: str, *, reason: str = "") -> Rollout:
+        """``verb``: pause, resume or abort the model's unfinished rollout."""
+        path = f"/v1/models/{_seg(model)}/rollouts/current/{_seg(verb)}"
+        return self._typed(Rollout, self.call("POST", path, body={"reason": reason}, timeout=ACTION_TIMEOUT))
 
     def reconcile(self, *, dry_run: bool = False) -> ReconcileReport:
         answer = self.call("POST", "/v1/reconcile", body={"dry_run": dry_run}, timeout=ACTION_TIMEOUT)

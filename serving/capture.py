@@ -123,7 +123,7 @@ class CaptureWriter:
     rng: random.Random = field(default_factory=random.Random)
     dropped: int = 0
     written: int = 0
-    _lines: list[str] = field(default_factory=list)
+    _records: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _path: Path | None = None
     _opened: float = 0.0
@@ -145,42 +145,50 @@ class CaptureWriter:
         label: npt.NDArray[Any],
         probabilities: npt.NDArray[np.float32],
     ) -> None:
-        """Keep every row of one scored request (call only when ``sampled()``)."""
+        """Keep every row of one scored request (call only when ``sampled()``).
+
+        Only plain Python values are made here, on the request's path: a tensor of finite floats skips the per-value
+        conversion, and the JSON encoding waits for ``flush`` (the flush thread).
+        """
         now = time.time()
-        columns: dict[str, list[Any]] = {}
-        for name, features in self.inputs:
-            array = np.asarray(tensors[name]).reshape(label.shape[0], -1)
-            for index, feature in enumerate(features):
-                if feature not in self.spec.drop:
-                    columns[feature] = array[:, index].tolist()
-        hashed = set(self.spec.hash)
         rows = label.shape[0]
-        lines = []
+        drop, hashed = self.spec.drop, self.spec.hash
+        columns: list[tuple[str, bool, bool, list[Any]]] = []
+        for name, features in self.inputs:
+            array = np.asarray(tensors[name]).reshape(rows, -1)
+            plain = array.dtype.kind == "f" and bool(np.isfinite(array).all())  # floats as they are: no conversion
+            by_column = array.T.tolist()
+            for index, feature in enumerate(features):
+                if feature not in drop:
+                    columns.append((feature, feature in hashed, plain, by_column[index]))
+        records = []
         for row in range(rows):
-            values = {
-                feature: hash_value(_plain(values[row])) if feature in hashed else _plain(values[row])
-                for feature, values in columns.items()
-            }
-            record = {
-                "request_id": request_id if rows == 1 else f"{request_id}/{row}",
-                "time": now,
-                "version": self.version,
-                "features": values,
-                "label": _plain(label[row].reshape(-1)[0]),
-                "probabilities": [float(p) for p in probabilities[row]],
-            }
-            lines.append(json.dumps(record, separators=(",", ":")))
+            values = {}
+            for feature, hash_it, plain, column in columns:
+                value = column[row] if plain else _plain(column[row])
+                values[feature] = hash_value(value) if hash_it else value
+            records.append(
+                {
+                    "request_id": request_id if rows == 1 else f"{request_id}/{row}",
+                    "time": now,
+                    "version": self.version,
+                    "features": values,
+                    "label": _plain(label[row].reshape(-1)[0]),
+                    "probabilities": np.asarray(probabilities[row], dtype=np.float64).tolist(),
+                }
+            )
         with self._lock:
-            room = self.spec.buffer_rows - len(self._lines)
-            if room < len(lines):
-                self.dropped += len(lines) - max(room, 0)
-                lines = lines[: max(room, 0)]
-            self._lines.extend(lines)
+            room = self.spec.buffer_rows - len(self._records)
+            if room < len(records):
+                self.dropped += len(records) - max(room, 0)
+                records = records[: max(room, 0)]
+            self._records.extend(records)
 
     def flush(self, *, final: bool = False) -> None:
         """Append the buffered rows to the open spool file; close it when big or old enough (or ``final``)."""
         with self._lock:
-            lines, self._lines = self._lines, []
+            records, self._records = self._records, []
+        lines = [json.dumps(record, separators=(",", ":")) for record in records]
         if lines:
             try:
                 with self._open_path().open("a", encoding="utf-8") as handle:

@@ -4,7 +4,8 @@ Secrets are read from ``TRITONOPS_<NAME>`` or from the file named by ``TRITONOPS
 accepted on a command line and never printed:
 
 - ``ADMIN_TOKEN``: Triton's model-repository admin key (held by the controller or a local CLI only);
-- ``BOOTSTRAP_TOKEN``: the controller's first admin API token, stored (hashed) at its first start.
+- ``BOOTSTRAP_TOKEN``: the controller's first admin API token, stored (hashed) at its first start;
+- ``PROMETHEUS_TOKEN``: a bearer token for the Prometheus the controller reads its windows from (optional).
 
 ``TRITONOPS_FLEET`` says where the Triton servers are: ``static`` (the list kept in the state, ``tritonops fleet
 add``), ``dns:NAME:PORT`` (every A/AAAA record of NAME, e.g. a Kubernetes headless Service; ``TRITONOPS_DNS_SERVER``
@@ -122,6 +123,11 @@ def read_admin_token(env: dict[str, str] | None = None) -> str | None:
 def read_bootstrap_token(env: dict[str, str] | None = None) -> str | None:
     """The controller's first admin API token from ``TRITONOPS_BOOTSTRAP_TOKEN`` or ``..._FILE``, or None."""
     return _read_secret(dict(os.environ) if env is None else env, "TRITONOPS_BOOTSTRAP_TOKEN", "bootstrap token")
+
+
+def read_prometheus_token(env: dict[str, str] | None = None) -> str | None:
+    """The bearer token for Prometheus's query API from ``TRITONOPS_PROMETHEUS_TOKEN`` or ``..._FILE``, or None."""
+    return _read_secret(dict(os.environ) if env is None else env, "TRITONOPS_PROMETHEUS_TOKEN", "Prometheus token")
 
 
 def _read_secret(env: dict[str, str], name: str, what: str) -> str | None:

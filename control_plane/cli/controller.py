@@ -64,6 +64,21 @@ def start(
     metrics_url: list[str] = typer.Option(
         [], "--metrics-url", envvar="TRITONOPS_METRICS_URLS", help="Triton /metrics URL (default: gRPC port + 1)."
     ),
+    prometheus_url: str = typer.Option(
+        "",
+        "--prometheus-url",
+        envvar="TRITONOPS_PROMETHEUS_URL",
+        help="Read guardrail and drift windows from this Prometheus (PromQL) instead of storing counter samples.",
+    ),
+    prometheus_timeout: float = typer.Option(
+        5.0, "--prometheus-timeout", envvar="TRITONOPS_PROMETHEUS_TIMEOUT", help="Seconds one PromQL query may take."
+    ),
+    prometheus_selector: str = typer.Option(
+        'job="triton"',
+        "--prometheus-selector",
+        envvar="TRITONOPS_PROMETHEUS_SELECTOR",
+        help="Label matchers of the Triton targets in Prometheus (no braces).",
+    ),
     log_format: str = typer.Option("text", "--log-format", help="text or json (one object per line)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Serve HTTPS with this certificate (PEM)."),
@@ -85,6 +100,10 @@ def start(
 
     Tokens: the first admin token comes from TRITONOPS_BOOTSTRAP_TOKEN (or _FILE) at the first start; more with
     `tritonops token create`. Triton's admin key (TRITONOPS_ADMIN_TOKEN) is needed here only.
+
+    Windows: without --prometheus-url, compact counter samples in the state (as long as the longest policy window
+    needs); with it, PromQL over what Prometheus scraped (bearer token from TRITONOPS_PROMETHEUS_TOKEN or _FILE).
+    An unanswered query leaves that guardrail step without data (logged, counted in /metrics).
     """
     if log_format not in ("text", "json"):
         raise typer.BadParameter(f"expected text or json, got {log_format!r}", param_hint="--log-format")
@@ -95,15 +114,23 @@ def start(
         return
     from tritonops.control_plane.controller.logs import configure_logging
     from tritonops.control_plane.controller.service import Controller, ControllerOptions
+    from tritonops.control_plane.prometheus import PrometheusConfig
+    from tritonops.settings import read_prometheus_token
 
     configure_logging("json" if log_format == "json" else "text", log_level)
     settings_ = options.settings(repository, state)
+    prometheus = None
+    if prometheus_url:
+        prometheus = PrometheusConfig(
+            prometheus_url, read_prometheus_token(), timeout=prometheus_timeout, selector=prometheus_selector
+        )
     controller_options = ControllerOptions(
         host=host,
         port=port,
         reconcile_every=reconcile_every,
         probe_every=probe_every,
         metrics_urls=tuple(metrics_url),
+        prometheus=prometheus,
         tls_cert=tls_cert,
         tls_key=tls_key,
         lease_ttl=lease_ttl,

@@ -168,7 +168,10 @@ def drift(
     state: str | None = options.STATE,
     as_json: bool = options.JSON,
     html_report: Path | None = typer.Option(
-        None, "--report", help="Also write the report as one self-contained HTML page (histograms per feature) here."
+        None,
+        "--report",
+        help="Also write the report as one self-contained HTML page (histograms per feature, the most drifted "
+        "captured rows) here; in remote mode the controller renders it.",
     ),
 ) -> None:
     """Data drift of each input feature and of the class mix against the manifest's reference.
@@ -190,12 +193,7 @@ def drift(
             )
         if window != "load":
             parse_duration(window)  # the same usage error as locally, before asking the controller
-        answer = api.drift(model, window, version)
-        view = DriftView.model_validate(answer)
-        if html_report is not None:
-            from tritonops.control_plane.drift import report_from_dict
-
-            report = report_from_dict(answer)
+        view = DriftView.model_validate(api.drift(model, window, version))
     else:
         report = _measure(options.settings(repository, state), model, window, version, metrics_url, policy)
         view = from_drift(report)
@@ -203,13 +201,17 @@ def drift(
         print_json(view)
     else:
         render(view)
-    if html_report is not None and report is not None:
-        from tritonops.control_plane.drift_html import write_html
+    if html_report is not None:
+        from tritonops.control_plane.drift_html import write_html, write_page
         from tritonops.control_plane.drift_rows import captured_drifted_rows
         from tritonops.control_plane.state import now_iso
 
-        rows = [] if api else captured_drifted_rows(options.settings(repository, state), report)
-        written = write_html(report, html_report, generated_at=now_iso(), drifted_rows=rows)
+        if api:  # the controller's page: its captured rows live with it
+            written = write_page(api.drift_report(model, window, version), html_report)
+        else:
+            assert report is not None
+            rows = captured_drifted_rows(options.settings(repository, state), report)
+            written = write_html(report, html_report, generated_at=now_iso(), drifted_rows=rows)
         to = error_console() if as_json else console()  # with --json, stdout holds only the JSON
         to.print(f"drift report written to {written}", markup=False, highlight=False)
 

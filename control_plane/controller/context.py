@@ -30,7 +30,7 @@ class ApiContext:
     on_change: Callable[[str], None] = _no_change
     """Called after every state change (the controller reconciles right away)."""
     window: Callable[[float | None], FleetWindow] | None = None
-    """Counter windows of the fleet (the controller's sampler); None: scrape the fleet on demand."""
+    """Counter windows of the fleet (the controller's window source); None: scrape the fleet on demand."""
     readiness: Callable[[], dict[str, str | None]] = field(default_factory=lambda: dict)
     """Named checks for ``/readyz``: None = passing, else why not."""
     dispatcher: WebhookDispatcher | None = None

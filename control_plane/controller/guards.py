@@ -1,8 +1,9 @@
 """Guardrails for every model that has a policy (its own, or the default), each model independent.
 
 One ``Watcher`` per model, built from the policy stored in the state and rebuilt when that policy changes; all
-read their windows from the controller's shared ``FleetSampler`` (one scrape per endpoint for every model). A
-failing step of one model is logged and never touches another. Steps are handed on, never kept.
+read their windows from the controller's shared ``WindowSource``: the ``FleetSampler`` (one scrape per endpoint
+for every model, compact counter samples as history) or, with a Prometheus URL, ``PrometheusWindows``. A failing
+step of one model is logged and never touches another. Steps are handed on, never kept.
 """
 
 from __future__ import annotations

@@ -183,7 +183,9 @@ class Reconciler:
         with StateStore.open(self.settings.state) as store:
             # a static fleet is read every probe; a discovered one (DNS, EndpointSlice) as of the last reconcile
             fleet = store.fleet() if self.settings.fleet.kind == "static" else self._fleet
-            states = [s for s in store.models() if s.live is not None]
+            # a model with a rollout in flight is moving on purpose: its reconcile would only be skipped (and audited)
+            # every probe until it ends; the API asks for one right after
+            states = [s for s in store.models() if s.live is not None and not store.unfinished_operations(s.name)]
         answers = list(self._pool().map(lambda url: self._probe_one(url, states), fleet))
         for url, (answered, why) in zip(fleet, answers, strict=True):
             if not answered:

@@ -141,3 +141,14 @@ class TokenCreated(BaseModel):
 class WhoAmI(BaseModel):
     name: str
     role: str
+
+
+class RolloutRequest(_Body):
+    """A progressive rollout: ``steps`` in percent (``"5,25,50,100"`` or numbers), ``interval`` a duration
+    (``"60s"``, ``"2m"``) or seconds, ``analysis`` the analysis settings (docs/operations.md; defaults if absent)."""
+
+    version: int = Field(ge=1)
+    steps: list[float] | str = Field(examples=["5,25,50,100"])
+    interval: float | str = Field(default="60s", examples=["60s"])
+    analysis: dict[str, Any] | None = None
+    reason: str = Field(default="", max_length=1000)

@@ -1,7 +1,8 @@
 """``Controller``: the API, the reconciler and the guardrails in one process (``tritonops controller start``).
 
 Several replicas may share one state database (PostgreSQL): every replica serves the API, and only the holder of
-the ``controller`` lease (``tritonops.control_plane.lease``) runs the reconciler, the guardrails and the extra
+the ``controller`` lease (``tritonops.control_plane.lease``) runs the reconciler, the guardrails, the progressive
+rollouts (``controller.rollouts``: their state is in the database, so a new leader carries on) and the extra
 tasks. Each replica tries to take or renew the lease every ``lease_ttl / 3`` seconds; the loops check ``held()``
 before every turn, so a replica that lost the lease stops acting at its next turn, and one that gains it
 reconciles at once (closing rollouts the dead leader left unfinished as interrupted and repairing the fleet).
@@ -28,10 +29,12 @@ from tritonops.control_plane.controller.dispatch import WebhookDispatcher
 from tritonops.control_plane.controller.guards import Guardrails
 from tritonops.control_plane.controller.loop import PeriodicTask, TaskRunner, every
 from tritonops.control_plane.controller.reconciler import Reconciler
+from tritonops.control_plane.controller.rollouts import RolloutDriver
 from tritonops.control_plane.discovery import discover
 from tritonops.control_plane.exporter import ControlPlaneExporter
 from tritonops.control_plane.lease import Lease, current_leader
-from tritonops.control_plane.metrics import FleetSampler, SnapshotStore, metrics_urls
+from tritonops.control_plane.metrics import FleetSampler, SnapshotStore, WindowSource, metrics_urls
+from tritonops.control_plane.prometheus import PrometheusConfig, PrometheusWindows
 from tritonops.control_plane.state import StateStore
 from tritonops.control_plane.tokens import ensure_bootstrap
 from tritonops.errors import ConfigurationError
@@ -47,10 +50,14 @@ class ControllerOptions:
     reconcile_every: float = 30.0
     probe_every: float = 1.0
     guardrail_tick: float = 0.25
+    rollout_tick: float = 0.5
+    """Seconds between two turns of the progressive rollouts' driver."""
     compact_every: float = 30.0
     """Seconds between compactions of captured rows into Parquet."""
     metrics_urls: tuple[str, ...] = ()
     """Triton /metrics URLs to watch; empty: each fleet endpoint's gRPC port + 1."""
+    prometheus: PrometheusConfig | None = None
+    """Windows from this Prometheus (PromQL) instead of scrapes and compact counter samples in the state."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     extra_tasks: Sequence[PeriodicTask] = field(default_factory=tuple)
@@ -73,14 +80,20 @@ class Controller:
         self._lease_store = StateStore.open(settings.state)
         self.lease = Lease(self._lease_store, self.replica, ttl=self.options.lease_ttl)
         self.lease_runner = TaskRunner("lease", [PeriodicTask("lease", every(self.lease.renew_interval), self._renew)])
-        self.exporter = ControlPlaneExporter()
-        self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
-        self.sampler = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
+        self.exporter = ControlPlaneExporter(leads=False)  # until the lease is ours
+        # With a Prometheus, it holds the history: no counter samples are stored (nothing would read them).
+        self.history: SnapshotStore | None = None
+        self.windows: WindowSource
+        if self.options.prometheus is not None:
+            self.windows = PrometheusWindows(self.options.prometheus, exporter=self.exporter)
+        else:
+            self.history = SnapshotStore(settings.state, keep_seconds=3600.0, min_spacing=1.0)
+            self.windows = FleetSampler(self._metrics_urls, self.history, max_age=0.5)
         self.reconciler = Reconciler(settings, every=self.options.reconcile_every, probe_every=self.options.probe_every)
         self.dispatcher = WebhookDispatcher(settings)
         self.guardrails = Guardrails(
             settings,
-            self.sampler.window,
+            self.windows.window,
             self.exporter,
             history=self.history,
             on_action=self.reconciler.request,
@@ -99,13 +112,18 @@ class Controller:
                 ),
             ],
         )
+        self.rollouts = RolloutDriver(settings, self.windows.window, on_action=self.reconciler.request)
+        self.rollout_runner = TaskRunner(
+            "rollouts",
+            [PeriodicTask("rollouts", every(self.options.rollout_tick), self._as_leader(self.rollouts.tick))],
+        )
         for task in self.options.extra_tasks:
             self.guardrail_runner.add(PeriodicTask(task.name, task.interval, self._as_leader(task.run)))
         self.context = ApiContext(
             settings,
             exporter=self.exporter,
             on_change=self.reconciler.request,
-            window=self.sampler.window,
+            window=self.windows.window,
             readiness=self._readiness,
             dispatcher=self.dispatcher,
             leader=self.leadership,
@@ -135,7 +153,9 @@ class Controller:
 
     def _renew(self) -> None:
         was_leader = self.lease.held()
-        if self.lease.acquire_or_renew() and not was_leader:
+        leads = self.lease.acquire_or_renew()
+        self.exporter.set_leader(leads)
+        if leads and not was_leader:
             _log.info("%s leads (epoch %s)", self.replica, self.lease.epoch, extra={"actor": self.replica})
             self.reconciler.request(f"{self.replica} became leader (epoch {self.lease.epoch})")
         elif was_leader and not self.lease.held():
@@ -156,6 +176,7 @@ class Controller:
             "lease": None if self.lease_runner.alive else "the lease loop is not running",
             "reconciler": None if self.reconcile_runner.alive else "the reconciler loop is not running",
             "guardrails": None if self.guardrail_runner.alive else "the guardrail loop is not running",
+            "rollouts": None if self.rollout_runner.alive else "the progressive rollout loop is not running",
         }
 
     def start(self) -> None:
@@ -168,17 +189,20 @@ class Controller:
         self.lease_runner.start()
         self.reconcile_runner.start()
         self.guardrail_runner.start()
+        self.rollout_runner.start()
 
     def stop(self) -> None:
         self.lease_runner.stop()
         self.reconcile_runner.stop()
         self.guardrail_runner.stop()
+        self.rollout_runner.stop()
         self.dispatcher.stop()
         self.lease.release()  # another replica takes over now instead of after the TTL
         self._lease_store.close()
         self.reconciler.close()
-        self.sampler.close()
-        self.history.close()
+        self.windows.close()
+        if self.history is not None:
+            self.history.close()
 
     def server(self) -> uvicorn.Server:
         """The uvicorn server for the API (it handles SIGINT/SIGTERM: ``run()`` returns after a clean stop)."""

@@ -25,5 +25,5 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=3)"]
 # SIGTERM (docker stop, a pod's termination) stops it cleanly. Any `tritonops ...` command can run instead, e.g.
-# `docker compose run --rm --entrypoint tritonops controller token create ci --role operator`.
+# `docker compose run --rm --entrypoint tritonops controller-a token create ci --role operator`.
 ENTRYPOINT ["tritonops", "controller", "start", "--host", "0.0.0.0", "--port", "8080"]

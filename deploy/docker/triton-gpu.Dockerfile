@@ -37,7 +37,7 @@ COPY loadtest ./loadtest
 
 # onnxruntime-gpu replaces onnxruntime (the two can't share an environment): install ours, then swap.
 RUN pip install --upgrade pip \
- && pip install -c constraints.txt '.[server]' \
+ && pip install -c constraints.txt '.[server,postgresql]' \
  && pip uninstall -y onnxruntime \
  && pip install '.[gpu]' "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
  && stub="$(python -c 'import pytriton, pathlib; print(pathlib.Path(pytriton.__file__).parent / "tritonserver/python_backend_stubs/3.11/triton_python_backend_stub")')" \

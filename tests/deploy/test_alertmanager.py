@@ -74,7 +74,7 @@ def test_every_alert_has_a_runbook_section_that_exists() -> None:
     rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "alerts.yml").read_text())
     alerts = [rule for group in rules["groups"] for rule in group["rules"]]
     anchors = {_anchor(line.lstrip("#")) for line in OPERATIONS.read_text().splitlines() if line.startswith("#")}
-    assert len(alerts) == 13
+    assert len(alerts) == 14
     for alert in alerts:
         url = alert["annotations"]["runbook_url"]
         page, _, anchor = url.partition("#")

@@ -1,5 +1,6 @@
 """docker-compose.yml validates with a real compose implementation (docker-compose 1.29 `config`, no engine
-needed), names the images we mean, and every bind mount points at something in the repository."""
+needed), names the images we mean, runs two controllers on one PostgreSQL, and every bind mount points at something
+in the repository."""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def test_services(resolved: dict[str, Any]) -> None:
     assert set(resolved["services"]) == {
         "triton",
         "triton-native",
-        "controller",
+        "postgres",
+        "controller-a",
+        "controller-b",
         "prometheus",
         "alertmanager",
         "grafana",
@@ -63,6 +66,9 @@ def test_alertmanager_gets_our_config_and_its_token_as_a_secret(resolved: dict[s
     loaded = yaml.safe_load(config.read_text())
     (hook,) = loaded["receivers"][0]["webhook_configs"]
     assert hook["url"] == "http://controller:8080/v1/hooks/alertmanager"
+    for name in ("controller-a", "controller-b"):  # `controller` names both replicas: either one takes the hook
+        assert resolved["services"][name]["networks"]["default"]["aliases"] == ["controller"]
+    assert {"controller-a", "controller-b"} <= set(alertmanager["depends_on"])
     (secret,) = alertmanager["secrets"]
     assert hook["http_config"]["authorization"]["credentials_file"] == f"/run/secrets/{secret['source']}"
 
@@ -84,7 +90,7 @@ def test_gpu_dockerfile_builds_on_the_ngc_image_of_our_triton_release() -> None:
     # NGC 24.10 ships Triton 2.51.0, the release inside nvidia-pytriton 0.7.0 (the tested pin in constraints.txt).
     assert "ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
     assert "nvidia-pytriton==0.7.0\n" in (ROOT / "constraints.txt").read_text(encoding="utf-8")
-    assert "pip install -c constraints.txt '.[server]'" in dockerfile
+    assert "pip install -c constraints.txt '.[server,postgresql]'" in dockerfile
     assert "onnxruntime-gpu==" in dockerfile and "pip uninstall -y onnxruntime" in dockerfile
     # the 3.11 stub of the same Triton release, our backend beside NGC's, and the entrypoint tests/deploy runs
     assert "python_backend_stubs/3.11/triton_python_backend_stub" in dockerfile
@@ -136,15 +142,26 @@ def test_prometheus_and_grafana_get_our_files(resolved: dict[str, Any]) -> None:
     assert Path(_mounts(prometheus)["/etc/prometheus"]) == ROOT / "deploy" / "prometheus"
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     scraped = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert {"triton:8002", "controller:8080"} <= scraped
+    assert {"triton:8002", "controller-a:8080", "controller-b:8080"} <= scraped  # each replica's own /metrics
     assert "8002" in resolved["services"]["triton"]["expose"]
-    assert {str(p["target"]) for p in resolved["services"]["controller"]["ports"]} == {"8080"}
+    published = {
+        str(p["published"]) for name in ("controller-a", "controller-b") for p in resolved["services"][name]["ports"]
+    }
+    assert published == {"8080", "8081"}
+    assert "ports" not in resolved["services"]["postgres"]
     grafana = _mounts(resolved["services"]["grafana"])
     assert (Path(grafana["/var/lib/grafana/dashboards"]) / "tritonops.json").is_file()
 
 
 @pytest.mark.parametrize(
-    "secret", ["tritonops_admin_token", "tritonops_bootstrap_token", "tritonops_alertmanager_token"]
+    "secret",
+    [
+        "tritonops_admin_token",
+        "tritonops_bootstrap_token",
+        "tritonops_alertmanager_token",
+        "tritonops_postgres_password",
+        "tritonops_postgres_reader_password",
+    ],
 )
 def test_secret_files_are_git_ignored(resolved: dict[str, Any], secret: str) -> None:
     path = Path(resolved["secrets"][secret]["file"])
@@ -163,19 +180,47 @@ def test_validation_rejects_a_broken_file(tmp_path: Path) -> None:
     assert "shm_size" in result.stderr
 
 
-def test_the_controller_runs_alone_with_both_secrets_and_a_health_check(resolved: dict[str, Any]) -> None:
-    controller = resolved["services"]["controller"]
-    env = controller["environment"]
-    assert env["TRITONOPS_FLEET"] == "dns:triton:8001"
-    assert env["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
-    assert env["TRITONOPS_BOOTSTRAP_TOKEN_FILE"] == "/run/secrets/tritonops_bootstrap_token"
-    assert {s["source"] for s in controller["secrets"]} == {"tritonops_admin_token", "tritonops_bootstrap_token"}
-    assert "TRITONOPS_ADMIN_TOKEN_FILE" in resolved["services"]["triton"]["environment"]
-    assert not any("TOKEN" in name for name in resolved["services"]["grafana"].get("environment", {}))
-    assert _mounts(controller)["/var/lib/tritonops"] == "tritonops-state"  # the state on a named volume
-    assert "/readyz" in " ".join(controller["healthcheck"]["test"])
-    assert controller["depends_on"]["triton"]["condition"] == "service_healthy"
-    assert "command" not in controller and "entrypoint" not in controller
+def test_two_controllers_share_one_postgresql_with_secrets_from_files(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    controllers = {name: services[name] for name in services if name.startswith("controller")}
+    assert sorted(controllers) == ["controller-a", "controller-b"]
+    replicas = []
+    for controller in controllers.values():
+        env = controller["environment"]
+        assert env["TRITONOPS_FLEET"] == "dns:triton:8001"
+        assert env["TRITONOPS_STATE"] == "postgresql://tritonops@postgres:5432/tritonops"
+        assert env["TRITONOPS_STATE_PASSWORD_FILE"] == "/run/secrets/tritonops_postgres_password"
+        assert env["TRITONOPS_ADMIN_TOKEN_FILE"] == "/run/secrets/tritonops_admin_token"
+        assert env["TRITONOPS_BOOTSTRAP_TOKEN_FILE"] == "/run/secrets/tritonops_bootstrap_token"
+        assert env["TRITONOPS_PROMETHEUS_URL"] == "http://prometheus:9090"  # the compose Prometheus, by service name
+        assert {s["source"] for s in controller["secrets"]} == {
+            "tritonops_admin_token",
+            "tritonops_bootstrap_token",
+            "tritonops_postgres_password",
+        }
+        assert "/var/lib/tritonops" not in _mounts(controller)  # no SQLite state
+        assert "/readyz" in " ".join(controller["healthcheck"]["test"])
+        assert controller["depends_on"]["triton"]["condition"] == "service_healthy"
+        assert controller["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "entrypoint" not in controller  # the image's `tritonops controller start`; command = its flags
+        command = controller["command"]
+        replicas.append(command[command.index("--replica") + 1])
+    assert replicas == list(controllers)  # each its own name in the lease and the audit log
+    assert [p["target"] for p in services["prometheus"]["ports"]] == [9090]
+    postgres = services["postgres"]
+    env = postgres["environment"]
+    assert env["POSTGRES_USER"] == "tritonops" and env["POSTGRES_DB"] == "tritonops"
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/tritonops_postgres_password"
+    assert env["TRITONOPS_READER_PASSWORD_FILE"] == "/run/secrets/tritonops_postgres_reader_password"
+    assert {s["source"] for s in postgres["secrets"]} == {
+        "tritonops_postgres_password",
+        "tritonops_postgres_reader_password",
+    }
+    init = Path(_mounts(postgres)["/docker-entrypoint-initdb.d/10-reader.sh"])
+    assert init == ROOT / "deploy" / "ha" / "postgres-init-reader.sh"
+    assert _mounts(postgres)["/var/lib/postgresql/data"] == "postgres-data"
+    assert "TRITONOPS_ADMIN_TOKEN_FILE" in services["triton"]["environment"]
+    assert not any("TOKEN" in name for name in services["grafana"].get("environment", {}))
     dockerfile = (ROOT / "deploy" / "docker" / "control-plane.Dockerfile").read_text(encoding="utf-8")
     entrypoint = 'ENTRYPOINT ["tritonops", "controller", "start", "--host", "0.0.0.0", "--port", "8080"]'
     assert entrypoint in dockerfile and "pip install -c constraints.txt '.[controller,convert]'" in dockerfile

@@ -246,3 +246,12 @@ def test_the_report_route_serves_the_page_with_the_most_drifted_captured_rows(se
     assert sorted(charts) == sorted([*features, PREDICTION]), charts  # one chart per feature, and the class mix
     ids = re.findall(r'<tr class="drifted-row" data-request-id="([^"]+)"', html)
     assert 1 <= len(ids) <= 5 and all(i.startswith("drifted-") for i in ids), ids
+
+
+def test_drift_report_in_remote_mode_writes_the_controllers_page(setup: Setup, tmp_path: Path) -> None:
+    page = tmp_path / "drift.html"
+    output = setup.controller.cli("drift", MODEL, "--window", "30s", "--report", str(page), token=setup.viewer)
+    assert f"drift report written to {page}" in output
+    html = page.read_text(encoding="utf-8")
+    assert '<div class="verdict drift" id="verdict">' in html
+    assert 'class="drifted-row"' in html  # the captured rows live with the controller, not with this client

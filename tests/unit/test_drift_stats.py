@@ -25,7 +25,6 @@ from tritonops.control_plane.drift import (
     ks_binned,
     psi,
     psi_band,
-    report_from_dict,
 )
 from tritonops.control_plane.errors import DriftInputError
 from tritonops.control_plane.views import DriftView, from_drift
@@ -176,8 +175,7 @@ def test_reference_like_traffic_gives_no_drift_and_one_shifted_feature_drifts_al
 
 
 def test_a_report_survives_the_api_round_trip() -> None:
-    """The controller answers the ``DriftView``; the CLI in remote mode reads it back (the view, and with
-    ``report_from_dict`` the report for ``--report``)."""
+    """The controller answers the ``DriftView``; the CLI in remote mode reads the same view back."""
     refs = _references()
     live = {name: RNG.normal(values.mean() + 2.0, 1.0, 500) for name, values in REFERENCE_DATA.items()}
     counts = {r.name: _counts(r, live[r.name]) for r in refs if r.name != PREDICTION}
@@ -185,10 +183,6 @@ def test_a_report_survives_the_api_round_trip() -> None:
     report = drift_report("m", 3, refs, counts, {"no": 100, "yes": 400}, DriftConfig(), window_seconds=90)
     data = json.loads(from_drift(report).model_dump_json())
     assert DriftView.model_validate(data) == from_drift(report)
-    assert report_from_dict(data) == report
-    assert from_drift(report_from_dict(data)).model_dump(mode="json") == data
-    with pytest.raises(DriftInputError, match=r"drift report: expected a number or 'inf', got 'NaN-ish'"):
-        report_from_dict({**data, "window_seconds": "NaN-ish"})
 
 
 def test_not_enough_rows_never_raises_an_alarm() -> None:

@@ -184,3 +184,17 @@ def test_an_unreachable_endpoint_is_reported_once(settings: Settings) -> None:
 def test_per_endpoint_below_one_is_refused(settings: Settings) -> None:
     with pytest.raises(ValueError, match="per_endpoint: expected at least 1, got 0"):
         _run(settings, _fakes(settings, None, {}), per_endpoint=0)
+
+
+def test_models_in_sync_take_no_lock_but_one_being_rolled_out_is_skipped(settings: Settings) -> None:
+    fakes = _fakes(settings, None, {})
+    assert _run(settings, fakes, per_endpoint=2).ok
+    _fakes_in_sync(fakes)
+    with StateStore.open(settings.state) as store, store.rollout_lock("m2", "someone"):
+        quiet = _run(settings, fakes, per_endpoint=2)  # in sync: observed without locks, nothing to do
+    assert quiet.ok and quiet.skipped == [] and quiet.divergence_count == 0
+    assert all(fake.calls == [] for fake in fakes.values())
+    with StateStore.open(settings.state) as store, store.rollout_lock("m2", "promote by alice"):
+        store.begin_operation(AuditEntry("alice", "promote", "m2", 1, 2, "", "started"))
+        busy = _run(settings, fakes, per_endpoint=2)  # an operation in flight: the locked pass, which skips it
+    assert len(busy.skipped) == 1 and "promote by alice" in busy.skipped[0]

@@ -2,11 +2,21 @@
 
 from fastapi import APIRouter
 
-from tritonops.control_plane.controller.routes import admin, feedback, health, hooks, models, rollout, shadow
+from tritonops.control_plane.controller.routes import (
+    admin,
+    feedback,
+    health,
+    hooks,
+    models,
+    progressive,
+    rollout,
+    shadow,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
     rollout.router,
+    progressive.router,
     models.router,
     shadow.router,
     feedback.router,
