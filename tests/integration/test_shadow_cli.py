@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -90,7 +91,7 @@ def send(server: TritonServer, rows: np.ndarray) -> None:
         assert outputs["served_version"] == [1]  # callers only ever get live's answer
 
 
-def report(env: dict[str, str], rows: int) -> dict[str, object]:
+def report(env: dict[str, str], rows: int) -> dict[str, Any]:
     """The CLI's JSON report (its documented schema) once the backend flushed ``rows`` compared rows."""
     for _ in range(100):
         view = check_json_output("shadow report", run(env, "shadow", "report", MODEL, "--json"))
@@ -181,20 +182,32 @@ def test_shadow_through_the_controller(
     refused = run(viewer, "shadow", "start", MODEL, "2", expect=ExitCode.ACCESS)
     assert "may not shadow" in refused
     assert "--actor: not taken" in run(remote, "shadow", "stop", MODEL, "--actor", "x", expect=ExitCode.CONFIGURATION)
-    started = check_json_output("shadow start", run(remote, "shadow", "start", MODEL, "2", "--share", "1", "--json"))
+    started = check_json_output(
+        "shadow start | shadow stop", run(remote, "shadow", "start", MODEL, "2", "--share", "1", "--json")
+    )
     assert started["action"] == "shadow" and started["model"] == MODEL and started["to_version"] == 2
 
+    # the counters count since the live model last loaded: the first test's rows may still be in them
+    before = check_json_output("shadow report", run(viewer, "shadow", "report", MODEL, "--json"))["reports"]
+    base = (
+        {k: before[0][k] for k in ("mirrored_rows", "compared_rows")}
+        if before
+        else dict.fromkeys(("mirrored_rows", "compared_rows"), 0.0)
+    )
     rows = RNG.normal(0.0, 1.0, (200, FEATURES)).astype(np.float32)
     send(triton_server, rows)
-    found = report(viewer, len(rows))
+    found = report(viewer, int(base["compared_rows"]) + len(rows))
     assert (found["live_version"], found["shadow_version"]) == ("1", "2")
-    assert found["mirrored_rows"] == found["compared_rows"] == len(rows) and found["dropped_rows"] == 0
+    assert found["mirrored_rows"] - base["mirrored_rows"] == len(rows) == found["compared_rows"] - base["compared_rows"]
+    assert found["dropped_rows"] == 0
     local = check_json_output("shadow report", run(env, "shadow", "report", MODEL, "--json"))
     assert local["reports"] == [found]  # the same view either way
     table = run(viewer, "shadow", "report", MODEL)
     assert "rows compared" in table and f"{found['compared_rows']:.0f}" in table
 
-    stopped = check_json_output("shadow stop", run(remote, "shadow", "stop", MODEL, "--reason", "seen", "--json"))
+    stopped = check_json_output(
+        "shadow start | shadow stop", run(remote, "shadow", "stop", MODEL, "--reason", "seen", "--json")
+    )
     assert stopped["action"] == "stop-shadow"
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         config = client.get_model_config(MODEL, as_json=True)["config"]
