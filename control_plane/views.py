@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tritonops.control_plane.fleet import ReconcileReport, SmokeResult
     from tritonops.control_plane.metrics import VersionStats
     from tritonops.control_plane.mlflow_sync import SyncResult
+    from tritonops.control_plane.progressive_runs import Rollout
     from tritonops.control_plane.rollout import EndpointStatus, RolloutResult
     from tritonops.control_plane.shadow import ShadowReport
     from tritonops.control_plane.state import AuditEvent, TokenRecord
@@ -707,6 +708,88 @@ def from_shadow_reports(model: str, reports: Sequence[ShadowReport]) -> ShadowRe
     return ShadowReportView(model=model, reports=[ShadowPairView.model_validate(r.to_dict()) for r in reports])
 
 
+# -- progressive rollouts ---------------------------------------------------------------------------------------
+class RolloutLogView(View):
+    """One entry of a progressive rollout's step log."""
+
+    at: float
+    """Unix time."""
+    event: str
+    """``step`` (a weight applied), ``analysis``, ``pause``, ``resume``, ``abort`` or ``end``."""
+    step: int | None
+    """1-based."""
+    weight: float | None
+    verdict: str | None
+    """``passed``, ``failed`` or ``inconclusive`` (analysis entries)."""
+    decision: str | None
+    """``advance``, ``retry``, ``hold``, ``promote`` or ``rollback`` (analysis entries)."""
+    canary_requests: float | None
+    canary_errors: float | None
+    failed: list[str]
+    """The checks that failed the analysis."""
+
+
+class ProgressiveRolloutView(View):
+    """``rollout start|status|pause|resume|abort``: a progressive rollout run by the controller."""
+
+    id: int
+    model: str
+    version: int
+    from_version: int | None
+    """Live when the rollout started."""
+    status: str
+    """``running``, ``paused``, ``succeeded``, ``rolled-back``, ``aborted``, ``failed`` or ``superseded``."""
+    steps: list[float]
+    """Canary weights in percent."""
+    step: int
+    """The current step, 1-based."""
+    weight: float
+    """The current step's canary weight, in (0, 1]."""
+    interval_seconds: float
+    threshold: int
+    """Failed checks that roll the rollout back."""
+    failed_checks: int
+    started_by: str
+    started_at: str
+    finished_at: str | None
+    outcome: str
+    steps_log: list[RolloutLogView]
+
+
+def from_progressive(rollout: Rollout) -> ProgressiveRolloutView:
+    return ProgressiveRolloutView(
+        id=rollout.id,
+        model=rollout.model,
+        version=rollout.version,
+        from_version=rollout.from_version,
+        status=rollout.status,
+        steps=list(rollout.steps),
+        step=rollout.step + 1,
+        weight=rollout.weight,
+        interval_seconds=rollout.interval_seconds,
+        threshold=rollout.analysis.threshold,
+        failed_checks=rollout.failed_checks,
+        started_by=rollout.started_by,
+        started_at=rollout.started_at,
+        finished_at=rollout.finished_at,
+        outcome=rollout.outcome,
+        steps_log=[
+            RolloutLogView(
+                at=float(e["at"]),
+                event=str(e["event"]),
+                step=e.get("step"),
+                weight=e.get("weight"),
+                verdict=e.get("verdict"),
+                decision=e.get("decision"),
+                canary_requests=e.get("canary_requests"),
+                canary_errors=e.get("canary_errors"),
+                failed=list(e.get("failed", [])),
+            )
+            for e in rollout.steps_log
+        ],
+    )
+
+
 OUTPUTS: dict[str, type[BaseModel]] = {
     "status": StatusView,
     "history": HistoryView,
@@ -727,6 +810,7 @@ OUTPUTS: dict[str, type[BaseModel]] = {
     "token list": TokensView,
     "shadow start | shadow stop": RolloutView,
     "shadow report": ShadowReportView,
+    "rollout start | rollout status | rollout pause | rollout resume | rollout abort": ProgressiveRolloutView,
 }
 """Command -> the model of its ``--json`` output (``models show`` prints the manifest: docs/contracts.md)."""
 

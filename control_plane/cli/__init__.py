@@ -21,5 +21,6 @@ from tritonops.control_plane.cli import webhooks as _webhooks  # noqa: F401  iso
 from tritonops.control_plane.cli import capture as _capture  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import mlflow as _mlflow  # noqa: F401  isort: skip
 from tritonops.control_plane.cli import shadow as _shadow  # noqa: F401  isort: skip
+from tritonops.control_plane.cli import progressive as _progressive  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]

@@ -30,16 +30,20 @@ from sklearn.preprocessing import StandardScaler
 from tritonclient.utils import InferenceServerException
 
 from examples.data import sensor_frame
+from tests.cli_json import check_json_output
 from tests.e2e.conftest import Controller, running_controller
 from tritonops.control_plane.remote import ControllerClient
 from tritonops.control_plane.rollout import fleet_add, promote
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.errors import ExitCode
 from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import TritonServer
 from tritonops.settings import Settings
 
 pytestmark = pytest.mark.e2e
+
+OUTPUT = "rollout start | rollout status | rollout pause | rollout resume | rollout abort"
 
 MODEL = "progsensor"
 STEPS = [20, 50, 100]
@@ -260,3 +264,38 @@ def test_a_version_slower_than_the_analysis_p99_is_rolled_back(stack: Stack) -> 
     assert current.status == "rolled-back" and "step 1/2 (20%) failed: latency_p99" in current.outcome
     _canary_removed_at(stack, since=current.id)
     assert _desired(stack) == (2, None)
+
+
+def test_the_cli_starts_pauses_resumes_and_aborts_through_the_controller(stack: Stack, tmp_path: Path) -> None:
+    """The real CLI in remote mode (no state, no key): the documented --json, roles, the audit names the token."""
+    analysis = tmp_path / "analysis.yaml"
+    analysis.write_text("min_requests: 20\nno_data: hold\ndrift: null\nlatency: {p99_ms: 2000}\n")
+    cli = stack.controller.cli
+    live, _ = _desired(stack)
+    candidate = 1 if live == 2 else 2  # any good version that is not live (the tests above leave 2 live)
+    started = check_json_output(
+        OUTPUT,
+        cli("rollout", MODEL, str(candidate), "--steps", "10,100", "--interval", "1h", "--analysis", str(analysis),
+            "--reason", "by the CLI", "--json", token=stack.operator),
+    )  # fmt: skip
+    assert (started["status"], started["step"], started["weight"], started["interval_seconds"]) == (
+        "running", 1, 0.1, 3600.0,
+    )  # fmt: skip
+    assert started["started_by"] == "rollout-operator" and started["steps"] == [10.0, 100.0]
+    refused = cli("rollout", "pause", MODEL, token=stack.viewer, expect=ExitCode.ACCESS)
+    assert "may not rollout-pause" in refused
+    paused = check_json_output(OUTPUT, cli("rollout", "pause", MODEL, "--json", token=stack.operator))
+    assert paused["status"] == "paused" and _desired(stack) == (live, candidate)
+    table = cli("rollout", "status", MODEL, token=stack.viewer)
+    assert "paused" in table and f"rollout {started['id']} of {MODEL} v{candidate}" in table
+    assert check_json_output(OUTPUT, cli("rollout", "resume", MODEL, "--json", token=stack.operator))["status"] == (
+        "running"
+    )
+    aborted = check_json_output(
+        OUTPUT, cli("rollout", "abort", MODEL, "--reason", "enough", "--json", token=stack.operator)
+    )
+    assert aborted["status"] == "aborted" and aborted["outcome"] == "aborted by rollout-operator: enough"
+    assert [e["event"] for e in aborted["steps_log"]] == ["step", "pause", "resume", "abort"]
+    assert _desired(stack) == (live, None)
+    again = cli("rollout", "abort", MODEL, token=stack.operator, expect=ExitCode.CONTROL_PLANE)
+    assert "it has no progressive rollout" in again

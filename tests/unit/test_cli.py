@@ -235,7 +235,7 @@ JSON_COMMANDS = {
     "status", "history", "fleet list", "models list", "models show", "drift", "feedback accuracy", "server status",
     "top", "deploy", "promote", "canary", "rollback", "reconcile", "retrain", "webhooks log", "capture set",
     "capture off", "capture compact", "capture export", "mlflow sync", "token list", "shadow start", "shadow stop",
-    "shadow report",
+    "shadow report", "rollout start", "rollout status", "rollout pause", "rollout resume", "rollout abort",
 }  # fmt: skip
 
 
