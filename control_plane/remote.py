@@ -203,6 +203,16 @@ class ControllerClient:
     def rollback(self, model: str, *, to: int | None = None, reason: str = "") -> RolloutResult:
         return self._action(model, "rollback", {"to": to, "reason": reason})
 
+    def shadow_start(self, model: str, version: int, share: float, *, reason: str = "") -> RolloutResult:
+        return self._action(model, "shadow", {"version": version, "share": share, "reason": reason})
+
+    def shadow_stop(self, model: str, *, reason: str = "") -> RolloutResult:
+        return self._action(model, "shadow/stop", {"reason": reason})
+
+    def shadow_report(self, model: str) -> list[dict[str, Any]]:
+        """Per (live, shadow) version pair over the controller's fleet: ``ShadowReport.to_dict()`` each."""
+        return [dict(report) for report in self.call("GET", f"/v1/models/{_seg(model)}/shadow")]
+
     # -- progressive rollouts (driven by the controller) -----------------------------------------------------
     def rollout_start(
         self,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tritonops.control_plane.mlflow_sync import SyncResult
     from tritonops.control_plane.progressive_runs import Rollout
     from tritonops.control_plane.rollout import EndpointStatus, RolloutResult
+    from tritonops.control_plane.shadow import ShadowReport
     from tritonops.control_plane.state import AuditEvent, TokenRecord
     from tritonops.control_plane.webhooks import Delivery, DeliveryResult
     from tritonops.converters.repository import ModelVersion
@@ -672,6 +673,41 @@ def from_tokens(records: Sequence[TokenRecord]) -> TokensView:
     )
 
 
+# -- shadow ------------------------------------------------------------------------------------------------------
+class ShadowPairView(View):
+    """One (live, shadow) version pair over the fleet, counted since the live model last loaded."""
+
+    model: str
+    live_version: str
+    shadow_version: str
+    mirrored_rows: float
+    dropped_rows: float
+    """Rows not mirrored because the shadow's queue was full."""
+    compared_rows: float
+    agreed_rows: float
+    agreement: float | None
+    """``agreed_rows / compared_rows`` (``null``: nothing compared yet)."""
+    identical_rows: float
+    """Rows whose probabilities were identical."""
+    mean_abs_prob_diff: float | None
+    p99_abs_prob_diff: float | None
+    errors: dict[str, float]
+    """Shadow errors by reason."""
+    shadow_p99_ms: float | None
+    """p99 of the shadow's scoring time per batch."""
+
+
+class ShadowReportView(View):
+    """``shadow report``: each (live, shadow) version pair of the model found on the fleet."""
+
+    model: str
+    reports: list[ShadowPairView]
+
+
+def from_shadow_reports(model: str, reports: Sequence[ShadowReport]) -> ShadowReportView:
+    return ShadowReportView(model=model, reports=[ShadowPairView.model_validate(r.to_dict()) for r in reports])
+
+
 # -- progressive rollouts ---------------------------------------------------------------------------------------
 class RolloutLogView(View):
     """One entry of a progressive rollout's step log."""
@@ -772,6 +808,8 @@ OUTPUTS: dict[str, type[BaseModel]] = {
     "capture export": CaptureExportView,
     "mlflow sync": MlflowSyncView,
     "token list": TokensView,
+    "shadow start | shadow stop": RolloutView,
+    "shadow report": ShadowReportView,
     "rollout start | rollout status | rollout pause | rollout resume | rollout abort": ProgressiveRolloutView,
 }
 """Command -> the model of its ``--json`` output (``models show`` prints the manifest: docs/contracts.md)."""

@@ -55,7 +55,7 @@ def _root(
         None,
         "--url",
         help="The controller's API (default: $TRITONOPS_URL): rollout, status, history, drift, policy, fleet, "
-        "feedback and token commands then go through it with the token in $TRITONOPS_TOKEN or "
+        "feedback, token and shadow commands then go through it with the token in $TRITONOPS_TOKEN or "
         "$TRITONOPS_TOKEN_FILE. Without one they work on the local state.",
         show_default=False,
     ),

@@ -1,6 +1,6 @@
 """Remote mode: with ``--url`` or ``TRITONOPS_URL`` (and a token in ``TRITONOPS_TOKEN`` or the file named by
-``TRITONOPS_TOKEN_FILE``), the rollout, status, history, drift, policy, fleet, feedback and token commands go
-through the controller's API (``tritonops.control_plane.remote.ControllerClient``) and print what they print
+``TRITONOPS_TOKEN_FILE``), the rollout, status, history, drift, policy, fleet, feedback, token and shadow commands
+go through the controller's API (``tritonops.control_plane.remote.ControllerClient``) and print what they print
 locally, ``--json`` included; the controller records the token's name as the actor. Without a URL they work on
 the local state as before.
 """

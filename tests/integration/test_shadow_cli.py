@@ -1,28 +1,37 @@
 """``tritonops shadow start|report|stop`` and the promote gate on shadow agreement, through the real CLI on the
-real tritonserver; the traffic is raw HTTP (no SDK)."""
+real tritonserver, locally and in remote mode through the real controller API (uvicorn on a free port); the
+traffic is raw HTTP (no SDK)."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
+import uvicorn
 from sklearn.linear_model import LogisticRegression
 
+from tests.cli_json import check_json_output
 from tritonops.contract.names import PARAM_SHADOW
+from tritonops.control_plane.controller import ApiContext, create_app
+from tritonops.control_plane.metrics import FleetSampler
 from tritonops.control_plane.state import StateStore
+from tritonops.control_plane.tokens import Role, create_token
 from tritonops.converters import ConversionOptions, convert_sklearn
 from tritonops.errors import ExitCode
 from tritonops.loadtest.rollout import tritonops
 from tritonops.model_config import ServingOptions
-from tritonops.serving.triton import TritonServer
+from tritonops.serving.triton import TritonServer, free_port
+from tritonops.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +91,12 @@ def send(server: TritonServer, rows: np.ndarray) -> None:
         assert outputs["served_version"] == [1]  # callers only ever get live's answer
 
 
-def report(env: dict[str, str], rows: int) -> dict[str, object]:
-    """The CLI's JSON report once the backend flushed ``rows`` compared rows."""
+def report(env: dict[str, str], rows: int) -> dict[str, Any]:
+    """The CLI's JSON report (its documented schema) once the backend flushed ``rows`` compared rows."""
     for _ in range(100):
-        (found,) = json.loads(run(env, "shadow", "report", MODEL, "--json"))
+        view = check_json_output("shadow report", run(env, "shadow", "report", MODEL, "--json"))
+        assert view["model"] == MODEL
+        (found,) = view["reports"]
         if found["compared_rows"] >= rows:
             return dict(found)
         time.sleep(0.1)
@@ -131,3 +142,77 @@ def test_shadow_report_gate_and_stop(env: dict[str, str], triton_server: TritonS
         actions = [(e.action, e.result) for e in store.audit(MODEL)]
     assert ("shadow", "ok") in actions and ("stop-shadow", "ok") in actions
     assert ("promote", "refused") in actions
+
+
+@pytest.fixture(scope="module")
+def controller_url(env: dict[str, str], triton_server: TritonServer) -> Iterator[tuple[str, dict[str, str]]]:
+    """The controller's API on the same state and fleet (uvicorn in a thread) and a token per role."""
+    settings = Settings(Path(env["TRITONOPS_REPOSITORY"]), Path(env["TRITONOPS_STATE"]), None)
+    with StateStore.open(settings.state_path) as store:
+        tokens = {role.value: create_token(store, f"{role.value}-shadow", role, actor="test")[0] for role in Role}
+    sampler = FleetSampler(lambda: [triton_server.metrics_url], None, max_age=0.0)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(ApiContext(settings, window=sampler.window)), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", tokens
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_shadow_through_the_controller(
+    env: dict[str, str], controller_url: tuple[str, dict[str, str]], triton_server: TritonServer
+) -> None:
+    """Remote mode: no state, no repository, no metrics URLs; the controller starts, reports and stops the shadow,
+    its answers print the same views (same JSON schema, same numbers as the local report) and the audit log names
+    the token."""
+    url, tokens = controller_url
+    remote = {k: v for k, v in env.items() if not k.startswith("TRITONOPS_")}
+    remote.update(TRITONOPS_URL=url, TRITONOPS_TOKEN=tokens["operator"], TRITONOPS_STATE="/nonexistent/state.db")
+    viewer = {**remote, "TRITONOPS_TOKEN": tokens["viewer"]}
+    refused = run(viewer, "shadow", "start", MODEL, "2", expect=ExitCode.ACCESS)
+    assert "may not shadow" in refused
+    assert "--actor: not taken" in run(remote, "shadow", "stop", MODEL, "--actor", "x", expect=ExitCode.CONFIGURATION)
+    started = check_json_output(
+        "shadow start | shadow stop", run(remote, "shadow", "start", MODEL, "2", "--share", "1", "--json")
+    )
+    assert started["action"] == "shadow" and started["model"] == MODEL and started["to_version"] == 2
+
+    # the counters count since the live model last loaded: the first test's rows may still be in them
+    before = check_json_output("shadow report", run(viewer, "shadow", "report", MODEL, "--json"))["reports"]
+    base = (
+        {k: before[0][k] for k in ("mirrored_rows", "compared_rows")}
+        if before
+        else dict.fromkeys(("mirrored_rows", "compared_rows"), 0.0)
+    )
+    rows = RNG.normal(0.0, 1.0, (200, FEATURES)).astype(np.float32)
+    send(triton_server, rows)
+    found = report(viewer, int(base["compared_rows"]) + len(rows))
+    assert (found["live_version"], found["shadow_version"]) == ("1", "2")
+    assert found["mirrored_rows"] - base["mirrored_rows"] == len(rows) == found["compared_rows"] - base["compared_rows"]
+    assert found["dropped_rows"] == 0
+    local = check_json_output("shadow report", run(env, "shadow", "report", MODEL, "--json"))
+    assert local["reports"] == [found]  # the same view either way
+    table = run(viewer, "shadow", "report", MODEL)
+    assert "rows compared" in table and f"{found['compared_rows']:.0f}" in table
+
+    stopped = check_json_output(
+        "shadow start | shadow stop", run(remote, "shadow", "stop", MODEL, "--reason", "seen", "--json")
+    )
+    assert stopped["action"] == "stop-shadow"
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        config = client.get_model_config(MODEL, as_json=True)["config"]
+    assert PARAM_SHADOW not in config.get("parameters", {})
+    with StateStore.open(Path(env["TRITONOPS_STATE"])) as store:
+        events = [(e.actor, e.action, e.result) for e in store.audit(MODEL)]
+    assert ("operator-shadow", "shadow", "ok") in events and ("operator-shadow", "stop-shadow", "ok") in events
+    assert ("viewer-shadow", "shadow", "refused") in events
