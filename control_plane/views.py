@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tritonops.control_plane.drift import DriftReport, FeatureDrift, TestResult
     from tritonops.control_plane.feedback import AccuracyComparison, VersionAccuracy
     from tritonops.control_plane.fleet import ReconcileReport, SmokeResult
+    from tritonops.control_plane.lease import Leader
     from tritonops.control_plane.metrics import VersionStats
     from tritonops.control_plane.mlflow_sync import SyncResult
     from tritonops.control_plane.progressive_runs import Rollout
@@ -790,6 +791,44 @@ def from_progressive(rollout: Rollout) -> ProgressiveRolloutView:
     )
 
 
+class LeadershipView(View):
+    """``controller status``: the controller lease as the state database sees it now."""
+
+    state: str
+    holder: str | None
+    """The replica that holds or last held the lease; null when no controller ever led on this state."""
+    epoch: int | None
+    leads: bool
+    """Whether ``holder`` holds it now (false: nobody leads)."""
+    renewed_seconds_ago: float | None
+    expires_in_seconds: float | None
+    """Negative: how long ago the lease ran out."""
+
+
+def from_leader(state: str, leader: Leader | None) -> LeadershipView:
+    if leader is None:
+        return LeadershipView(
+            state=state, holder=None, epoch=None, leads=False, renewed_seconds_ago=None, expires_in_seconds=None
+        )
+    return LeadershipView(
+        state=state,
+        holder=leader.holder,
+        epoch=leader.epoch,
+        leads=not leader.expired,
+        renewed_seconds_ago=round(leader.now - leader.renewed_at, 3),
+        expires_in_seconds=round(leader.expires_at - leader.now, 3),
+    )
+
+
+class ReadinessView(View):
+    """``fleet ready``: does the endpoint serve the desired state (printed before a non-zero exit too)."""
+
+    endpoint: str
+    serving: bool
+    missing: list[str]
+    """What differs, one line each (empty when serving)."""
+
+
 OUTPUTS: dict[str, type[BaseModel]] = {
     "status": StatusView,
     "history": HistoryView,
@@ -811,6 +850,8 @@ OUTPUTS: dict[str, type[BaseModel]] = {
     "shadow start | shadow stop": RolloutView,
     "shadow report": ShadowReportView,
     "rollout start | rollout status | rollout pause | rollout resume | rollout abort": ProgressiveRolloutView,
+    "controller status": LeadershipView,
+    "fleet ready": ReadinessView,
 }
 """Command -> the model of its ``--json`` output (``models show`` prints the manifest: docs/contracts.md)."""
 

@@ -16,7 +16,7 @@ import typer
 
 from tritonops.control_plane.cli import options
 from tritonops.control_plane.cli.app import app
-from tritonops.control_plane.cli.output import console
+from tritonops.control_plane.cli.output import console, print_json
 from tritonops.errors import ConfigurationError
 
 controller_app = typer.Typer(
@@ -193,14 +193,18 @@ def stop(
 
 
 @controller_app.command("status")
-def status(state: str | None = options.STATE) -> None:
+def status(state: str | None = options.STATE, as_json: bool = options.JSON) -> None:
     """Which controller replica leads (from the state database), its epoch and how long its lease still runs."""
     from tritonops.control_plane.lease import current_leader
     from tritonops.control_plane.state import StateStore
+    from tritonops.control_plane.views import from_leader
 
     settings = options.settings(state=state)
     with StateStore.open(settings.state, create=False) as store:
         leader = current_leader(store)
+    if as_json:
+        print_json(from_leader(str(settings.state), leader))
+        return
     if leader is None:
         console().print(f"no controller has led on {settings.state} yet")
         return

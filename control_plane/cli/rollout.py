@@ -396,15 +396,21 @@ def ready(
     endpoint: str = typer.Argument(..., help="Triton gRPC endpoint, host:port."),
     repository: Path | None = options.REPOSITORY,
     state: str | None = options.STATE,
+    as_json: bool = options.JSON,
 ) -> None:
     """Exit 0 only when ENDPOINT serves the desired state (a readiness probe for a Triton pod)."""
     from tritonops.control_plane.errors import NotServingError
     from tritonops.control_plane.readiness import not_serving
 
     missing = not_serving(options.settings(repository, state), endpoint)
+    if as_json:
+        from tritonops.control_plane.views import ReadinessView
+
+        print_json(ReadinessView(endpoint=endpoint, serving=not missing, missing=missing))
     if missing:
         raise NotServingError(endpoint, missing)
-    console().print(f"{endpoint} serves the desired state", markup=False)
+    if not as_json:
+        console().print(f"{endpoint} serves the desired state", markup=False)
 
 
 @fleet_app.command("list")

@@ -106,3 +106,27 @@ def test_server_status_json_reports_a_dead_server_and_exits_serving(tmp_path: Pa
     assert status["pid"] == gone.pid and status["running"] is False and status["ready"] is False
     assert status["stale"] and str(gone.pid) in status["stale"]
     assert json.loads(done.stdout)["grpc_port"] == 8001
+
+
+def test_controller_status_and_fleet_ready_print_their_documented_json(tmp_path: Path) -> None:
+    from tritonops.control_plane.lease import Lease
+
+    state = tmp_path / "state.db"
+    with StateStore.open(state) as store:
+        store.set_live("rf", 1, AuditEntry("ci", "desired-state", "rf", None, 1, "", "ok"))
+        nobody = check_json_output("controller status", _cli(tmp_path, "controller", "status", "--json").stdout)
+        assert nobody == {
+            "state": str(state), "holder": None, "epoch": None, "leads": False,
+            "renewed_seconds_ago": None, "expires_in_seconds": None,
+        }  # fmt: skip
+        assert Lease(store, "replica-a", ttl=60).acquire_or_renew()
+    led = check_json_output("controller status", _cli(tmp_path, "controller", "status", "--json").stdout)
+    assert led["holder"] == "replica-a" and led["leads"] is True and led["epoch"] >= 1
+    assert 0 < led["expires_in_seconds"] <= 60 and led["renewed_seconds_ago"] >= 0
+
+    endpoint = "127.0.0.1:9"  # rf is in no repository here: it cannot be served, said in the JSON and the exit code
+    probe = _cli(tmp_path, "fleet", "ready", endpoint, "--json")
+    assert probe.returncode == ExitCode.CONTROL_PLANE, probe.stderr
+    ready = check_json_output("fleet ready", probe.stdout)
+    assert ready["endpoint"] == endpoint and ready["serving"] is False and len(ready["missing"]) == 1, ready
+    assert "'rf'" in ready["missing"][0] and f"{endpoint} does not serve the desired state" in probe.stderr
