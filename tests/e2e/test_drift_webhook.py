@@ -12,7 +12,6 @@ captured rows, which are rows of the drifted stream.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -34,6 +33,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from examples.data import sensor_frame
+from tests.cli_json import check_json_output
 from tests.e2e.conftest import Controller, running_controller
 from tests.webhook_receiver import SECRET, Receiver, serve_receiver
 from tritonops.control_plane.drift import PREDICTION
@@ -179,7 +179,7 @@ def _webhooks_log(state: Path) -> list[dict[str, Any]]:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
+    return list(check_json_output("webhooks log", done.stdout)["deliveries"])
 
 
 def test_a_drifted_stream_triggers_exactly_one_signed_retraining_webhook(
