@@ -111,5 +111,5 @@ def test_reconcile_audits_each_load_and_a_quiet_run_adds_nothing(settings: Setti
         assert detail["error"] is None
         everything = len(store.audit(None))
         quiet = reconcile(store, settings.repository, {}, actor="carol", audit_in_sync=False)
-        assert quiet.ok and not any(r.actions or r.drift for r in quiet.endpoints) and not quiet.published
+        assert quiet.ok and not any(r.actions or r.divergence for r in quiet.endpoints) and not quiet.published
         assert len(store.audit(None)) == everything  # nothing to do: no audit event at all
