@@ -19,9 +19,9 @@ from tritonops.control_plane.fleet import reconcile
 from tritonops.control_plane.readiness import not_serving
 from tritonops.control_plane.state import StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.errors import ExitCode
 from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer, free_port, port_is_free
-from tritonops.errors import ExitCode
 from tritonops.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,8 @@ def test_a_restarted_server_stays_not_ready_until_reconciled(tmp_path: Path) -> 
         server = TritonServer(server_options).start()
         assert requests.get(f"http://{server.http_url}/v2/health/ready", timeout=5).status_code == 200
         code, output = _probe(settings, endpoint)
-        assert code == ExitCode.CONTROL_PLANE and f"{endpoint} does not serve the desired state yet: rf: not loaded" in output, output
+        assert code == ExitCode.CONTROL_PLANE, output
+        assert f"{endpoint} does not serve the desired state yet: rf: not loaded" in output, output
         with StateStore.open(settings.state) as store:
             report = reconcile(store, repository, {}, actor="test")
         assert report.ok

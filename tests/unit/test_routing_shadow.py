@@ -96,9 +96,10 @@ def test_compare_refuses_a_shadow_answer_with_other_rows() -> None:
 
 
 def test_mirror_scores_in_the_background_and_drops_when_full() -> None:
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
 
     def run(batch: dict[str, np.ndarray]) -> ModelOutputs:
+        started.set()
         gate.wait(10)
         rows = batch["input"].shape[0]
         return _prediction([1] * rows, [[0.0, 1.0]] * rows)
@@ -106,8 +107,10 @@ def test_mirror_scores_in_the_background_and_drops_when_full() -> None:
     mirror = ShadowMirror(run, capacity=2)
     live = _prediction([1, 0], [[0.0, 1.0], [1.0, 0.0]])
     inputs = {"input": np.zeros((2, 3), dtype=np.float32)}
-    offered = [mirror.offer(inputs, live) for _ in range(6)]  # the worker holds one, the queue two
-    assert offered.count(True) in (2, 3) and offered[-1] is False
+    offered = [mirror.offer(inputs, live)]
+    assert started.wait(10)  # the worker holds the first one (blocked): the queue has room for two more
+    offered += [mirror.offer(inputs, live) for _ in range(5)]
+    assert offered == [True, True, True, False, False, False]
     gate.set()
     assert mirror.drain(10)
     snap = mirror.take()
