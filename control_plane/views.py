@@ -791,6 +791,13 @@ def from_progressive(rollout: Rollout) -> ProgressiveRolloutView:
     )
 
 
+class PoliciesView(View):
+    """``policy show``: the stored guardrail policies by model (``*``: the default), every field, defaults included."""
+
+    policies: dict[str, dict[str, object]]
+    """Model -> its policy, the fields of a policy file (docs/operations.md)."""
+
+
 class LeadershipView(View):
     """``controller status``: the controller lease as the state database sees it now."""
 
@@ -850,6 +857,7 @@ OUTPUTS: dict[str, type[BaseModel]] = {
     "shadow start | shadow stop": RolloutView,
     "shadow report": ShadowReportView,
     "rollout start | rollout status | rollout pause | rollout resume | rollout abort": ProgressiveRolloutView,
+    "policy show": PoliciesView,
     "controller status": LeadershipView,
     "fleet ready": ReadinessView,
 }

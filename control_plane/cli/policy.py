@@ -9,7 +9,7 @@ import typer
 
 from tritonops.control_plane.cli import options
 from tritonops.control_plane.cli.app import app
-from tritonops.control_plane.cli.output import console
+from tritonops.control_plane.cli.output import console, print_json
 from tritonops.control_plane.cli.remote import controller
 
 DEFAULT_POLICY = "*"
@@ -51,8 +51,9 @@ def set_policy(
 def show(
     model: str | None = typer.Argument(None, help="Only this model (default: every stored policy)."),
     state: str | None = options.STATE,
+    as_json: bool = options.JSON,
 ) -> None:
-    """Print stored policies as JSON (every field, defaults included)."""
+    """Print stored policies as JSON (every field, defaults included; --json: inside the documented view)."""
     from tritonops.control_plane.errors import PolicyError
 
     if api := controller():
@@ -67,6 +68,11 @@ def show(
         if model not in shown:
             raise PolicyError(f"model {model!r}", "no policy is stored for it (see `tritonops policy show`)")
         shown = {model: shown[model]}
+    if as_json:
+        from tritonops.control_plane.views import PoliciesView
+
+        print_json(PoliciesView(policies=shown))
+        return
     typer.echo(json.dumps(shown, indent=2))
 
 

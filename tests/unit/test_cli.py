@@ -236,7 +236,7 @@ JSON_COMMANDS = {
     "top", "deploy", "promote", "canary", "rollback", "reconcile", "retrain", "webhooks log", "capture set",
     "capture off", "capture compact", "capture export", "mlflow sync", "token list", "shadow start", "shadow stop",
     "shadow report", "rollout start", "rollout status", "rollout pause", "rollout resume", "rollout abort",
-    "controller status", "fleet ready",
+    "controller status", "fleet ready", "policy show",
 }  # fmt: skip
 
 

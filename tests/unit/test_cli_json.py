@@ -130,3 +130,15 @@ def test_controller_status_and_fleet_ready_print_their_documented_json(tmp_path:
     ready = check_json_output("fleet ready", probe.stdout)
     assert ready["endpoint"] == endpoint and ready["serving"] is False and len(ready["missing"]) == 1, ready
     assert "'rf'" in ready["missing"][0] and f"{endpoint} does not serve the desired state" in probe.stderr
+
+
+def test_policy_show_prints_its_documented_json(tmp_path: Path) -> None:
+    from tritonops.control_plane.guardrails import parse_policy_data
+    from tritonops.control_plane.policies import store_policy
+
+    with StateStore.open(tmp_path / "state.db") as store:
+        policy = parse_policy_data({"error_rate": {"max": 0.02}}, "test")
+        store_policy(store, "*", policy, actor="ci", repository=tmp_path / "repository")
+    bare = json.loads(_cli(tmp_path, "policy", "show").stdout)
+    shown = check_json_output("policy show", _cli(tmp_path, "policy", "show", "--json").stdout)
+    assert shown == {"policies": bare} and shown["policies"]["*"]["error_rate"]["max"] == 0.02
