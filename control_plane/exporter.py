@@ -10,7 +10,8 @@ The watcher feeds it after every step; Prometheus scrapes it next to Triton. Fam
 - ``tritonops_controller_leader`` (1 on the replica holding the controller lease or a lone watch, 0 on the others)
 
 Only the leader judges: a replica that does not lead exports no versions, drift or guardrail series (what it set
-while it led is removed the moment it stops), so a sum or max over every replica's scrape is the leader's view.
+while it led is removed at its first lease renewal without the lease), so a sum or max over every replica's
+scrape is the leader's view.
 """
 
 from __future__ import annotations

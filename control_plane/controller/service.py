@@ -158,7 +158,7 @@ class Controller:
         if leads and not was_leader:
             _log.info("%s leads (epoch %s)", self.replica, self.lease.epoch, extra={"actor": self.replica})
             self.reconciler.request(f"{self.replica} became leader (epoch {self.lease.epoch})")
-        elif was_leader and not self.lease.held():
+        elif was_leader and not leads:
             _log.warning("%s lost the lease: reconciler and guardrails stop", self.replica)
 
     def leadership(self) -> dict[str, object]:
