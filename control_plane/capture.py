@@ -20,14 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tritonops.control_plane.errors import CaptureError
-from tritonops.serving.capture import CLOSED_SUFFIX, OPEN_SUFFIX
+from tritonops.serving.capture import CLOSED_SUFFIX, OPEN_SUFFIX, CapturedBlock, read_spool
 
 log = logging.getLogger("tritonops.capture")
+
+LEGACY_SUFFIX, LEGACY_OPEN_SUFFIX = ".jsonl", ".open.jsonl"
+"""Spool files of the JSON-lines writer (before the binary frames): still compacted after an upgrade."""
+TIME_TYPE = pa.timestamp("us", tz="UTC")
 
 FEATURE_PREFIX = "feature."
 """Feature columns are named ``feature.<name>`` so no feature can clash with request_id, label, ..."""
@@ -52,14 +57,45 @@ def _spool_files(spool: Path, stale_open_seconds: float) -> list[Path]:
     """Closed spool files, plus open ones nobody has written to for a while (their writer died)."""
     now = time.time()
     found = []
-    for path in sorted(spool.glob(f"*/*/*{CLOSED_SUFFIX}")):
-        if path.name.endswith(OPEN_SUFFIX) and now - path.stat().st_mtime < stale_open_seconds:
-            continue
-        found.append(path)
+    for suffix, open_suffix in ((CLOSED_SUFFIX, OPEN_SUFFIX), (LEGACY_SUFFIX, LEGACY_OPEN_SUFFIX)):
+        for path in sorted(spool.glob(f"*/*/*{suffix}")):
+            if path.name.endswith(open_suffix) and now - path.stat().st_mtime < stale_open_seconds:
+                continue
+            found.append(path)
     return found
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _spool_table(path: Path) -> pa.Table | None:
+    """The rows of one spool file as a table (None when it holds none); a torn last frame or line is skipped."""
+    if path.name.endswith(LEGACY_SUFFIX):
+        records = _legacy_records(path)
+        return _legacy_table(records) if records else None
+    contents = read_spool(path)
+    if contents.torn:  # a writer killed mid-frame
+        log.warning("capture: %s ends in a torn frame; its whole frames are kept", path)
+    return (
+        pa.concat_tables([_block_table(b) for b in contents.blocks], promote_options="permissive")
+        if contents.blocks
+        else None
+    )
+
+
+def _block_table(block: CapturedBlock) -> pa.Table:
+    rows, classes = block.probabilities.shape
+    offsets = np.arange(rows + 1, dtype=np.int32) * classes
+    columns: dict[str, Any] = {
+        "request_id": pa.array(block.request_ids, type=pa.string()),
+        "time": pa.array((block.times * 1_000_000).astype(np.int64), type=TIME_TYPE),
+        "version": pa.array(np.full(rows, block.version, dtype=np.int64)),
+        "label": pa.array([str(label) for label in block.labels], type=pa.string()),
+        "probabilities": pa.ListArray.from_arrays(pa.array(offsets), pa.array(block.probabilities.reshape(-1))),
+    }
+    for name in sorted(block.features):
+        columns[FEATURE_PREFIX + name] = pa.array(block.features[name])
+    return pa.table(columns)
+
+
+def _legacy_records(path: Path) -> list[dict[str, Any]]:
     records = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -72,18 +108,24 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
+def _legacy_table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
     features = sorted({name for record in records for name in record["features"]})
-    columns: dict[str, list[Any]] = {
+    columns: dict[str, Any] = {
         "request_id": [r["request_id"] for r in records],
-        "time": [datetime.fromtimestamp(r["time"], UTC) for r in records],
+        "time": pa.array([datetime.fromtimestamp(r["time"], UTC) for r in records], type=TIME_TYPE),
         "version": [int(r["version"]) for r in records],
         "label": [str(r["label"]) for r in records],
-        "probabilities": [r["probabilities"] for r in records],
+        "probabilities": pa.array([r["probabilities"] for r in records], type=pa.list_(pa.float64())),
     }
     for name in features:
         columns[FEATURE_PREFIX + name] = [r["features"].get(name) for r in records]
     return pa.table(columns)
+
+
+def _by_hour(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """``table`` split into its rows' UTC hours, oldest first."""
+    hours = pc.cast(table["time"], pa.int64()).to_numpy() // 3_600_000_000
+    return [(_hour(float(hour) * 3600), table.filter(pa.array(hours == hour))) for hour in np.unique(hours)]
 
 
 def _tree_bytes(root: Path) -> list[tuple[str, Path, int]]:
@@ -99,23 +141,25 @@ def compact(spool: Path, parquet_root: Path, *, max_bytes: int, stale_open_secon
     if max_bytes <= 0:
         raise CaptureError(f"capture size bound: expected bytes > 0, got {max_bytes}")
     files = _spool_files(spool, stale_open_seconds) if spool.is_dir() else []
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[pa.Table]] = defaultdict(list)
     for path in files:
-        model, version = path.parent.parent.name, path.parent.name
-        for record in _read_records(path):
-            groups[(model, version, _hour(float(record["time"])))].append(record)
-    written = 0
-    for (model, version, hour), records in sorted(groups.items()):
-        folder = parquet_root / f"model={model}" / f"version={version}" / f"hour={hour}"
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"part-{time.time_ns()}.parquet"
-        partial = final.with_suffix(".parquet.tmp")
-        pq.write_table(_table(records), partial)
-        os.replace(partial, final)
-        written += 1
+        table = _spool_table(path)
+        if table is not None:
+            groups[(path.parent.parent.name, path.parent.name)].append(table)
+    written = rows = 0
+    for (model, version), tables in sorted(groups.items()):
+        whole = pa.concat_tables(tables, promote_options="permissive")
+        rows += whole.num_rows
+        for hour, part in _by_hour(whole):
+            folder = parquet_root / f"model={model}" / f"version={version}" / f"hour={hour}"
+            folder.mkdir(parents=True, exist_ok=True)
+            final = folder / f"part-{time.time_ns()}.parquet"
+            partial = final.with_suffix(".parquet.tmp")
+            pq.write_table(part, partial)
+            os.replace(partial, final)
+            written += 1
     for path in files:  # only after their rows are safely in Parquet
         path.unlink()
-    rows = sum(len(r) for r in groups.values())
     tree = _tree_bytes(parquet_root) if parquet_root.is_dir() else []
     total = sum(size for _, _, size in tree)
     deleted = 0

@@ -56,7 +56,8 @@ def bin_contributions(feature: FeatureDrift) -> npt.NDArray[np.float64]:
 
 
 def _numbers(values: Sequence[Any]) -> npt.NDArray[np.float64]:
-    """Captured numeric values as floats: null is NaN, ``"inf"`` / ``"-inf"`` (how capture writes them) infinite."""
+    """Captured numeric values as floats: null is NaN; ``"inf"`` / ``"-inf"`` (how the earlier JSON-lines capture
+    wrote infinities) infinite."""
     return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 

@@ -49,6 +49,7 @@ from tritonops.loadtest.peers import flask_baseline, mlserver_peer
 from tritonops.loadtest.report import BenchRow, markdown, render, with_ratios, write_chart, write_json
 from tritonops.loadtest.routing import AS_CONVERTED, SHADOW_1, WEIGHT_0, WEIGHT_02, WEIGHT_02_BLS, load_routing_models
 from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS, Variant, write_variants
+from tritonops.serving.capture import OPEN_SUFFIX
 from tritonops.serving.triton import ServerOptions, TritonServer
 
 MODEL = "bench"
@@ -385,7 +386,7 @@ def bench_capture(
         client.unload_model(capturing)  # finalize flushes the buffered rows and closes the spool file
     captured_requests = sum(r.requests for r in rows if r.variant == CAPTURE_01)
     deadline = time.monotonic() + 30
-    while list(spool.rglob("*.open.jsonl")) and time.monotonic() < deadline:  # the unload finishes asynchronously
+    while list(spool.rglob(f"*{OPEN_SUFFIX}")) and time.monotonic() < deadline:  # the unload finishes asynchronously
         time.sleep(0.2)
     return rows, summary, {"requests": captured_requests, "rows": spooled_rows(spool)}
 

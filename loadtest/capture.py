@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 from tritonops.contract.names import PARAM_CAPTURE
 from tritonops.control_plane.desired import canary_files, version_config
 from tritonops.model_config import to_json, with_specific_versions
-from tritonops.serving.capture import CaptureSpec
+from tritonops.serving.capture import CLOSED_SUFFIX, CaptureSpec, read_spool
 
 CAPTURE_OFF = "capture off"
 CAPTURE_01 = "capture 0.1"
@@ -47,9 +47,5 @@ def load_capture_models(grpc_url: str, repository: Path, base: str, spool: Path)
 
 
 def spooled_rows(spool: Path) -> int:
-    """Rows the capturing model wrote to its spool so far (one JSON line each, open and closed files)."""
-    total = 0
-    for path in spool.rglob("*.jsonl"):
-        with path.open("rb") as handle:
-            total += sum(1 for line in handle if line.strip())
-    return total
+    """Rows the capturing model wrote to its spool so far (open and closed files)."""
+    return sum(len(block.request_ids) for path in spool.rglob(f"*{CLOSED_SUFFIX}") for block in read_spool(path).blocks)

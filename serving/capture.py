@@ -1,12 +1,16 @@
 """Row capture inside the backend: a share of scored requests appended to spool files, off the hot path.
 
-The backend samples whole requests (``share``), turns each scored row into one JSON line (request id, time,
-version, feature values, label, probabilities) with the listed columns dropped or hashed, keeps the lines in
-memory and appends them to a spool file from its flush thread. A spool file is closed (renamed from
-``*.open.jsonl`` to ``*.jsonl``) when it is large or old enough; the control plane compacts closed files into
-Parquet (``tritonops.control_plane.capture``). No pyarrow or pandas here: the stub stays lean.
+The backend samples whole requests (``share``) and keeps, per sampled request, copies of its input tensors and
+references to its label and probabilities: no per-value work on the request's path. Its flush thread packs the
+buffered requests into one binary frame (a small JSON header with request ids, times, labels and hashed or string
+columns; numeric columns and probabilities as raw little-endian arrays) and appends it to a spool file. Listed
+columns are dropped or hashed before a frame is written. A spool file is closed (renamed from ``*.open.rows`` to
+``*.rows``) when it is large or old enough; the control plane compacts closed files into Parquet
+(``tritonops.control_plane.capture``) with ``read_spool``. No pyarrow or pandas here: the stub stays lean.
 
-Layout: ``<directory>/<model>/<version>/<pid>-<start ns>-<n>.jsonl``.
+Layout: ``<directory>/<model>/<version>/<pid>-<start ns>-<n>.rows``. A frame is ``FRAME_MAGIC``, the header's and
+the body's lengths (``<4sIQ``), the UTF-8 JSON header, then the body; a writer killed mid-frame leaves one torn
+last frame, which ``read_spool`` reports and skips.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import math
 import os
 import random
+import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,8 +34,11 @@ import numpy.typing as npt
 from tritonops.contract.errors import ModelConfigError
 from tritonops.contract.names import PARAM_CAPTURE
 
-OPEN_SUFFIX = ".open.jsonl"
-CLOSED_SUFFIX = ".jsonl"
+OPEN_SUFFIX = ".open.rows"
+CLOSED_SUFFIX = ".rows"
+FRAME_MAGIC = b"TOC1"
+_FRAME_HEAD = struct.Struct("<4sIQ")
+_NUMERIC_KINDS = "biuf"
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,8 @@ class CaptureSpec:
     rotate_bytes: int = 8 * 1024 * 1024
     rotate_seconds: float = 10.0
     buffer_rows: int = 50_000
-    """Rows held between flushes at most; beyond it rows are dropped (and counted), never memory."""
+    """Rows held between flushes at most; a sampled request that does not fit is dropped (and counted), never
+    memory."""
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.share <= 1.0) or math.isnan(self.share):
@@ -96,23 +105,100 @@ class CaptureSpec:
 
 
 def hash_value(value: object) -> str:
-    """The stored form of a hashed column: sha256 of the value's text."""
-    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+    """The stored form of a hashed column: sha256 of the value's text (bytes decoded as UTF-8 first)."""
+    return hashlib.sha256(str(_plain(value)).encode("utf-8")).hexdigest()
 
 
 def _plain(value: Any) -> Any:
+    """A value JSON can carry: bytes decoded, numpy scalars as Python ones."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return value.item()
     return value
+
+
+@dataclass(frozen=True)
+class CapturedBlock:
+    """The rows of one spool frame, column by column (``features`` keeps the written columns only)."""
+
+    version: int
+    request_ids: list[str]
+    times: npt.NDArray[np.float64]
+    labels: list[Any]
+    probabilities: npt.NDArray[np.float64]
+    """``[rows, n_classes]``."""
+    features: dict[str, npt.NDArray[Any] | list[Any]]
+    """Numeric columns as float64/int64/bool arrays; string and hashed ones as lists."""
+
+
+@dataclass(frozen=True)
+class SpoolContents:
+    """What ``read_spool`` found in one file: its whole frames, and whether a torn frame ended it."""
+
+    blocks: list[CapturedBlock]
+    torn: bool
+
+
+def read_spool(path: Path) -> SpoolContents:
+    """Every whole frame of a spool file, in the order written."""
+    data = path.read_bytes()
+    blocks: list[CapturedBlock] = []
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < _FRAME_HEAD.size:
+            return SpoolContents(blocks, torn=True)
+        magic, header_bytes, body_bytes = _FRAME_HEAD.unpack_from(data, offset)
+        start = offset + _FRAME_HEAD.size
+        end = start + header_bytes + body_bytes
+        if magic != FRAME_MAGIC or end > len(data):
+            return SpoolContents(blocks, torn=True)
+        header = json.loads(data[start : start + header_bytes])
+        blocks.append(_block(header, memoryview(data)[start + header_bytes : end]))
+        offset = end
+    return SpoolContents(blocks, torn=False)
+
+
+def _block(header: Mapping[str, Any], body: memoryview) -> CapturedBlock:
+    arrays = [
+        np.frombuffer(body, dtype=np.dtype(b["dtype"]), count=math.prod(b["shape"]), offset=b["offset"]).reshape(
+            b["shape"]
+        )
+        for b in header["buffers"]
+    ]
+    features: dict[str, npt.NDArray[Any] | list[Any]] = {}
+    for column in header["columns"]:
+        if "values" in column:
+            features[column["name"]] = list(column["values"])
+        else:
+            values = arrays[column["buffer"]][:, column["column"]]
+            wide = np.float64 if values.dtype.kind == "f" else np.int64 if values.dtype.kind in "iu" else None
+            features[column["name"]] = values.astype(wide) if wide is not None else values.copy()
+    return CapturedBlock(
+        version=int(header["version"]),
+        request_ids=list(header["request_ids"]),
+        times=np.asarray(header["times"], dtype=np.float64),
+        labels=list(header["labels"]),
+        probabilities=arrays[header["probabilities"]].astype(np.float64),
+        features=features,
+    )
+
+
+@dataclass(frozen=True)
+class _Sampled:
+    """One sampled request as the request path leaves it: copies of its inputs, its outputs by reference."""
+
+    request_id: str
+    time: float
+    rows: int
+    tensors: dict[str, npt.NDArray[Any]]
+    label: npt.NDArray[Any]
+    probabilities: npt.NDArray[np.float32]
 
 
 @dataclass
 class CaptureWriter:
-    """Samples requests of one model version and spools their rows; ``flush`` does the file I/O."""
+    """Samples requests of one model version and spools their rows; ``flush`` does the encoding and file I/O."""
 
     spec: CaptureSpec
     model: str
@@ -123,7 +209,8 @@ class CaptureWriter:
     rng: random.Random = field(default_factory=random.Random)
     dropped: int = 0
     written: int = 0
-    _records: list[dict[str, Any]] = field(default_factory=list)
+    _pending: list[_Sampled] = field(default_factory=list)
+    _pending_rows: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _path: Path | None = None
     _opened: float = 0.0
@@ -145,58 +232,36 @@ class CaptureWriter:
         label: npt.NDArray[Any],
         probabilities: npt.NDArray[np.float32],
     ) -> None:
-        """Keep every row of one scored request (call only when ``sampled()``).
-
-        Only plain Python values are made here, on the request's path: a tensor of finite floats skips the per-value
-        conversion, and the JSON encoding waits for ``flush`` (the flush thread).
-        """
-        now = time.time()
+        """Keep one scored request (call only when ``sampled()``): its input tensors are copied (they live in the
+        request's shared memory), its outputs kept as they are; a request that does not fit the buffer is dropped
+        whole."""
         rows = label.shape[0]
-        drop, hashed = self.spec.drop, self.spec.hash
-        columns: list[tuple[str, bool, bool, list[Any]]] = []
-        for name, features in self.inputs:
-            array = np.asarray(tensors[name]).reshape(rows, -1)
-            plain = array.dtype.kind == "f" and bool(np.isfinite(array).all())  # floats as they are: no conversion
-            by_column = array.T.tolist()
-            for index, feature in enumerate(features):
-                if feature not in drop:
-                    columns.append((feature, feature in hashed, plain, by_column[index]))
-        records = []
-        for row in range(rows):
-            values = {}
-            for feature, hash_it, plain, column in columns:
-                value = column[row] if plain else _plain(column[row])
-                values[feature] = hash_value(value) if hash_it else value
-            records.append(
-                {
-                    "request_id": request_id if rows == 1 else f"{request_id}/{row}",
-                    "time": now,
-                    "version": self.version,
-                    "features": values,
-                    "label": _plain(label[row].reshape(-1)[0]),
-                    "probabilities": np.asarray(probabilities[row], dtype=np.float64).tolist(),
-                }
-            )
         with self._lock:
-            room = self.spec.buffer_rows - len(self._records)
-            if room < len(records):
-                self.dropped += len(records) - max(room, 0)
-                records = records[: max(room, 0)]
-            self._records.extend(records)
+            if self._pending_rows + rows > self.spec.buffer_rows:
+                self.dropped += rows
+                return
+            self._pending_rows += rows
+        copies = {name: np.array(tensors[name]).reshape(rows, -1) for name, _ in self.inputs}
+        sampled = _Sampled(request_id, time.time(), rows, copies, label, probabilities)
+        with self._lock:
+            self._pending.append(sampled)
 
     def flush(self, *, final: bool = False) -> None:
-        """Append the buffered rows to the open spool file; close it when big or old enough (or ``final``)."""
+        """Append the buffered requests as one frame to the open spool file; close it when big or old enough (or
+        ``final``)."""
         with self._lock:
-            records, self._records = self._records, []
-        lines = [json.dumps(record, separators=(",", ":")) for record in records]
-        if lines:
+            pending, self._pending = self._pending, []
+            rows = sum(sampled.rows for sampled in pending)
+            self._pending_rows -= rows
+        if pending:
+            frame = self._frame(pending)
             try:
-                with self._open_path().open("a", encoding="utf-8") as handle:
-                    handle.write("\n".join(lines) + "\n")
+                with self._open_path().open("ab") as handle:
+                    handle.write(frame)
             except OSError:
-                self.dropped += len(lines)  # counted, then the caller logs the error
+                self.dropped += rows  # counted, then the caller logs the error
                 raise
-            self.written += len(lines)
+            self.written += rows
         current = self._path
         if current is not None and (
             final
@@ -205,6 +270,56 @@ class CaptureWriter:
         ):
             os.replace(current, current.with_name(current.name[: -len(OPEN_SUFFIX)] + CLOSED_SUFFIX))
             self._path = None
+
+    def _frame(self, pending: Sequence[_Sampled]) -> bytes:
+        """One spool frame holding every row of ``pending``."""
+        request_ids: list[str] = []
+        times: list[float] = []
+        for sampled in pending:
+            if sampled.rows == 1:
+                request_ids.append(sampled.request_id)
+            else:
+                request_ids.extend(f"{sampled.request_id}/{row}" for row in range(sampled.rows))
+            times.extend([sampled.time] * sampled.rows)
+        buffers: list[npt.NDArray[Any]] = []
+        columns: list[dict[str, Any]] = []
+        drop, hashed = self.spec.drop, self.spec.hash
+        for name, features in self.inputs:
+            array = np.concatenate([sampled.tensors[name] for sampled in pending])
+            numeric = array.dtype.kind in _NUMERIC_KINDS
+            raw = [i for i, feature in enumerate(features) if feature not in drop and feature not in hashed]
+            if numeric and raw:
+                buffers.append(np.ascontiguousarray(array[:, raw]))
+                columns += [{"name": features[i], "buffer": len(buffers) - 1, "column": j} for j, i in enumerate(raw)]
+            for index, feature in enumerate(features):
+                if feature in drop or (numeric and index in raw):
+                    continue
+                values = array[:, index].tolist()
+                kept = [hash_value(v) for v in values] if feature in hashed else [_plain(v) for v in values]
+                columns.append({"name": feature, "values": kept})
+        labels = np.concatenate([sampled.label.reshape(sampled.rows, -1)[:, 0] for sampled in pending])
+        buffers.append(np.concatenate([sampled.probabilities for sampled in pending]).astype("<f4"))
+        described, body, offset = [], [], 0
+        for buffer in buffers:
+            data = buffer.astype(buffer.dtype.newbyteorder("<"), copy=False).tobytes()
+            described.append(
+                {"dtype": buffer.dtype.newbyteorder("<").str, "shape": list(buffer.shape), "offset": offset}
+            )
+            body.append(data)
+            offset += len(data)
+        header = json.dumps(
+            {
+                "version": self.version,
+                "request_ids": request_ids,
+                "times": times,
+                "labels": [_plain(v) for v in labels.tolist()],
+                "columns": columns,
+                "buffers": described,
+                "probabilities": len(buffers) - 1,
+            },
+            separators=(",", ":"),
+        ).encode("utf-8")
+        return _FRAME_HEAD.pack(FRAME_MAGIC, len(header), offset) + header + b"".join(body)
 
     def _open_path(self) -> Path:
         if self._path is None:

@@ -21,7 +21,7 @@ from tritonops.control_plane.capture import FEATURE_PREFIX, compact, export
 from tritonops.control_plane.feedback import FeedbackStore
 from tritonops.converters import ConversionOptions, ModelVersion, convert_sklearn
 from tritonops.model_config import ServingOptions, read_pbtxt, to_json, with_specific_versions
-from tritonops.serving.capture import CaptureSpec, hash_value
+from tritonops.serving.capture import OPEN_SUFFIX, CaptureSpec, hash_value
 from tritonops.serving.triton import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,7 @@ def test_exported_rows_are_the_rows_sent_with_columns_dropped_and_hashed(
     sent, spool = captured
     assert len(sent) == REQUESTS
     deadline = time.monotonic() + 30
-    while list(spool.rglob("*.open.jsonl")) and time.monotonic() < deadline:  # the unload finishes asynchronously
+    while list(spool.rglob(f"*{OPEN_SUFFIX}")) and time.monotonic() < deadline:  # the unload finishes asynchronously
         time.sleep(0.2)
     report = compact(spool, tmp_path / "rows", max_bytes=10**9)
     labelled = sorted(sent)[::2]  # ground truth arrives for every other request

@@ -15,7 +15,7 @@ import pytest
 
 from tritonops.control_plane.capture import FEATURE_PREFIX, compact, export
 from tritonops.control_plane.errors import CaptureError
-from tritonops.serving.capture import CaptureSpec, CaptureWriter, hash_value
+from tritonops.serving.capture import CaptureSpec, CaptureWriter, hash_value, read_spool
 from tritonops.serving.errors import ModelConfigError
 
 INPUTS = [("input", ("amount", "age")), ("country", ("country",))]
@@ -67,10 +67,13 @@ def test_rows_are_spooled_with_columns_dropped_and_hashed_then_compacted_by_hour
     writer.offer("req-2", _request(3, start=10), *_scored(3))
     writer.flush()
     (open_file,) = list((tmp_path / "spool" / "churn" / "3").iterdir())
-    assert open_file.name.endswith(".open.jsonl")
-    first = json.loads(open_file.read_text().splitlines()[0])
-    assert first["features"] == {"amount": 0.0, "country": hash_value("fr")}  # age never written
-    assert first["request_id"] == "req-1" and first["label"] == "yes" and first["probabilities"] == [0.25, 0.75]
+    assert open_file.name.endswith(".open.rows")
+    (block,) = read_spool(open_file).blocks  # one flush, one frame
+    assert set(block.features) == {"amount", "country"}  # age never written
+    assert block.features["amount"].tolist() == [0.0, 10.0, 12.0, 14.0]  # type: ignore[union-attr]
+    assert block.features["country"] == [hash_value("fr")] * 4
+    assert block.request_ids == ["req-1", "req-2/0", "req-2/1", "req-2/2"] and block.labels == ["yes"] * 4
+    assert block.probabilities.tolist() == [[0.25, 0.75]] * 4
     assert compact(tmp_path / "spool", tmp_path / "rows", max_bytes=10**9).files == 0  # still open: not yet
     writer.flush(final=True)
 
@@ -85,16 +88,21 @@ def test_rows_are_spooled_with_columns_dropped_and_hashed_then_compacted_by_hour
     assert set(table[FEATURE_PREFIX + "country"].to_pylist()) == {hash_value("fr")}
 
 
-def test_a_full_buffer_drops_and_counts_rows_instead_of_growing(tmp_path: Path) -> None:
+def test_a_full_buffer_drops_whole_requests_and_counts_their_rows_instead_of_growing(tmp_path: Path) -> None:
     writer = _writer(tmp_path, buffer_rows=5)
     for i in range(4):
         writer.offer(f"r{i}", _request(2), *_scored(2))
-    assert writer.dropped == 3
+    assert writer.dropped == 4  # r2 and r3 did not fit after r0 and r1
     writer.flush(final=True)
-    assert writer.written == 5
+    assert writer.written == 4
+    (spooled,) = list((tmp_path / "spool" / "churn" / "3").iterdir())
+    assert read_spool(spooled).blocks[0].request_ids == ["r0/0", "r0/1", "r1/0", "r1/1"]
+    writer.offer("r4", _request(2), *_scored(2))  # the flush made room again
+    assert writer.dropped == 4
 
 
 def test_export_joins_labels_filters_by_time_and_the_size_bound_drops_oldest_hours(tmp_path: Path) -> None:
+    # spooled as JSON lines, the format before binary frames: still compacted after an upgrade
     spool = tmp_path / "spool" / "churn" / "3"
     spool.mkdir(parents=True)
     middle = (time.time() // 3600) * 3600 - 1800  # mid-hour: 50 rows a second apart never cross into the next one
@@ -137,3 +145,29 @@ def test_an_abandoned_open_file_is_compacted_once_stale(tmp_path: Path) -> None:
     old = time.time() - 600
     os.utime(left, (old, old))
     assert compact(tmp_path / "spool", tmp_path / "rows", max_bytes=10**9, stale_open_seconds=120).rows == 1
+
+
+def test_a_torn_last_frame_keeps_the_whole_frames_and_values_stay_exact(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    odd = {
+        "input": np.array([[np.nan, np.inf], [1e-45, -0.0]], dtype=np.float32),
+        "country": np.array([[b"d\xc3\xa9"]] * 2, dtype=object),
+    }
+    writer.offer("odd", odd, *_scored(2))
+    writer.flush()
+    writer.offer("lost", _request(1), *_scored(1))
+    writer.flush()
+    (path,) = list((tmp_path / "spool" / "churn" / "3").iterdir())
+    path.write_bytes(path.read_bytes()[:-7])  # the writer died inside its second frame
+    contents = read_spool(path)
+    assert contents.torn and [b.request_ids for b in contents.blocks] == [["odd/0", "odd/1"]]
+    amount = contents.blocks[0].features["amount"]
+    assert np.isnan(amount[0]) and amount[1:].tolist() == [float(np.float32(1e-45))]  # type: ignore[union-attr]
+    assert contents.blocks[0].features["age"].tolist() == [np.inf, -0.0]  # type: ignore[union-attr]
+    assert contents.blocks[0].features["country"] == ["dé", "dé"]
+    os.utime(path, (time.time() - 600, time.time() - 600))
+    assert compact(tmp_path / "spool", tmp_path / "rows", max_bytes=10**9, stale_open_seconds=120).rows == 2
+    table = export(tmp_path / "rows", "churn")
+    assert table["request_id"].to_pylist() == ["odd/0", "odd/1"]
+    assert table[FEATURE_PREFIX + "country"].to_pylist() == ["dé", "dé"]
+    assert table["probabilities"].to_pylist() == [[0.25, 0.75]] * 2
