@@ -62,4 +62,5 @@ def pooled(loads: Sequence[LoadResult]) -> LoadResult:
         p99_ms=statistics.median(load.p99_ms for load in loads),
         idle_before=min(load.idle_before for load in loads),
         others_cpu=max(load.others_cpu for load in loads),
+        steal=max(load.steal for load in loads),
     )

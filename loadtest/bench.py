@@ -156,13 +156,15 @@ def _row(target: str, protocol: str, rows_per_request: int, load: LoadResult, va
         rows_per_s=load.rps * rows_per_request,
         idle_before=load.idle_before,
         others_cpu=load.others_cpu,
+        steal=load.steal,
     )
 
 
 def _summary(load: LoadResult) -> str:
     return (
         f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms "
-        f"(CPU idle before: {100 * load.idle_before:.0f}%, others' CPU during: {100 * load.others_cpu:.0f}%)"
+        f"(CPU idle before: {100 * load.idle_before:.0f}%, others' CPU during: {100 * load.others_cpu:.0f}%, "
+        f"stolen by the hypervisor: {100 * load.steal:.0f}%)"
     )
 
 
@@ -237,6 +239,7 @@ def bench_inprocess(model: BenchModel, config: BenchConfig) -> list[BenchRow]:
             BenchRow(
                 "onnxruntime", "in-process", batch, 0, result.calls, 0,
                 result.calls / result.seconds, result.p50_ms, result.p99_ms, result.rows_per_s, idle, others.share,
+                others.steal,
             )
         )  # fmt: skip
     return rows

@@ -57,23 +57,26 @@ class LoadResult:
     """Share of all CPUs idle during the second before the run."""
     others_cpu: float = 0.0
     """Share of all CPUs used by processes outside the benchmark during the run (background work)."""
+    steal: float = 0.0
+    """Share of all CPU time the hypervisor gave to other guests during the run (``steal`` in /proc/stat)."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time counters (all cores): user, nice, system, idle, iowait, irq, softirq, steal, ..."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        return [int(v) for v in handle.readline().split()[1:]]
+
+
 def cpu_idle_share(seconds: float = 1.0) -> float:
     """Share of CPU time (all cores) spent idle over the next ``seconds``, from ``/proc/stat``."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as handle:
-            values = [int(v) for v in handle.readline().split()[1:]]
-        return values[3] + values[4], sum(values)  # idle + iowait, total
-
-    idle0, total0 = sample()
+    before = _cpu_times()
     time.sleep(seconds)
-    idle1, total1 = sample()
-    return (idle1 - idle0) / max(1, total1 - total0)
+    after = _cpu_times()
+    idle = after[3] + after[4] - before[3] - before[4]  # idle + iowait
+    return idle / max(1, sum(after) - sum(before))
 
 
 def require(tool: str) -> str:
@@ -124,6 +127,7 @@ def run_wrk(url: str, body: str, connections: int, seconds: float, threads: int 
         p99_ms=raw["p99_us"] / 1000,
         idle_before=idle,
         others_cpu=others.share,
+        steal=others.steal,
     )
 
 
@@ -176,17 +180,21 @@ def run_h2load(
         p99_ms=float(p99),
         idle_before=idle,
         others_cpu=others.share,
+        steal=others.steal,
     )
 
 
 class OtherLoad:
-    """CPU share (of all cores) that processes outside this process tree used while the block ran.
+    """CPU share (of all cores) that processes outside this process tree used while the block ran, and the share
+    the hypervisor stole for other guests (a virtual machine's invisible background load).
 
-    Processes that exit inside the block are missed, so the figure is a lower bound of the background load.
+    Processes that exit inside the block are missed, so ``share`` is a lower bound of the background load.
     """
 
     def __init__(self) -> None:
         self.share: float = 0.0
+        self.steal: float = 0.0
+        self._cpu_before: list[int] = []
         self._before: dict[tuple[int, float], float] = {}
         self._started = 0.0
 
@@ -201,11 +209,15 @@ class OtherLoad:
 
     def __enter__(self) -> OtherLoad:
         self._before = self._snapshot()
+        self._cpu_before = _cpu_times()
         self._started = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.monotonic() - self._started
+        cpu_after = _cpu_times()
+        stolen = cpu_after[7] - self._cpu_before[7] if len(cpu_after) > 7 else 0
+        self.steal = stolen / max(1, sum(cpu_after) - sum(self._cpu_before))
         me = psutil.Process()
         ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
         used = sum(cpu - self._before.get(key, 0.0) for key, cpu in self._snapshot().items() if key[0] not in ours)

@@ -29,6 +29,8 @@ class BenchRow:
     """Share of the CPUs idle just before the run."""
     others_cpu: float | None = None
     """Share of the CPUs used by processes outside the benchmark during the run."""
+    steal: float | None = None
+    """Share of CPU time the hypervisor gave to other guests during the run."""
     variant: str = ""
     """Which way the target served the model, where it was measured several ways (``tritonops.loadtest.variants``)."""
     x_flask: float | None = None
@@ -74,7 +76,7 @@ def render(rows: list[BenchRow], console: Console, title: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("target", "protocol", "rows/req", "conns", "requests", "fail", "req/s", "p50 ms", "p99 ms"):
         table.add_column(column, justify="left" if column in ("target", "protocol") else "right", no_wrap=True)
-    for column in ("rows/s", "x Flask", "x MLServer", "of limit", "idle before", "others' CPU"):
+    for column in ("rows/s", "x Flask", "x MLServer", "of limit", "idle before", "others' CPU", "steal"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
@@ -93,6 +95,7 @@ def render(rows: list[BenchRow], console: Console, title: str) -> None:
             "-" if r.of_limit is None else f"{100 * r.of_limit:.0f}%",
             _share(r.idle_before),
             _share(r.others_cpu),
+            _share(r.steal),
         )
     console.print(table)
 
@@ -101,8 +104,8 @@ def markdown(rows: list[BenchRow], verdicts: list[dict[str, Any]]) -> str:
     """The results table and the target verdicts as Markdown (pasted into docs/benchmarks.md)."""
     lines = [
         "| target | protocol | rows/req | conns | requests | failures | req/s | p50 ms | p99 ms | rows/s "
-        "| x Flask | x MLServer | of in-process limit | CPU idle before | others' CPU during |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| x Flask | x MLServer | of in-process limit | CPU idle before | others' CPU during | stolen |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         limit = "-" if r.of_limit is None else f"{100 * r.of_limit:.0f}%"
@@ -110,7 +113,7 @@ def markdown(rows: list[BenchRow], verdicts: list[dict[str, Any]]) -> str:
             f"| {r.name} | {r.protocol} | {r.rows_per_request} | {r.connections or '-'} | {r.requests:,} "
             f"| {r.failures} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rows_per_s:,.0f} "
             f"| {_ratio(r.x_flask)} | {_ratio(r.x_mlserver)} | {limit} | {_share(r.idle_before)} "
-            f"| {_share(r.others_cpu)} |"
+            f"| {_share(r.others_cpu)} | {_share(r.steal)} |"
         )
     lines += ["", "| DESIGN target | measured | met |", "|---|--:|---|"]
     lines += [f"| {v['target']} | {v['value']} | {'yes' if v['met'] else 'no'} |" for v in verdicts]
