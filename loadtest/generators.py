@@ -64,7 +64,7 @@ class LoadResult:
         return asdict(self)
 
 
-def _cpu_times() -> list[int]:
+def cpu_times() -> list[int]:
     """The machine's CPU time counters (all cores): user, nice, system, idle, iowait, irq, softirq, steal, ..."""
     with open("/proc/stat", encoding="ascii") as handle:
         return [int(v) for v in handle.readline().split()[1:]]
@@ -72,9 +72,9 @@ def _cpu_times() -> list[int]:
 
 def cpu_idle_share(seconds: float = 1.0) -> float:
     """Share of CPU time (all cores) spent idle over the next ``seconds``, from ``/proc/stat``."""
-    before = _cpu_times()
+    before = cpu_times()
     time.sleep(seconds)
-    after = _cpu_times()
+    after = cpu_times()
     idle = after[3] + after[4] - before[3] - before[4]  # idle + iowait
     return idle / max(1, sum(after) - sum(before))
 
@@ -209,13 +209,13 @@ class OtherLoad:
 
     def __enter__(self) -> OtherLoad:
         self._before = self._snapshot()
-        self._cpu_before = _cpu_times()
+        self._cpu_before = cpu_times()
         self._started = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.monotonic() - self._started
-        cpu_after = _cpu_times()
+        cpu_after = cpu_times()
         stolen = cpu_after[7] - self._cpu_before[7] if len(cpu_after) > 7 else 0
         self.steal = stolen / max(1, sum(cpu_after) - sum(self._cpu_before))
         me = psutil.Process()

@@ -34,6 +34,7 @@ from tritonops.control_plane.fleet import PER_ENDPOINT, reconcile
 from tritonops.control_plane.lease import Lease
 from tritonops.control_plane.state import AuditEntry, StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
+from tritonops.loadtest.generators import cpu_times
 from tritonops.loadtest.postgres import PostgresCluster
 from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer
@@ -76,6 +77,18 @@ def _repository(root: Path, models: int) -> list[str]:
     return names
 
 
+def _cpu_seconds(before: list[int], after: list[int], what: str) -> dict[str, float]:
+    """The machine's busy, idle and stolen CPU seconds (all cores) between two ``cpu_times`` readings."""
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle, steal = delta[3] + delta[4], delta[7] if len(delta) > 7 else 0
+    return {
+        f"{what}_cpu_busy_s": round((sum(delta) - idle - steal) / ticks, 1),
+        f"{what}_cpu_idle_s": round(idle / ticks, 1),
+        f"{what}_cpu_stolen_s": round(steal / ticks, 1),
+    }
+
+
 def bench_reconcile(
     location: StateLocation, root: Path, models: int, endpoints: int, per_endpoint: int = PER_ENDPOINT
 ) -> dict[str, float]:
@@ -92,9 +105,9 @@ def bench_reconcile(
                 store.add_endpoint(server.grpc_url, AuditEntry("bench", "fleet-add", None, None, None, "", "ok"))
             for name in names:
                 store.set_live(name, 1, AuditEntry("bench", "promote", name, None, 1, "benchmark", "ok"))
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), cpu_times()
             first = reconcile(store, root / "repository", {}, actor="bench", per_endpoint=per_endpoint)
-            from_empty = time.monotonic() - started
+            from_empty, cpu_after = time.monotonic() - started, cpu_times()
             started = time.monotonic()
             second = reconcile(store, root / "repository", {}, actor="bench", per_endpoint=per_endpoint)
             in_sync = time.monotonic() - started
@@ -110,6 +123,7 @@ def bench_reconcile(
         "model_load_median_s": round(statistics.median(seconds), 2),
         "model_load_max_s": round(seconds[-1], 2),
         "from_empty_s": round(from_empty, 2),
+        **_cpu_seconds(cpu_before, cpu_after, "from_empty"),
         "in_sync_s": round(in_sync, 3),
     }
 

@@ -3,7 +3,9 @@
 # ours, `tritonops`), so both GPU layouts of docs/gpu.md work. Flags as serving/triton.py uses on CPU: explicit
 # model control (the control plane loads), tcmalloc, non-strict readiness (ready = up; per-model readiness is
 # /v2/models/<m>/ready, so a version switch never marks the pod unready), admin API locked when a token is set.
-# Unlike the CPU default, summary latencies are on: the alert rules read their real p99, and a GPU host has the
+# No config auto-completion (every config the control plane loads is complete; completing one starts an extra
+# backend stub per load), and one OpenBLAS thread for the backend stubs (their numpy does no linear algebra; the
+# default pool costs each stub start about 0.1 s of CPU). Unlike the CPU default, summary latencies are on: the alert rules read their real p99, and a GPU host has the
 # cores to pay for them (TRITONOPS_LATENCY_SUMMARIES=false turns them off).
 #
 #   TRITONOPS_REPOSITORY        model repository (default /models)
@@ -12,6 +14,7 @@
 #   TRITONOPS_ALLOCATOR         auto (default: tcmalloc when installed, as serving/allocator.py), system (glibc)
 # Extra arguments are passed to tritonserver.
 set -eu
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 
 if [ "${TRITONOPS_ALLOCATOR:-auto}" != system ]; then
     for lib in "/usr/lib/$(uname -m)-linux-gnu/libtcmalloc_minimal.so.4" "/usr/lib/$(uname -m)-linux-gnu/libtcmalloc.so.4"; do
@@ -36,7 +39,7 @@ set -- \
     --metrics-port="${TRITON_METRICS_PORT:-8002}" \
     --allow-metrics=true --allow-gpu-metrics=true --allow-cpu-metrics=true \
     --metrics-config=summary_latencies="${TRITONOPS_LATENCY_SUMMARIES:-true}" \
-    --strict-readiness=false \
+    --strict-readiness=false --disable-auto-complete-config \
     --http-header-forward-pattern=tritonops-route-key --grpc-header-forward-pattern=tritonops-route-key \
     "$@"
 if [ -n "$token" ]; then

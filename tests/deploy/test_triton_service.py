@@ -1,6 +1,7 @@
 """The Triton entrypoint of the GPU image (deploy/docker/triton-entrypoint.sh), run for real with the tritonserver
 of the nvidia-pytriton wheel (the same Triton 2.51 as NGC 24.10) and a backend directory laid out like the image's:
-it starts with explicit model control, tcmalloc and summary latencies, and locks the admin API with the token file."""
+it starts with explicit model control, tcmalloc, summary latencies, no config auto-completion and one OpenBLAS
+thread for the stubs, and locks the admin API with the token file."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import requests
 import tritonclient.http as httpclient
@@ -54,6 +56,7 @@ def test_entrypoint_serves_with_summaries_and_a_locked_admin_api(tmp_path: Path)
         TRITON_METRICS_PORT=str(metrics),
     )
     env.pop("TRITONOPS_ADMIN_TOKEN", None)
+    env.pop("OPENBLAS_NUM_THREADS", None)  # the entrypoint's own default must show
     log = tmp_path / "triton.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -79,6 +82,11 @@ def test_entrypoint_serves_with_summaries_and_a_locked_admin_api(tmp_path: Path)
         assert not client.is_model_ready("gpuimg")
         client.load_model("gpuimg", config=config, headers={"admin-key": TOKEN})
         assert client.is_model_ready("gpuimg", "1")
+        assert "--disable-auto-complete-config" in Path(f"/proc/{process.pid}/cmdline").read_text().split("\0")
+        stubs = [p for p in psutil.Process(process.pid).children() if p.name() == "triton_python_backend_stub"]
+        instances = sum(group.count for group in version_config(repository, "gpuimg", 1).instance_group)
+        assert len(stubs) == instances >= 1
+        assert all("OPENBLAS_NUM_THREADS=1" in Path(f"/proc/{s.pid}/environ").read_text().split("\0") for s in stubs)
 
         rows = trained.frame.to_numpy(dtype=np.float32)[:8]
         tensor = httpclient.InferInput("input", list(rows.shape), "FP32")

@@ -223,6 +223,7 @@ def test_admin_key_is_in_no_environment_of_the_server_or_its_stubs(repository: P
     token_file.write_text(TOKEN)
     token_file.chmod(0o600)
     env = _env(TRITONOPS_ADMIN_TOKEN_FILE=str(token_file), TRITONOPS_STATE_PASSWORD="pg-" + TOKEN)
+    env.pop("OPENBLAS_NUM_THREADS", None)  # a caller's own setting would win over the server's default
     started = _cli("server", "start", "--detach", "-r", str(repository), "-m", MODEL, *_ports(), cwd=tmp_path, env=env)
     assert started.returncode == 0, started.stderr
     assert "locked (admin-key)" in started.stdout and TOKEN not in started.stdout + started.stderr
@@ -236,6 +237,8 @@ def test_admin_key_is_in_no_environment_of_the_server_or_its_stubs(repository: P
             assert b"TRITONOPS_ADMIN_TOKEN" not in environ and b"TRITONOPS_STATE_PASSWORD" not in environ, process
         for stub in stubs:  # the stubs' command lines don't carry it either; only tritonserver's does
             assert TOKEN.encode() not in Path(f"/proc/{stub.pid}/cmdline").read_bytes()
+            # what the server adds for its stubs (serving.triton.STUB_ENVIRONMENT): one OpenBLAS thread
+            assert "OPENBLAS_NUM_THREADS=1" in Path(f"/proc/{stub.pid}/environ").read_text().split("\0")
         assert TOKEN.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()  # why: see docs/operations.md
     finally:
         assert _cli("server", "stop", cwd=tmp_path).returncode == 0

@@ -41,6 +41,7 @@ def test_the_backend_stub_imports_no_pandas_pyarrow_onnx_or_scipy() -> None:
     assert not _top_level(loaded) & set(HEAVY), sorted(_top_level(loaded) & set(HEAVY))
     assert not {m for m in loaded if m.startswith(SIBLINGS)}, sorted(m for m in loaded if m.startswith(SIBLINGS))
     assert "tritonops.serving.triton" not in loaded and "requests" not in loaded  # nor the server launcher
+    assert "asyncio" not in loaded  # imported by the BLS canary path only: every stub start would pay for it
 
 
 def test_the_contract_needs_only_numpy_and_pydantic() -> None:

@@ -14,7 +14,6 @@ hot path). A shadow gets copies of answered batches through a bounded queue (``t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -534,6 +533,9 @@ class TritonPythonModel:
         ]
         live = [request for request, to_canary in zip(requests, chosen, strict=True) if not to_canary]
         live_responses = iter(self._answer(self.live, live) if live else [])
+        import asyncio  # here, not at the top: the event loop is needed only by this path, and each stub start
+        # (one per model instance load) would pay for importing it
+
         answers = iter(await asyncio.gather(*waits, return_exceptions=True))
         responses: list[Any] = []
         fallback: list[int] = []
