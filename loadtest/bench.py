@@ -40,7 +40,7 @@ from tritonclient.grpc import service_pb2
 from tritonops.contract.encoding import Tensor, encode_rows
 from tritonops.contract.manifest import Feature
 from tritonops.loadtest import payloads
-from tritonops.loadtest.ab import Runs, interleaved, paired_median, pooled, rounds_rps
+from tritonops.loadtest.ab import Interleaved, interleaved, paired_median, pooled, rounds_rps
 from tritonops.loadtest.capture import CAPTURE_01, CAPTURE_OFF, load_capture_models, spooled_rows
 from tritonops.loadtest.errors import BenchmarkError
 from tritonops.loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
@@ -80,6 +80,8 @@ class BenchConfig:
     ab_rounds: int = 3
     """Interleaved rounds of the overhead and settings targets."""
     ab_seconds: float = 3.0
+    max_steal: float = 0.05
+    """An interleaved round with a run that saw more of the CPU stolen by the hypervisor is measured again."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.targets) - set(ALL_TARGETS))
@@ -90,6 +92,8 @@ class BenchConfig:
                 f"--duration (>= 1 s), --connections and --batch-rows (>= 1) got "
                 f"{self.duration}, {self.connections}, {self.batch_rows}"
             )
+        if not 0.0 <= self.max_steal <= 1.0:
+            raise BenchmarkError(f"--max-steal: expected a share from 0 to 1, got {self.max_steal}")
         if self.low_connections < 0 or self.ab_rounds < 1 or self.ab_seconds < 1:
             raise BenchmarkError(
                 f"--low-connections (>= 0), --ab-rounds (>= 1) and --ab-seconds (>= 1 s) got "
@@ -307,18 +311,26 @@ def _report(label: str, connections: int, load: LoadResult) -> None:
 
 def _side_by_side(
     name: str, urls: dict[str, str], model: BenchModel, config: BenchConfig, levels: Sequence[int]
-) -> tuple[list[BenchRow], Runs]:
+) -> tuple[list[BenchRow], Interleaved]:
     """Single rows to every URL in interleaved rounds; one pooled row per (label, connections), and the rounds."""
     body = payloads.triton_json(model.tensors(model.rows[:1]))
     for url in urls.values():
         _check_http(url, body, '"label"')
     console.print(
         f"  {name}: {', '.join(urls)}; {config.ab_rounds} interleaved rounds of {config.ab_seconds:g} s "
-        f"at {' and '.join(map(str, levels))} connections"
+        f"at {' and '.join(map(str, levels))} connections (a round with over {100 * config.max_steal:g}% of the CPU "
+        "stolen by the hypervisor is measured again)"
     )
-    runs = interleaved(urls, body, levels, config.ab_rounds, config.ab_seconds, config.generator_threads, _report)
-    rows = [_row("triton", "http", 1, pooled(loads), variant=label) for (label, _), loads in runs.items()]
-    return rows, runs
+
+    def measure(url: str, connections: int) -> LoadResult:
+        return run_wrk(url, body, connections, config.ab_seconds, config.generator_threads)
+
+    result = interleaved(urls, levels, config.ab_rounds, measure, config.max_steal, _report)
+    for level, repeated in result.repeated.items():
+        if repeated:
+            console.print(f"  {name} at {level} connections: {repeated} round(s) measured again for stolen CPU")
+    rows = [_row("triton", "http", 1, pooled(loads), variant=label) for (label, _), loads in result.runs.items()]
+    return rows, result
 
 
 def bench_overhead(
@@ -331,7 +343,8 @@ def bench_overhead(
     comes to the bare backend, with every round's req/s.
     """
     urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in model.variants}
-    rows, runs = _side_by_side("overhead", urls, model, config, config.connection_levels)
+    rows, result = _side_by_side("overhead", urls, model, config, config.connection_levels)
+    runs = result.runs
     summary: dict[str, dict[str, Any]] = {}
     for connections in config.connection_levels:
         rps = rounds_rps(runs, connections)
@@ -339,6 +352,7 @@ def bench_overhead(
             "drift_counters_cost": 1 - paired_median(rps[TRITONOPS], rps[NO_COUNTERS]),
             "of_bare_backend": paired_median(rps[TRITONOPS], rps[BARE]),
             "rounds_rps": rps,
+            "rounds_repeated_for_steal": result.repeated[connections],
         }
     return rows, summary
 
@@ -350,7 +364,8 @@ def bench_routing(
     rounds on one server; per connection count the paired req/s ratios and the p99 the shadow adds."""
     variants = load_routing_models(server.grpc_url, model.repository, MODEL)
     urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in variants}
-    rows, runs = _side_by_side("routing", urls, model, config, config.connection_levels)
+    rows, result = _side_by_side("routing", urls, model, config, config.connection_levels)
+    runs = result.runs
     summary: dict[str, dict[str, Any]] = {}
     for connections in config.connection_levels:
         rps = rounds_rps(runs, connections)
@@ -362,6 +377,7 @@ def bench_routing(
             "shadow_of_weight0": paired_median(rps[SHADOW_1], rps[WEIGHT_0]),
             "shadow_p99_added_ms": p99[SHADOW_1] - p99[WEIGHT_0],
             "rounds_rps": rps,
+            "rounds_repeated_for_steal": result.repeated[connections],
         }
     return rows, summary
 
@@ -374,7 +390,8 @@ def bench_capture(
     spool = work / "capture_spool"
     variants = load_capture_models(server.grpc_url, model.repository, MODEL, spool)
     urls = {v.label: f"http://{server.http_url}/v2/models/{v.model}/infer" for v in variants}
-    rows, runs = _side_by_side("capture", urls, model, config, config.connection_levels)
+    rows, result = _side_by_side("capture", urls, model, config, config.connection_levels)
+    runs = result.runs
     summary: dict[str, dict[str, Any]] = {}
     for connections in config.connection_levels:
         rps = rounds_rps(runs, connections)
@@ -383,6 +400,7 @@ def bench_capture(
             "capture_of_off": paired_median(rps[CAPTURE_01], rps[CAPTURE_OFF]),
             "capture_p99_added_ms": p99[CAPTURE_01] - p99[CAPTURE_OFF],
             "rounds_rps": rps,
+            "rounds_repeated_for_steal": result.repeated[connections],
         }
     capturing = next(v.model for v in variants if v.label == CAPTURE_01)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
@@ -412,13 +430,14 @@ def bench_settings(
         servers = {SETTINGS_DEFAULT: server}
         servers |= {label: stack.enter_context(TritonServer(options)) for label, options in others.items()}
         urls = {label: f"http://{s.http_url}/v2/models/{MODEL}/infer" for label, s in servers.items()}
-        rows, runs = _side_by_side("settings", urls, model, config, (config.connections,))
-    rps = rounds_rps(runs, config.connections)
+        rows, result = _side_by_side("settings", urls, model, config, (config.connections,))
+    rps = rounds_rps(result.runs, config.connections)
     summary = {
         f"{config.connections} connections": {
             "latency_summaries_cost": 1 - paired_median(rps[SETTINGS_SUMMARIES], rps[SETTINGS_DEFAULT]),
             "system_malloc_cost": 1 - paired_median(rps[SETTINGS_GLIBC], rps[SETTINGS_DEFAULT]),
             "rounds_rps": rps,
+            "rounds_repeated_for_steal": result.repeated[config.connections],
         }
     }
     return rows, summary
@@ -604,6 +623,13 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         "--ab-rounds", type=int, default=3, help="interleaved rounds of the overhead and settings targets (default 3)"
     )
     parser.add_argument("--ab-seconds", type=float, default=3.0, help="seconds per A/B run (default 3)")
+    parser.add_argument(
+        "--max-steal",
+        type=float,
+        default=0.05,
+        help="measure an interleaved round again when the hypervisor stole more than this share of the CPU from one "
+        "of its runs (0-1, default 0.05; 1 = never)",
+    )
     args = parser.parse_args(argv)
     return BenchConfig(
         duration=args.duration,
@@ -616,6 +642,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         low_connections=args.low_connections,
         ab_rounds=args.ab_rounds,
         ab_seconds=args.ab_seconds,
+        max_steal=args.max_steal,
     )
 
 

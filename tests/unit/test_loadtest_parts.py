@@ -127,3 +127,26 @@ def test_pooled_runs_add_up_and_paired_ratios_are_per_round() -> None:
     assert one.idle_before == 0.5 and one.others_cpu == 0.2  # the worst readings
     # a machine that slowed down halfway: pairing by round keeps the ratio, pooling would not
     assert paired_median([100.0, 50.0, 52.0], [200.0, 100.0, 100.0]) == pytest.approx(0.5)
+
+
+def test_interleaved_rounds_alternate_their_order_and_a_round_with_stolen_cpu_is_measured_again() -> None:
+    from tritonops.loadtest.ab import interleaved
+    from tritonops.loadtest.generators import LoadResult
+
+    calls: list[tuple[str, int]] = []
+    stolen = iter([0.0, 0.0, 0.3, 0.0] + [0.0] * 20)  # the second round's first run lost 30% to the hypervisor
+
+    def measure(url: str, connections: int) -> LoadResult:
+        calls.append((url, connections))
+        return LoadResult("wrk", connections, 1.0, 100, 0, 100.0 * len(calls), 1.0, 1.0, 1.0, 1.0, steal=next(stolen))
+
+    result = interleaved({"A": "a", "B": "b"}, [8], 3, measure, max_steal=0.05)
+    assert [url for url, _ in calls] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # A B | B A (dropped) | A B | B A
+    assert result.repeated == {8: 1}
+    assert [load.rps for load in result.runs[("A", 8)]] == [100.0, 500.0, 800.0]  # the dropped round is not kept
+    assert [load.rps for load in result.runs[("B", 8)]] == [200.0, 600.0, 700.0]
+
+    calls.clear()
+    stolen = iter([0.5] * 20)  # every round stolen from: after as many extra rounds as asked for, keep what comes
+    capped = interleaved({"A": "a", "B": "b"}, [8], 2, measure, max_steal=0.05)
+    assert capped.repeated == {8: 2} and len(calls) == 8 and len(capped.runs[("A", 8)]) == 2
