@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tritonops.contract.bins import assign_bins, bin_labels
-from tritonops.contract.manifest import FeatureReference, Manifest
+from tritonops.contract.served import Bins, ServingManifest
 from tritonops.serving.validation import REASONS, Batch, Reason
 
 DURATION_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -31,7 +31,7 @@ class FeatureBins:
     feature: str
     tensor: str
     column: int
-    reference: FeatureReference
+    reference: Bins
     labels: tuple[str, ...]
 
 
@@ -63,7 +63,7 @@ class PendingCounts:
 class DriftCounters:
     """Thread-safe accumulators: per-feature bins, per-class predictions, rows, invalid requests, cache lookups."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: ServingManifest) -> None:
         self.features = tuple(
             FeatureBins(
                 feature=f.name,

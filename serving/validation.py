@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from tritonops.contract.manifest import Manifest
+from tritonops.contract.served import ServingManifest
 from tritonops.serving.errors import ServingError
 
 Reason = Literal["shape", "dtype", "feature_count", "nan", "unknown_category", "empty", "other"]
@@ -65,7 +65,7 @@ class InputSchema:
     rules: tuple[InputRule, ...]
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest) -> InputSchema:
+    def from_manifest(cls, manifest: ServingManifest) -> InputSchema:
         by_name = {feature.name: feature for feature in manifest.features}
         rules = []
         for tensor in manifest.inputs:

@@ -1,4 +1,5 @@
-"""What each process imports: the Triton backend stub and the SDK stay lean, the contract needs numpy + pydantic.
+"""What each process imports: the Triton backend stub and the SDK stay lean, the contract needs numpy + pydantic
+(the stub: numpy only).
 
 Each check imports in a fresh interpreter and reads ``sys.modules``. The backend module imports
 ``triton_python_backend_utils``, which only exists inside Triton's stub: the probe puts an empty module of that
@@ -42,10 +43,12 @@ def test_the_backend_stub_imports_no_pandas_pyarrow_onnx_or_scipy() -> None:
     assert not {m for m in loaded if m.startswith(SIBLINGS)}, sorted(m for m in loaded if m.startswith(SIBLINGS))
     assert "tritonops.serving.triton" not in loaded and "requests" not in loaded  # nor the server launcher
     assert "asyncio" not in loaded  # imported by the BLS canary path only: every stub start would pay for it
+    assert "pydantic" not in loaded  # manifests are read by tritonops.contract.served: 0.1 s of CPU per stub start
 
 
 def test_the_contract_needs_only_numpy_and_pydantic() -> None:
-    loaded = _top_level(_loaded_after("import tritonops.contract")) - _top_level(_loaded_after(""))
+    contract = _loaded_after("import tritonops.contract, tritonops.contract.manifest")  # the manifest loads pydantic
+    loaded = _top_level(contract) - _top_level(_loaded_after(""))
     # private extension helpers (numpy's ``_cython_*``, ``cython_runtime``) are no distributions of their own
     third_party = {m for m in loaded - set(sys.stdlib_module_names) if not m.startswith(("_", "cython_"))}
     third_party -= {"tritonops"}

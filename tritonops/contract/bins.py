@@ -21,7 +21,8 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from tritonops.contract.manifest import OTHER_CATEGORY, FeatureReference, NumericReference
+from tritonops.contract.names import OTHER_CATEGORY
+from tritonops.contract.served import Bins
 
 NAN_BIN_LABEL = "nan"
 
@@ -37,9 +38,9 @@ def category_text(value: object) -> str | None:
     return str(value)
 
 
-def assign_bins(feature_reference: FeatureReference, values: Iterable[object] | npt.ArrayLike) -> npt.NDArray[np.int64]:
+def assign_bins(feature_reference: Bins, values: Iterable[object] | npt.ArrayLike) -> npt.NDArray[np.int64]:
     """The reference bin index of every value (see the module docstring for the numbering)."""
-    if isinstance(feature_reference, NumericReference):
+    if feature_reference.kind == "numeric":
         numbers = np.asarray(values, dtype=np.float64).reshape(-1)
         edges = np.asarray(feature_reference.bin_edges, dtype=np.float64)
         bins = np.searchsorted(edges, numbers, side="left").astype(np.int64)
@@ -51,15 +52,15 @@ def assign_bins(feature_reference: FeatureReference, values: Iterable[object] | 
     return np.fromiter((index.get(category_text(v), other) for v in flat), dtype=np.int64, count=flat.size)
 
 
-def bin_labels(feature_reference: FeatureReference) -> list[str]:
+def bin_labels(feature_reference: Bins) -> list[str]:
     """The metric ``bin`` label for each bin index ``assign_bins`` can return."""
-    if isinstance(feature_reference, NumericReference):
+    if feature_reference.kind == "numeric":
         return [str(i) for i in range(len(feature_reference.bin_edges) + 1)] + [NAN_BIN_LABEL]
     return [*feature_reference.categories, OTHER_CATEGORY]
 
 
-def reference_proportions(feature_reference: FeatureReference) -> list[float]:
+def reference_proportions(feature_reference: Bins) -> list[float]:
     """The reference proportion of each bin index, aligned with ``bin_labels`` (sums to 1)."""
-    if isinstance(feature_reference, NumericReference):
+    if feature_reference.kind == "numeric":
         return [*feature_reference.proportions, feature_reference.nan_proportion]
     return list(feature_reference.proportions)

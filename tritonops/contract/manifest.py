@@ -1,7 +1,8 @@
 """The manifest of one model version (``<model>/<version>/manifest.json``), as typed pydantic models.
 
 The schema is the contract in ``docs/contracts.md``; the converter writes it, the serving backend, the control
-plane and the load tests read it with ``load_manifest``. Missing numbers (NaN) in ``reference.sample`` are stored
+plane and the load tests read it with ``load_manifest`` (the backend stub reads its serving fields without pydantic:
+``tritonops.contract.served``). Missing numbers (NaN) in ``reference.sample`` are stored
 as JSON ``null``.
 """
 
@@ -14,10 +15,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tritonops.contract.errors import ManifestError
+from tritonops.contract.names import OTHER_CATEGORY
 
 SCHEMA_VERSION = 1
-OTHER_CATEGORY = "__other__"
-"""The bin that collects categories not seen in the reference data."""
 
 ClassLabel = str | int
 

@@ -102,3 +102,7 @@ def feature_tensor_name(feature: str) -> str:
     """The Triton tensor of a per-feature input: the feature name with other characters than ``[A-Za-z0-9_]``
     replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9_]", "_", feature)
+
+
+OTHER_CATEGORY = "__other__"
+"""The reference bin that collects categories not seen in the reference data."""

@@ -4,7 +4,8 @@ A Python-based backend (model configs say ``backend: "tritonops"``): model versi
 ``manifest.json``. Each instance owns one ONNX Runtime session (or forwards batches to another Triton model over
 BLS, for the GPU deployment in docs/gpu.md). The logic lives in the ``serving`` package and the names and the
 manifest in ``tritonops.contract``; this module adapts them to ``triton_python_backend_utils``: requests in,
-responses and metrics out. It imports no pandas, pyarrow, onnx or scipy (tests/unit/test_lean_imports.py).
+responses and metrics out. It imports no pandas, pyarrow, onnx, scipy or pydantic (tests/unit/test_lean_imports.py):
+a stub starts for every model instance Triton loads, and pays for each import.
 
 On a live model with a canary split (``tritonops.serving.routing``), ``execute`` returns a coroutine for the
 stub to run: the canary's share goes to ``<model>__canary`` over BLS ``async_exec`` while this instance scores the
@@ -25,7 +26,6 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonops.contract.manifest import Manifest, load_manifest
 from tritonops.contract.names import (
     LABEL_OUTPUT,
     PROBABILITIES_OUTPUT,
@@ -33,6 +33,7 @@ from tritonops.contract.names import (
     SMOKE_REQUEST_ID,
     VERSION_OUTPUT,
 )
+from tritonops.contract.served import ServedManifest, load_served_manifest
 from tritonops.contract.signature import CanarySplit
 from tritonops.serving.backend_options import BackendOptions
 from tritonops.serving.capture import CaptureSpec, CaptureWriter
@@ -130,7 +131,7 @@ class _CanaryCounts:
 class _RouteMetrics:
     """Metrics of the canary split and the shadow mirror of one live version (families only where set)."""
 
-    def __init__(self, manifest: Manifest, canary: CanarySplit | None, shadow: ShadowRoute | None) -> None:
+    def __init__(self, manifest: ServedManifest, canary: CanarySplit | None, shadow: ShadowRoute | None) -> None:
         base = {"model": manifest.name, "version": str(manifest.version)}
         self.families: list[Any] = []
         self.canary: dict[str, Any] = {}
@@ -221,7 +222,7 @@ class _VersionTensors:
 class _Metrics:
     """Triton custom metrics for one model version; ``flush`` adds a snapshot of counts to them."""
 
-    def __init__(self, manifest: Manifest, counters: DriftCounters, drift: bool, cache: bool) -> None:
+    def __init__(self, manifest: ServedManifest, counters: DriftCounters, drift: bool, cache: bool) -> None:
         base = {"model": manifest.name, "version": str(manifest.version)}
         # Families must outlive their metrics: keep every one referenced here.
         self.families = []
@@ -302,7 +303,7 @@ class _Metrics:
         self.rows.increment(float(snapshot.rows))
 
 
-def _tensor_features(manifest: Manifest) -> list[tuple[str, tuple[str, ...]]]:
+def _tensor_features(manifest: ServedManifest) -> list[tuple[str, tuple[str, ...]]]:
     return [(tensor.name, tuple(tensor.features)) for tensor in manifest.inputs]
 
 
@@ -402,7 +403,7 @@ class _Version:
     """Everything one version needs to score requests in this instance: schema, runner, cache, counters."""
 
     def __init__(self, args: dict[str, Any], options: BackendOptions, version_dir: Path, version_output: bool) -> None:
-        manifest = load_manifest(version_dir / "manifest.json")
+        manifest = load_served_manifest(version_dir / "manifest.json")
         self.manifest = manifest
         self.schema = InputSchema.from_manifest(manifest)
         self.input_names = [rule.name for rule in self.schema.rules]
