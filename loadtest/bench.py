@@ -41,7 +41,7 @@ from tritonops.contract.encoding import Tensor, encode_rows
 from tritonops.contract.manifest import Feature
 from tritonops.loadtest import payloads
 from tritonops.loadtest.ab import Interleaved, interleaved, paired_median, pooled, rounds_rps
-from tritonops.loadtest.capture import CAPTURE_01, CAPTURE_OFF, load_capture_models, spooled_rows
+from tritonops.loadtest.capture import CAPTURE_01, CAPTURE_OFF, CAPTURE_OFF_COPY, load_capture_models, spooled_rows
 from tritonops.loadtest.errors import BenchmarkError
 from tritonops.loadtest.generators import LoadResult, OtherLoad, cpu_idle_share, run_h2load, run_wrk
 from tritonops.loadtest.inprocess import measure
@@ -398,6 +398,7 @@ def bench_capture(
         p99 = {label: pooled(loads).p99_ms for (label, level), loads in runs.items() if level == connections}
         summary[f"{connections} connections"] = {
             "capture_of_off": paired_median(rps[CAPTURE_01], rps[CAPTURE_OFF]),
+            "copy_of_off": paired_median(rps[CAPTURE_OFF_COPY], rps[CAPTURE_OFF]),
             "capture_p99_added_ms": p99[CAPTURE_01] - p99[CAPTURE_OFF],
             "rounds_rps": rps,
             "rounds_repeated_for_steal": result.repeated[connections],
@@ -567,7 +568,8 @@ def run(config: BenchConfig) -> tuple[list[BenchRow], list[dict[str, Any]], Path
             for level, measured in meta.get("capture", {}).items():
                 console.print(
                     f"  capture at {level}: share 0.1 does {100 * measured['capture_of_off']:.1f}% of capture "
-                    f"off's req/s (p99 {measured['capture_p99_added_ms']:+.2f} ms)"
+                    f"off's req/s (p99 {measured['capture_p99_added_ms']:+.2f} ms); a copy of capture off does "
+                    f"{100 * measured['copy_of_off']:.1f}% (what the method reads when nothing differs)"
                 )
             if "capture_spooled" in meta:
                 spooled = meta["capture_spooled"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tritonops.loadtest.bench import SETTINGS_DEFAULT, SETTINGS_GLIBC, SETTINGS_SUMMARIES, BenchConfig, run
-from tritonops.loadtest.capture import CAPTURE_01, CAPTURE_OFF
+from tritonops.loadtest.capture import CAPTURE_01, CAPTURE_OFF, CAPTURE_OFF_COPY
 from tritonops.loadtest.routing import AS_CONVERTED, SHADOW_1, WEIGHT_0, WEIGHT_02, WEIGHT_02_BLS
 from tritonops.loadtest.variants import BARE, NO_COUNTERS, TRITONOPS
 
@@ -130,6 +130,9 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
         rounds = measured["rounds_rps"]
         assert measured["capture_of_off"] == pytest.approx(
             statistics.median(a / b for a, b in zip(rounds[CAPTURE_01], rounds[CAPTURE_OFF], strict=True))
+        )
+        assert measured["copy_of_off"] == pytest.approx(  # the A/A ratio: the noise floor, measured alongside
+            statistics.median(a / b for a, b in zip(rounds[CAPTURE_OFF_COPY], rounds[CAPTURE_OFF], strict=True))
         )
         assert f"capture at share 0.1 >= 95% of capture off ({level})" in {v["target"] for v in verdicts}
     # the capturing model really captured about a tenth of its requests (+1: the pre-flight request)
