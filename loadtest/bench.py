@@ -405,8 +405,10 @@ def bench_capture(
         }
     capturing = next(v.model for v in variants if v.label == CAPTURE_01)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        # every request it answered: the pre-flight one and the rounds measured again count too
+        stats = client.get_inference_statistics(capturing, as_json=True)["model_stats"]
+        captured_requests = sum(int(e["inference_stats"]["success"].get("count", 0)) for e in stats)
         client.unload_model(capturing)  # finalize flushes the buffered rows and closes the spool file
-    captured_requests = sum(r.requests for r in rows if r.variant == CAPTURE_01)
     deadline = time.monotonic() + 30
     while list(spool.rglob(f"*{OPEN_SUFFIX}")) and time.monotonic() < deadline:  # the unload finishes asynchronously
         time.sleep(0.2)

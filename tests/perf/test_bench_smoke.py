@@ -43,7 +43,7 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
     single = [("triton", v, "http", 1, c) for v in (TRITONOPS, NO_COUNTERS, BARE) for c in (4, 8)]
     single += [("triton", v, "http", 1, 8) for v in (SETTINGS_DEFAULT, SETTINGS_SUMMARIES, SETTINGS_GLIBC)]
     single += [("triton", v, "http", 1, c) for v in ROUTING for c in (4, 8)]
-    single += [("triton", v, "http", 1, c) for v in (CAPTURE_OFF, CAPTURE_01) for c in (4, 8)]
+    single += [("triton", v, "http", 1, c) for v in (CAPTURE_OFF, CAPTURE_01, CAPTURE_OFF_COPY) for c in (4, 8)]
     assert set(by_key) == {
         ("onnxruntime", "", "in-process", 1, 0),
         ("onnxruntime", "", "in-process", 32, 0),
@@ -135,11 +135,12 @@ def test_tiny_bench_measures_every_target_and_derives_ratios(tmp_path: Path) -> 
             statistics.median(a / b for a, b in zip(rounds[CAPTURE_OFF_COPY], rounds[CAPTURE_OFF], strict=True))
         )
         assert f"capture at share 0.1 >= 95% of capture off ({level})" in {v["target"] for v in verdicts}
-    # the capturing model really captured about a tenth of its requests (+1: the pre-flight request)
+    # the capturing model really captured about a tenth of the requests it answered (Triton's count: the kept
+    # rounds, the pre-flight request and any round measured again for stolen CPU)
     spooled = saved["meta"]["capture_spooled"]
-    captured_requests = sum(by_key[("triton", CAPTURE_01, "http", 1, c)].requests for c in (4, 8))
-    assert spooled["requests"] == captured_requests
-    share = spooled["rows"] / (captured_requests + 1)
+    kept_requests = sum(by_key[("triton", CAPTURE_01, "http", 1, c)].requests for c in (4, 8))
+    assert spooled["requests"] >= kept_requests + 1
+    share = spooled["rows"] / spooled["requests"]
     assert 0.05 < share < 0.15, spooled
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "bench.md").read_text()
