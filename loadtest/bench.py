@@ -192,7 +192,7 @@ def _check_grpc(target: str, framed: bytes, rows: int) -> None:
 
 @dataclass(frozen=True)
 class TritonCounters:
-    """Triton's own statistics for the bench model (cumulative)."""
+    """Triton's own statistics for one model (cumulative)."""
 
     requests: int
     executions: int
@@ -200,9 +200,9 @@ class TritonCounters:
     compute_ns: int
 
     @classmethod
-    def read(cls, grpc_url: str) -> TritonCounters:
+    def read(cls, grpc_url: str, model: str = MODEL) -> TritonCounters:
         with grpcclient.InferenceServerClient(grpc_url) as client:
-            stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"]
+            stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
         total = {"requests": 0, "executions": 0, "queue_ns": 0, "compute_ns": 0}
         for entry in stats:
             inference = entry["inference_stats"]
@@ -404,10 +404,9 @@ def bench_capture(
             "rounds_repeated_for_steal": result.repeated[connections],
         }
     capturing = next(v.model for v in variants if v.label == CAPTURE_01)
+    # every request it answered: the pre-flight one and the rounds measured again count too
+    captured_requests = TritonCounters.read(server.grpc_url, capturing).requests
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        # every request it answered: the pre-flight one and the rounds measured again count too
-        stats = client.get_inference_statistics(capturing, as_json=True)["model_stats"]
-        captured_requests = sum(int(e["inference_stats"]["success"].get("count", 0)) for e in stats)
         client.unload_model(capturing)  # finalize flushes the buffered rows and closes the spool file
     deadline = time.monotonic() + 30
     while list(spool.rglob(f"*{OPEN_SUFFIX}")) and time.monotonic() < deadline:  # the unload finishes asynchronously

@@ -70,13 +70,32 @@ def cpu_times() -> list[int]:
         return [int(v) for v in handle.readline().split()[1:]]
 
 
+@dataclass(frozen=True)
+class CpuSpent:
+    """The machine's CPU time (all cores, clock ticks) between two ``cpu_times`` readings."""
+
+    total: int
+    idle: int
+    """Idle and iowait."""
+    stolen: int
+    """Given by the hypervisor to other guests."""
+
+    @classmethod
+    def between(cls, before: list[int], after: list[int]) -> CpuSpent:
+        delta = [b - a for a, b in zip(before, after, strict=False)]
+        return cls(total=sum(delta), idle=delta[3] + delta[4], stolen=delta[7] if len(delta) > 7 else 0)
+
+    @property
+    def busy(self) -> int:
+        return self.total - self.idle - self.stolen
+
+
 def cpu_idle_share(seconds: float = 1.0) -> float:
     """Share of CPU time (all cores) spent idle over the next ``seconds``, from ``/proc/stat``."""
     before = cpu_times()
     time.sleep(seconds)
-    after = cpu_times()
-    idle = after[3] + after[4] - before[3] - before[4]  # idle + iowait
-    return idle / max(1, sum(after) - sum(before))
+    spent = CpuSpent.between(before, cpu_times())
+    return spent.idle / max(1, spent.total)
 
 
 def require(tool: str) -> str:
@@ -215,9 +234,8 @@ class OtherLoad:
 
     def __exit__(self, *exc: object) -> None:
         wall = time.monotonic() - self._started
-        cpu_after = cpu_times()
-        stolen = cpu_after[7] - self._cpu_before[7] if len(cpu_after) > 7 else 0
-        self.steal = stolen / max(1, sum(cpu_after) - sum(self._cpu_before))
+        spent = CpuSpent.between(self._cpu_before, cpu_times())
+        self.steal = spent.stolen / max(1, spent.total)
         me = psutil.Process()
         ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
         used = sum(cpu - self._before.get(key, 0.0) for key, cpu in self._snapshot().items() if key[0] not in ours)

@@ -34,7 +34,7 @@ from tritonops.control_plane.fleet import PER_ENDPOINT, reconcile
 from tritonops.control_plane.lease import Lease
 from tritonops.control_plane.state import AuditEntry, StateStore
 from tritonops.converters.convert import ConversionOptions, convert_sklearn
-from tritonops.loadtest.generators import cpu_times
+from tritonops.loadtest.generators import CpuSpent, cpu_times
 from tritonops.loadtest.postgres import PostgresCluster
 from tritonops.model_config import ServingOptions
 from tritonops.serving.triton import ServerOptions, TritonServer
@@ -79,13 +79,11 @@ def _repository(root: Path, models: int) -> list[str]:
 
 def _cpu_seconds(before: list[int], after: list[int], what: str) -> dict[str, float]:
     """The machine's busy, idle and stolen CPU seconds (all cores) between two ``cpu_times`` readings."""
-    delta = [b - a for a, b in zip(before, after, strict=False)]
-    ticks = os.sysconf("SC_CLK_TCK")
-    idle, steal = delta[3] + delta[4], delta[7] if len(delta) > 7 else 0
+    spent, ticks = CpuSpent.between(before, after), os.sysconf("SC_CLK_TCK")
     return {
-        f"{what}_cpu_busy_s": round((sum(delta) - idle - steal) / ticks, 1),
-        f"{what}_cpu_idle_s": round(idle / ticks, 1),
-        f"{what}_cpu_stolen_s": round(steal / ticks, 1),
+        f"{what}_cpu_busy_s": round(spent.busy / ticks, 1),
+        f"{what}_cpu_idle_s": round(spent.idle / ticks, 1),
+        f"{what}_cpu_stolen_s": round(spent.stolen / ticks, 1),
     }
 
 

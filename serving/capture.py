@@ -301,10 +301,9 @@ class CaptureWriter:
         buffers.append(np.concatenate([sampled.probabilities for sampled in pending]).astype("<f4"))
         described, body, offset = [], [], 0
         for buffer in buffers:
-            data = buffer.astype(buffer.dtype.newbyteorder("<"), copy=False).tobytes()
-            described.append(
-                {"dtype": buffer.dtype.newbyteorder("<").str, "shape": list(buffer.shape), "offset": offset}
-            )
+            little = buffer.dtype.newbyteorder("<")
+            data = buffer.astype(little, copy=False).tobytes()
+            described.append({"dtype": little.str, "shape": list(buffer.shape), "offset": offset})
             body.append(data)
             offset += len(data)
         header = json.dumps(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from tritonops.contract.encoding import Datatype, TensorFeature
 from tritonops.contract.errors import ManifestError
 
 
@@ -45,15 +46,9 @@ Bins = NumericBins | CategoricalBins
 """A feature's reference bins: a manifest's ``reference.features[<name>]``."""
 
 
-class FeatureSpec(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def tensor(self) -> str: ...
-    @property
-    def dtype(self) -> str: ...
-    @property
-    def column(self) -> int: ...
+class FeatureSpec(TensorFeature, Protocol):
+    """What serving reads of a feature: the encoder's view of it, plus its validation rules."""
+
     @property
     def allow_nan(self) -> bool: ...
     @property
@@ -64,7 +59,7 @@ class InputSpec(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def datatype(self) -> Literal["FP32", "BYTES"]: ...
+    def datatype(self) -> Datatype: ...
     @property
     def features(self) -> Sequence[str]: ...
 
@@ -126,7 +121,7 @@ class ServedFeature:
 @dataclass(frozen=True)
 class ServedInput:
     name: str
-    datatype: Literal["FP32", "BYTES"]
+    datatype: Datatype
     features: tuple[str, ...]
 
 
