@@ -5,7 +5,9 @@
 1. Reconcile: ``--endpoints`` embedded tritonservers (explicit model control, nothing loaded) and ``--models``
    models (one small converted model copied under that many names), each desired live at version 1. The time of
    one ``reconcile`` from empty (every model loaded on every endpoint, ``--per-endpoint`` at once on each) and of
-   the next one, when nothing differs (goals: under 30 s and under 1 s), with the per-model load-and-check time.
+   the next one, when nothing differs (goals: under 30 s and under 1 s), with the per-model load-and-check time
+   and where the CPU of the first went: the machine's busy/idle/stolen seconds, the Triton servers' own
+   processes, their Python-backend stubs (one per load; the mean per stub) and this process (the controller).
 2. Failover: a leader process holds the controller lease (``--ttl``); it is SIGKILLed and a follower polling every
    100 ms takes over; the time from the kill to the takeover, ``--failovers`` times (goal: under 10 s).
 
@@ -28,6 +30,8 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+
+import psutil
 
 from examples.train import train_numeric_pipeline
 from tritonops.control_plane.fleet import PER_ENDPOINT, reconcile
@@ -87,6 +91,25 @@ def _cpu_seconds(before: list[int], after: list[int], what: str) -> dict[str, fl
     }
 
 
+def _cpu_of(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _triton_cpu_seconds(servers: list[TritonServer], before: list[float]) -> dict[str, float]:
+    """CPU seconds since ``before`` of the servers' own processes, and the whole CPU of their stubs (all started
+    after ``before``: the servers began empty), with the number of stubs and the mean per stub."""
+    processes = [psutil.Process(server.process.pid) for server in servers if server.process is not None]
+    stubs = [child for process in processes for child in process.children(recursive=True)]
+    stub_seconds = sum(_cpu_of(stub) for stub in stubs)
+    return {
+        "from_empty_cpu_servers_s": round(sum(_cpu_of(p) for p in processes) - sum(before), 1),
+        "from_empty_cpu_stubs_s": round(stub_seconds, 1),
+        "stubs": len(stubs),
+        "stub_cpu_mean_s": round(stub_seconds / len(stubs), 3) if stubs else 0.0,
+    }
+
+
 def bench_reconcile(
     location: StateLocation, root: Path, models: int, endpoints: int, per_endpoint: int = PER_ENDPOINT
 ) -> dict[str, float]:
@@ -103,9 +126,13 @@ def bench_reconcile(
                 store.add_endpoint(server.grpc_url, AuditEntry("bench", "fleet-add", None, None, None, "", "ok"))
             for name in names:
                 store.set_live(name, 1, AuditEntry("bench", "promote", name, None, 1, "benchmark", "ok"))
-            started, cpu_before = time.monotonic(), cpu_times()
+            myself = psutil.Process()
+            servers_before = [_cpu_of(psutil.Process(s.process.pid)) for s in servers if s.process is not None]
+            started, cpu_before, controller_before = time.monotonic(), cpu_times(), _cpu_of(myself)
             first = reconcile(store, root / "repository", {}, actor="bench", per_endpoint=per_endpoint)
             from_empty, cpu_after = time.monotonic() - started, cpu_times()
+            controller_cpu = _cpu_of(myself) - controller_before
+            triton_cpu = _triton_cpu_seconds(servers, servers_before)
             started = time.monotonic()
             second = reconcile(store, root / "repository", {}, actor="bench", per_endpoint=per_endpoint)
             in_sync = time.monotonic() - started
@@ -122,6 +149,8 @@ def bench_reconcile(
         "model_load_max_s": round(seconds[-1], 2),
         "from_empty_s": round(from_empty, 2),
         **_cpu_seconds(cpu_before, cpu_after, "from_empty"),
+        "from_empty_cpu_controller_s": round(controller_cpu, 1),
+        **triton_cpu,
         "in_sync_s": round(in_sync, 3),
     }
 
