@@ -96,10 +96,9 @@ def _cpu_of(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def _triton_cpu_seconds(servers: list[TritonServer], before: list[float]) -> dict[str, float]:
-    """CPU seconds since ``before`` of the servers' own processes, and the whole CPU of their stubs (all started
+def _triton_cpu_seconds(processes: list[psutil.Process], before: list[float]) -> dict[str, float]:
+    """CPU seconds since ``before`` of the servers' own ``processes``, and the whole CPU of their stubs (all started
     after ``before``: the servers began empty), with the number of stubs and the mean per stub."""
-    processes = [psutil.Process(server.process.pid) for server in servers if server.process is not None]
     stubs = [child for process in processes for child in process.children(recursive=True)]
     stub_seconds = sum(_cpu_of(stub) for stub in stubs)
     return {
@@ -127,12 +126,13 @@ def bench_reconcile(
             for name in names:
                 store.set_live(name, 1, AuditEntry("bench", "promote", name, None, 1, "benchmark", "ok"))
             myself = psutil.Process()
-            servers_before = [_cpu_of(psutil.Process(s.process.pid)) for s in servers if s.process is not None]
+            processes = [psutil.Process(server.pid) for server in servers if server.pid is not None]
+            servers_before = [_cpu_of(process) for process in processes]
             started, cpu_before, controller_before = time.monotonic(), cpu_times(), _cpu_of(myself)
             first = reconcile(store, root / "repository", {}, actor="bench", per_endpoint=per_endpoint)
             from_empty, cpu_after = time.monotonic() - started, cpu_times()
             controller_cpu = _cpu_of(myself) - controller_before
-            triton_cpu = _triton_cpu_seconds(servers, servers_before)
+            triton_cpu = _triton_cpu_seconds(processes, servers_before)
             started = time.monotonic()
             second = reconcile(store, root / "repository", {}, actor="bench", per_endpoint=per_endpoint)
             in_sync = time.monotonic() - started
